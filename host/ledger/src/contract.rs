@@ -1,0 +1,306 @@
+//! The storage contract every ledger backend implements, plus typed one-op helpers over it.
+//!
+//! Invariant: `apply` is all-or-nothing and durable on `Ok`; everything else here is reads or
+//! sugar over `apply`, so a new backend (Postgres) only has to get `apply` right once.
+
+use crate::error::LedgerError;
+use crate::records::{
+    Applied, Attempt, AttemptStatus, Checkpoint, Claim, EffectRecord, EffectStatus, JournalEntry,
+    Millis, NewJournalEntry, NewRun, Op, Run, RunFilter, RunStatus,
+};
+
+pub trait Ledger: Send + Sync + 'static {
+    /// Applies `ops` atomically and returns one [`Applied`] per op, in order.
+    ///
+    /// When this returns `Ok` the ops are durable; on `Err` nothing of this call is applied.
+    /// Everything queued earlier by [`Ledger::journal`] on the same thread is durable too, so
+    /// `apply(vec![])` is a flush.
+    fn apply(&self, ops: Vec<Op>) -> Result<Vec<Applied>, LedgerError>;
+
+    /// Queues a journal entry without waiting; it commits with the next batch (or shortly
+    /// after). FIFO with later `apply` calls from the same thread. An entry that cannot be
+    /// stored (e.g. unknown run) is dropped with a warning and never fails other work.
+    fn journal(&self, entry: NewJournalEntry);
+
+    fn run(&self, run_id: &str) -> Result<Option<Run>, LedgerError>;
+
+    /// Runs matching `filter`, newest first.
+    fn runs(&self, filter: &RunFilter) -> Result<Vec<Run>, LedgerError>;
+
+    /// The run's attempts, oldest first.
+    fn attempts(&self, run_id: &str) -> Result<Vec<Attempt>, LedgerError>;
+
+    fn effect(&self, kind: &str, key: &str) -> Result<Option<EffectRecord>, LedgerError>;
+
+    /// Effects currently owned by `run_id`, in creation order.
+    fn effects_for_run(&self, run_id: &str) -> Result<Vec<EffectRecord>, LedgerError>;
+
+    /// The newest checkpoint of the run, restricted to `name` if given.
+    fn latest_checkpoint(
+        &self,
+        run_id: &str,
+        name: Option<&str>,
+    ) -> Result<Option<Checkpoint>, LedgerError>;
+
+    /// All checkpoints of the run, oldest first.
+    fn checkpoints(&self, run_id: &str) -> Result<Vec<Checkpoint>, LedgerError>;
+
+    /// The run's journal, in commit order.
+    fn journal_entries(&self, run_id: &str) -> Result<Vec<JournalEntry>, LedgerError>;
+}
+
+/// Typed one-op helpers over [`Ledger::apply`]. Arguments follow the field order of the
+/// matching [`Op`] variant.
+pub trait LedgerExt: Ledger {
+    fn create_run(&self, run: NewRun) -> Result<(), LedgerError> {
+        expect_done(self.apply(vec![Op::CreateRun(run)]), "CreateRun")
+    }
+
+    fn begin_attempt(
+        &self,
+        run_id: &str,
+        component_digest: &str,
+        holder: &str,
+        lease_until: Millis,
+        take_over: bool,
+        now: Millis,
+    ) -> Result<Attempt, LedgerError> {
+        let op = Op::BeginAttempt {
+            run_id: run_id.to_owned(),
+            component_digest: component_digest.to_owned(),
+            holder: holder.to_owned(),
+            lease_until,
+            take_over,
+            now,
+        };
+        match single(self.apply(vec![op]), "BeginAttempt")? {
+            Applied::Attempt(attempt) => Ok(attempt),
+            other => Err(unexpected("BeginAttempt", &other)),
+        }
+    }
+
+    fn renew_lease(
+        &self,
+        run_id: &str,
+        attempt: u32,
+        holder: &str,
+        lease_until: Millis,
+    ) -> Result<(), LedgerError> {
+        let op = Op::RenewLease {
+            run_id: run_id.to_owned(),
+            attempt,
+            holder: holder.to_owned(),
+            lease_until,
+        };
+        expect_done(self.apply(vec![op]), "RenewLease")
+    }
+
+    fn end_attempt(
+        &self,
+        run_id: &str,
+        attempt: u32,
+        status: AttemptStatus,
+        error_class: Option<&str>,
+        error_message: Option<&str>,
+        now: Millis,
+    ) -> Result<(), LedgerError> {
+        let op = Op::EndAttempt {
+            run_id: run_id.to_owned(),
+            attempt,
+            status,
+            error_class: error_class.map(str::to_owned),
+            error_message: error_message.map(str::to_owned),
+            now,
+        };
+        expect_done(self.apply(vec![op]), "EndAttempt")
+    }
+
+    fn end_run(
+        &self,
+        run_id: &str,
+        status: RunStatus,
+        output: Option<&str>,
+        error_class: Option<&str>,
+        error_message: Option<&str>,
+        now: Millis,
+    ) -> Result<(), LedgerError> {
+        let op = Op::EndRun {
+            run_id: run_id.to_owned(),
+            status,
+            output: output.map(str::to_owned),
+            error_class: error_class.map(str::to_owned),
+            error_message: error_message.map(str::to_owned),
+            now,
+        };
+        expect_done(self.apply(vec![op]), "EndRun")
+    }
+
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "mirrors Op::ClaimEffect field for field"
+    )]
+    fn claim_effect(
+        &self,
+        kind: &str,
+        key: &str,
+        payload_digest: &str,
+        payload: &str,
+        run_id: &str,
+        attempt: u32,
+        now: Millis,
+    ) -> Result<Claim, LedgerError> {
+        let op = Op::ClaimEffect {
+            kind: kind.to_owned(),
+            key: key.to_owned(),
+            payload_digest: payload_digest.to_owned(),
+            payload: payload.to_owned(),
+            run_id: run_id.to_owned(),
+            attempt,
+            now,
+        };
+        match single(self.apply(vec![op]), "ClaimEffect")? {
+            Applied::Claim(claim) => Ok(claim),
+            other => Err(unexpected("ClaimEffect", &other)),
+        }
+    }
+
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "mirrors Op::TakeOverEffect field for field"
+    )]
+    fn take_over_effect(
+        &self,
+        kind: &str,
+        key: &str,
+        expected_run_id: &str,
+        expected_attempt: u32,
+        expected_status: EffectStatus,
+        run_id: &str,
+        attempt: u32,
+        now: Millis,
+    ) -> Result<bool, LedgerError> {
+        let op = Op::TakeOverEffect {
+            kind: kind.to_owned(),
+            key: key.to_owned(),
+            expected_run_id: expected_run_id.to_owned(),
+            expected_attempt,
+            expected_status,
+            run_id: run_id.to_owned(),
+            attempt,
+            now,
+        };
+        match single(self.apply(vec![op]), "TakeOverEffect")? {
+            Applied::TookOver(took) => Ok(took),
+            other => Err(unexpected("TakeOverEffect", &other)),
+        }
+    }
+
+    fn mark_dispatched(
+        &self,
+        kind: &str,
+        key: &str,
+        run_id: &str,
+        attempt: u32,
+        now: Millis,
+    ) -> Result<(), LedgerError> {
+        let op = Op::MarkDispatched {
+            kind: kind.to_owned(),
+            key: key.to_owned(),
+            run_id: run_id.to_owned(),
+            attempt,
+            now,
+        };
+        expect_done(self.apply(vec![op]), "MarkDispatched")
+    }
+
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "mirrors Op::RecordOutcome field for field"
+    )]
+    fn record_outcome(
+        &self,
+        kind: &str,
+        key: &str,
+        run_id: &str,
+        attempt: u32,
+        status: EffectStatus,
+        response: Option<&str>,
+        error_class: Option<&str>,
+        error_message: Option<&str>,
+        now: Millis,
+    ) -> Result<(), LedgerError> {
+        let op = Op::RecordOutcome {
+            kind: kind.to_owned(),
+            key: key.to_owned(),
+            run_id: run_id.to_owned(),
+            attempt,
+            status,
+            response: response.map(str::to_owned),
+            error_class: error_class.map(str::to_owned),
+            error_message: error_message.map(str::to_owned),
+            now,
+        };
+        expect_done(self.apply(vec![op]), "RecordOutcome")
+    }
+
+    fn mark_in_doubt(
+        &self,
+        kind: &str,
+        key: &str,
+        run_id: &str,
+        attempt: u32,
+        now: Millis,
+    ) -> Result<(), LedgerError> {
+        let op = Op::MarkInDoubt {
+            kind: kind.to_owned(),
+            key: key.to_owned(),
+            run_id: run_id.to_owned(),
+            attempt,
+            now,
+        };
+        expect_done(self.apply(vec![op]), "MarkInDoubt")
+    }
+
+    fn save_checkpoint(
+        &self,
+        run_id: &str,
+        attempt: u32,
+        name: &str,
+        state: &[u8],
+        now: Millis,
+    ) -> Result<(), LedgerError> {
+        let op = Op::SaveCheckpoint {
+            run_id: run_id.to_owned(),
+            attempt,
+            name: name.to_owned(),
+            state: state.to_vec(),
+            now,
+        };
+        expect_done(self.apply(vec![op]), "SaveCheckpoint")
+    }
+}
+
+impl<L: Ledger + ?Sized> LedgerExt for L {}
+
+/// The one result of a one-op `apply`; a different count means the backend broke the contract.
+fn single(result: Result<Vec<Applied>, LedgerError>, op: &str) -> Result<Applied, LedgerError> {
+    let mut applied = result?;
+    let count = applied.len();
+    match applied.pop() {
+        Some(one) if count == 1 => Ok(one),
+        _ => Err(LedgerError::Internal(format!(
+            "{op}: backend returned {count} results for one op"
+        ))),
+    }
+}
+
+fn expect_done(result: Result<Vec<Applied>, LedgerError>, op: &str) -> Result<(), LedgerError> {
+    match single(result, op)? {
+        Applied::Done => Ok(()),
+        other => Err(unexpected(op, &other)),
+    }
+}
+
+fn unexpected(op: &str, got: &Applied) -> LedgerError {
+    LedgerError::Internal(format!("{op}: backend returned unexpected result {got:?}"))
+}

@@ -1,0 +1,152 @@
+//! Every way a ledger call can fail, each with what was wrong and what to do about it.
+//!
+//! Invariant: `LedgerError` is `Clone` (sources are behind `Arc`), because one failed group
+//! commit must hand the same error to every request in the batch.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::records::{EffectStatus, Millis, RunStatus};
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LedgerError {
+    #[error("run `{run_id}` does not exist; check the run id (list runs to see the known ones)")]
+    RunNotFound { run_id: String },
+
+    #[error("run `{run_id}` already exists; use a fresh run id, or resume the existing run")]
+    RunExists { run_id: String },
+
+    #[error("run `{run_id}` already finished as {status}; start a new run instead of resuming it")]
+    RunFinished { run_id: String, status: RunStatus },
+
+    #[error(
+        "attempt {attempt} of run `{run_id}` is still live (held by `{holder}`, lease until \
+         {lease_until} ms); wait for the lease to expire, or take it over explicitly if that \
+         holder is known to be dead"
+    )]
+    AttemptLive {
+        run_id: String,
+        attempt: u32,
+        holder: String,
+        lease_until: Millis,
+    },
+
+    #[error(
+        "attempt {attempt} of run `{run_id}` no longer holds its lease ({reason}); stop this \
+         attempt without further side effects: another attempt has taken over or it already ended"
+    )]
+    LeaseLost {
+        run_id: String,
+        attempt: u32,
+        reason: String,
+    },
+
+    #[error(
+        "effect `{kind}` key `{key}` is not pending under attempt {attempt} of run `{run_id}` \
+         (it is {status} under attempt {owner_attempt} of run `{owner_run_id}`); do not dispatch \
+         or record it from this attempt: re-claim the key to learn its current state"
+    )]
+    OwnershipLost {
+        kind: String,
+        key: String,
+        run_id: String,
+        attempt: u32,
+        owner_run_id: String,
+        owner_attempt: u32,
+        status: EffectStatus,
+    },
+
+    #[error(
+        "effect `{kind}` key `{key}` was never claimed; claim it before dispatching or \
+         recording its outcome"
+    )]
+    EffectNotFound { kind: String, key: String },
+
+    #[error(
+        "cannot move {entity} from {from} to {to}; that transition is not allowed, check the \
+         status passed to the op"
+    )]
+    InvalidTransition {
+        entity: String,
+        from: String,
+        to: String,
+    },
+
+    #[error(
+        "{} is not a Tollgate ledger ({reason}); move it aside or point --ledger elsewhere",
+        path.display()
+    )]
+    NotALedger { path: PathBuf, reason: String },
+
+    #[error(
+        "ledger {} is corrupt ({detail}); move it aside and restore a backup, or point --ledger \
+         at a new file",
+        path.display()
+    )]
+    Corrupt { path: PathBuf, detail: String },
+
+    #[error(
+        "ledger {} is busy: another process holds a write lock beyond the busy timeout; stop \
+         the other tollgate process using this ledger, or raise the busy timeout",
+        path.display()
+    )]
+    Busy { path: PathBuf },
+
+    #[error(
+        "ledger schema version {found} was written by a newer Tollgate (this build supports up \
+         to {supported}); upgrade tollgate, or point --ledger at another file"
+    )]
+    NewerSchema { found: u32, supported: u32 },
+
+    #[error(
+        "cannot use ledger path {}: {source}; check that the directory exists and is writable",
+        path.display()
+    )]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+
+    #[error(
+        "ledger storage failed while {context}: {source}; check that the disk is writable and \
+         not full, then retry (rerun with RUST_LOG=debug if it persists)"
+    )]
+    Sqlite {
+        context: String,
+        #[source]
+        source: Arc<rusqlite::Error>,
+    },
+
+    #[error(
+        "the ledger writer thread has stopped, so nothing more can be committed; restart \
+         tollgate (work committed earlier is safe)"
+    )]
+    WriterGone,
+
+    #[error("internal ledger error: {0}; this is a bug in tollgate, please report it")]
+    Internal(String),
+}
+
+impl From<rusqlite::Error> for LedgerError {
+    fn from(source: rusqlite::Error) -> Self {
+        Self::Sqlite {
+            context: "accessing the ledger".to_owned(),
+            source: Arc::new(source),
+        }
+    }
+}
+
+/// Attaches what the ledger was doing to a storage error.
+pub(crate) trait SqlContext<T> {
+    fn context(self, what: &str) -> Result<T, LedgerError>;
+}
+
+impl<T> SqlContext<T> for Result<T, rusqlite::Error> {
+    fn context(self, what: &str) -> Result<T, LedgerError> {
+        self.map_err(|source| LedgerError::Sqlite {
+            context: what.to_owned(),
+            source: Arc::new(source),
+        })
+    }
+}

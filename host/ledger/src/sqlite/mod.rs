@@ -1,0 +1,547 @@
+//! The SQLite ledger: one file, one writer thread doing group commit, one reader connection.
+//!
+//! Invariant: only the writer thread ever writes the file (plus migrations at open, before it
+//! starts), every write commits with `synchronous=FULL` before its caller is answered, and a
+//! file is written only after it has been recognised as a Tollgate ledger (or was empty).
+
+mod migrations;
+mod ops;
+mod rows;
+mod writer;
+
+use std::fmt;
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use rusqlite::{Connection, ErrorCode, OpenFlags};
+
+use crate::contract::Ledger;
+use crate::error::{LedgerError, SqlContext};
+use crate::records::{
+    Applied, Attempt, Checkpoint, EffectRecord, JournalEntry, NewJournalEntry, Op, Run, RunFilter,
+};
+use writer::{Counters, Request, Writer};
+
+/// Files up to this size get a full `PRAGMA quick_check` at open; larger ones would make
+/// startup slow, so they rely on SQLite's own page checks as they are read.
+const QUICK_CHECK_MAX_BYTES: u64 = 64 * 1024 * 1024;
+
+const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerOptions {
+    /// How long a write waits for another process's lock before failing with `Busy`.
+    pub busy_timeout: Duration,
+    /// Commit every request queued at the same moment in one transaction (one fsync). Off
+    /// gives each request its own transaction: only useful as a benchmark baseline.
+    pub group_commit: bool,
+    /// Most requests (apply calls and queued journal entries) in one group commit.
+    pub max_batch: usize,
+}
+
+impl Default for LedgerOptions {
+    fn default() -> Self {
+        Self {
+            busy_timeout: Duration::from_secs(5),
+            group_commit: true,
+            max_batch: 256,
+        }
+    }
+}
+
+/// Counters since open: how many `apply` requests were answered from how many commits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LedgerStats {
+    pub commits: u64,
+    pub requests: u64,
+}
+
+/// A [`Ledger`] in one SQLite file. Cheap to share behind an `Arc`; dropping the last handle
+/// commits queued journal entries and stops the writer thread.
+pub struct SqliteLedger {
+    path: PathBuf,
+    requests: Option<Sender<Request>>,
+    writer: Option<JoinHandle<()>>,
+    counters: Arc<Counters>,
+    reader: Mutex<Connection>,
+    // Declared last so it is dropped after `reader` closes: it deletes the file.
+    _scratch: Option<ScratchFile>,
+}
+
+impl fmt::Debug for SqliteLedger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteLedger")
+            .field("path", &self.path)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteLedger {
+    /// Opens (creating if absent) the ledger at `path`, migrating it to the current schema.
+    pub fn open(path: &Path, options: LedgerOptions) -> Result<Self, LedgerError> {
+        Self::open_inner(path, options, None)
+    }
+
+    /// A private throwaway ledger for tests: a fresh file in the system temp directory,
+    /// deleted on drop. It is a real file (not `:memory:`) so the writer thread and the reader
+    /// connection share it through WAL exactly as in production.
+    pub fn open_in_memory() -> Result<Self, LedgerError> {
+        let scratch = ScratchFile::create()?;
+        let path = scratch.path.clone();
+        Self::open_inner(&path, LedgerOptions::default(), Some(scratch))
+    }
+
+    fn open_inner(
+        path: &Path,
+        options: LedgerOptions,
+        scratch: Option<ScratchFile>,
+    ) -> Result<Self, LedgerError> {
+        let io_error = |source: std::io::Error| LedgerError::Io {
+            path: path.to_owned(),
+            source: Arc::new(source),
+        };
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs::create_dir_all(parent).map_err(io_error)?;
+        }
+        let existing_len = check_header(path)?;
+
+        let mut conn = open_connection(path, options.busy_timeout)?;
+        let version = recognise(&conn, path)?;
+        if existing_len > 0 && existing_len <= QUICK_CHECK_MAX_BYTES {
+            quick_check(&conn, path)?;
+        }
+        configure_writer(&conn, path)?;
+        if version < migrations::LATEST_VERSION {
+            migrations::migrate_to(&mut conn, migrations::LATEST_VERSION)
+                .map_err(|err| refine(err, path))?;
+        }
+
+        let reader = open_connection(path, options.busy_timeout)?;
+        reader
+            .pragma_update(None, "query_only", true)
+            .context("configuring the read connection")
+            .map_err(|err| refine(err, path))?;
+
+        let (requests, receiver) = mpsc::channel();
+        let counters = Arc::new(Counters::default());
+        let writer = Writer {
+            conn,
+            requests: receiver,
+            path: path.to_owned(),
+            group_commit: options.group_commit,
+            max_batch: options.max_batch,
+            counters: Arc::clone(&counters),
+        };
+        let handle = std::thread::Builder::new()
+            .name("tollgate-ledger-writer".to_owned())
+            .spawn(move || writer.run())
+            .map_err(io_error)?;
+        Ok(Self {
+            path: path.to_owned(),
+            requests: Some(requests),
+            writer: Some(handle),
+            counters,
+            reader: Mutex::new(reader),
+            _scratch: scratch,
+        })
+    }
+
+    /// The ledger file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Commit and request counts since open; `commits < requests` means group commit batched.
+    pub fn stats(&self) -> LedgerStats {
+        LedgerStats {
+            commits: self.counters.commits.load(Ordering::Relaxed),
+            requests: self.counters.requests.load(Ordering::Relaxed),
+        }
+    }
+
+    fn read<T>(
+        &self,
+        query: impl FnOnce(&Connection) -> Result<T, LedgerError>,
+    ) -> Result<T, LedgerError> {
+        let conn: MutexGuard<'_, Connection> = self
+            .reader
+            .lock()
+            .map_err(|_| LedgerError::Internal("the ledger read connection is poisoned".into()))?;
+        query(&conn).map_err(|err| refine(err, &self.path))
+    }
+}
+
+impl Drop for SqliteLedger {
+    fn drop(&mut self) {
+        // Closing the channel lets the writer commit what is queued and then exit.
+        drop(self.requests.take());
+        if let Some(handle) = self.writer.take()
+            && handle.join().is_err()
+        {
+            tracing::error!(path = %self.path.display(), "ledger writer thread panicked");
+        }
+    }
+}
+
+impl Ledger for SqliteLedger {
+    fn apply(&self, ops: Vec<Op>) -> Result<Vec<Applied>, LedgerError> {
+        let requests = self.requests.as_ref().ok_or(LedgerError::WriterGone)?;
+        let (reply, answer) = mpsc::sync_channel(1);
+        requests
+            .send(Request::Apply { ops, reply })
+            .map_err(|_| LedgerError::WriterGone)?;
+        answer.recv().map_err(|_| LedgerError::WriterGone)?
+    }
+
+    fn journal(&self, entry: NewJournalEntry) {
+        let sent = match self.requests.as_ref() {
+            Some(requests) => requests.send(Request::Journal(entry)).is_ok(),
+            None => false,
+        };
+        if !sent {
+            tracing::warn!(
+                path = %self.path.display(),
+                "ledger: dropped a journal entry because the writer thread has stopped"
+            );
+        }
+    }
+
+    fn run(&self, run_id: &str) -> Result<Option<Run>, LedgerError> {
+        self.read(|conn| rows::run(conn, run_id))
+    }
+
+    fn runs(&self, filter: &RunFilter) -> Result<Vec<Run>, LedgerError> {
+        self.read(|conn| rows::runs(conn, filter))
+    }
+
+    fn attempts(&self, run_id: &str) -> Result<Vec<Attempt>, LedgerError> {
+        self.read(|conn| rows::attempts(conn, run_id))
+    }
+
+    fn effect(&self, kind: &str, key: &str) -> Result<Option<EffectRecord>, LedgerError> {
+        self.read(|conn| rows::effect(conn, kind, key))
+    }
+
+    fn effects_for_run(&self, run_id: &str) -> Result<Vec<EffectRecord>, LedgerError> {
+        self.read(|conn| rows::effects_for_run(conn, run_id))
+    }
+
+    fn latest_checkpoint(
+        &self,
+        run_id: &str,
+        name: Option<&str>,
+    ) -> Result<Option<Checkpoint>, LedgerError> {
+        self.read(|conn| rows::latest_checkpoint(conn, run_id, name))
+    }
+
+    fn checkpoints(&self, run_id: &str) -> Result<Vec<Checkpoint>, LedgerError> {
+        self.read(|conn| rows::checkpoints(conn, run_id))
+    }
+
+    fn journal_entries(&self, run_id: &str) -> Result<Vec<JournalEntry>, LedgerError> {
+        self.read(|conn| rows::journal_entries(conn, run_id))
+    }
+}
+
+/// Turns storage errors that mean something to a user (busy, corrupt, not a database) into
+/// their own variants; everything else passes through.
+pub(crate) fn refine(err: LedgerError, path: &Path) -> LedgerError {
+    let LedgerError::Sqlite { source, context } = &err else {
+        return err;
+    };
+    match source.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => LedgerError::Busy {
+            path: path.to_owned(),
+        },
+        Some(ErrorCode::DatabaseCorrupt) => LedgerError::Corrupt {
+            path: path.to_owned(),
+            detail: format!("{source} while {context}"),
+        },
+        Some(ErrorCode::NotADatabase) => LedgerError::NotALedger {
+            path: path.to_owned(),
+            reason: format!("SQLite says: {source}"),
+        },
+        _ => err,
+    }
+}
+
+/// Rejects a non-empty file that does not start with the SQLite header, before SQLite touches
+/// it. Returns the file's length (0 if absent).
+fn check_header(path: &Path) -> Result<u64, LedgerError> {
+    let not_ours = |reason: String| LedgerError::NotALedger {
+        path: path.to_owned(),
+        reason,
+    };
+    let meta = match fs::metadata(path) {
+        Ok(meta) => meta,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(err) => {
+            return Err(LedgerError::Io {
+                path: path.to_owned(),
+                source: Arc::new(err),
+            });
+        }
+    };
+    if meta.is_dir() {
+        return Err(not_ours("it is a directory".to_owned()));
+    }
+    if meta.len() == 0 {
+        return Ok(0);
+    }
+    let mut header = [0u8; 16];
+    let read = fs::File::open(path)
+        .and_then(|mut file| file.read_exact(&mut header))
+        .map(|()| true)
+        .or_else(|err| match err.kind() {
+            std::io::ErrorKind::UnexpectedEof => Ok(false),
+            _ => Err(err),
+        })
+        .map_err(|source| LedgerError::Io {
+            path: path.to_owned(),
+            source: Arc::new(source),
+        })?;
+    if !read || &header != SQLITE_HEADER {
+        return Err(not_ours(
+            "it is not a SQLite database: the file does not start with the SQLite header".into(),
+        ));
+    }
+    Ok(meta.len())
+}
+
+fn open_connection(path: &Path, busy_timeout: Duration) -> Result<Connection, LedgerError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags)
+        .context("opening the ledger file")
+        .map_err(|err| refine(err, path))?;
+    conn.busy_timeout(busy_timeout)
+        .context("setting the busy timeout")
+        .map_err(|err| refine(err, path))?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+/// Decides whether the open file is a Tollgate ledger (or empty, hence ours to initialise)
+/// without writing to it, and returns its schema version.
+fn recognise(conn: &Connection, path: &Path) -> Result<u32, LedgerError> {
+    let not_ours = |reason: String| LedgerError::NotALedger {
+        path: path.to_owned(),
+        reason,
+    };
+    let application_id: i32 = conn
+        .pragma_query_value(None, "application_id", |row| row.get(0))
+        .context("reading the application id")
+        .map_err(|err| refine(err, path))?;
+    let version = migrations::user_version(conn).map_err(|err| refine(err, path))?;
+    if application_id == migrations::APPLICATION_ID {
+        if version > migrations::LATEST_VERSION {
+            return Err(LedgerError::NewerSchema {
+                found: version,
+                supported: migrations::LATEST_VERSION,
+            });
+        }
+        return Ok(version);
+    }
+    if application_id != 0 {
+        return Err(not_ours(format!(
+            "it is a SQLite database of another application (application_id {application_id:#x})"
+        )));
+    }
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name LIMIT 5")
+        .and_then(|mut stmt| stmt.query_map([], |row| row.get(0))?.collect())
+        .context("listing tables")
+        .map_err(|err| refine(err, path))?;
+    if !tables.is_empty() || version != 0 {
+        return Err(not_ours(format!(
+            "it is a SQLite database without the Tollgate mark (tables: {})",
+            if tables.is_empty() {
+                "none".to_owned()
+            } else {
+                tables.join(", ")
+            }
+        )));
+    }
+    Ok(0)
+}
+
+fn quick_check(conn: &Connection, path: &Path) -> Result<(), LedgerError> {
+    let problems: Vec<String> = conn
+        .prepare("PRAGMA quick_check(5)")
+        .and_then(|mut stmt| stmt.query_map([], |row| row.get(0))?.collect())
+        .context("checking the ledger's integrity")
+        .map_err(|err| refine(err, path))?;
+    if problems.len() == 1 && problems.first().is_some_and(|p| p == "ok") {
+        return Ok(());
+    }
+    Err(LedgerError::Corrupt {
+        path: path.to_owned(),
+        detail: format!("quick_check: {}", problems.join("; ")),
+    })
+}
+
+fn configure_writer(conn: &Connection, path: &Path) -> Result<(), LedgerError> {
+    let mode: String = conn
+        .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+        .context("switching to WAL mode")
+        .map_err(|err| refine(err, path))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(LedgerError::Io {
+            path: path.to_owned(),
+            source: Arc::new(std::io::Error::other(format!(
+                "the file system refused write-ahead logging (journal mode stayed `{mode}`)"
+            ))),
+        });
+    }
+    conn.pragma_update(None, "synchronous", "FULL")
+        .and_then(|()| conn.pragma_update(None, "foreign_keys", true))
+        .context("configuring the write connection")
+        .map_err(|err| refine(err, path))
+}
+
+/// A uniquely named file in the temp directory, removed (with its WAL files) on drop.
+struct ScratchFile {
+    path: PathBuf,
+}
+
+impl ScratchFile {
+    fn create() -> Result<Self, LedgerError> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let dir = std::env::temp_dir();
+        let pid = std::process::id();
+        let mut last_error = None;
+        // A leftover file from an earlier process with the same pid just moves us on.
+        for _ in 0..1000 {
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let path = dir.join(format!("tollgate-ledger-{pid}-{n}.db"));
+            match fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(_) => return Ok(Self { path }),
+                Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
+                    last_error = Some(err);
+                }
+                Err(err) => {
+                    return Err(LedgerError::Io {
+                        path,
+                        source: Arc::new(err),
+                    });
+                }
+            }
+        }
+        Err(LedgerError::Io {
+            path: dir,
+            source: Arc::new(
+                last_error.unwrap_or_else(|| std::io::Error::other("no free scratch file name")),
+            ),
+        })
+    }
+}
+
+impl Drop for ScratchFile {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let mut name = self.path.clone().into_os_string();
+            name.push(suffix);
+            // Best effort: the side files may legitimately not exist.
+            let _ = fs::remove_file(PathBuf::from(name));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contract::LedgerExt;
+    use crate::records::{Claim, NewRun};
+
+    /// Leaves a ledger file at schema `version` (0 = empty file), as an older build would.
+    fn file_at_version(path: &Path, version: u32) {
+        fs::write(path, b"").unwrap();
+        if version > 0 {
+            let mut conn = Connection::open(path).unwrap();
+            conn.pragma_update_and_check(None, "journal_mode", "WAL", |_| Ok(()))
+                .unwrap();
+            migrations::migrate_to(&mut conn, version).unwrap();
+        }
+    }
+
+    fn exercise(ledger: &SqliteLedger) {
+        ledger
+            .create_run(NewRun {
+                run_id: "r".into(),
+                tool: "t".into(),
+                input: "{}".into(),
+                now: 1,
+            })
+            .unwrap();
+        ledger.begin_attempt("r", "d", "h", 10, false, 1).unwrap();
+        let claim = ledger.claim_effect("k", "1", "d", "{}", "r", 1, 1).unwrap();
+        assert_eq!(claim, Claim::Fresh);
+    }
+
+    #[test]
+    fn opening_a_missing_file_creates_a_current_ledger() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("new.db");
+        let ledger = SqliteLedger::open(&path, LedgerOptions::default()).unwrap();
+        exercise(&ledger);
+        drop(ledger);
+        let conn = Connection::open(&path).unwrap();
+        assert_eq!(
+            migrations::user_version(&conn).unwrap(),
+            migrations::LATEST_VERSION
+        );
+        let mode: String = conn
+            .pragma_query_value(None, "journal_mode", |row| row.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn opening_migrates_a_file_left_at_every_previous_version() {
+        let dir = tempfile::tempdir().unwrap();
+        for version in 0..migrations::LATEST_VERSION {
+            let path = dir.path().join(format!("v{version}.db"));
+            file_at_version(&path, version);
+            let ledger = SqliteLedger::open(&path, LedgerOptions::default()).unwrap();
+            exercise(&ledger);
+            drop(ledger);
+            let conn = Connection::open(&path).unwrap();
+            assert_eq!(
+                migrations::user_version(&conn).unwrap(),
+                migrations::LATEST_VERSION,
+                "from version {version}"
+            );
+        }
+    }
+
+    #[test]
+    fn reopening_a_current_ledger_keeps_its_data_and_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.db");
+        exercise(&SqliteLedger::open(&path, LedgerOptions::default()).unwrap());
+        let ledger = SqliteLedger::open(&path, LedgerOptions::default()).unwrap();
+        assert!(ledger.run("r").unwrap().is_some());
+    }
+
+    #[test]
+    fn refine_maps_busy_codes_to_busy() {
+        let busy = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+            None,
+        );
+        let err = refine(LedgerError::from(busy), Path::new("/x.db"));
+        assert!(matches!(err, LedgerError::Busy { .. }), "{err:?}");
+    }
+}

@@ -1,0 +1,617 @@
+//! Applying one [`Op`] to SQLite: every INSERT and UPDATE the ledger issues lives here.
+//!
+//! Invariant: each function either fully applies its op or returns an error; the caller wraps a
+//! request's ops in a savepoint, so an error rolls back the whole request and nothing else.
+//! Every state check reads inside the same write transaction, so checks and writes never race.
+
+use rusqlite::{Connection, params};
+
+use super::rows;
+use crate::error::{LedgerError, SqlContext};
+use crate::records::{
+    Applied, Attempt, AttemptStatus, Claim, EffectRecord, EffectStatus, Millis, NewJournalEntry,
+    NewRun, Op, RunStatus,
+};
+
+pub(super) fn apply(conn: &Connection, op: Op) -> Result<Applied, LedgerError> {
+    match op {
+        Op::CreateRun(run) => create_run(conn, &run),
+        Op::BeginAttempt {
+            run_id,
+            component_digest,
+            holder,
+            lease_until,
+            take_over,
+            now,
+        } => begin_attempt(
+            conn,
+            &run_id,
+            &component_digest,
+            &holder,
+            lease_until,
+            take_over,
+            now,
+        ),
+        Op::RenewLease {
+            run_id,
+            attempt,
+            holder,
+            lease_until,
+        } => renew_lease(conn, &run_id, attempt, &holder, lease_until),
+        Op::EndAttempt {
+            run_id,
+            attempt,
+            status,
+            error_class,
+            error_message,
+            now,
+        } => end_attempt(
+            conn,
+            &run_id,
+            attempt,
+            status,
+            error_class.as_deref(),
+            error_message.as_deref(),
+            now,
+        ),
+        Op::EndRun {
+            run_id,
+            status,
+            output,
+            error_class,
+            error_message,
+            now,
+        } => end_run(
+            conn,
+            &run_id,
+            status,
+            [
+                output.as_deref(),
+                error_class.as_deref(),
+                error_message.as_deref(),
+            ],
+            now,
+        ),
+        Op::ClaimEffect {
+            kind,
+            key,
+            payload_digest,
+            payload,
+            run_id,
+            attempt,
+            now,
+        } => claim_effect(
+            conn,
+            EffectId {
+                kind: &kind,
+                key: &key,
+                run_id: &run_id,
+                attempt,
+            },
+            &payload_digest,
+            &payload,
+            now,
+        ),
+        Op::TakeOverEffect {
+            kind,
+            key,
+            expected_run_id,
+            expected_attempt,
+            expected_status,
+            run_id,
+            attempt,
+            now,
+        } => {
+            let changed = conn
+                .prepare_cached(
+                    "UPDATE effects SET run_id = ?6, attempt = ?7, status = 'pending', \
+                     response = NULL, error_class = NULL, error_message = NULL, updated_at = ?8 \
+                     WHERE kind = ?1 AND key = ?2 AND run_id = ?3 AND attempt = ?4 \
+                     AND status = ?5",
+                )
+                .and_then(|mut stmt| {
+                    stmt.execute(params![
+                        kind,
+                        key,
+                        expected_run_id,
+                        expected_attempt,
+                        expected_status,
+                        run_id,
+                        attempt,
+                        now
+                    ])
+                })
+                .context("taking over an effect")?;
+            Ok(Applied::TookOver(changed == 1))
+        }
+        Op::MarkDispatched {
+            kind,
+            key,
+            run_id,
+            attempt,
+            now,
+        } => {
+            let id = EffectId {
+                kind: &kind,
+                key: &key,
+                run_id: &run_id,
+                attempt,
+            };
+            owned_pending(conn, &id, NotPending::OwnershipLost)?;
+            conn.prepare_cached(
+                "UPDATE effects SET dispatches = dispatches + 1, updated_at = ?3 \
+                 WHERE kind = ?1 AND key = ?2",
+            )
+            .and_then(|mut stmt| stmt.execute(params![kind, key, now]))
+            .context("counting an effect dispatch")?;
+            Ok(Applied::Done)
+        }
+        Op::RecordOutcome {
+            kind,
+            key,
+            run_id,
+            attempt,
+            status,
+            response,
+            error_class,
+            error_message,
+            now,
+        } => {
+            let id = EffectId {
+                kind: &kind,
+                key: &key,
+                run_id: &run_id,
+                attempt,
+            };
+            let effect = owned_pending(conn, &id, NotPending::OwnershipLost)?;
+            if !matches!(status, EffectStatus::Succeeded | EffectStatus::Failed) {
+                return Err(LedgerError::InvalidTransition {
+                    entity: id.describe(),
+                    from: effect.status.to_string(),
+                    to: status.to_string(),
+                });
+            }
+            conn.prepare_cached(
+                "UPDATE effects SET status = ?3, response = ?4, error_class = ?5, \
+                 error_message = ?6, updated_at = ?7 WHERE kind = ?1 AND key = ?2",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    kind,
+                    key,
+                    status,
+                    response,
+                    error_class,
+                    error_message,
+                    now
+                ])
+            })
+            .context("recording an effect outcome")?;
+            Ok(Applied::Done)
+        }
+        Op::MarkInDoubt {
+            kind,
+            key,
+            run_id,
+            attempt,
+            now,
+        } => {
+            let id = EffectId {
+                kind: &kind,
+                key: &key,
+                run_id: &run_id,
+                attempt,
+            };
+            owned_pending(
+                conn,
+                &id,
+                NotPending::InvalidTransition(EffectStatus::InDoubt),
+            )?;
+            conn.prepare_cached(
+                "UPDATE effects SET status = 'in_doubt', updated_at = ?3 \
+                 WHERE kind = ?1 AND key = ?2",
+            )
+            .and_then(|mut stmt| stmt.execute(params![kind, key, now]))
+            .context("marking an effect in doubt")?;
+            Ok(Applied::Done)
+        }
+        Op::SaveCheckpoint {
+            run_id,
+            attempt,
+            name,
+            state,
+            now,
+        } => {
+            // Fencing: only the live attempt may write what the next attempt resumes from.
+            let current = live_attempt(conn, &run_id, attempt)?;
+            if current.status != AttemptStatus::Running {
+                return Err(LedgerError::LeaseLost {
+                    run_id,
+                    attempt,
+                    reason: format!("the attempt already ended as {}", current.status),
+                });
+            }
+            conn.prepare_cached(
+                "INSERT INTO checkpoints (run_id, attempt, name, state, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .and_then(|mut stmt| stmt.execute(params![run_id, attempt, name, state, now]))
+            .context("saving a checkpoint")?;
+            Ok(Applied::Done)
+        }
+        Op::Journal(entry) => {
+            insert_journal(conn, &entry)?;
+            Ok(Applied::Done)
+        }
+    }
+}
+
+fn create_run(conn: &Connection, run: &NewRun) -> Result<Applied, LedgerError> {
+    if rows::run(conn, &run.run_id)?.is_some() {
+        return Err(LedgerError::RunExists {
+            run_id: run.run_id.clone(),
+        });
+    }
+    conn.prepare_cached(
+        "INSERT INTO runs (run_id, tool, input, status, attempts, created_at, updated_at) \
+         VALUES (?1, ?2, ?3, 'running', 0, ?4, ?4)",
+    )
+    .and_then(|mut stmt| stmt.execute(params![run.run_id, run.tool, run.input, run.now]))
+    .context("creating a run")?;
+    Ok(Applied::Done)
+}
+
+fn begin_attempt(
+    conn: &Connection,
+    run_id: &str,
+    component_digest: &str,
+    holder: &str,
+    lease_until: Millis,
+    take_over: bool,
+    now: Millis,
+) -> Result<Applied, LedgerError> {
+    let run = rows::run(conn, run_id)?.ok_or_else(|| LedgerError::RunNotFound {
+        run_id: run_id.to_owned(),
+    })?;
+    if run.status != RunStatus::Running {
+        return Err(LedgerError::RunFinished {
+            run_id: run.run_id,
+            status: run.status,
+        });
+    }
+    let latest = rows::latest_attempt(conn, run_id)?;
+    if let Some(latest) = latest
+        .as_ref()
+        .filter(|a| a.status == AttemptStatus::Running)
+    {
+        let live = latest.lease_until > now;
+        if live && !take_over {
+            return Err(LedgerError::AttemptLive {
+                run_id: run.run_id,
+                attempt: latest.attempt,
+                holder: latest.holder.clone(),
+                lease_until: latest.lease_until,
+            });
+        }
+        let (class, message) = if live {
+            (
+                "taken_over",
+                format!(
+                    "taken over by `{holder}` while its lease ran until {} ms",
+                    latest.lease_until
+                ),
+            )
+        } else {
+            (
+                "lease_expired",
+                format!("lease expired at {} ms without renewal", latest.lease_until),
+            )
+        };
+        conn.prepare_cached(
+            "UPDATE attempts SET status = 'crashed', ended_at = ?3, error_class = ?4, \
+             error_message = ?5 WHERE run_id = ?1 AND attempt = ?2",
+        )
+        .and_then(|mut stmt| stmt.execute(params![run_id, latest.attempt, now, class, message]))
+        .context("ending a superseded attempt")?;
+    }
+    // Both counters should agree; taking the larger keeps numbering monotonic regardless.
+    let previous = latest.map_or(0, |a| a.attempt).max(run.attempts);
+    let number = previous.checked_add(1).ok_or_else(|| {
+        LedgerError::Internal(format!("run `{run_id}` has exhausted attempt numbers"))
+    })?;
+    let attempt = Attempt {
+        run_id: run.run_id,
+        attempt: number,
+        component_digest: component_digest.to_owned(),
+        holder: holder.to_owned(),
+        status: AttemptStatus::Running,
+        started_at: now,
+        lease_until,
+        ended_at: None,
+        error_class: None,
+        error_message: None,
+    };
+    conn.prepare_cached(
+        "INSERT INTO attempts (run_id, attempt, component_digest, holder, status, started_at, \
+         lease_until) VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6)",
+    )
+    .and_then(|mut stmt| {
+        stmt.execute(params![
+            attempt.run_id,
+            attempt.attempt,
+            attempt.component_digest,
+            attempt.holder,
+            now,
+            lease_until
+        ])
+    })
+    .context("starting an attempt")?;
+    conn.prepare_cached("UPDATE runs SET attempts = ?2, updated_at = ?3 WHERE run_id = ?1")
+        .and_then(|mut stmt| stmt.execute(params![run_id, number, now]))
+        .context("counting an attempt")?;
+    Ok(Applied::Attempt(attempt))
+}
+
+/// The attempt row, or `RunNotFound` / `LeaseLost` saying why there is none.
+fn live_attempt(conn: &Connection, run_id: &str, attempt: u32) -> Result<Attempt, LedgerError> {
+    if let Some(found) = rows::attempt(conn, run_id, attempt)? {
+        return Ok(found);
+    }
+    if rows::run(conn, run_id)?.is_none() {
+        return Err(LedgerError::RunNotFound {
+            run_id: run_id.to_owned(),
+        });
+    }
+    Err(LedgerError::LeaseLost {
+        run_id: run_id.to_owned(),
+        attempt,
+        reason: "the run has no such attempt".to_owned(),
+    })
+}
+
+fn renew_lease(
+    conn: &Connection,
+    run_id: &str,
+    attempt: u32,
+    holder: &str,
+    lease_until: Millis,
+) -> Result<Applied, LedgerError> {
+    let current = live_attempt(conn, run_id, attempt)?;
+    let reason = if current.status != AttemptStatus::Running {
+        Some(format!("the attempt already ended as {}", current.status))
+    } else if current.holder != holder {
+        Some(format!("it is held by `{}`", current.holder))
+    } else {
+        None
+    };
+    if let Some(reason) = reason {
+        return Err(LedgerError::LeaseLost {
+            run_id: run_id.to_owned(),
+            attempt,
+            reason,
+        });
+    }
+    conn.prepare_cached("UPDATE attempts SET lease_until = ?3 WHERE run_id = ?1 AND attempt = ?2")
+        .and_then(|mut stmt| stmt.execute(params![run_id, attempt, lease_until]))
+        .context("renewing a lease")?;
+    Ok(Applied::Done)
+}
+
+fn end_attempt(
+    conn: &Connection,
+    run_id: &str,
+    attempt: u32,
+    status: AttemptStatus,
+    error_class: Option<&str>,
+    error_message: Option<&str>,
+    now: Millis,
+) -> Result<Applied, LedgerError> {
+    let current = live_attempt(conn, run_id, attempt)?;
+    if status == AttemptStatus::Running {
+        return Err(LedgerError::InvalidTransition {
+            entity: format!("attempt {attempt} of run `{run_id}`"),
+            from: current.status.to_string(),
+            to: status.to_string(),
+        });
+    }
+    if current.status != AttemptStatus::Running {
+        // Repeating the same end is harmless (a retried call); a different end is a zombie
+        // attempt reporting after it was superseded.
+        if current.status == status {
+            return Ok(Applied::Done);
+        }
+        return Err(LedgerError::LeaseLost {
+            run_id: run_id.to_owned(),
+            attempt,
+            reason: format!("the attempt already ended as {}", current.status),
+        });
+    }
+    conn.prepare_cached(
+        "UPDATE attempts SET status = ?3, ended_at = ?4, error_class = ?5, error_message = ?6 \
+         WHERE run_id = ?1 AND attempt = ?2",
+    )
+    .and_then(|mut stmt| {
+        stmt.execute(params![
+            run_id,
+            attempt,
+            status,
+            now,
+            error_class,
+            error_message
+        ])
+    })
+    .context("ending an attempt")?;
+    conn.prepare_cached("UPDATE runs SET updated_at = ?2 WHERE run_id = ?1")
+        .and_then(|mut stmt| stmt.execute(params![run_id, now]))
+        .context("touching a run")?;
+    Ok(Applied::Done)
+}
+
+/// `texts` is (output, error_class, error_message).
+fn end_run(
+    conn: &Connection,
+    run_id: &str,
+    status: RunStatus,
+    texts: [Option<&str>; 3],
+    now: Millis,
+) -> Result<Applied, LedgerError> {
+    let run = rows::run(conn, run_id)?.ok_or_else(|| LedgerError::RunNotFound {
+        run_id: run_id.to_owned(),
+    })?;
+    if status == RunStatus::Running {
+        return Err(LedgerError::InvalidTransition {
+            entity: format!("run `{run_id}`"),
+            from: run.status.to_string(),
+            to: status.to_string(),
+        });
+    }
+    if run.status != RunStatus::Running {
+        if run.status == status {
+            return Ok(Applied::Done);
+        }
+        return Err(LedgerError::RunFinished {
+            run_id: run.run_id,
+            status: run.status,
+        });
+    }
+    let [output, error_class, error_message] = texts;
+    conn.prepare_cached(
+        "UPDATE runs SET status = ?2, output = ?3, error_class = ?4, error_message = ?5, \
+         updated_at = ?6 WHERE run_id = ?1",
+    )
+    .and_then(|mut stmt| {
+        stmt.execute(params![
+            run_id,
+            status,
+            output,
+            error_class,
+            error_message,
+            now
+        ])
+    })
+    .context("finishing a run")?;
+    Ok(Applied::Done)
+}
+
+/// An effect key plus the attempt acting on it.
+struct EffectId<'a> {
+    kind: &'a str,
+    key: &'a str,
+    run_id: &'a str,
+    attempt: u32,
+}
+
+impl EffectId<'_> {
+    fn describe(&self) -> String {
+        format!("effect `{}` key `{}`", self.kind, self.key)
+    }
+
+    fn not_found(&self) -> LedgerError {
+        LedgerError::EffectNotFound {
+            kind: self.kind.to_owned(),
+            key: self.key.to_owned(),
+        }
+    }
+
+    fn ownership_lost(&self, effect: &EffectRecord) -> LedgerError {
+        LedgerError::OwnershipLost {
+            kind: self.kind.to_owned(),
+            key: self.key.to_owned(),
+            run_id: self.run_id.to_owned(),
+            attempt: self.attempt,
+            owner_run_id: effect.run_id.clone(),
+            owner_attempt: effect.attempt,
+            status: effect.status,
+        }
+    }
+}
+
+fn claim_effect(
+    conn: &Connection,
+    id: EffectId<'_>,
+    payload_digest: &str,
+    payload: &str,
+    now: Millis,
+) -> Result<Applied, LedgerError> {
+    if let Some(effect) = rows::effect(conn, id.kind, id.key)? {
+        let owner = rows::attempt(conn, &effect.run_id, effect.attempt)?;
+        return Ok(Applied::Claim(Claim::Existing { effect, owner }));
+    }
+    conn.prepare_cached(
+        "INSERT INTO effects (kind, key, payload_digest, payload, run_id, attempt, status, \
+         dispatches, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', 0, ?7, ?7)",
+    )
+    .and_then(|mut stmt| {
+        stmt.execute(params![
+            id.kind,
+            id.key,
+            payload_digest,
+            payload,
+            id.run_id,
+            id.attempt,
+            now
+        ])
+    })
+    .context("claiming an effect")?;
+    Ok(Applied::Claim(Claim::Fresh))
+}
+
+/// What to report when the caller owns the effect but it is no longer `Pending`.
+enum NotPending {
+    OwnershipLost,
+    InvalidTransition(EffectStatus),
+}
+
+/// The effect, provided `id`'s attempt owns it and it is `Pending`.
+fn owned_pending(
+    conn: &Connection,
+    id: &EffectId<'_>,
+    not_pending: NotPending,
+) -> Result<EffectRecord, LedgerError> {
+    let effect = rows::effect(conn, id.kind, id.key)?.ok_or_else(|| id.not_found())?;
+    if effect.run_id != id.run_id || effect.attempt != id.attempt {
+        return Err(id.ownership_lost(&effect));
+    }
+    if effect.status != EffectStatus::Pending {
+        return Err(match not_pending {
+            NotPending::OwnershipLost => id.ownership_lost(&effect),
+            NotPending::InvalidTransition(to) => LedgerError::InvalidTransition {
+                entity: id.describe(),
+                from: effect.status.to_string(),
+                to: to.to_string(),
+            },
+        });
+    }
+    Ok(effect)
+}
+
+pub(super) fn insert_journal(
+    conn: &Connection,
+    entry: &NewJournalEntry,
+) -> Result<(), LedgerError> {
+    let fields = serde_json::to_string(&entry.fields)
+        .map_err(|err| LedgerError::Internal(format!("journal fields do not serialize: {err}")))?;
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO journal (run_id, attempt, at, level, event, message, fields) \
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7 WHERE EXISTS (SELECT 1 FROM runs WHERE run_id = ?1)",
+        )
+        .and_then(|mut stmt| {
+            stmt.execute(params![
+                entry.run_id,
+                entry.attempt,
+                entry.at,
+                entry.level,
+                entry.event,
+                entry.message,
+                fields
+            ])
+        })
+        .context("appending to the journal")?;
+    if inserted == 0 {
+        return Err(LedgerError::RunNotFound {
+            run_id: entry.run_id.clone(),
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,272 @@
+//! Reading records back out of SQLite: the SELECTs and the row → record mapping.
+//!
+//! Invariant: a stored value that does not map back to its record type (unknown status,
+//! out-of-range number, bad JSON) surfaces as an error, never as a panic or a default.
+
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use crate::error::{LedgerError, SqlContext};
+use crate::records::{
+    Attempt, AttemptStatus, Checkpoint, EffectRecord, EffectStatus, JournalEntry, Run, RunFilter,
+    RunStatus,
+};
+
+macro_rules! sql_status {
+    ($name:ident) => {
+        impl ToSql for $name {
+            fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+                Ok(ToSqlOutput::from(self.as_str()))
+            }
+        }
+
+        impl FromSql for $name {
+            fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+                let text = value.as_str()?;
+                $name::parse(text).ok_or_else(|| {
+                    FromSqlError::Other(format!("unknown {} `{text}`", stringify!($name)).into())
+                })
+            }
+        }
+    };
+}
+
+sql_status!(RunStatus);
+sql_status!(AttemptStatus);
+sql_status!(EffectStatus);
+
+// Column lists as macros so every query is one literal: `prepare_cached` then costs no
+// allocation on the hot read path.
+macro_rules! run_select {
+    () => {
+        "SELECT run_id, tool, input, status, output, error_class, error_message, attempts, \
+         created_at, updated_at FROM runs"
+    };
+}
+macro_rules! attempt_select {
+    () => {
+        "SELECT run_id, attempt, component_digest, holder, status, started_at, lease_until, \
+         ended_at, error_class, error_message FROM attempts"
+    };
+}
+macro_rules! effect_select {
+    () => {
+        "SELECT kind, key, payload_digest, payload, run_id, attempt, status, response, \
+         error_class, error_message, dispatches, created_at, updated_at FROM effects"
+    };
+}
+macro_rules! checkpoint_select {
+    () => {
+        "SELECT seq, run_id, attempt, name, state, created_at FROM checkpoints"
+    };
+}
+
+fn run_from_row(row: &Row<'_>) -> rusqlite::Result<Run> {
+    Ok(Run {
+        run_id: row.get(0)?,
+        tool: row.get(1)?,
+        input: row.get(2)?,
+        status: row.get(3)?,
+        output: row.get(4)?,
+        error_class: row.get(5)?,
+        error_message: row.get(6)?,
+        attempts: row.get(7)?,
+        created_at: row.get(8)?,
+        updated_at: row.get(9)?,
+    })
+}
+
+fn attempt_from_row(row: &Row<'_>) -> rusqlite::Result<Attempt> {
+    Ok(Attempt {
+        run_id: row.get(0)?,
+        attempt: row.get(1)?,
+        component_digest: row.get(2)?,
+        holder: row.get(3)?,
+        status: row.get(4)?,
+        started_at: row.get(5)?,
+        lease_until: row.get(6)?,
+        ended_at: row.get(7)?,
+        error_class: row.get(8)?,
+        error_message: row.get(9)?,
+    })
+}
+
+fn effect_from_row(row: &Row<'_>) -> rusqlite::Result<EffectRecord> {
+    Ok(EffectRecord {
+        kind: row.get(0)?,
+        key: row.get(1)?,
+        payload_digest: row.get(2)?,
+        payload: row.get(3)?,
+        run_id: row.get(4)?,
+        attempt: row.get(5)?,
+        status: row.get(6)?,
+        response: row.get(7)?,
+        error_class: row.get(8)?,
+        error_message: row.get(9)?,
+        dispatches: row.get(10)?,
+        created_at: row.get(11)?,
+        updated_at: row.get(12)?,
+    })
+}
+
+fn checkpoint_from_row(row: &Row<'_>) -> rusqlite::Result<Checkpoint> {
+    Ok(Checkpoint {
+        seq: row.get(0)?,
+        run_id: row.get(1)?,
+        attempt: row.get(2)?,
+        name: row.get(3)?,
+        state: row.get(4)?,
+        created_at: row.get(5)?,
+    })
+}
+
+fn journal_from_row(row: &Row<'_>) -> rusqlite::Result<JournalEntry> {
+    let fields: String = row.get(7)?;
+    let fields = serde_json::from_str(&fields).map_err(|err| {
+        rusqlite::Error::FromSqlConversionFailure(7, rusqlite::types::Type::Text, Box::new(err))
+    })?;
+    Ok(JournalEntry {
+        seq: row.get(0)?,
+        run_id: row.get(1)?,
+        attempt: row.get(2)?,
+        at: row.get(3)?,
+        level: row.get(4)?,
+        event: row.get(5)?,
+        message: row.get(6)?,
+        fields,
+    })
+}
+
+pub(super) fn run(conn: &Connection, run_id: &str) -> Result<Option<Run>, LedgerError> {
+    conn.prepare_cached(concat!(run_select!(), " WHERE run_id = ?1"))
+        .and_then(|mut stmt| stmt.query_row([run_id], run_from_row).optional())
+        .context("reading a run")
+}
+
+pub(super) fn runs(conn: &Connection, filter: &RunFilter) -> Result<Vec<Run>, LedgerError> {
+    // SQLite's LIMIT is an i64; anything larger means "no limit".
+    let limit = i64::try_from(filter.limit).unwrap_or(i64::MAX);
+    let result = match filter.status {
+        Some(status) => conn
+            .prepare_cached(concat!(
+                run_select!(),
+                " WHERE status = ?1 ORDER BY created_at DESC, rowid DESC LIMIT ?2"
+            ))
+            .and_then(|mut stmt| {
+                stmt.query_map(params![status, limit], run_from_row)?
+                    .collect()
+            }),
+        None => conn
+            .prepare_cached(concat!(
+                run_select!(),
+                " ORDER BY created_at DESC, rowid DESC LIMIT ?1"
+            ))
+            .and_then(|mut stmt| stmt.query_map([limit], run_from_row)?.collect()),
+    };
+    result.context("listing runs")
+}
+
+pub(super) fn attempt(
+    conn: &Connection,
+    run_id: &str,
+    attempt: u32,
+) -> Result<Option<Attempt>, LedgerError> {
+    conn.prepare_cached(concat!(
+        attempt_select!(),
+        " WHERE run_id = ?1 AND attempt = ?2"
+    ))
+    .and_then(|mut stmt| {
+        stmt.query_row(params![run_id, attempt], attempt_from_row)
+            .optional()
+    })
+    .context("reading an attempt")
+}
+
+pub(super) fn latest_attempt(
+    conn: &Connection,
+    run_id: &str,
+) -> Result<Option<Attempt>, LedgerError> {
+    conn.prepare_cached(concat!(
+        attempt_select!(),
+        " WHERE run_id = ?1 ORDER BY attempt DESC LIMIT 1"
+    ))
+    .and_then(|mut stmt| stmt.query_row([run_id], attempt_from_row).optional())
+    .context("reading the latest attempt")
+}
+
+pub(super) fn attempts(conn: &Connection, run_id: &str) -> Result<Vec<Attempt>, LedgerError> {
+    conn.prepare_cached(concat!(
+        attempt_select!(),
+        " WHERE run_id = ?1 ORDER BY attempt"
+    ))
+    .and_then(|mut stmt| stmt.query_map([run_id], attempt_from_row)?.collect())
+    .context("listing attempts")
+}
+
+pub(super) fn effect(
+    conn: &Connection,
+    kind: &str,
+    key: &str,
+) -> Result<Option<EffectRecord>, LedgerError> {
+    conn.prepare_cached(concat!(effect_select!(), " WHERE kind = ?1 AND key = ?2"))
+        .and_then(|mut stmt| stmt.query_row([kind, key], effect_from_row).optional())
+        .context("reading an effect")
+}
+
+pub(super) fn effects_for_run(
+    conn: &Connection,
+    run_id: &str,
+) -> Result<Vec<EffectRecord>, LedgerError> {
+    conn.prepare_cached(concat!(
+        effect_select!(),
+        " WHERE run_id = ?1 ORDER BY rowid"
+    ))
+    .and_then(|mut stmt| stmt.query_map([run_id], effect_from_row)?.collect())
+    .context("listing a run's effects")
+}
+
+pub(super) fn latest_checkpoint(
+    conn: &Connection,
+    run_id: &str,
+    name: Option<&str>,
+) -> Result<Option<Checkpoint>, LedgerError> {
+    let result = match name {
+        Some(name) => conn
+            .prepare_cached(concat!(
+                checkpoint_select!(),
+                " WHERE run_id = ?1 AND name = ?2 ORDER BY seq DESC LIMIT 1"
+            ))
+            .and_then(|mut stmt| {
+                stmt.query_row([run_id, name], checkpoint_from_row)
+                    .optional()
+            }),
+        None => conn
+            .prepare_cached(concat!(
+                checkpoint_select!(),
+                " WHERE run_id = ?1 ORDER BY seq DESC LIMIT 1"
+            ))
+            .and_then(|mut stmt| stmt.query_row([run_id], checkpoint_from_row).optional()),
+    };
+    result.context("reading the latest checkpoint")
+}
+
+pub(super) fn checkpoints(conn: &Connection, run_id: &str) -> Result<Vec<Checkpoint>, LedgerError> {
+    conn.prepare_cached(concat!(
+        checkpoint_select!(),
+        " WHERE run_id = ?1 ORDER BY seq"
+    ))
+    .and_then(|mut stmt| stmt.query_map([run_id], checkpoint_from_row)?.collect())
+    .context("listing checkpoints")
+}
+
+pub(super) fn journal_entries(
+    conn: &Connection,
+    run_id: &str,
+) -> Result<Vec<JournalEntry>, LedgerError> {
+    conn.prepare_cached(
+        "SELECT seq, run_id, attempt, at, level, event, message, fields FROM journal \
+         WHERE run_id = ?1 ORDER BY seq",
+    )
+    .and_then(|mut stmt| stmt.query_map([run_id], journal_from_row)?.collect())
+    .context("reading the journal")
+}

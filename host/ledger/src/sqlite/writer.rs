@@ -1,0 +1,215 @@
+//! The single writer thread: group commit of every mutation into the ledger file.
+//!
+//! Invariant (durable before return): no request is answered before the transaction holding
+//! it has committed; if that commit fails, every request in the batch gets the error. Each
+//! request runs in its own savepoint, so one failing request never fails the others.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender};
+
+use rusqlite::Connection;
+
+use super::{ops, refine};
+use crate::error::{LedgerError, SqlContext};
+use crate::records::{Applied, NewJournalEntry, Op};
+
+pub(super) type Reply = SyncSender<Result<Vec<Applied>, LedgerError>>;
+
+pub(super) enum Request {
+    Apply { ops: Vec<Op>, reply: Reply },
+    Journal(NewJournalEntry),
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Counters {
+    pub(super) commits: AtomicU64,
+    pub(super) requests: AtomicU64,
+}
+
+pub(super) struct Writer {
+    pub(super) conn: Connection,
+    pub(super) requests: Receiver<Request>,
+    pub(super) path: PathBuf,
+    pub(super) group_commit: bool,
+    pub(super) max_batch: usize,
+    pub(super) counters: Arc<Counters>,
+}
+
+/// Why a batch could not commit; every request in it gets this error.
+struct BatchFailed(LedgerError);
+
+impl Writer {
+    /// Runs until every sender is gone. Requests queued before that are still committed,
+    /// because the channel yields all queued messages before reporting disconnection.
+    pub(super) fn run(mut self) {
+        let max_batch = if self.group_commit {
+            self.max_batch.max(1)
+        } else {
+            1
+        };
+        let mut batch = Vec::with_capacity(max_batch);
+        while let Ok(first) = self.requests.recv() {
+            batch.push(first);
+            while batch.len() < max_batch {
+                match self.requests.try_recv() {
+                    Ok(next) => batch.push(next),
+                    Err(_) => break,
+                }
+            }
+            self.commit(&mut batch);
+        }
+        tracing::debug!(path = %self.path.display(), "ledger writer stopped");
+    }
+
+    /// Commits `batch` in one transaction, then answers it; leaves `batch` empty.
+    fn commit(&mut self, batch: &mut Vec<Request>) {
+        let mut replies: Vec<(Reply, Result<Vec<Applied>, LedgerError>)> =
+            Vec::with_capacity(batch.len());
+        let mut journaled = 0usize;
+        let outcome = self.run_batch(batch, &mut replies, &mut journaled);
+        let applies = replies.len() as u64;
+        match outcome {
+            Ok(()) => {
+                self.counters.commits.fetch_add(1, Ordering::Relaxed);
+                self.counters.requests.fetch_add(applies, Ordering::Relaxed);
+                for (reply, result) in replies {
+                    // Fails only if the caller is gone (its thread died); nobody is left to tell.
+                    let _ = reply.send(result);
+                }
+            }
+            Err(BatchFailed(err)) => {
+                let err = refine(err, &self.path);
+                if !self.conn.is_autocommit()
+                    && let Err(rollback) = self.conn.execute_batch("ROLLBACK")
+                {
+                    tracing::error!(error = %rollback, "ledger: rollback after failed batch failed");
+                }
+                if journaled > 0 {
+                    tracing::warn!(
+                        entries = journaled,
+                        error = %err,
+                        "ledger: dropped queued journal entries because their batch failed to commit"
+                    );
+                }
+                for (reply, _) in replies {
+                    let _ = reply.send(Err(err.clone()));
+                }
+            }
+        }
+    }
+
+    /// Applies every request inside one transaction and commits it. Every apply request in
+    /// `batch` ends up in `replies`, whatever happens.
+    fn run_batch(
+        &mut self,
+        batch: &mut Vec<Request>,
+        replies: &mut Vec<(Reply, Result<Vec<Applied>, LedgerError>)>,
+        journaled: &mut usize,
+    ) -> Result<(), BatchFailed> {
+        let mut failure = self
+            .conn
+            .prepare_cached("BEGIN IMMEDIATE")
+            .and_then(|mut stmt| stmt.execute([]))
+            .context("starting a write transaction")
+            .err();
+        for request in batch.drain(..) {
+            match request {
+                Request::Apply { ops, reply } => {
+                    let result = match failure {
+                        Some(_) => Err(LedgerError::Internal("batch already failed".to_owned())),
+                        None => match self.apply_request(ops) {
+                            Ok(result) => result,
+                            Err(BatchFailed(err)) => {
+                                failure = Some(err);
+                                Err(LedgerError::Internal("batch failed".to_owned()))
+                            }
+                        },
+                    };
+                    replies.push((reply, result));
+                }
+                Request::Journal(entry) => {
+                    if failure.is_some() {
+                        *journaled += 1;
+                        continue;
+                    }
+                    match ops::insert_journal(&self.conn, &entry) {
+                        Ok(()) => *journaled += 1,
+                        // A single INSERT failing undoes only itself; the batch carries on.
+                        Err(err) => tracing::warn!(
+                            run_id = %entry.run_id,
+                            event = %entry.event,
+                            error = %err,
+                            "ledger: dropped a journal entry that could not be stored"
+                        ),
+                    }
+                    if self.conn.is_autocommit() {
+                        failure = Some(LedgerError::Internal(
+                            "the write transaction was rolled back by the storage engine"
+                                .to_owned(),
+                        ));
+                    }
+                }
+            }
+        }
+        if let Some(err) = failure {
+            return Err(BatchFailed(err));
+        }
+        self.conn
+            .prepare_cached("COMMIT")
+            .and_then(|mut stmt| stmt.execute([]))
+            .context("committing a write transaction")
+            .map(drop)
+            .map_err(BatchFailed)
+    }
+
+    /// One request inside a savepoint. `Ok(Err(_))` is that request's own failure, already
+    /// rolled back; `Err(_)` means the whole transaction is unusable.
+    fn apply_request(
+        &mut self,
+        request_ops: Vec<Op>,
+    ) -> Result<Result<Vec<Applied>, LedgerError>, BatchFailed> {
+        self.exec("SAVEPOINT request", "opening a request savepoint")?;
+        let mut applied = Vec::with_capacity(request_ops.len());
+        let mut result = Ok(());
+        for op in request_ops {
+            match ops::apply(&self.conn, op) {
+                Ok(one) => applied.push(one),
+                Err(err) => {
+                    result = Err(err);
+                    break;
+                }
+            }
+        }
+        if self.conn.is_autocommit() {
+            // The engine rolled the whole transaction back (e.g. disk full, I/O error).
+            let cause = result.err().unwrap_or_else(|| {
+                LedgerError::Internal(
+                    "the write transaction was rolled back by the storage engine".to_owned(),
+                )
+            });
+            return Err(BatchFailed(cause));
+        }
+        match result {
+            Ok(()) => {
+                self.exec("RELEASE request", "releasing a request savepoint")?;
+                Ok(Ok(applied))
+            }
+            Err(err) => {
+                self.exec("ROLLBACK TO request", "rolling back a failed request")?;
+                self.exec("RELEASE request", "releasing a request savepoint")?;
+                Ok(Err(refine(err, &self.path)))
+            }
+        }
+    }
+
+    fn exec(&self, sql: &str, what: &str) -> Result<(), BatchFailed> {
+        self.conn
+            .prepare_cached(sql)
+            .and_then(|mut stmt| stmt.execute([]))
+            .context(what)
+            .map(drop)
+            .map_err(BatchFailed)
+    }
+}

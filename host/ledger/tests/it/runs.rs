@@ -1,0 +1,320 @@
+use tollgate_ledger::{
+    AttemptStatus, Ledger, LedgerError, LedgerExt, NewRun, Op, RunFilter, RunStatus,
+};
+
+use crate::{T0, ledger, new_run, running};
+
+#[test]
+fn created_run_reads_back_running_with_no_attempts() {
+    let ledger = ledger();
+    new_run(&ledger, "r1");
+    let run = ledger.run("r1").unwrap().unwrap();
+    assert_eq!(run.status, RunStatus::Running);
+    assert_eq!(run.tool, "echo");
+    assert_eq!(run.input, r#"{"x":1}"#);
+    assert_eq!(run.attempts, 0);
+    assert_eq!((run.created_at, run.updated_at), (T0, T0));
+    assert_eq!(ledger.run("nope").unwrap(), None);
+}
+
+#[test]
+fn creating_a_taken_run_id_is_run_exists() {
+    let ledger = ledger();
+    new_run(&ledger, "r1");
+    let err = ledger
+        .create_run(NewRun {
+            run_id: "r1".into(),
+            tool: "other".into(),
+            input: "{}".into(),
+            now: T0,
+        })
+        .unwrap_err();
+    assert!(matches!(err, LedgerError::RunExists { run_id } if run_id == "r1"));
+    assert_eq!(ledger.run("r1").unwrap().unwrap().tool, "echo");
+}
+
+#[test]
+fn runs_lists_newest_first_filtered_and_limited() {
+    let ledger = ledger();
+    for (i, id) in ["a", "b", "c"].iter().enumerate() {
+        ledger
+            .create_run(NewRun {
+                run_id: (*id).into(),
+                tool: "t".into(),
+                input: "{}".into(),
+                now: T0 + i as i64,
+            })
+            .unwrap();
+    }
+    ledger
+        .end_run("b", RunStatus::Succeeded, Some("{}"), None, None, T0 + 10)
+        .unwrap();
+    let ids = |filter: RunFilter| -> Vec<String> {
+        ledger
+            .runs(&filter)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.run_id)
+            .collect()
+    };
+    assert_eq!(ids(RunFilter::default()), ["c", "b", "a"]);
+    assert_eq!(
+        ids(RunFilter {
+            status: Some(RunStatus::Running),
+            limit: 10
+        }),
+        ["c", "a"]
+    );
+    assert_eq!(
+        ids(RunFilter {
+            status: None,
+            limit: 1
+        }),
+        ["c"]
+    );
+}
+
+#[test]
+fn begin_attempt_numbers_attempts_and_counts_them_on_the_run() {
+    let ledger = ledger();
+    let first = running(&ledger, "r1");
+    assert_eq!(first.attempt, 1);
+    assert_eq!(first.status, AttemptStatus::Running);
+    assert_eq!(first.holder, "h1");
+    ledger
+        .end_attempt(
+            "r1",
+            1,
+            AttemptStatus::Failed,
+            Some("transient"),
+            Some("boom"),
+            T0 + 5,
+        )
+        .unwrap();
+    let second = ledger
+        .begin_attempt("r1", "sha256:c0ffee", "h2", T0 + 60_000, false, T0 + 10)
+        .unwrap();
+    assert_eq!(second.attempt, 2);
+    assert_eq!(ledger.run("r1").unwrap().unwrap().attempts, 2);
+    let attempts = ledger.attempts("r1").unwrap();
+    assert_eq!(attempts.len(), 2);
+    assert_eq!(attempts[0].status, AttemptStatus::Failed);
+    assert_eq!(attempts[0].error_class.as_deref(), Some("transient"));
+    assert_eq!(attempts[0].ended_at, Some(T0 + 5));
+    assert_eq!(attempts[1], second);
+}
+
+#[test]
+fn begin_attempt_refuses_while_the_latest_lease_is_live() {
+    let ledger = ledger();
+    running(&ledger, "r1");
+    let err = ledger
+        .begin_attempt("r1", "d", "h2", T0 + 90_000, false, T0 + 29_999)
+        .unwrap_err();
+    match err {
+        LedgerError::AttemptLive {
+            run_id,
+            attempt,
+            holder,
+            lease_until,
+        } => {
+            assert_eq!((run_id.as_str(), attempt, holder.as_str()), ("r1", 1, "h1"));
+            assert_eq!(lease_until, T0 + 30_000);
+        }
+        other => panic!("expected AttemptLive, got {other:?}"),
+    }
+    assert_eq!(ledger.run("r1").unwrap().unwrap().attempts, 1);
+}
+
+#[test]
+fn begin_attempt_after_lease_expiry_marks_the_old_attempt_crashed() {
+    let ledger = ledger();
+    running(&ledger, "r1");
+    let now = T0 + 30_000; // lease_until == now counts as expired
+    let second = ledger
+        .begin_attempt("r1", "d", "h2", now + 30_000, false, now)
+        .unwrap();
+    assert_eq!(second.attempt, 2);
+    let attempts = ledger.attempts("r1").unwrap();
+    assert_eq!(attempts[0].status, AttemptStatus::Crashed);
+    assert_eq!(attempts[0].ended_at, Some(now));
+    assert_eq!(attempts[0].error_class.as_deref(), Some("lease_expired"));
+}
+
+#[test]
+fn take_over_supersedes_a_live_attempt() {
+    let ledger = ledger();
+    running(&ledger, "r1");
+    let second = ledger
+        .begin_attempt("r1", "d", "h2", T0 + 60_000, true, T0 + 1)
+        .unwrap();
+    assert_eq!(second.attempt, 2);
+    let first = &ledger.attempts("r1").unwrap()[0];
+    assert_eq!(first.status, AttemptStatus::Crashed);
+    assert_eq!(first.error_class.as_deref(), Some("taken_over"));
+    // The superseded holder can no longer renew or end its attempt as succeeded.
+    let err = ledger.renew_lease("r1", 1, "h1", T0 + 90_000).unwrap_err();
+    assert!(
+        matches!(err, LedgerError::LeaseLost { attempt: 1, .. }),
+        "{err:?}"
+    );
+    let err = ledger
+        .end_attempt("r1", 1, AttemptStatus::Succeeded, None, None, T0 + 2)
+        .unwrap_err();
+    assert!(matches!(err, LedgerError::LeaseLost { .. }), "{err:?}");
+}
+
+#[test]
+fn finished_run_refuses_new_attempts() {
+    let ledger = ledger();
+    running(&ledger, "r1");
+    ledger
+        .apply(vec![
+            Op::EndAttempt {
+                run_id: "r1".into(),
+                attempt: 1,
+                status: AttemptStatus::Succeeded,
+                error_class: None,
+                error_message: None,
+                now: T0 + 1,
+            },
+            Op::EndRun {
+                run_id: "r1".into(),
+                status: RunStatus::Succeeded,
+                output: Some(r#"{"ok":true}"#.into()),
+                error_class: None,
+                error_message: None,
+                now: T0 + 1,
+            },
+        ])
+        .unwrap();
+    let err = ledger
+        .begin_attempt("r1", "d", "h1", T0 + 90_000, true, T0 + 100_000)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            LedgerError::RunFinished {
+                status: RunStatus::Succeeded,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let run = ledger.run("r1").unwrap().unwrap();
+    assert_eq!(run.output.as_deref(), Some(r#"{"ok":true}"#));
+    assert_eq!(run.updated_at, T0 + 1);
+}
+
+#[test]
+fn begin_attempt_on_unknown_run_is_run_not_found() {
+    let ledger = ledger();
+    let err = ledger
+        .begin_attempt("ghost", "d", "h", T0, false, T0)
+        .unwrap_err();
+    assert!(matches!(err, LedgerError::RunNotFound { run_id } if run_id == "ghost"));
+}
+
+#[test]
+fn renew_lease_extends_only_for_the_holder() {
+    let ledger = ledger();
+    running(&ledger, "r1");
+    ledger.renew_lease("r1", 1, "h1", T0 + 50_000).unwrap();
+    assert_eq!(ledger.attempts("r1").unwrap()[0].lease_until, T0 + 50_000);
+    let err = ledger
+        .renew_lease("r1", 1, "intruder", T0 + 99_000)
+        .unwrap_err();
+    assert!(matches!(err, LedgerError::LeaseLost { .. }), "{err:?}");
+    let err = ledger.renew_lease("r1", 7, "h1", T0 + 99_000).unwrap_err();
+    assert!(
+        matches!(err, LedgerError::LeaseLost { attempt: 7, .. }),
+        "{err:?}"
+    );
+    assert_eq!(ledger.attempts("r1").unwrap()[0].lease_until, T0 + 50_000);
+}
+
+#[test]
+fn end_run_is_idempotent_but_refuses_a_different_final_status() {
+    let ledger = ledger();
+    new_run(&ledger, "r1");
+    ledger
+        .end_run(
+            "r1",
+            RunStatus::Failed,
+            None,
+            Some("permanent"),
+            Some("bad input"),
+            T0 + 1,
+        )
+        .unwrap();
+    ledger
+        .end_run(
+            "r1",
+            RunStatus::Failed,
+            None,
+            Some("permanent"),
+            Some("bad input"),
+            T0 + 2,
+        )
+        .unwrap();
+    let err = ledger
+        .end_run("r1", RunStatus::Succeeded, Some("{}"), None, None, T0 + 3)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            LedgerError::RunFinished {
+                status: RunStatus::Failed,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let err = ledger
+        .end_run("r1", RunStatus::Running, None, None, None, T0 + 3)
+        .unwrap_err();
+    assert!(
+        matches!(err, LedgerError::InvalidTransition { .. }),
+        "{err:?}"
+    );
+    let run = ledger.run("r1").unwrap().unwrap();
+    assert_eq!(run.error_message.as_deref(), Some("bad input"));
+    assert_eq!(run.updated_at, T0 + 1);
+}
+
+#[test]
+fn a_failing_op_rolls_back_the_whole_apply() {
+    let ledger = ledger();
+    let err = ledger
+        .apply(vec![
+            Op::CreateRun(NewRun {
+                run_id: "r1".into(),
+                tool: "t".into(),
+                input: "{}".into(),
+                now: T0,
+            }),
+            Op::BeginAttempt {
+                run_id: "missing".into(),
+                component_digest: "d".into(),
+                holder: "h".into(),
+                lease_until: T0,
+                take_over: false,
+                now: T0,
+            },
+        ])
+        .unwrap_err();
+    assert!(matches!(err, LedgerError::RunNotFound { .. }), "{err:?}");
+    assert_eq!(ledger.run("r1").unwrap(), None);
+}
+
+#[test]
+fn errors_say_what_to_do() {
+    let ledger = ledger();
+    running(&ledger, "r1");
+    let err = ledger
+        .begin_attempt("r1", "d", "h2", T0 + 90_000, false, T0)
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("still live"), "{text}");
+    assert!(text.contains("wait for the lease to expire"), "{text}");
+}

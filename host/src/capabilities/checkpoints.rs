@@ -1,0 +1,66 @@
+//! The `checkpoints` interface: a save is durable before it returns; loads see every
+//! checkpoint the run's earlier attempts saved.
+
+use super::{AttemptAbort, ToolState, to_tool_error};
+use crate::bindings::{checkpoints, types};
+use crate::failure::{Failure, FailureClass};
+use crate::ledger::{self, NewJournalEntry, Op};
+
+const MAX_NAME_BYTES: usize = 128;
+
+impl checkpoints::Host for ToolState {
+    async fn save(&mut self, name: String, state: Vec<u8>) -> wasmtime::Result<Result<(), types::ToolError>> {
+        let Some(ctx) = self.attempt.clone() else {
+            return Ok(Err(to_tool_error(&Failure::new(FailureClass::Fatal, "checkpoints are not available while the host describes a tool"))));
+        };
+        if name.is_empty() || name.len() > MAX_NAME_BYTES {
+            return Ok(Err(to_tool_error(&Failure::new(
+                FailureClass::Validation,
+                format!("checkpoint name must be 1 to {MAX_NAME_BYTES} bytes"),
+            ))));
+        }
+        let cap = ctx.policy.limits.max_checkpoint_bytes;
+        if u64::try_from(state.len()).unwrap_or(u64::MAX) > cap {
+            return Ok(Err(to_tool_error(&Failure::new(
+                FailureClass::Validation,
+                format!("checkpoint `{name}` is {} bytes, over the cap of {cap}", state.len()),
+            ))));
+        }
+        let now = ctx.clock.now_ms();
+        let bytes = state.len();
+        let ops = vec![
+            Op::SaveCheckpoint { run_id: ctx.run_id.clone(), attempt: ctx.attempt, name: name.clone(), state, now },
+            Op::Journal(NewJournalEntry {
+                run_id: ctx.run_id.clone(),
+                attempt: Some(ctx.attempt),
+                at: now,
+                level: "info".into(),
+                event: "checkpoint.saved".into(),
+                message: format!("checkpoint `{name}` saved"),
+                fields: serde_json::json!({ "name": name, "bytes": bytes }),
+            }),
+        ];
+        ledger::apply(&ctx.ledger, ops).await.map_err(|e| {
+            wasmtime::Error::new(AttemptAbort(Failure::new(FailureClass::Fatal, format!("ledger unavailable, checkpoint not saved: {e}"))))
+        })?;
+        Ok(Ok(()))
+    }
+
+    async fn latest(&mut self) -> wasmtime::Result<Option<checkpoints::Checkpoint>> {
+        self.load(None)
+    }
+
+    async fn get(&mut self, name: String) -> wasmtime::Result<Option<checkpoints::Checkpoint>> {
+        self.load(Some(&name))
+    }
+}
+
+impl ToolState {
+    fn load(&self, name: Option<&str>) -> wasmtime::Result<Option<checkpoints::Checkpoint>> {
+        let Some(ctx) = &self.attempt else { return Ok(None) };
+        let found = ctx.ledger.latest_checkpoint(&ctx.run_id, name).map_err(|e| {
+            wasmtime::Error::new(AttemptAbort(Failure::new(FailureClass::Fatal, format!("ledger unavailable, checkpoint not loaded: {e}"))))
+        })?;
+        Ok(found.map(|c| checkpoints::Checkpoint { name: c.name, state: c.state, attempt: c.attempt }))
+    }
+}

@@ -1,0 +1,188 @@
+//! What a tool can reach. Each capability the host can grant lives in its own module and
+//! owns its linker wiring and its checks; [`ToolState`] is the per-run store data they share.
+//!
+//! Deny by default: the linker provides only the Tollgate interfaces and the harmless part of
+//! WASI (clocks, random, stdio captured into the journal, and a filesystem with nothing in
+//! it). A component that imports anything else is refused at load.
+
+pub mod checkpoints;
+pub mod effects;
+pub mod log;
+pub mod wasi;
+
+use crate::bindings::{Tool, types};
+use crate::clock::Clock;
+use crate::effects::EffectEngine;
+use crate::policy::Policy;
+use std::sync::Arc;
+use tollgate_ledger::Ledger;
+use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime::{Engine, ResourceLimiter};
+use wasmtime_wasi::WasiCtx;
+
+/// The attempt a store belongs to: shared, read-only facts for the capabilities.
+pub struct AttemptContext {
+    pub run_id: String,
+    pub attempt: u32,
+    pub tool: String,
+    pub policy: Policy,
+    pub ledger: Arc<dyn Ledger>,
+    pub effects: Arc<EffectEngine>,
+    pub clock: Arc<dyn Clock>,
+}
+
+/// The data of one run's store.
+pub struct ToolState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(crate) limiter: Limiter,
+    pub(crate) stdio: wasi::CapturedStdio,
+    /// None while the host calls `describe` at load time: no run, so no effects.
+    pub(crate) attempt: Option<Arc<AttemptContext>>,
+    pub(crate) effects_performed: u32,
+    pub(crate) log_bytes: u64,
+    pub(crate) log_truncated: bool,
+}
+
+impl ToolState {
+    pub fn new(policy: &Policy, attempt: Option<Arc<AttemptContext>>) -> Self {
+        let (wasi, stdio) = wasi::context(policy);
+        Self {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: Limiter::new(policy),
+            stdio,
+            attempt,
+            effects_performed: 0,
+            log_bytes: 0,
+            log_truncated: false,
+        }
+    }
+}
+
+/// The linker every tool is instantiated with.
+pub fn linker(engine: &Engine) -> wasmtime::Result<Linker<ToolState>> {
+    let mut linker = Linker::new(engine);
+    wasi::add_to_linker(&mut linker)?;
+    Tool::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
+    Ok(linker)
+}
+
+/// Interfaces the linker provides, by `namespace:package/interface` and the version track
+/// they are provided for. Used to name every missing import at load, not only the first.
+pub fn is_provided(import: &str) -> bool {
+    let (name, version) = import.split_once('@').unwrap_or((import, ""));
+    let track = |prefix: &str| version.starts_with(prefix);
+    (wasi::PROVIDED.contains(&name) && track("0.2."))
+        || (TOLLGATE_PROVIDED.contains(&name) && track("0.1."))
+}
+
+const TOLLGATE_PROVIDED: &[&str] =
+    &["tollgate:tool/types", "tollgate:tool/effects", "tollgate:tool/checkpoints", "tollgate:tool/log"];
+
+impl types::Host for ToolState {}
+
+/// Enforces the policy's memory, table and instance bounds, and remembers which one was hit so
+/// the failure is classified as resource exhaustion rather than a generic trap.
+pub struct Limiter {
+    memory_bytes: usize,
+    table_elements: usize,
+    instances: usize,
+    pub(crate) exceeded: Option<String>,
+}
+
+impl Limiter {
+    fn new(policy: &Policy) -> Self {
+        let l = &policy.limits;
+        Self {
+            memory_bytes: usize::try_from(l.memory_bytes).unwrap_or(usize::MAX),
+            table_elements: usize::try_from(l.table_elements).unwrap_or(usize::MAX),
+            instances: usize::try_from(l.instances).unwrap_or(usize::MAX),
+            exceeded: None,
+        }
+    }
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.memory_bytes {
+            self.exceeded = Some(format!("memory limit of {} bytes (asked for {desired})", self.memory_bytes));
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.table_elements {
+            self.exceeded = Some(format!("table limit of {} elements (asked for {desired})", self.table_elements));
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn instances(&self) -> usize {
+        self.instances
+    }
+    fn tables(&self) -> usize {
+        self.instances
+    }
+    fn memories(&self) -> usize {
+        self.instances
+    }
+}
+
+/// A host-side failure that ends the attempt; raised as a trap so the tool cannot swallow it.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct AttemptAbort(pub crate::failure::Failure);
+
+/// Converts a host failure to the WIT error a tool sees. Host-only classes become `fatal`.
+pub fn to_tool_error(failure: &crate::failure::Failure) -> types::ToolError {
+    use crate::failure::FailureClass as C;
+    use types::ErrorClass as W;
+    let class = match failure.class {
+        C::Transient => W::Transient,
+        C::Validation => W::Validation,
+        C::Permission => W::Permission,
+        C::Timeout => W::Timeout,
+        C::Conflict => W::Conflict,
+        C::InDoubt | C::ResourceExhausted | C::Fatal => W::Fatal,
+    };
+    types::ToolError {
+        class,
+        message: failure.message.clone(),
+        details: failure.details.as_ref().map(|d| d.to_string()),
+    }
+}
+
+/// Converts a tool's own error to a host failure.
+pub fn from_tool_error(error: types::ToolError) -> crate::failure::Failure {
+    use crate::failure::FailureClass as C;
+    use types::ErrorClass as W;
+    let class = match error.class {
+        W::Transient => C::Transient,
+        W::Validation => C::Validation,
+        W::Permission => C::Permission,
+        W::Timeout => C::Timeout,
+        W::Conflict => C::Conflict,
+        W::Fatal => C::Fatal,
+    };
+    let details = error
+        .details
+        .map(|d| serde_json::from_str(&d).unwrap_or(serde_json::Value::String(d)));
+    crate::failure::Failure { class, message: error.message, details }
+}
+
+/// Journals a policy denial with what was asked and which rule denied it.
+pub fn journal_denial(ctx: &AttemptContext, asked: &str, rule: &str, failure: &crate::failure::Failure) {
+    tracing::warn!(run_id = %ctx.run_id, tool = %ctx.tool, asked, rule, "denied: {}", failure.message);
+    ctx.ledger.journal(tollgate_ledger::NewJournalEntry {
+        run_id: ctx.run_id.clone(),
+        attempt: Some(ctx.attempt),
+        at: ctx.clock.now_ms(),
+        level: "warn".into(),
+        event: "policy.denied".into(),
+        message: failure.message.clone(),
+        fields: serde_json::json!({ "tool": ctx.tool, "asked": asked, "rule": rule }),
+    });
+}

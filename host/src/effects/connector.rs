@@ -1,0 +1,98 @@
+//! Connectors carry an effect to the outside world. The operator configures one per effect
+//! kind; a tool supplies only the payload and the idempotency key.
+//!
+//! Each connector declares whether its downstream honours idempotency keys: that single fact
+//! decides whether an effect whose outcome is unknown may be re-sent or must go to a human.
+
+use crate::config::{ConnectorConfig, NoopConnectorConfig};
+use crate::failure::FailureClass;
+use std::future::Future;
+use std::pin::Pin;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// One dispatch of one effect.
+#[derive(Debug, Clone, Copy)]
+pub struct Dispatch<'a> {
+    pub run_id: &'a str,
+    pub attempt: u32,
+    pub kind: &'a str,
+    /// Sent downstream as `Idempotency-Key` (or its connector's equivalent).
+    pub key: &'a str,
+    pub payload: &'a str,
+}
+
+/// A successful dispatch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Response {
+    pub status: Option<u16>,
+    pub body: String,
+}
+
+/// A failed dispatch, classified.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{message}")]
+pub struct ConnectorError {
+    pub class: FailureClass,
+    pub message: String,
+    pub status: Option<u16>,
+    pub body: Option<String>,
+    /// True when the request may have taken effect downstream (e.g. a timeout after sending).
+    pub outcome_unknown: bool,
+    /// Downstream asked to wait this long before retrying (`Retry-After`).
+    pub retry_after_ms: Option<u64>,
+}
+
+impl ConnectorError {
+    pub fn new(class: FailureClass, message: impl Into<String>) -> Self {
+        Self { class, message: message.into(), status: None, body: None, outcome_unknown: false, retry_after_ms: None }
+    }
+}
+
+pub trait Connector: Send + Sync + 'static {
+    /// Whether downstream deduplicates requests by idempotency key.
+    fn honours_idempotency_keys(&self) -> bool;
+    /// One line for logs and `runs show`, e.g. `http POST http://127.0.0.1:8080/invoices`.
+    fn describe(&self) -> String;
+    fn dispatch<'a>(&'a self, call: Dispatch<'a>) -> BoxFuture<'a, Result<Response, ConnectorError>>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectorSetupError {
+    #[error("connector for `{kind}`: {message}")]
+    Invalid { kind: String, message: String },
+}
+
+/// Builds the connector an operator configured for `kind`.
+pub fn build(kind: &str, config: &ConnectorConfig) -> Result<Box<dyn Connector>, ConnectorSetupError> {
+    let invalid = |message: String| ConnectorSetupError::Invalid { kind: kind.to_owned(), message };
+    Ok(match config {
+        ConnectorConfig::Http(http) => Box::new(super::http::HttpConnector::new(http).map_err(invalid)?),
+        ConnectorConfig::File(file) => Box::new(super::file::FileConnector::open(&file.dir).map_err(invalid)?),
+        ConnectorConfig::Noop(noop) => Box::new(NoopConnector::new(noop)),
+    })
+}
+
+/// Succeeds at once without side effects.
+#[derive(Debug, Clone)]
+pub struct NoopConnector {
+    response: String,
+}
+
+impl NoopConnector {
+    pub fn new(config: &NoopConnectorConfig) -> Self {
+        Self { response: config.response.clone().unwrap_or_else(|| "{}".to_owned()) }
+    }
+}
+
+impl Connector for NoopConnector {
+    fn honours_idempotency_keys(&self) -> bool {
+        true
+    }
+    fn describe(&self) -> String {
+        "noop".to_owned()
+    }
+    fn dispatch<'a>(&'a self, _call: Dispatch<'a>) -> BoxFuture<'a, Result<Response, ConnectorError>> {
+        Box::pin(async move { Ok(Response { status: None, body: self.response.clone() }) })
+    }
+}

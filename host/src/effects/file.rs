@@ -1,0 +1,128 @@
+//! The `file` connector: writes each effect's payload to one file per idempotency key inside
+//! a configured directory, atomically (temp file, fsync, rename, fsync of the directory).
+//!
+//! All access goes through a cap-std `Dir`, so no key can name a path outside that directory.
+//! Writing the same key again with the same bytes succeeds without change; with other bytes
+//! it is a conflict.
+
+use super::connector::{BoxFuture, Connector, ConnectorError, Dispatch, Response};
+use crate::failure::FailureClass;
+use cap_std::ambient_authority;
+use cap_std::fs::Dir;
+use sha2::{Digest, Sha256};
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+
+#[derive(Debug, Clone)]
+pub struct FileConnector {
+    dir: Arc<Dir>,
+    display: String,
+}
+
+impl FileConnector {
+    pub fn open(path: &Path) -> Result<Self, String> {
+        std::fs::create_dir_all(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        let dir = Dir::open_ambient_dir(path, ambient_authority())
+            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        Ok(Self { dir: Arc::new(dir), display: path.display().to_string() })
+    }
+
+    fn write(&self, call: Dispatch<'_>) -> Result<Response, ConnectorError> {
+        let name = file_name(call.key);
+        let io_err = |what: &str, e: std::io::Error| {
+            ConnectorError::new(FailureClass::Transient, format!("file {}/{name}: {what}: {e}", self.display))
+        };
+        match self.dir.read(&name) {
+            Ok(existing) if existing == call.payload.as_bytes() => return Ok(self.response(&name, existing.len())),
+            Ok(_) => {
+                return Err(ConnectorError::new(
+                    FailureClass::Conflict,
+                    format!("file {}/{name} already holds different content for key `{}`", self.display, call.key),
+                ));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err("read", e)),
+        }
+        let tmp = format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple());
+        let mut file = self.dir.create(&tmp).map_err(|e| io_err("create", e))?;
+        file.write_all(call.payload.as_bytes()).map_err(|e| io_err("write", e))?;
+        file.sync_all().map_err(|e| io_err("fsync", e))?;
+        drop(file);
+        self.dir.rename(&tmp, &self.dir, &name).map_err(|e| io_err("rename", e))?;
+        // The rename is durable only once the directory entry is.
+        let dir = self.dir.try_clone().map_err(|e| io_err("open dir", e))?;
+        dir.into_std_file().sync_all().map_err(|e| io_err("fsync dir", e))?;
+        Ok(self.response(&name, call.payload.len()))
+    }
+
+    fn response(&self, name: &str, bytes: usize) -> Response {
+        Response { status: None, body: serde_json::json!({ "file": name, "bytes": bytes }).to_string() }
+    }
+}
+
+/// A readable, collision-free file name for `key`: its safe characters plus a digest suffix.
+fn file_name(key: &str) -> String {
+    let safe: String = key
+        .chars()
+        .take(80)
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' })
+        .collect();
+    let digest = hex::encode(Sha256::digest(key.as_bytes()));
+    format!("{}-{}.json", safe.trim_start_matches('.'), digest.get(..16).unwrap_or(&digest))
+}
+
+impl Connector for FileConnector {
+    fn honours_idempotency_keys(&self) -> bool {
+        true
+    }
+    fn describe(&self) -> String {
+        format!("file {}", self.display)
+    }
+    fn dispatch<'a>(&'a self, call: Dispatch<'a>) -> BoxFuture<'a, Result<Response, ConnectorError>> {
+        let this = self.clone();
+        let call = (call.key.to_owned(), call.payload.to_owned(), call.run_id.to_owned(), call.attempt, call.kind.to_owned());
+        Box::pin(async move {
+            let (key, payload, run_id, attempt, kind) = call;
+            tokio::task::spawn_blocking(move || {
+                this.write(Dispatch { run_id: &run_id, attempt, kind: &kind, key: &key, payload: &payload })
+            })
+            .await
+            .unwrap_or_else(|e| Err(ConnectorError::new(FailureClass::Fatal, format!("file connector task failed: {e}"))))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call<'a>(key: &'a str, payload: &'a str) -> Dispatch<'a> {
+        Dispatch { run_id: "r", attempt: 1, kind: "files.export", key, payload }
+    }
+
+    #[test]
+    fn writes_once_per_key_and_detects_changed_content() {
+        let tmp = tempfile::tempdir().unwrap();
+        let connector = FileConnector::open(tmp.path()).unwrap();
+        let first = connector.write(call("export:1", "{\"a\":1}")).unwrap();
+        let again = connector.write(call("export:1", "{\"a\":1}")).unwrap();
+        assert_eq!(first, again);
+        let err = connector.write(call("export:1", "{\"a\":2}")).unwrap_err();
+        assert_eq!(err.class, FailureClass::Conflict);
+        let files: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
+        assert_eq!(files.len(), 1, "no temp files left behind");
+    }
+
+    #[test]
+    fn keys_cannot_escape_the_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let inner = tmp.path().join("out");
+        let connector = FileConnector::open(&inner).unwrap();
+        connector.write(call("../../etc/passwd", "{}")).unwrap();
+        let names: Vec<_> = std::fs::read_dir(&inner).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names.len(), 1);
+        assert!(names[0].to_string_lossy().starts_with("_.._etc_passwd-"), "{names:?}");
+        assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 1);
+    }
+}

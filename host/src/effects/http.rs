@@ -1,0 +1,189 @@
+//! The `http` connector: one configured method and URL per effect kind; the tool supplies only
+//! the JSON body. Every request carries `Idempotency-Key` and `X-Tollgate-Run-Id`.
+
+use super::connector::{BoxFuture, Connector, ConnectorError, Dispatch, Response};
+use crate::config::HttpConnectorConfig;
+use crate::failure::FailureClass;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use std::time::Duration;
+
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+pub const RUN_ID_HEADER: &str = "x-tollgate-run-id";
+pub const ATTEMPT_HEADER: &str = "x-tollgate-attempt";
+
+#[derive(Debug, Clone)]
+pub struct HttpConnector {
+    client: reqwest::Client,
+    method: reqwest::Method,
+    url: reqwest::Url,
+    headers: HeaderMap,
+    honours_keys: bool,
+    max_response_bytes: usize,
+}
+
+impl HttpConnector {
+    pub fn new(config: &HttpConnectorConfig) -> Result<Self, String> {
+        let url = reqwest::Url::parse(&config.url).map_err(|e| format!("url `{}`: {e}", config.url))?;
+        let method = reqwest::Method::from_bytes(config.method.as_bytes())
+            .map_err(|_| format!("`{}` is not an HTTP method", config.method))?;
+        let mut headers = HeaderMap::new();
+        for (name, value) in &config.headers {
+            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| format!("header `{name}`: {e}"))?;
+            let value = HeaderValue::from_str(value).map_err(|e| format!("header `{name}` value: {e}"))?;
+            headers.insert(name, value);
+        }
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_millis(config.timeout_ms))
+            // A redirect would re-send an effect somewhere the operator did not configure.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| format!("http client: {e}"))?;
+        Ok(Self {
+            client,
+            method,
+            url,
+            headers,
+            honours_keys: config.honours_idempotency_keys,
+            max_response_bytes: usize::try_from(config.max_response_bytes).unwrap_or(usize::MAX),
+        })
+    }
+
+    async fn send(&self, call: Dispatch<'_>) -> Result<Response, ConnectorError> {
+        let request = self
+            .client
+            .request(self.method.clone(), self.url.clone())
+            .headers(self.headers.clone())
+            .header(IDEMPOTENCY_KEY, call.key)
+            .header(RUN_ID_HEADER, call.run_id)
+            .header(ATTEMPT_HEADER, call.attempt.to_string())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(call.payload.to_owned());
+        let mut response = request.send().await.map_err(|e| self.request_error(&e))?;
+        let status = response.status();
+        let retry_after_ms = retry_after_ms(response.headers());
+        let mut body = Vec::new();
+        let mut truncated = false;
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    let room = self.max_response_bytes.saturating_sub(body.len());
+                    if chunk.len() > room {
+                        body.extend_from_slice(chunk.get(..room).unwrap_or_default());
+                        truncated = true;
+                        break;
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => break,
+                // Headers arrived, so downstream acted (or refused) already: the status stands.
+                Err(e) => {
+                    if status.is_success() {
+                        return Err(ConnectorError {
+                            outcome_unknown: true,
+                            ..ConnectorError::new(
+                                FailureClass::Timeout,
+                                format!("{} {}: response body failed after status {status}: {e}", self.method, self.url),
+                            )
+                        });
+                    }
+                    break;
+                }
+            }
+        }
+        let mut body = String::from_utf8_lossy(&body).into_owned();
+        if truncated {
+            body.push_str("…[truncated]");
+        }
+        let code = status.as_u16();
+        if status.is_success() {
+            return Ok(Response { status: Some(code), body });
+        }
+        let (class, outcome_unknown) = classify_status(code);
+        Err(ConnectorError {
+            class,
+            message: format!("{} {} returned {status}", self.method, self.url),
+            status: Some(code),
+            body: Some(body),
+            outcome_unknown,
+            retry_after_ms,
+        })
+    }
+
+    fn request_error(&self, e: &reqwest::Error) -> ConnectorError {
+        let target = format!("{} {}", self.method, self.url);
+        if e.is_connect() {
+            // Nothing reached downstream: safe to retry whatever the key semantics.
+            ConnectorError::new(FailureClass::Transient, format!("{target}: cannot connect: {}", root_cause(e)))
+        } else if e.is_timeout() {
+            ConnectorError {
+                outcome_unknown: true,
+                ..ConnectorError::new(FailureClass::Timeout, format!("{target}: timed out waiting for the response"))
+            }
+        } else {
+            ConnectorError {
+                outcome_unknown: true,
+                ..ConnectorError::new(FailureClass::Transient, format!("{target}: {}", root_cause(e)))
+            }
+        }
+    }
+}
+
+/// Maps a non-2xx status to a class, and whether downstream may have acted anyway.
+/// 503 and 429 mean "not processed"; other 5xx may have failed after acting.
+fn classify_status(code: u16) -> (FailureClass, bool) {
+    match code {
+        429 | 503 => (FailureClass::Transient, false),
+        500..=599 => (FailureClass::Transient, true),
+        408 => (FailureClass::Timeout, true),
+        401 | 403 => (FailureClass::Permission, false),
+        409 => (FailureClass::Conflict, false),
+        _ => (FailureClass::Validation, false),
+    }
+}
+
+fn retry_after_ms(headers: &HeaderMap) -> Option<u64> {
+    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    value.trim().parse::<u64>().ok().map(|s| s.saturating_mul(1000))
+}
+
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}
+
+impl Connector for HttpConnector {
+    fn honours_idempotency_keys(&self) -> bool {
+        self.honours_keys
+    }
+    fn describe(&self) -> String {
+        format!("http {} {}", self.method, self.url)
+    }
+    fn dispatch<'a>(&'a self, call: Dispatch<'a>) -> BoxFuture<'a, Result<Response, ConnectorError>> {
+        Box::pin(self.send(call))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_classes() {
+        assert_eq!(classify_status(429), (FailureClass::Transient, false));
+        assert_eq!(classify_status(503), (FailureClass::Transient, false));
+        assert_eq!(classify_status(500), (FailureClass::Transient, true));
+        assert_eq!(classify_status(422), (FailureClass::Validation, false));
+        assert_eq!(classify_status(403), (FailureClass::Permission, false));
+        assert_eq!(classify_status(409), (FailureClass::Conflict, false));
+    }
+
+    #[test]
+    fn retry_after_seconds() {
+        let mut headers = HeaderMap::new();
+        headers.insert(reqwest::header::RETRY_AFTER, HeaderValue::from_static("3"));
+        assert_eq!(retry_after_ms(&headers), Some(3_000));
+    }
+}

@@ -1,0 +1,321 @@
+//! The effect protocol: how a tool's request to change the outside world becomes exactly one
+//! downstream action, however often the run crashes or retries.
+//!
+//! Invariant: an effect is dispatched only after its intent (kind, key, payload digest, owning
+//! attempt) is durable, and its outcome is durable before the tool sees it. A key whose
+//! outcome is unknown is re-sent only to a downstream that honours keys; otherwise it is marked
+//! in doubt and the attempt stops.
+
+pub mod connector;
+pub mod decision;
+pub mod file;
+pub mod http;
+
+use crate::clock::Clock;
+use crate::failure::{Failure, FailureClass};
+use crate::ledger;
+use connector::{Connector, Dispatch};
+use decision::{Caller, Decision, decide};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tollgate_ledger::{EffectRecord, EffectStatus, Ledger, LedgerError, NewJournalEntry, Op};
+
+/// How many times a perform re-reads the ledger after losing a race for a key.
+const MAX_RACES: usize = 8;
+
+/// What a tool gets back from a performed effect.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EffectOutcome {
+    pub body: String,
+    pub replayed: bool,
+    pub dispatches: u32,
+}
+
+/// Why a perform did not return an outcome.
+#[derive(Debug, thiserror::Error)]
+pub enum EffectError {
+    /// Returned to the tool as a classified `tool-error`; the tool may handle it.
+    #[error("{0}")]
+    Refused(Failure),
+    /// Ends the attempt: the tool must not continue (in-doubt effect, ledger unavailable).
+    #[error("{0}")]
+    Abort(Failure),
+}
+
+/// One effect request from one attempt.
+#[derive(Debug, Clone, Copy)]
+pub struct EffectRequest<'a> {
+    pub run_id: &'a str,
+    pub attempt: u32,
+    pub kind: &'a str,
+    pub key: &'a str,
+    pub payload: &'a str,
+}
+
+pub struct EffectEngine {
+    ledger: Arc<dyn Ledger>,
+    connectors: BTreeMap<String, Arc<dyn Connector>>,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for EffectEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EffectEngine").field("kinds", &self.connectors.keys()).finish_non_exhaustive()
+    }
+}
+
+impl EffectEngine {
+    pub fn new(
+        ledger: Arc<dyn Ledger>,
+        connectors: BTreeMap<String, Arc<dyn Connector>>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self { ledger, connectors, clock }
+    }
+
+    pub fn connector(&self, kind: &str) -> Option<&Arc<dyn Connector>> {
+        self.connectors.get(kind)
+    }
+
+    /// Performs one effect under the protocol. The caller has already checked the policy.
+    pub async fn perform(&self, req: EffectRequest<'_>) -> Result<EffectOutcome, EffectError> {
+        let connector = self.connectors.get(req.kind).cloned().ok_or_else(|| {
+            EffectError::Refused(Failure::new(
+                FailureClass::Fatal,
+                format!(
+                    "no connector is configured for effect kind `{}`: add a [connectors.\"{}\"] table to the operator config",
+                    req.kind, req.kind
+                ),
+            ))
+        })?;
+        let digest = hex::encode(Sha256::digest(req.payload.as_bytes()));
+        let caller = Caller { run_id: req.run_id, attempt: req.attempt, payload_digest: &digest };
+        for _ in 0..MAX_RACES {
+            let existing = self.ledger.effect(req.kind, req.key).map_err(ledger_abort)?;
+            let ops = match existing {
+                None => vec![
+                    Op::ClaimEffect {
+                        kind: req.kind.to_owned(),
+                        key: req.key.to_owned(),
+                        payload_digest: digest.clone(),
+                        payload: req.payload.to_owned(),
+                        run_id: req.run_id.to_owned(),
+                        attempt: req.attempt,
+                        now: self.clock.now_ms(),
+                    },
+                    self.mark_dispatched(req),
+                    self.entry(req, "info", "effect.intent", "intent recorded; dispatching", json!({ "kind": req.kind, "key": req.key, "payload_digest": digest, "connector": connector.describe() })),
+                ],
+                Some(effect) => {
+                    let owner = self.owner_of(&effect)?;
+                    let now = self.clock.now_ms();
+                    match decide(&effect, owner.as_ref(), caller, now, connector.honours_idempotency_keys()) {
+                        Decision::Replay => return Ok(self.replay(req, &effect)),
+                        Decision::ReturnRecordedFailure(class) => {
+                            self.note(req, "info", "effect.replayed", "returned the recorded failure without dispatch", json!({ "key": req.key, "class": class }));
+                            return Err(EffectError::Refused(recorded_failure(&effect, class)));
+                        }
+                        Decision::PayloadConflict => {
+                            let failure = Failure::new(
+                                FailureClass::Conflict,
+                                format!(
+                                    "idempotency key `{}` for `{}` was first used by run {} with a different payload; use a new key for a new intent",
+                                    req.key, req.kind, effect.run_id
+                                ),
+                            )
+                            .with_details(json!({ "key": req.key, "first_run_id": effect.run_id, "recorded_payload_digest": effect.payload_digest, "payload_digest": digest }));
+                            self.note(req, "warn", "effect.conflict", &failure.message, json!({ "key": req.key, "first_run_id": effect.run_id }));
+                            return Err(EffectError::Refused(failure));
+                        }
+                        Decision::InFlight { run_id, attempt } => {
+                            let failure = Failure::new(
+                                FailureClass::Conflict,
+                                format!(
+                                    "idempotency key `{}` for `{}` is in flight in run {run_id} (attempt {attempt}); wait for it to finish",
+                                    req.key, req.kind
+                                ),
+                            )
+                            .with_details(json!({ "key": req.key, "held_by_run_id": run_id, "held_by_attempt": attempt }));
+                            self.note(req, "warn", "effect.conflict", &failure.message, json!({ "key": req.key, "held_by_run_id": run_id }));
+                            return Err(EffectError::Refused(failure));
+                        }
+                        Decision::AlreadyInDoubt => return Err(EffectError::Abort(in_doubt_failure(req, &effect))),
+                        Decision::MarkInDoubt => {
+                            let ops = vec![
+                                Op::MarkInDoubt {
+                                    kind: req.kind.to_owned(),
+                                    key: req.key.to_owned(),
+                                    run_id: effect.run_id.clone(),
+                                    attempt: effect.attempt,
+                                    now,
+                                },
+                                self.entry(req, "error", "effect.in_doubt", "outcome unknown and downstream does not honour idempotency keys; not re-sent", json!({ "key": req.key, "owner_run_id": effect.run_id, "owner_attempt": effect.attempt })),
+                            ];
+                            match ledger::apply(&self.ledger, ops).await {
+                                Ok(_) => return Err(EffectError::Abort(in_doubt_failure(req, &effect))),
+                                Err(LedgerError::OwnershipLost { .. } | LedgerError::InvalidTransition { .. }) => continue,
+                                Err(e) => return Err(ledger_abort(e)),
+                            }
+                        }
+                        Decision::Redispatch { why } => vec![
+                            Op::TakeOverEffect {
+                                kind: req.kind.to_owned(),
+                                key: req.key.to_owned(),
+                                expected_run_id: effect.run_id.clone(),
+                                expected_attempt: effect.attempt,
+                                expected_status: effect.status,
+                                run_id: req.run_id.to_owned(),
+                                attempt: req.attempt,
+                                now,
+                            },
+                            self.mark_dispatched(req),
+                            self.entry(req, "warn", "effect.redispatch", "re-sending under the same idempotency key", json!({ "key": req.key, "why": format!("{why:?}"), "previous_run_id": effect.run_id, "previous_attempt": effect.attempt, "previous_status": effect.status })),
+                        ],
+                    }
+                }
+            };
+            match ledger::apply(&self.ledger, ops).await {
+                Ok(_) => return self.dispatch(req, connector.as_ref()).await,
+                // Another attempt claimed or moved the key between our read and our write.
+                Err(LedgerError::OwnershipLost { .. }) => continue,
+                Err(e) => return Err(ledger_abort(e)),
+            }
+        }
+        Err(EffectError::Refused(Failure::new(
+            FailureClass::Conflict,
+            format!("idempotency key `{}` for `{}` is contended by other runs; retry later", req.key, req.kind),
+        )))
+    }
+
+    /// Steps (c) and (d): dispatch with the key, then make the outcome durable.
+    async fn dispatch(&self, req: EffectRequest<'_>, connector: &dyn Connector) -> Result<EffectOutcome, EffectError> {
+        let call = Dispatch { run_id: req.run_id, attempt: req.attempt, kind: req.kind, key: req.key, payload: req.payload };
+        let span = tracing::info_span!("connector", kind = req.kind, key = req.key, connector = %connector.describe());
+        let result = tracing::Instrument::instrument(connector.dispatch(call), span).await;
+        let now = self.clock.now_ms();
+        let (status, response, failure) = match result {
+            Ok(response) => (EffectStatus::Succeeded, Some(response.body), None),
+            Err(e) if e.outcome_unknown && !connector.honours_idempotency_keys() => {
+                let ops = vec![
+                    Op::MarkInDoubt { kind: req.kind.to_owned(), key: req.key.to_owned(), run_id: req.run_id.to_owned(), attempt: req.attempt, now },
+                    self.entry(req, "error", "effect.in_doubt", &format!("{}; downstream does not honour idempotency keys, so it is not re-sent", e.message), json!({ "key": req.key, "status": e.status })),
+                ];
+                ledger::apply(&self.ledger, ops).await.map_err(ledger_abort)?;
+                let effect = self.ledger.effect(req.kind, req.key).map_err(ledger_abort)?;
+                return Err(EffectError::Abort(match effect {
+                    Some(effect) => in_doubt_failure(req, &effect),
+                    None => Failure::new(FailureClass::InDoubt, e.message),
+                }));
+            }
+            Err(e) => {
+                let mut details = json!({ "kind": req.kind, "key": req.key, "status": e.status, "outcome_unknown": e.outcome_unknown });
+                if let Some(body) = &e.body {
+                    details["body"] = json!(body);
+                }
+                if let Some(ms) = e.retry_after_ms {
+                    details["retry_after_ms"] = json!(ms);
+                }
+                (EffectStatus::Failed, e.body.clone(), Some(Failure::new(e.class, e.message.clone()).with_details(details)))
+            }
+        };
+        let (level, event, message) = match &failure {
+            None => ("info", "effect.succeeded", "outcome recorded".to_owned()),
+            Some(f) => ("warn", "effect.failed", f.message.clone()),
+        };
+        let ops = vec![
+            Op::RecordOutcome {
+                kind: req.kind.to_owned(),
+                key: req.key.to_owned(),
+                run_id: req.run_id.to_owned(),
+                attempt: req.attempt,
+                status,
+                response: response.clone(),
+                error_class: failure.as_ref().map(|f| f.class.as_str().to_owned()),
+                error_message: failure.as_ref().map(|f| f.message.clone()),
+                now,
+            },
+            self.entry(req, level, event, &message, json!({ "key": req.key, "class": failure.as_ref().map(|f| f.class) })),
+        ];
+        ledger::apply(&self.ledger, ops).await.map_err(ledger_abort)?;
+        if let Some(failure) = failure {
+            return Err(EffectError::Refused(failure));
+        }
+        let dispatches = self.ledger.effect(req.kind, req.key).ok().flatten().map_or(1, |e| e.dispatches);
+        Ok(EffectOutcome { body: response.unwrap_or_default(), replayed: false, dispatches })
+    }
+
+    fn replay(&self, req: EffectRequest<'_>, effect: &EffectRecord) -> EffectOutcome {
+        self.note(req, "info", "effect.replayed", "returned the recorded outcome without dispatch", json!({ "key": req.key, "first_run_id": effect.run_id }));
+        EffectOutcome { body: effect.response.clone().unwrap_or_default(), replayed: true, dispatches: effect.dispatches }
+    }
+
+    fn owner_of(&self, effect: &EffectRecord) -> Result<Option<tollgate_ledger::Attempt>, EffectError> {
+        let attempts = self.ledger.attempts(&effect.run_id).map_err(ledger_abort)?;
+        Ok(attempts.into_iter().find(|a| a.attempt == effect.attempt))
+    }
+
+    fn mark_dispatched(&self, req: EffectRequest<'_>) -> Op {
+        Op::MarkDispatched {
+            kind: req.kind.to_owned(),
+            key: req.key.to_owned(),
+            run_id: req.run_id.to_owned(),
+            attempt: req.attempt,
+            now: self.clock.now_ms(),
+        }
+    }
+
+    fn entry(&self, req: EffectRequest<'_>, level: &str, event: &str, message: &str, fields: serde_json::Value) -> Op {
+        Op::Journal(self.journal_entry(req, level, event, message, fields))
+    }
+
+    /// Journals without waiting for a commit: for paths that change no effect state.
+    fn note(&self, req: EffectRequest<'_>, level: &str, event: &str, message: &str, fields: serde_json::Value) {
+        self.ledger.journal(self.journal_entry(req, level, event, message, fields));
+    }
+
+    fn journal_entry(&self, req: EffectRequest<'_>, level: &str, event: &str, message: &str, mut fields: serde_json::Value) -> NewJournalEntry {
+        if let Some(map) = fields.as_object_mut() {
+            map.entry("kind").or_insert_with(|| json!(req.kind));
+        }
+        tracing::info!(run_id = req.run_id, attempt = req.attempt, kind = req.kind, key = req.key, event, "{message}");
+        NewJournalEntry {
+            run_id: req.run_id.to_owned(),
+            attempt: Some(req.attempt),
+            at: self.clock.now_ms(),
+            level: level.to_owned(),
+            event: event.to_owned(),
+            message: message.to_owned(),
+            fields,
+        }
+    }
+}
+
+fn recorded_failure(effect: &EffectRecord, class: FailureClass) -> Failure {
+    Failure::new(
+        class,
+        format!(
+            "{} (recorded for key `{}` by run {}; not re-sent)",
+            effect.error_message.as_deref().unwrap_or("effect failed"),
+            effect.key,
+            effect.run_id
+        ),
+    )
+    .with_details(json!({ "key": effect.key, "first_run_id": effect.run_id, "body": effect.response }))
+}
+
+fn in_doubt_failure(req: EffectRequest<'_>, effect: &EffectRecord) -> Failure {
+    Failure::new(
+        FailureClass::InDoubt,
+        format!(
+            "effect `{}` with key `{}` may or may not have happened downstream (dispatched by run {} attempt {}), and its downstream does not honour idempotency keys: check downstream and settle it by hand",
+            req.kind, req.key, effect.run_id, effect.attempt
+        ),
+    )
+    .with_details(json!({ "kind": req.kind, "key": req.key, "run_id": effect.run_id, "attempt": effect.attempt, "payload_digest": effect.payload_digest }))
+}
+
+fn ledger_abort(e: LedgerError) -> EffectError {
+    EffectError::Abort(Failure::new(FailureClass::Fatal, format!("ledger unavailable, effect not performed: {e}")))
+}

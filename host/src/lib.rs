@@ -1,0 +1,34 @@
+//! Tollgate: a WebAssembly plugin host for sandboxed AI-agent tools, with exactly-once
+//! effects and resumable, traceable runs.
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! let runtime = tollgate::Runtime::builder().build()?;
+//! let tool = runtime.load("hello.wasm").await?;
+//! let report = runtime.run(&tool, r#"{"message":"hi"}"#).await?;
+//! println!("{} -> {:?}", report.run_id, report.result);
+//! # Ok(()) }
+//! ```
+
+mod bindings;
+pub mod capabilities;
+pub mod clock;
+pub mod config;
+pub mod effects;
+pub mod engine;
+pub mod failure;
+mod holder;
+pub mod ledger;
+pub mod policy;
+pub mod runs;
+mod runtime;
+pub mod story;
+pub mod tool;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::Config;
+pub use failure::{Failure, FailureClass};
+pub use runs::{RunError, RunReport};
+pub use runtime::{DEFAULT_CACHE_DIR, DEFAULT_LEDGER, Runtime, RuntimeBuilder, RuntimeError};
+pub use story::RunStory;
+pub use tool::{Descriptor, LoadError, LoadedTool};

@@ -1,0 +1,326 @@
+//! The `tollgate` command line: parsing and printing only; the work is in the library.
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use tollgate::ledger::{RunFilter, RunStatus};
+use tollgate::{Config, RunReport, Runtime};
+
+/// A WebAssembly plugin host for sandboxed AI-agent tools, with exactly-once effects.
+#[derive(Parser)]
+#[command(name = "tollgate", version, about, propagate_version = true)]
+struct Cli {
+    /// Operator config (connectors, tool policies). Default: ./tollgate.toml if present.
+    #[arg(long, global = true, env = "TOLLGATE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Ledger file. Default: the config's `ledger`, else .tollgate/ledger.db.
+    #[arg(long, global = true, env = "TOLLGATE_LEDGER")]
+    ledger: Option<PathBuf>,
+    /// Cache of precompiled components. Default: .tollgate/cache.
+    #[arg(long, global = true, env = "TOLLGATE_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Compile components on every load instead of using the cache.
+    #[arg(long, global = true)]
+    no_cache: bool,
+    /// More logging on stderr (-v info, -vv debug). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a tool on JSON input; prints its output and the run ID.
+    Run {
+        /// The tool component (.wasm).
+        plugin: PathBuf,
+        /// JSON input.
+        #[arg(long, conflicts_with = "input_file")]
+        input: Option<String>,
+        /// Read the JSON input from a file (`-` for stdin).
+        #[arg(long)]
+        input_file: Option<PathBuf>,
+        /// Prefix of the run ID.
+        #[arg(long, default_value = "run")]
+        run_prefix: String,
+        /// Print the whole report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start the next attempt of an unfinished run, from its last checkpoint.
+    Resume {
+        run_id: String,
+        /// The tool component; default: the file the run was started with.
+        #[arg(long)]
+        plugin: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show what a tool is, what it imports, and the policy it would need.
+    Inspect {
+        plugin: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List or show runs recorded in the ledger.
+    Runs {
+        #[command(subcommand)]
+        command: RunsCommand,
+    },
+    /// Build every plugin under a plugins workspace for wasm32-wasip2.
+    BuildPlugins {
+        /// The plugins workspace.
+        #[arg(long, default_value = "plugins")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum RunsCommand {
+    /// Runs, newest first.
+    List {
+        /// Only runs with this status (running, succeeded, failed, in_doubt).
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A run's attempts, effects, checkpoints and journal.
+    Show {
+        run_id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Exit codes: 0 success; 1 error before or around the run; 3 the run failed for good;
+/// 4 the attempt failed but the run can be resumed; 5 the run is in doubt (needs a human).
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.verbose, cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_tracing(verbose: u8, format: LogFormat) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info,tollgate=info",
+        _ => "debug,wasmtime=info,cranelift=info",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn dispatch(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::BuildPlugins { dir } => build_plugins(&dir),
+        Command::Inspect { ref plugin, json } => {
+            let runtime = runtime(&cli)?;
+            let tool = runtime.load(plugin).await?;
+            let policy = format!("[tools.{}]\neffects = {:?}\n", tool.descriptor.name, tool.descriptor.effects);
+            if json {
+                let value = serde_json::json!({
+                    "path": tool.path,
+                    "digest": tool.digest,
+                    "descriptor": tool.descriptor,
+                    "imports": tool.imports,
+                    "exports": tool.exports,
+                    "cache": tool.cache,
+                    "policy_skeleton": policy,
+                });
+                println!("{}", serde_json::to_string_pretty(&value)?);
+            } else {
+                let d = &tool.descriptor;
+                println!("{} {}  {}", d.name, d.version, d.description);
+                println!("component  {}", tool.path.display());
+                println!("sha256     {}", tool.digest);
+                println!("exports    {}", tool.exports.join(", "));
+                println!("imports");
+                for import in &tool.imports {
+                    println!("  {import}");
+                }
+                println!("effects    {}", if d.effects.is_empty() { "(none)".to_owned() } else { d.effects.join(", ") });
+                if !d.capabilities.is_empty() {
+                    println!("asks for   {}", d.capabilities.join(", "));
+                }
+                println!("input schema\n{}", serde_json::to_string_pretty(&d.input_schema)?);
+                println!("\npolicy it needs (add to tollgate.toml, with a [connectors.\"<kind>\"] per effect):\n{policy}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run { ref plugin, ref input, ref input_file, ref run_prefix, json } => {
+            let input = read_input(input.as_deref(), input_file.as_deref())?;
+            let runtime = runtime(&cli)?;
+            let tool = runtime.load(plugin).await?;
+            let report = runtime.run_with_prefix(&tool, &input, run_prefix).await?;
+            print_report(&report, json)
+        }
+        Command::Resume { ref run_id, ref plugin, json } => {
+            let runtime = runtime(&cli)?;
+            let tool = match plugin {
+                Some(path) => Some(runtime.load(path).await?),
+                None => None,
+            };
+            let report = runtime.resume(run_id, tool.as_ref()).await?;
+            print_report(&report, json)
+        }
+        Command::Runs { command: RunsCommand::List { ref status, limit, json } } => {
+            let runtime = runtime(&cli)?;
+            let status = status.as_deref().map(parse_status).transpose()?;
+            let runs = runtime.ledger().runs(&RunFilter { status, limit })?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&runs)?);
+            } else {
+                println!("{:<58} {:<12} {:<10} {:>8}  updated", "run", "tool", "status", "attempts");
+                for run in runs {
+                    println!(
+                        "{:<58} {:<12} {:<10} {:>8}  {}",
+                        run.run_id,
+                        run.tool,
+                        format!("{:?}", run.status).to_lowercase(),
+                        run.attempts,
+                        tollgate::clock::format_ms(run.updated_at)
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Runs { command: RunsCommand::Show { ref run_id, json } } => {
+            let runtime = runtime(&cli)?;
+            let story = runtime.story(run_id)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&story)?);
+            } else {
+                print!("{story}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn runtime(cli: &Cli) -> Result<Runtime> {
+    let config = match &cli.config {
+        Some(path) => Config::load(path)?,
+        None if Path::new("tollgate.toml").exists() => Config::load(Path::new("tollgate.toml"))?,
+        None => Config::default(),
+    };
+    let mut builder = Runtime::builder().config(config);
+    if let Some(ledger) = &cli.ledger {
+        builder = builder.ledger_path(ledger);
+    }
+    if let Some(dir) = &cli.cache_dir {
+        builder = builder.cache_dir(dir);
+    }
+    if cli.no_cache {
+        builder = builder.without_cache();
+    }
+    Ok(builder.build()?)
+}
+
+fn read_input(input: Option<&str>, file: Option<&Path>) -> Result<String> {
+    match (input, file) {
+        (Some(text), _) => Ok(text.to_owned()),
+        (None, Some(path)) if path == Path::new("-") => {
+            std::io::read_to_string(std::io::stdin()).context("reading input from stdin")
+        }
+        (None, Some(path)) => std::fs::read_to_string(path).with_context(|| format!("reading input file {}", path.display())),
+        (None, None) => bail!("no input: pass --input '<json>' or --input-file <file>"),
+    }
+}
+
+fn parse_status(s: &str) -> Result<RunStatus> {
+    Ok(match s {
+        "running" => RunStatus::Running,
+        "succeeded" => RunStatus::Succeeded,
+        "failed" => RunStatus::Failed,
+        "in_doubt" | "in-doubt" => RunStatus::InDoubt,
+        other => bail!("unknown status `{other}`: use running, succeeded, failed or in_doubt"),
+    })
+}
+
+fn print_report(report: &RunReport, json: bool) -> Result<ExitCode> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    } else {
+        match &report.result {
+            Ok(output) => {
+                println!("{}", serde_json::to_string_pretty(output)?);
+                eprintln!("run {} attempt {} succeeded in {} ms", report.run_id, report.attempt, report.duration_ms);
+            }
+            Err(failure) => {
+                eprintln!("error: {failure} (run {}, attempt {})", report.run_id, report.attempt);
+                if let Some(details) = &failure.details {
+                    eprintln!("details: {details}");
+                }
+                match report.status {
+                    RunStatus::Running => eprintln!("the run can be resumed: tollgate resume {}", report.run_id),
+                    RunStatus::InDoubt => eprintln!("the run is in doubt: see `tollgate runs show {}`", report.run_id),
+                    _ => {}
+                }
+            }
+        }
+    }
+    Ok(match (&report.result, report.status) {
+        (Ok(_), _) => ExitCode::SUCCESS,
+        (Err(_), RunStatus::Running) => ExitCode::from(4),
+        (Err(_), RunStatus::InDoubt) => ExitCode::from(5),
+        (Err(_), _) => ExitCode::from(3),
+    })
+}
+
+fn build_plugins(dir: &Path) -> Result<ExitCode> {
+    let manifest = dir.join("Cargo.toml");
+    if !manifest.exists() {
+        bail!("{} has no Cargo.toml: pass --dir <plugins workspace>", dir.display());
+    }
+    let status = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "--release", "--target", "wasm32-wasip2", "--manifest-path"])
+        .arg(&manifest)
+        .status()
+        .context("running cargo (is the Rust toolchain installed?)")?;
+    if !status.success() {
+        bail!("plugin build failed (is the target installed? `rustup target add wasm32-wasip2`)");
+    }
+    let out = dir.join("target/wasm32-wasip2/release");
+    let mut built: Vec<_> = std::fs::read_dir(&out)
+        .with_context(|| format!("reading {}", out.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "wasm"))
+        .collect();
+    built.sort();
+    for path in built {
+        println!("{}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,231 @@
+//! The embedding API: a [`Runtime`] loads tools and runs them against one ledger.
+//! The CLI, the MCP server and library users all go through it.
+
+use crate::capabilities::{self, ToolState};
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::effects::EffectEngine;
+use crate::effects::connector::{self, Connector, ConnectorSetupError};
+use crate::engine::{ArtifactCache, CacheError, EngineHandle, EngineOptions};
+use crate::ledger::{Ledger, LedgerError, LedgerOptions, SqliteLedger};
+use crate::runs::{self, RunError, RunReport};
+use crate::story::RunStory;
+use crate::tool::{self, LoadError, LoadedTool};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use wasmtime::component::Linker;
+
+/// Where the ledger lives unless configured otherwise.
+pub const DEFAULT_LEDGER: &str = ".tollgate/ledger.db";
+/// Where precompiled components are cached unless configured otherwise.
+pub const DEFAULT_CACHE_DIR: &str = ".tollgate/cache";
+const DEFAULT_LEASE_TTL_MS: u64 = 15_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("cannot configure the WebAssembly engine: {0}")]
+    Engine(String),
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error(transparent)]
+    Connector(#[from] ConnectorSetupError),
+}
+
+pub(crate) struct Inner {
+    pub engine: EngineHandle,
+    pub linker: Linker<ToolState>,
+    pub cache: Option<ArtifactCache>,
+    pub ledger: Arc<dyn Ledger>,
+    pub effects: Arc<EffectEngine>,
+    pub config: Config,
+    pub clock: Arc<dyn Clock>,
+    pub holder: String,
+    pub lease_ttl_ms: i64,
+}
+
+/// Loads and runs tools. Cheap to clone; share one per process.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime").field("holder", &self.inner.holder).finish_non_exhaustive()
+    }
+}
+
+/// Configures a [`Runtime`].
+#[must_use]
+pub struct RuntimeBuilder {
+    config: Config,
+    ledger: Option<Arc<dyn Ledger>>,
+    ledger_path: Option<PathBuf>,
+    ledger_options: LedgerOptions,
+    cache_dir: Option<PathBuf>,
+    cache: bool,
+    clock: Arc<dyn Clock>,
+    engine: EngineOptions,
+    connectors: BTreeMap<String, Arc<dyn Connector>>,
+}
+
+impl Default for RuntimeBuilder {
+    fn default() -> Self {
+        Self {
+            config: Config::default(),
+            ledger: None,
+            ledger_path: None,
+            ledger_options: LedgerOptions::default(),
+            cache_dir: None,
+            cache: true,
+            clock: Arc::new(SystemClock),
+            engine: EngineOptions::default(),
+            connectors: BTreeMap::new(),
+        }
+    }
+}
+
+impl RuntimeBuilder {
+    /// The operator config: connectors, tool policies, and defaults for paths.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+    /// The ledger file (overrides the config's `ledger`).
+    pub fn ledger_path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ledger_path = Some(path.into());
+        self
+    }
+    pub fn ledger_options(mut self, options: LedgerOptions) -> Self {
+        self.ledger_options = options;
+        self
+    }
+    /// Use an already-open ledger (any implementation of the storage trait).
+    pub fn ledger(mut self, ledger: Arc<dyn Ledger>) -> Self {
+        self.ledger = Some(ledger);
+        self
+    }
+    pub fn cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cache_dir = Some(dir.into());
+        self
+    }
+    /// Compile every component on load instead of using the precompiled cache.
+    pub fn without_cache(mut self) -> Self {
+        self.cache = false;
+        self
+    }
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+    pub fn engine_options(mut self, options: EngineOptions) -> Self {
+        self.engine = options;
+        self
+    }
+    /// Adds (or replaces) the connector for an effect kind, in code rather than config.
+    pub fn connector(mut self, kind: impl Into<String>, connector: Arc<dyn Connector>) -> Self {
+        self.connectors.insert(kind.into(), connector);
+        self
+    }
+
+    pub fn build(self) -> Result<Runtime, RuntimeError> {
+        let engine = EngineHandle::new(&self.engine).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
+        let linker = capabilities::linker(engine.engine()).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
+        let cache = if self.cache {
+            let dir = self.cache_dir.or_else(|| self.config.cache_dir.clone()).unwrap_or_else(|| DEFAULT_CACHE_DIR.into());
+            Some(ArtifactCache::open(&dir, engine.engine())?)
+        } else {
+            None
+        };
+        let ledger: Arc<dyn Ledger> = match self.ledger {
+            Some(ledger) => ledger,
+            None => {
+                let path = self.ledger_path.or_else(|| self.config.ledger.clone()).unwrap_or_else(|| DEFAULT_LEDGER.into());
+                Arc::new(SqliteLedger::open(&path, self.ledger_options)?)
+            }
+        };
+        let mut connectors = BTreeMap::new();
+        for (kind, config) in &self.config.connectors {
+            connectors.insert(kind.clone(), Arc::from(connector::build(kind, config)?));
+        }
+        connectors.extend(self.connectors);
+        let effects = Arc::new(EffectEngine::new(ledger.clone(), connectors, self.clock.clone()));
+        let lease_ttl_ms = i64::try_from(self.config.lease_ttl_ms.unwrap_or(DEFAULT_LEASE_TTL_MS)).unwrap_or(i64::MAX);
+        Ok(Runtime {
+            inner: Arc::new(Inner {
+                engine,
+                linker,
+                cache,
+                ledger,
+                effects,
+                config: self.config,
+                clock: self.clock,
+                holder: crate::holder::this_process().to_owned(),
+                lease_ttl_ms,
+            }),
+        })
+    }
+}
+
+impl Runtime {
+    pub fn builder() -> RuntimeBuilder {
+        RuntimeBuilder::default()
+    }
+
+    /// Loads the tool component at `path`: compiles it (or loads it precompiled), checks its
+    /// imports against what the host grants, and calls its `describe`.
+    pub async fn load(&self, path: impl AsRef<Path>) -> Result<Arc<LoadedTool>, LoadError> {
+        let inner = &self.inner;
+        tool::load(inner.engine.engine(), &inner.linker, inner.cache.as_ref(), path.as_ref()).await.map(Arc::new)
+    }
+
+    /// Starts a new run of `tool` on JSON `input`, with run IDs `run-<date>-<uuid>`.
+    pub async fn run(&self, tool: &Arc<LoadedTool>, input: &str) -> Result<RunReport, RunError> {
+        runs::start(&self.inner, tool, input, "run").await
+    }
+
+    /// Starts a new run whose ID begins with `prefix`.
+    pub async fn run_with_prefix(&self, tool: &Arc<LoadedTool>, input: &str, prefix: &str) -> Result<RunReport, RunError> {
+        runs::start(&self.inner, tool, input, prefix).await
+    }
+
+    /// Starts the next attempt of an unfinished run. Without `tool`, loads the component the
+    /// run was started with.
+    pub async fn resume(&self, run_id: &str, tool: Option<&Arc<LoadedTool>>) -> Result<RunReport, RunError> {
+        let loaded;
+        let tool = match tool {
+            Some(tool) => tool,
+            None => {
+                let path = runs::component_path(&self.inner, run_id)?;
+                loaded = self.load(&path).await?;
+                &loaded
+            }
+        };
+        runs::resume(&self.inner, tool, run_id).await
+    }
+
+    /// Everything the ledger knows about a run.
+    pub fn story(&self, run_id: &str) -> Result<RunStory, LedgerError> {
+        RunStory::read(self.inner.ledger.as_ref(), run_id)
+    }
+
+    pub fn ledger(&self) -> &Arc<dyn Ledger> {
+        &self.inner.ledger
+    }
+
+    pub fn engine(&self) -> &wasmtime::Engine {
+        self.inner.engine.engine()
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The connector configured for an effect kind.
+    pub fn connector(&self, kind: &str) -> Option<&Arc<dyn Connector>> {
+        self.inner.effects.connector(kind)
+    }
+}

@@ -1,0 +1,226 @@
+//! Loading a tool: from a file to a validated, pre-linked component ready to run.
+//!
+//! Every way a file can fail to be a Tollgate tool gets its own error that says what was
+//! wrong and how to fix it. Nothing a component contains can panic the host.
+
+use crate::bindings::{Tool, ToolPre, types};
+use crate::capabilities::{ToolState, is_provided};
+use crate::engine::{ArtifactCache, CacheOutcome};
+use crate::policy::{Policy, is_valid_effect_kind};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use wasmtime::component::Linker;
+use wasmtime::component::types::ComponentItem;
+use wasmtime::{Engine, Store};
+
+/// What a tool says about itself, checked by the host.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Descriptor {
+    pub name: String,
+    pub version: String,
+    pub description: String,
+    pub input_schema: serde_json::Value,
+    pub effects: Vec<String>,
+    pub capabilities: Vec<String>,
+}
+
+/// A loaded tool: compiled, linked against the deny-by-default linker, and described.
+pub struct LoadedTool {
+    pub path: PathBuf,
+    /// sha256 of the component file, hex.
+    pub digest: String,
+    pub descriptor: Descriptor,
+    pub imports: Vec<String>,
+    pub exports: Vec<String>,
+    /// Whether the compiled code came from the precompiled cache.
+    pub cache: CacheOutcome,
+    pub(crate) pre: ToolPre<ToolState>,
+    pub(crate) validator: jsonschema::Validator,
+}
+
+impl std::fmt::Debug for LoadedTool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedTool")
+            .field("path", &self.path)
+            .field("digest", &self.digest)
+            .field("name", &self.descriptor.name)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("no such file: {0} (check the path; `tollgate build-plugins` builds the bundled tools)")]
+    NotFound(PathBuf),
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{0} is a core WebAssembly module, not a component: build the tool for wasm32-wasip2 (`cargo build --target wasm32-wasip2`) or wrap it with `wasm-tools component new`")]
+    CoreModule(PathBuf),
+    #[error("{path} is not a WebAssembly component (no `\\0asm` header and not valid WAT: {reason}); pass a .wasm file built for wasm32-wasip2")]
+    NotWasm { path: PathBuf, reason: String },
+    #[error("{path} is not a valid component: {reason}")]
+    Invalid { path: PathBuf, reason: String },
+    #[error("{path} imports {} this host does not provide: {}. {hint}", if .missing.len() == 1 { "an interface" } else { "interfaces" }, .missing.join(", "))]
+    MissingImports { path: PathBuf, missing: Vec<String>, hint: String },
+    #[error("{path} is not a Tollgate tool: it exports [{}] but a tool exports `describe` and `run` (world tollgate:tool/tool@0.1.0); build it with tollgate-sdk", .exports.join(", "))]
+    NotATool { path: PathBuf, exports: Vec<String> },
+    #[error("{path} could not be linked: {reason}")]
+    Link { path: PathBuf, reason: String },
+    #[error("{path}: `describe` failed: {reason}")]
+    Describe { path: PathBuf, reason: String },
+    #[error("{path}: the tool's descriptor is invalid: {problem}")]
+    BadDescriptor { path: PathBuf, problem: String },
+}
+
+/// Reads, compiles (or loads from cache), checks and describes the component at `path`.
+pub(crate) async fn load(
+    engine: &Engine,
+    linker: &Linker<ToolState>,
+    cache: Option<&ArtifactCache>,
+    path: &Path,
+) -> Result<LoadedTool, LoadError> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(LoadError::NotFound(path.to_owned())),
+        Err(source) => return Err(LoadError::Read { path: path.to_owned(), source }),
+    };
+    let digest = hex::encode(Sha256::digest(&bytes));
+    let bytes = to_component_binary(path, bytes)?;
+    let (component, cache_outcome) = match cache {
+        Some(cache) => cache.load_or_compile(engine, &digest, &bytes),
+        None => wasmtime::component::Component::new(engine, &bytes).map(|c| (c, CacheOutcome::Disabled)),
+    }
+    .map_err(|e| LoadError::Invalid { path: path.to_owned(), reason: format!("{e:#}") })?;
+
+    let ty = component.component_type();
+    let imports: Vec<String> = ty.imports(engine).map(|(name, _)| name.to_owned()).collect();
+    let exports: Vec<(String, bool)> = ty
+        .exports(engine)
+        .map(|(name, item)| (name.to_owned(), matches!(item.ty, ComponentItem::ComponentFunc(_))))
+        .collect();
+    let missing: Vec<String> = imports.iter().filter(|i| !is_provided(i)).cloned().collect();
+    if !missing.is_empty() {
+        let hint = missing_hint(&missing);
+        return Err(LoadError::MissingImports { path: path.to_owned(), missing, hint });
+    }
+    let is_func = |name: &str| exports.iter().any(|(n, f)| n == name && *f);
+    let export_names: Vec<String> = exports.iter().map(|(n, _)| n.clone()).collect();
+    if !is_func("describe") || !is_func("run") {
+        return Err(LoadError::NotATool { path: path.to_owned(), exports: export_names });
+    }
+    let pre = linker
+        .instantiate_pre(&component)
+        .and_then(ToolPre::new)
+        .map_err(|e| LoadError::Link { path: path.to_owned(), reason: format!("{e:#}") })?;
+    let raw = describe(engine, &pre).await.map_err(|e| LoadError::Describe { path: path.to_owned(), reason: e })?;
+    let (descriptor, validator) = check_descriptor(raw).map_err(|problem| LoadError::BadDescriptor { path: path.to_owned(), problem })?;
+    Ok(LoadedTool {
+        path: path.to_owned(),
+        digest,
+        descriptor,
+        imports,
+        exports: export_names,
+        cache: cache_outcome,
+        pre,
+        validator,
+    })
+}
+
+/// Accepts a component binary or WAT text; refuses core modules and anything else.
+fn to_component_binary(path: &Path, bytes: Vec<u8>) -> Result<Vec<u8>, LoadError> {
+    if bytes.starts_with(b"\0asm") {
+        if wasmparser::Parser::is_core_wasm(&bytes) {
+            return Err(LoadError::CoreModule(path.to_owned()));
+        }
+        return Ok(bytes);
+    }
+    let text = String::from_utf8(bytes)
+        .map_err(|_| LoadError::NotWasm { path: path.to_owned(), reason: "binary data".into() })?;
+    let binary = wat::parse_str(&text).map_err(|e| LoadError::NotWasm { path: path.to_owned(), reason: first_line(&e.to_string()) })?;
+    if wasmparser::Parser::is_core_wasm(&binary) {
+        return Err(LoadError::CoreModule(path.to_owned()));
+    }
+    Ok(binary)
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or(s).to_owned()
+}
+
+fn missing_hint(missing: &[String]) -> String {
+    if missing.iter().any(|m| m.starts_with("tollgate:tool/")) {
+        return "This host speaks tollgate:tool@0.1.x: rebuild the tool with a matching tollgate-sdk.".into();
+    }
+    if missing.iter().any(|m| m.starts_with("wasi:sockets/") || m.starts_with("wasi:http/")) {
+        return "Tools get no network by default: reach the outside world through effects, or have the operator grant network access in the tool's policy.".into();
+    }
+    "Tools get only the tollgate:tool interfaces and a minimal WASI; remove the dependency that needs the rest.".into()
+}
+
+/// Calls the tool's `describe` in a throwaway store with the default limits.
+async fn describe(engine: &Engine, pre: &ToolPre<ToolState>) -> Result<types::Descriptor, String> {
+    let policy = Policy::default();
+    let mut store = Store::new(engine, ToolState::new(&policy, None));
+    store.limiter(|s| &mut s.limiter);
+    store.set_epoch_deadline(1);
+    let budget = std::time::Duration::from_secs(5);
+    let deadline = std::time::Instant::now() + budget;
+    store.epoch_deadline_callback(move |_| {
+        if std::time::Instant::now() >= deadline {
+            Err(wasmtime::Trap::Interrupt.into())
+        } else {
+            Ok(wasmtime::UpdateDeadline::Yield(1))
+        }
+    });
+    let call = async {
+        let tool: Tool = pre.instantiate_async(&mut store).await?;
+        tool.call_describe(&mut store).await
+    };
+    match tokio::time::timeout(budget, call).await {
+        Ok(Ok(d)) => Ok(d),
+        Ok(Err(e)) => Err(format!("{e:#}")),
+        Err(_) => Err(format!("did not return within {budget:?}")),
+    }
+}
+
+fn check_descriptor(raw: types::Descriptor) -> Result<(Descriptor, jsonschema::Validator), String> {
+    let name_ok = !raw.name.is_empty()
+        && raw.name.len() <= 64
+        && raw.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if !name_ok {
+        return Err(format!("name `{}` must be 1-64 lowercase letters, digits, `-` or `_`", raw.name));
+    }
+    if let Some(bad) = raw.effects.iter().find(|k| !is_valid_effect_kind(k)) {
+        return Err(format!("effect kind `{bad}` is not valid (e.g. `erp.post-invoice`)"));
+    }
+    let schema: serde_json::Value = serde_json::from_str(&raw.input_schema)
+        .map_err(|e| format!("input schema is not JSON: {e}"))?;
+    let validator = jsonschema::validator_for(&schema).map_err(|e| format!("input schema is not a valid JSON Schema: {e}"))?;
+    Ok((
+        Descriptor {
+            name: raw.name,
+            version: raw.version,
+            description: raw.description,
+            input_schema: schema,
+            effects: raw.effects,
+            capabilities: raw.capabilities,
+        },
+        validator,
+    ))
+}
+
+impl LoadedTool {
+    /// Checks `input` against the tool's schema; returns every violation, one per line.
+    pub fn validate_input(&self, input: &serde_json::Value) -> Result<(), Vec<String>> {
+        let errors: Vec<String> = self
+            .validator
+            .iter_errors(input)
+            .map(|e| {
+                let at = e.instance_path.to_string();
+                if at.is_empty() { e.to_string() } else { format!("{at}: {e}") }
+            })
+            .collect();
+        if errors.is_empty() { Ok(()) } else { Err(errors) }
+    }
+}
