@@ -84,24 +84,34 @@ fn default_max_response_bytes() -> u64 {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config {path} is not valid: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("config {path} has {} problem(s):\n{}", .problems.len(), .problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
-    Invalid { path: PathBuf, problems: Vec<String> },
+    Invalid {
+        path: PathBuf,
+        problems: Vec<String>,
+    },
 }
 
 impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         Self::parse(&text, path)
     }
 
     /// Parses and validates; `origin` names the file in errors.
     pub fn parse(text: &str, origin: &Path) -> Result<Self, ConfigError> {
-        let config: Config = toml::from_str(text)
-            .map_err(|e| ConfigError::Parse { path: origin.to_owned(), message: e.to_string() })?;
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_owned(),
+            message: e.to_string(),
+        })?;
         config.validate(origin)?;
         Ok(config)
     }
@@ -122,18 +132,23 @@ impl Config {
                     Err(e) => problems.push(format!("connectors.\"{kind}\".url: {e}")),
                 }
                 if reqwest::Method::from_bytes(http.method.as_bytes()).is_err() {
-                    problems.push(format!("connectors.\"{kind}\".method: `{}` is not an HTTP method", http.method));
+                    problems.push(format!(
+                        "connectors.\"{kind}\".method: `{}` is not an HTTP method",
+                        http.method
+                    ));
                 }
                 if http.timeout_ms == 0 {
-                    problems.push(format!("connectors.\"{kind}\".timeout_ms: must be greater than 0"));
+                    problems.push(format!(
+                        "connectors.\"{kind}\".timeout_ms: must be greater than 0"
+                    ));
                 }
             }
         }
         for (tool, policy) in &self.tools {
             if let Err(violations) = policy.validate() {
-                problems.extend(violations.into_iter().map(|PolicyViolation { field, problem }| {
-                    format!("tools.{tool}.{field}: {problem}")
-                }));
+                problems.extend(violations.into_iter().map(
+                    |PolicyViolation { field, problem }| format!("tools.{tool}.{field}: {problem}"),
+                ));
             }
             for kind in &policy.effects {
                 if !self.connectors.contains_key(kind) {
@@ -146,7 +161,10 @@ impl Config {
         if problems.is_empty() {
             Ok(())
         } else {
-            Err(ConfigError::Invalid { path: origin.to_owned(), problems })
+            Err(ConfigError::Invalid {
+                path: origin.to_owned(),
+                problems,
+            })
         }
     }
 
@@ -178,27 +196,40 @@ mod tests {
         };
         assert_eq!(http.method, "POST");
         assert!(http.honours_idempotency_keys);
-        assert!(config.policy_for("invoice").allows_effect("erp.post-invoice"));
+        assert!(
+            config
+                .policy_for("invoice")
+                .allows_effect("erp.post-invoice")
+        );
         assert!(!config.policy_for("hello").allows_effect("erp.post-invoice"));
     }
 
     #[test]
     fn http_connector_must_say_whether_keys_are_honoured() {
         let text = "[connectors.\"a.b\"]\ntype = \"http\"\nurl = \"http://x/\"\n";
-        let err = Config::parse(text, Path::new("t.toml")).unwrap_err().to_string();
+        let err = Config::parse(text, Path::new("t.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("honours_idempotency_keys"), "{err}");
     }
 
     #[test]
     fn granted_effect_without_connector_is_named() {
         let text = "[tools.invoice]\neffects = [\"erp.post-invoice\"]\n";
-        let err = Config::parse(text, Path::new("t.toml")).unwrap_err().to_string();
-        assert!(err.contains("tools.invoice.effects: `erp.post-invoice` has no connector"), "{err}");
+        let err = Config::parse(text, Path::new("t.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("tools.invoice.effects: `erp.post-invoice` has no connector"),
+            "{err}"
+        );
     }
 
     #[test]
     fn parse_error_names_the_line() {
-        let err = Config::parse("ledger = \n", Path::new("t.toml")).unwrap_err().to_string();
+        let err = Config::parse("ledger = \n", Path::new("t.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("line 1"), "{err}");
     }
 }

@@ -83,7 +83,11 @@ pub struct Failure {
 
 impl Failure {
     pub fn new(class: FailureClass, message: impl Into<String>) -> Self {
-        Self { class, message: message.into(), details: None }
+        Self {
+            class,
+            message: message.into(),
+            details: None,
+        }
     }
 
     pub fn with_details(mut self, details: serde_json::Value) -> Self {
@@ -116,7 +120,13 @@ mod tests {
 
     #[test]
     fn only_transient_and_timeout_are_retryable() {
-        let retryable: Vec<_> = FailureClass::ALL.into_iter().filter(|c| c.is_retryable()).collect();
-        assert_eq!(retryable, vec![FailureClass::Transient, FailureClass::Timeout]);
+        let retryable: Vec<_> = FailureClass::ALL
+            .into_iter()
+            .filter(|c| c.is_retryable())
+            .collect();
+        assert_eq!(
+            retryable,
+            vec![FailureClass::Transient, FailureClass::Timeout]
+        );
     }
 }

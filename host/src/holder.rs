@@ -7,12 +7,19 @@ use std::sync::OnceLock;
 pub fn this_process() -> &'static str {
     static HOLDER: OnceLock<String> = OnceLock::new();
     HOLDER.get_or_init(|| {
-        format!("{}:{}:{}", hostname(), std::process::id(), uuid::Uuid::new_v4().simple())
+        format!(
+            "{}:{}:{}",
+            hostname(),
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        )
     })
 }
 
 fn hostname() -> String {
-    gethostname::gethostname().to_string_lossy().replace(':', "_")
+    gethostname::gethostname()
+        .to_string_lossy()
+        .replace(':', "_")
 }
 
 /// True only when `holder` ran on this machine and its process no longer exists.
@@ -24,7 +31,9 @@ pub fn is_dead_local(holder: &str) -> bool {
     if host != hostname() || holder == this_process() {
         return false;
     }
-    let Ok(pid) = pid.parse::<u32>() else { return false };
+    let Ok(pid) = pid.parse::<u32>() else {
+        return false;
+    };
     // /proc/<pid> is absent once the process is gone (Linux); elsewhere, wait for the lease.
     cfg!(target_os = "linux") && !std::path::Path::new(&format!("/proc/{pid}")).exists()
 }

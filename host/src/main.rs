@@ -111,7 +111,10 @@ enum RunsCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.verbose, cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -135,7 +138,9 @@ fn init_tracing(verbose: u8, format: LogFormat) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -148,7 +153,10 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Inspect { ref plugin, json } => {
             let runtime = runtime(&cli)?;
             let tool = runtime.load(plugin).await?;
-            let policy = format!("[tools.{}]\neffects = {:?}\n", tool.descriptor.name, tool.descriptor.effects);
+            let policy = format!(
+                "[tools.{}]\neffects = {:?}\n",
+                tool.descriptor.name, tool.descriptor.effects
+            );
             if json {
                 let value = serde_json::json!({
                     "path": tool.path,
@@ -170,23 +178,45 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 for import in &tool.imports {
                     println!("  {import}");
                 }
-                println!("effects    {}", if d.effects.is_empty() { "(none)".to_owned() } else { d.effects.join(", ") });
+                println!(
+                    "effects    {}",
+                    if d.effects.is_empty() {
+                        "(none)".to_owned()
+                    } else {
+                        d.effects.join(", ")
+                    }
+                );
                 if !d.capabilities.is_empty() {
                     println!("asks for   {}", d.capabilities.join(", "));
                 }
-                println!("input schema\n{}", serde_json::to_string_pretty(&d.input_schema)?);
-                println!("\npolicy it needs (add to tollgate.toml, with a [connectors.\"<kind>\"] per effect):\n{policy}");
+                println!(
+                    "input schema\n{}",
+                    serde_json::to_string_pretty(&d.input_schema)?
+                );
+                println!(
+                    "\npolicy it needs (add to tollgate.toml, with a [connectors.\"<kind>\"] per effect):\n{policy}"
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run { ref plugin, ref input, ref input_file, ref run_prefix, json } => {
+        Command::Run {
+            ref plugin,
+            ref input,
+            ref input_file,
+            ref run_prefix,
+            json,
+        } => {
             let input = read_input(input.as_deref(), input_file.as_deref())?;
             let runtime = runtime(&cli)?;
             let tool = runtime.load(plugin).await?;
             let report = runtime.run_with_prefix(&tool, &input, run_prefix).await?;
             print_report(&report, json)
         }
-        Command::Resume { ref run_id, ref plugin, json } => {
+        Command::Resume {
+            ref run_id,
+            ref plugin,
+            json,
+        } => {
             let runtime = runtime(&cli)?;
             let tool = match plugin {
                 Some(path) => Some(runtime.load(path).await?),
@@ -195,14 +225,24 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             let report = runtime.resume(run_id, tool.as_ref()).await?;
             print_report(&report, json)
         }
-        Command::Runs { command: RunsCommand::List { ref status, limit, json } } => {
+        Command::Runs {
+            command:
+                RunsCommand::List {
+                    ref status,
+                    limit,
+                    json,
+                },
+        } => {
             let runtime = runtime(&cli)?;
             let status = status.as_deref().map(parse_status).transpose()?;
             let runs = runtime.ledger().runs(&RunFilter { status, limit })?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&runs)?);
             } else {
-                println!("{:<58} {:<12} {:<10} {:>8}  updated", "run", "tool", "status", "attempts");
+                println!(
+                    "{:<58} {:<12} {:<10} {:>8}  updated",
+                    "run", "tool", "status", "attempts"
+                );
                 for run in runs {
                     println!(
                         "{:<58} {:<12} {:<10} {:>8}  {}",
@@ -216,7 +256,9 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Runs { command: RunsCommand::Show { ref run_id, json } } => {
+        Command::Runs {
+            command: RunsCommand::Show { ref run_id, json },
+        } => {
             let runtime = runtime(&cli)?;
             let story = runtime.story(run_id)?;
             if json {
@@ -254,7 +296,8 @@ fn read_input(input: Option<&str>, file: Option<&Path>) -> Result<String> {
         (None, Some(path)) if path == Path::new("-") => {
             std::io::read_to_string(std::io::stdin()).context("reading input from stdin")
         }
-        (None, Some(path)) => std::fs::read_to_string(path).with_context(|| format!("reading input file {}", path.display())),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .with_context(|| format!("reading input file {}", path.display())),
         (None, None) => bail!("no input: pass --input '<json>' or --input-file <file>"),
     }
 }
@@ -276,16 +319,27 @@ fn print_report(report: &RunReport, json: bool) -> Result<ExitCode> {
         match &report.result {
             Ok(output) => {
                 println!("{}", serde_json::to_string_pretty(output)?);
-                eprintln!("run {} attempt {} succeeded in {} ms", report.run_id, report.attempt, report.duration_ms);
+                eprintln!(
+                    "run {} attempt {} succeeded in {} ms",
+                    report.run_id, report.attempt, report.duration_ms
+                );
             }
             Err(failure) => {
-                eprintln!("error: {failure} (run {}, attempt {})", report.run_id, report.attempt);
+                eprintln!(
+                    "error: {failure} (run {}, attempt {})",
+                    report.run_id, report.attempt
+                );
                 if let Some(details) = &failure.details {
                     eprintln!("details: {details}");
                 }
                 match report.status {
-                    RunStatus::Running => eprintln!("the run can be resumed: tollgate resume {}", report.run_id),
-                    RunStatus::InDoubt => eprintln!("the run is in doubt: see `tollgate runs show {}`", report.run_id),
+                    RunStatus::Running => {
+                        eprintln!("the run can be resumed: tollgate resume {}", report.run_id)
+                    }
+                    RunStatus::InDoubt => eprintln!(
+                        "the run is in doubt: see `tollgate runs show {}`",
+                        report.run_id
+                    ),
                     _ => {}
                 }
             }
@@ -302,13 +356,23 @@ fn print_report(report: &RunReport, json: bool) -> Result<ExitCode> {
 fn build_plugins(dir: &Path) -> Result<ExitCode> {
     let manifest = dir.join("Cargo.toml");
     if !manifest.exists() {
-        bail!("{} has no Cargo.toml: pass --dir <plugins workspace>", dir.display());
+        bail!(
+            "{} has no Cargo.toml: pass --dir <plugins workspace>",
+            dir.display()
+        );
     }
-    let status = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["build", "--release", "--target", "wasm32-wasip2", "--manifest-path"])
-        .arg(&manifest)
-        .status()
-        .context("running cargo (is the Rust toolchain installed?)")?;
+    let status =
+        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args([
+                "build",
+                "--release",
+                "--target",
+                "wasm32-wasip2",
+                "--manifest-path",
+            ])
+            .arg(&manifest)
+            .status()
+            .context("running cargo (is the Rust toolchain installed?)")?;
     if !status.success() {
         bail!("plugin build failed (is the target installed? `rustup target add wasm32-wasip2`)");
     }

@@ -74,7 +74,10 @@ impl Policy {
     pub fn validate(&self) -> Result<(), Vec<PolicyViolation>> {
         let mut problems = Vec::new();
         let mut bad = |field: &str, problem: String| {
-            problems.push(PolicyViolation { field: field.to_owned(), problem });
+            problems.push(PolicyViolation {
+                field: field.to_owned(),
+                problem,
+            });
         };
         for kind in &self.effects {
             if !is_valid_effect_kind(kind) {
@@ -88,7 +91,10 @@ impl Policy {
         }
         let l = &self.limits;
         if l.memory_bytes == 0 || l.memory_bytes > MAX_MEMORY_BYTES {
-            bad("limits.memory_bytes", format!("must be between 1 and {MAX_MEMORY_BYTES}"));
+            bad(
+                "limits.memory_bytes",
+                format!("must be between 1 and {MAX_MEMORY_BYTES}"),
+            );
         }
         let positive: [(&str, u64); 7] = [
             ("limits.table_elements", l.table_elements),
@@ -104,7 +110,11 @@ impl Policy {
                 bad(field, "must be greater than 0".to_owned());
             }
         }
-        if problems.is_empty() { Ok(()) } else { Err(problems) }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
     }
 
     pub fn allows_effect(&self, kind: &str) -> bool {
@@ -117,7 +127,8 @@ pub fn is_valid_effect_kind(kind: &str) -> bool {
     let mut chars = kind.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_lowercase())
         && kind.len() <= 128
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '-' | '_'))
+        && chars
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '-' | '_'))
 }
 
 #[cfg(test)]
@@ -146,7 +157,10 @@ mod tests {
         .unwrap();
         let problems = policy.validate().unwrap_err();
         let fields: Vec<_> = problems.iter().map(|p| p.field.as_str()).collect();
-        assert_eq!(fields, vec!["effects", "limits.memory_bytes", "limits.timeout_ms"]);
+        assert_eq!(
+            fields,
+            vec!["effects", "limits.memory_bytes", "limits.timeout_ms"]
+        );
     }
 
     #[test]

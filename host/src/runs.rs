@@ -40,8 +40,15 @@ pub enum RunError {
     SchemaViolation { tool: String, problems: Vec<String> },
     #[error("run prefix `{0}` must be 1-32 lowercase letters, digits or `-`")]
     BadPrefix(String),
-    #[error("run {run_id} was started with component {expected} but {path} has digest {found}: resume with the same build of the tool")]
-    DigestMismatch { run_id: String, expected: String, found: String, path: String },
+    #[error(
+        "run {run_id} was started with component {expected} but {path} has digest {found}: resume with the same build of the tool"
+    )]
+    DigestMismatch {
+        run_id: String,
+        expected: String,
+        found: String,
+        path: String,
+    },
     #[error("run {0} has no record of its component path: pass --plugin <file.wasm>")]
     UnknownComponent(String),
     #[error(transparent)]
@@ -56,7 +63,9 @@ pub enum RunError {
 pub fn new_run_id(prefix: &str, now: Millis) -> Result<String, RunError> {
     let ok = !prefix.is_empty()
         && prefix.len() <= 32
-        && prefix.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        && prefix
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
     if !ok {
         return Err(RunError::BadPrefix(prefix.to_owned()));
     }
@@ -73,20 +82,32 @@ pub(crate) async fn start(
     input: &str,
     prefix: &str,
 ) -> Result<RunReport, RunError> {
-    let value: serde_json::Value = serde_json::from_str(input).map_err(|e| RunError::InputNotJson(e.to_string()))?;
+    let value: serde_json::Value =
+        serde_json::from_str(input).map_err(|e| RunError::InputNotJson(e.to_string()))?;
     tool.validate_input(&value)
-        .map_err(|problems| RunError::SchemaViolation { tool: tool.descriptor.name.clone(), problems })?;
+        .map_err(|problems| RunError::SchemaViolation {
+            tool: tool.descriptor.name.clone(),
+            problems,
+        })?;
     let now = inner.clock.now_ms();
     let run_id = new_run_id(prefix, now)?;
     let ops = vec![
-        Op::CreateRun(ledger::NewRun { run_id: run_id.clone(), tool: tool.descriptor.name.clone(), input: value.to_string(), now }),
+        Op::CreateRun(ledger::NewRun {
+            run_id: run_id.clone(),
+            tool: tool.descriptor.name.clone(),
+            input: value.to_string(),
+            now,
+        }),
         Op::Journal(NewJournalEntry {
             run_id: run_id.clone(),
             attempt: None,
             at: now,
             level: "info".into(),
             event: "run.created".into(),
-            message: format!("run of `{}` {} created", tool.descriptor.name, tool.descriptor.version),
+            message: format!(
+                "run of `{}` {} created",
+                tool.descriptor.name, tool.descriptor.version
+            ),
             fields: serde_json::json!({
                 "component": tool.path.display().to_string(),
                 "digest": tool.digest,
@@ -99,10 +120,23 @@ pub(crate) async fn start(
 }
 
 /// Starts the next attempt of an unfinished run.
-pub(crate) async fn resume(inner: &Arc<Inner>, tool: &Arc<LoadedTool>, run_id: &str) -> Result<RunReport, RunError> {
-    let run = inner.ledger.run(run_id)?.ok_or_else(|| LedgerError::RunNotFound { run_id: run_id.to_owned() })?;
+pub(crate) async fn resume(
+    inner: &Arc<Inner>,
+    tool: &Arc<LoadedTool>,
+    run_id: &str,
+) -> Result<RunReport, RunError> {
+    let run = inner
+        .ledger
+        .run(run_id)?
+        .ok_or_else(|| LedgerError::RunNotFound {
+            run_id: run_id.to_owned(),
+        })?;
     if run.status != RunStatus::Running {
-        return Err(LedgerError::RunFinished { run_id: run_id.to_owned(), status: run.status }.into());
+        return Err(LedgerError::RunFinished {
+            run_id: run_id.to_owned(),
+            status: run.status,
+        }
+        .into());
     }
     if let Some(first) = inner.ledger.attempts(run_id)?.first()
         && first.component_digest != tool.digest
@@ -114,23 +148,38 @@ pub(crate) async fn resume(inner: &Arc<Inner>, tool: &Arc<LoadedTool>, run_id: &
             path: tool.path.display().to_string(),
         });
     }
-    let input: serde_json::Value = serde_json::from_str(&run.input).map_err(|e| RunError::InputNotJson(e.to_string()))?;
+    let input: serde_json::Value =
+        serde_json::from_str(&run.input).map_err(|e| RunError::InputNotJson(e.to_string()))?;
     attempt(inner, tool, run_id, input).await
 }
 
 /// The component path a run was started with, from its journal.
 pub(crate) fn component_path(inner: &Inner, run_id: &str) -> Result<std::path::PathBuf, RunError> {
-    inner.ledger.run(run_id)?.ok_or_else(|| LedgerError::RunNotFound { run_id: run_id.to_owned() })?;
+    inner
+        .ledger
+        .run(run_id)?
+        .ok_or_else(|| LedgerError::RunNotFound {
+            run_id: run_id.to_owned(),
+        })?;
     inner
         .ledger
         .journal_entries(run_id)?
         .into_iter()
         .find(|e| e.event == "run.created")
-        .and_then(|e| e.fields.get("component").and_then(|c| c.as_str()).map(std::path::PathBuf::from))
+        .and_then(|e| {
+            e.fields
+                .get("component")
+                .and_then(|c| c.as_str())
+                .map(std::path::PathBuf::from)
+        })
         .ok_or_else(|| RunError::UnknownComponent(run_id.to_owned()))
 }
 
-async fn begin(inner: &Arc<Inner>, tool: &LoadedTool, run_id: &str) -> Result<ledger::Attempt, LedgerError> {
+async fn begin(
+    inner: &Arc<Inner>,
+    tool: &LoadedTool,
+    run_id: &str,
+) -> Result<ledger::Attempt, LedgerError> {
     let mut take_over = false;
     loop {
         let now = inner.clock.now_ms();
@@ -145,11 +194,17 @@ async fn begin(inner: &Arc<Inner>, tool: &LoadedTool, run_id: &str) -> Result<le
         match ledger::apply(&inner.ledger, vec![op]).await {
             Ok(applied) => match applied.into_iter().next() {
                 Some(ledger::Applied::Attempt(a)) => return Ok(a),
-                other => return Err(LedgerError::Internal(format!("BeginAttempt returned {other:?}"))),
+                other => {
+                    return Err(LedgerError::Internal(format!(
+                        "BeginAttempt returned {other:?}"
+                    )));
+                }
             },
             // The previous holder ran on this machine and its process is gone: it crashed,
             // so its lease need not run out before the run continues.
-            Err(LedgerError::AttemptLive { holder, .. }) if !take_over && crate::holder::is_dead_local(&holder) => {
+            Err(LedgerError::AttemptLive { holder, .. })
+                if !take_over && crate::holder::is_dead_local(&holder) =>
+            {
                 take_over = true;
             }
             Err(e) => return Err(e),
@@ -157,14 +212,28 @@ async fn begin(inner: &Arc<Inner>, tool: &LoadedTool, run_id: &str) -> Result<le
     }
 }
 
-async fn attempt(inner: &Arc<Inner>, tool: &Arc<LoadedTool>, run_id: &str, input: serde_json::Value) -> Result<RunReport, RunError> {
+async fn attempt(
+    inner: &Arc<Inner>,
+    tool: &Arc<LoadedTool>,
+    run_id: &str,
+    input: serde_json::Value,
+) -> Result<RunReport, RunError> {
     let started = Instant::now();
     let attempt = begin(inner, tool, run_id).await?;
     let n = attempt.attempt;
-    let span = tracing::info_span!("run", run_id = %run_id, attempt = n, tool = %tool.descriptor.name);
+    let span =
+        tracing::info_span!("run", run_id = %run_id, attempt = n, tool = %tool.descriptor.name);
     async move {
         tracing::info!("attempt started");
-        inner.ledger.journal(entry(inner, run_id, n, "info", "attempt.started", format!("attempt {n} started"), serde_json::json!({ "holder": inner.holder, "digest": tool.digest })));
+        inner.ledger.journal(entry(
+            inner,
+            run_id,
+            n,
+            "info",
+            "attempt.started",
+            format!("attempt {n} started"),
+            serde_json::json!({ "holder": inner.holder, "digest": tool.digest }),
+        ));
         let renewer = spawn_lease_renewer(inner.clone(), run_id.to_owned(), n);
         let policy = inner.config.policy_for(&tool.descriptor.name);
         let ctx = Arc::new(AttemptContext {
@@ -177,10 +246,15 @@ async fn attempt(inner: &Arc<Inner>, tool: &Arc<LoadedTool>, run_id: &str, input
             clock: inner.clock.clone(),
         });
         let timeout = Duration::from_millis(policy.limits.timeout_ms);
-        let deadline_ms = inner.clock.now_ms().saturating_add(i64::try_from(policy.limits.timeout_ms).unwrap_or(i64::MAX));
+        let deadline_ms = inner
+            .clock
+            .now_ms()
+            .saturating_add(i64::try_from(policy.limits.timeout_ms).unwrap_or(i64::MAX));
         let (result, stdio) = execute(inner, tool, ctx, &input, timeout, deadline_ms).await;
         renewer.abort();
-        let result = result.and_then(|output| check_output(&output, policy.limits.max_output_bytes).map(|()| output));
+        let result = result.and_then(|output| {
+            check_output(&output, policy.limits.max_output_bytes).map(|()| output)
+        });
         let report = finish(inner, tool, run_id, n, result, stdio, started).await?;
         tracing::info!(status = ?report.status, "attempt ended");
         Ok(report)
@@ -233,12 +307,22 @@ async fn execute(
     // timeout bounds that case, with a little grace so the epoch trap wins when it can.
     let outcome = tokio::time::timeout(timeout + EPOCH_TICK * 5, call).await;
     let result = match outcome {
-        Err(_) => Err(Failure::new(FailureClass::Timeout, format!("attempt exceeded its {} ms time limit", timeout.as_millis()))),
+        Err(_) => Err(Failure::new(
+            FailureClass::Timeout,
+            format!("attempt exceeded its {} ms time limit", timeout.as_millis()),
+        )),
         Ok(Ok(Ok(output))) => Ok(output),
         Ok(Ok(Err(tool_error))) => Err(from_tool_error(tool_error)),
-        Ok(Err(trap)) => Err(classify_trap(&trap, store.data().limiter.exceeded.as_deref(), timeout)),
+        Ok(Err(trap)) => Err(classify_trap(
+            &trap,
+            store.data().limiter.exceeded.as_deref(),
+            timeout,
+        )),
     };
-    let stdio = Stdio { stdout: stdio.stdout.contents().to_vec(), stderr: stdio.stderr.contents().to_vec() };
+    let stdio = Stdio {
+        stdout: stdio.stdout.contents().to_vec(),
+        stderr: stdio.stderr.contents().to_vec(),
+    };
     (result, stdio)
 }
 
@@ -248,14 +332,23 @@ fn classify_trap(error: &wasmtime::Error, limit_hit: Option<&str>, timeout: Dura
         return failure.clone();
     }
     if let Some(limit) = limit_hit {
-        return Failure::new(FailureClass::ResourceExhausted, format!("tool hit its {limit} and trapped"))
-            .with_details(serde_json::json!({ "trap": format!("{error:#}") }));
+        return Failure::new(
+            FailureClass::ResourceExhausted,
+            format!("tool hit its {limit} and trapped"),
+        )
+        .with_details(serde_json::json!({ "trap": format!("{error:#}") }));
     }
     match error.downcast_ref::<wasmtime::Trap>() {
-        Some(wasmtime::Trap::Interrupt) => {
-            Failure::new(FailureClass::Timeout, format!("tool ran past its {} ms deadline and was interrupted", timeout.as_millis()))
+        Some(wasmtime::Trap::Interrupt) => Failure::new(
+            FailureClass::Timeout,
+            format!(
+                "tool ran past its {} ms deadline and was interrupted",
+                timeout.as_millis()
+            ),
+        ),
+        Some(wasmtime::Trap::StackOverflow) => {
+            Failure::new(FailureClass::ResourceExhausted, "tool overflowed its stack")
         }
-        Some(wasmtime::Trap::StackOverflow) => Failure::new(FailureClass::ResourceExhausted, "tool overflowed its stack"),
         Some(trap) => Failure::new(FailureClass::Fatal, format!("tool trapped: {trap}"))
             .with_details(serde_json::json!({ "trap": format!("{error:#}") })),
         None => Failure::new(FailureClass::Fatal, format!("tool failed: {error:#}")),
@@ -264,7 +357,13 @@ fn classify_trap(error: &wasmtime::Error, limit_hit: Option<&str>, timeout: Dura
 
 fn check_output(output: &str, max: u64) -> Result<(), Failure> {
     if u64::try_from(output.len()).unwrap_or(u64::MAX) > max {
-        return Err(Failure::new(FailureClass::ResourceExhausted, format!("tool output is {} bytes, over the cap of {max}", output.len())));
+        return Err(Failure::new(
+            FailureClass::ResourceExhausted,
+            format!(
+                "tool output is {} bytes, over the cap of {max}",
+                output.len()
+            ),
+        ));
     }
     Ok(())
 }
@@ -282,32 +381,88 @@ async fn finish(
     let mut ops = Vec::new();
     for (stream, bytes) in [("stdout", &stdio.stdout), ("stderr", &stdio.stderr)] {
         if !bytes.is_empty() {
-            ops.push(Op::Journal(entry(inner, run_id, n, "info", &format!("tool.{stream}"), String::from_utf8_lossy(bytes).into_owned(), serde_json::json!({ "bytes": bytes.len() }))));
+            ops.push(Op::Journal(entry(
+                inner,
+                run_id,
+                n,
+                "info",
+                &format!("tool.{stream}"),
+                String::from_utf8_lossy(bytes).into_owned(),
+                serde_json::json!({ "bytes": bytes.len() }),
+            )));
         }
     }
     let result = result.and_then(|text| {
-        serde_json::from_str::<serde_json::Value>(&text)
-            .map_err(|e| Failure::new(FailureClass::Fatal, format!("tool returned output that is not JSON: {e}")))
+        serde_json::from_str::<serde_json::Value>(&text).map_err(|e| {
+            Failure::new(
+                FailureClass::Fatal,
+                format!("tool returned output that is not JSON: {e}"),
+            )
+        })
     });
     let status = match &result {
         Ok(output) => {
-            ops.push(Op::EndAttempt { run_id: run_id.to_owned(), attempt: n, status: AttemptStatus::Succeeded, error_class: None, error_message: None, now });
-            ops.push(Op::EndRun { run_id: run_id.to_owned(), status: RunStatus::Succeeded, output: Some(output.to_string()), error_class: None, error_message: None, now });
-            ops.push(Op::Journal(entry(inner, run_id, n, "info", "attempt.succeeded", format!("attempt {n} succeeded"), serde_json::json!({}))));
+            ops.push(Op::EndAttempt {
+                run_id: run_id.to_owned(),
+                attempt: n,
+                status: AttemptStatus::Succeeded,
+                error_class: None,
+                error_message: None,
+                now,
+            });
+            ops.push(Op::EndRun {
+                run_id: run_id.to_owned(),
+                status: RunStatus::Succeeded,
+                output: Some(output.to_string()),
+                error_class: None,
+                error_message: None,
+                now,
+            });
+            ops.push(Op::Journal(entry(
+                inner,
+                run_id,
+                n,
+                "info",
+                "attempt.succeeded",
+                format!("attempt {n} succeeded"),
+                serde_json::json!({}),
+            )));
             RunStatus::Succeeded
         }
         Err(failure) => {
             let class = Some(failure.class.as_str().to_owned());
-            ops.push(Op::EndAttempt { run_id: run_id.to_owned(), attempt: n, status: AttemptStatus::Failed, error_class: class.clone(), error_message: Some(failure.message.clone()), now });
+            ops.push(Op::EndAttempt {
+                run_id: run_id.to_owned(),
+                attempt: n,
+                status: AttemptStatus::Failed,
+                error_class: class.clone(),
+                error_message: Some(failure.message.clone()),
+                now,
+            });
             let run_status = match failure.class {
                 c if c.is_retryable() => RunStatus::Running,
                 FailureClass::InDoubt => RunStatus::InDoubt,
                 _ => RunStatus::Failed,
             };
             if run_status != RunStatus::Running {
-                ops.push(Op::EndRun { run_id: run_id.to_owned(), status: run_status, output: None, error_class: class, error_message: Some(failure.message.clone()), now });
+                ops.push(Op::EndRun {
+                    run_id: run_id.to_owned(),
+                    status: run_status,
+                    output: None,
+                    error_class: class,
+                    error_message: Some(failure.message.clone()),
+                    now,
+                });
             }
-            ops.push(Op::Journal(entry(inner, run_id, n, "warn", "attempt.failed", failure.message.clone(), serde_json::json!({ "class": failure.class, "details": failure.details }))));
+            ops.push(Op::Journal(entry(
+                inner,
+                run_id,
+                n,
+                "warn",
+                "attempt.failed",
+                failure.message.clone(),
+                serde_json::json!({ "class": failure.class, "details": failure.details }),
+            )));
             run_status
         }
     };
@@ -322,7 +477,15 @@ async fn finish(
     })
 }
 
-fn entry(inner: &Inner, run_id: &str, attempt: u32, level: &str, event: &str, message: String, fields: serde_json::Value) -> NewJournalEntry {
+fn entry(
+    inner: &Inner,
+    run_id: &str,
+    attempt: u32,
+    level: &str,
+    event: &str,
+    message: String,
+    fields: serde_json::Value,
+) -> NewJournalEntry {
     NewJournalEntry {
         run_id: run_id.to_owned(),
         attempt: Some(attempt),
@@ -335,9 +498,14 @@ fn entry(inner: &Inner, run_id: &str, attempt: u32, level: &str, event: &str, me
 }
 
 /// Renews the attempt's lease at a third of its TTL until aborted.
-fn spawn_lease_renewer(inner: Arc<Inner>, run_id: String, attempt: u32) -> tokio::task::JoinHandle<()> {
+fn spawn_lease_renewer(
+    inner: Arc<Inner>,
+    run_id: String,
+    attempt: u32,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let period = Duration::from_millis(u64::try_from(inner.lease_ttl_ms / 3).unwrap_or(1).max(1));
+        let period =
+            Duration::from_millis(u64::try_from(inner.lease_ttl_ms / 3).unwrap_or(1).max(1));
         loop {
             tokio::time::sleep(period).await;
             let op = Op::RenewLease {
@@ -367,7 +535,10 @@ mod tests {
 
     #[test]
     fn run_id_prefix_is_checked() {
-        assert!(matches!(new_run_id("Bad Prefix", 0), Err(RunError::BadPrefix(_))));
+        assert!(matches!(
+            new_run_id("Bad Prefix", 0),
+            Err(RunError::BadPrefix(_))
+        ));
         assert!(matches!(new_run_id("", 0), Err(RunError::BadPrefix(_))));
     }
 }

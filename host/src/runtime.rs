@@ -54,7 +54,9 @@ pub struct Runtime {
 
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Runtime").field("holder", &self.inner.holder).finish_non_exhaustive()
+        f.debug_struct("Runtime")
+            .field("holder", &self.inner.holder)
+            .finish_non_exhaustive()
     }
 }
 
@@ -132,10 +134,15 @@ impl RuntimeBuilder {
     }
 
     pub fn build(self) -> Result<Runtime, RuntimeError> {
-        let engine = EngineHandle::new(&self.engine).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
-        let linker = capabilities::linker(engine.engine()).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
+        let engine =
+            EngineHandle::new(&self.engine).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
+        let linker = capabilities::linker(engine.engine())
+            .map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
         let cache = if self.cache {
-            let dir = self.cache_dir.or_else(|| self.config.cache_dir.clone()).unwrap_or_else(|| DEFAULT_CACHE_DIR.into());
+            let dir = self
+                .cache_dir
+                .or_else(|| self.config.cache_dir.clone())
+                .unwrap_or_else(|| DEFAULT_CACHE_DIR.into());
             Some(ArtifactCache::open(&dir, engine.engine())?)
         } else {
             None
@@ -143,7 +150,10 @@ impl RuntimeBuilder {
         let ledger: Arc<dyn Ledger> = match self.ledger {
             Some(ledger) => ledger,
             None => {
-                let path = self.ledger_path.or_else(|| self.config.ledger.clone()).unwrap_or_else(|| DEFAULT_LEDGER.into());
+                let path = self
+                    .ledger_path
+                    .or_else(|| self.config.ledger.clone())
+                    .unwrap_or_else(|| DEFAULT_LEDGER.into());
                 Arc::new(SqliteLedger::open(&path, self.ledger_options)?)
             }
         };
@@ -152,8 +162,13 @@ impl RuntimeBuilder {
             connectors.insert(kind.clone(), Arc::from(connector::build(kind, config)?));
         }
         connectors.extend(self.connectors);
-        let effects = Arc::new(EffectEngine::new(ledger.clone(), connectors, self.clock.clone()));
-        let lease_ttl_ms = i64::try_from(self.config.lease_ttl_ms.unwrap_or(DEFAULT_LEASE_TTL_MS)).unwrap_or(i64::MAX);
+        let effects = Arc::new(EffectEngine::new(
+            ledger.clone(),
+            connectors,
+            self.clock.clone(),
+        ));
+        let lease_ttl_ms = i64::try_from(self.config.lease_ttl_ms.unwrap_or(DEFAULT_LEASE_TTL_MS))
+            .unwrap_or(i64::MAX);
         Ok(Runtime {
             inner: Arc::new(Inner {
                 engine,
@@ -179,7 +194,14 @@ impl Runtime {
     /// imports against what the host grants, and calls its `describe`.
     pub async fn load(&self, path: impl AsRef<Path>) -> Result<Arc<LoadedTool>, LoadError> {
         let inner = &self.inner;
-        tool::load(inner.engine.engine(), &inner.linker, inner.cache.as_ref(), path.as_ref()).await.map(Arc::new)
+        tool::load(
+            inner.engine.engine(),
+            &inner.linker,
+            inner.cache.as_ref(),
+            path.as_ref(),
+        )
+        .await
+        .map(Arc::new)
     }
 
     /// Starts a new run of `tool` on JSON `input`, with run IDs `run-<date>-<uuid>`.
@@ -188,13 +210,22 @@ impl Runtime {
     }
 
     /// Starts a new run whose ID begins with `prefix`.
-    pub async fn run_with_prefix(&self, tool: &Arc<LoadedTool>, input: &str, prefix: &str) -> Result<RunReport, RunError> {
+    pub async fn run_with_prefix(
+        &self,
+        tool: &Arc<LoadedTool>,
+        input: &str,
+        prefix: &str,
+    ) -> Result<RunReport, RunError> {
         runs::start(&self.inner, tool, input, prefix).await
     }
 
     /// Starts the next attempt of an unfinished run. Without `tool`, loads the component the
     /// run was started with.
-    pub async fn resume(&self, run_id: &str, tool: Option<&Arc<LoadedTool>>) -> Result<RunReport, RunError> {
+    pub async fn resume(
+        &self,
+        run_id: &str,
+        tool: Option<&Arc<LoadedTool>>,
+    ) -> Result<RunReport, RunError> {
         let loaded;
         let tool = match tool {
             Some(tool) => tool,

@@ -26,7 +26,11 @@ pub struct CheckpointSummary {
 
 impl RunStory {
     pub fn read(ledger: &dyn Ledger, run_id: &str) -> Result<Self, LedgerError> {
-        let run = ledger.run(run_id)?.ok_or_else(|| LedgerError::RunNotFound { run_id: run_id.to_owned() })?;
+        let run = ledger
+            .run(run_id)?
+            .ok_or_else(|| LedgerError::RunNotFound {
+                run_id: run_id.to_owned(),
+            })?;
         Ok(Self {
             run,
             attempts: ledger.attempts(run_id)?,
@@ -34,7 +38,12 @@ impl RunStory {
             checkpoints: ledger
                 .checkpoints(run_id)?
                 .into_iter()
-                .map(|c| CheckpointSummary { name: c.name, attempt: c.attempt, bytes: c.state.len(), created_at: c.created_at })
+                .map(|c| CheckpointSummary {
+                    name: c.name,
+                    attempt: c.attempt,
+                    bytes: c.state.len(),
+                    created_at: c.created_at,
+                })
                 .collect(),
             journal: ledger.journal_entries(run_id)?,
         })
@@ -44,39 +53,94 @@ impl RunStory {
 impl fmt::Display for RunStory {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let r = &self.run;
-        writeln!(f, "run {}  tool {}  status {:?}", r.run_id, r.tool, r.status)?;
-        writeln!(f, "  created {}  updated {}", format_ms(r.created_at), format_ms(r.updated_at))?;
+        writeln!(
+            f,
+            "run {}  tool {}  status {:?}",
+            r.run_id, r.tool, r.status
+        )?;
+        writeln!(
+            f,
+            "  created {}  updated {}",
+            format_ms(r.created_at),
+            format_ms(r.updated_at)
+        )?;
         writeln!(f, "  input  {}", r.input)?;
         if let Some(output) = &r.output {
             writeln!(f, "  output {output}")?;
         }
         if let Some(message) = &r.error_message {
-            writeln!(f, "  error  {}: {message}", r.error_class.as_deref().unwrap_or("?"))?;
+            writeln!(
+                f,
+                "  error  {}: {message}",
+                r.error_class.as_deref().unwrap_or("?")
+            )?;
         }
         writeln!(f, "attempts ({})", self.attempts.len())?;
         for a in &self.attempts {
             let ended = a.ended_at.map(format_ms).unwrap_or_else(|| "-".into());
-            write!(f, "  #{} {:?}  started {}  ended {}  component {}", a.attempt, a.status, format_ms(a.started_at), ended, short(&a.component_digest))?;
+            write!(
+                f,
+                "  #{} {:?}  started {}  ended {}  component {}",
+                a.attempt,
+                a.status,
+                format_ms(a.started_at),
+                ended,
+                short(&a.component_digest)
+            )?;
             if let Some(message) = &a.error_message {
-                write!(f, "\n      {}: {message}", a.error_class.as_deref().unwrap_or("?"))?;
+                write!(
+                    f,
+                    "\n      {}: {message}",
+                    a.error_class.as_deref().unwrap_or("?")
+                )?;
             }
             writeln!(f)?;
         }
         writeln!(f, "effects ({})", self.effects.len())?;
         for e in &self.effects {
-            writeln!(f, "  {} key={} status={:?} dispatches={} attempt={} payload={}", e.kind, e.key, e.status, e.dispatches, e.attempt, short(&e.payload_digest))?;
+            writeln!(
+                f,
+                "  {} key={} status={:?} dispatches={} attempt={} payload={}",
+                e.kind,
+                e.key,
+                e.status,
+                e.dispatches,
+                e.attempt,
+                short(&e.payload_digest)
+            )?;
             if let Some(message) = &e.error_message {
-                writeln!(f, "      {}: {message}", e.error_class.as_deref().unwrap_or("?"))?;
+                writeln!(
+                    f,
+                    "      {}: {message}",
+                    e.error_class.as_deref().unwrap_or("?")
+                )?;
             }
         }
         writeln!(f, "checkpoints ({})", self.checkpoints.len())?;
         for c in &self.checkpoints {
-            writeln!(f, "  {} ({} bytes) attempt {} at {}", c.name, c.bytes, c.attempt, format_ms(c.created_at))?;
+            writeln!(
+                f,
+                "  {} ({} bytes) attempt {} at {}",
+                c.name,
+                c.bytes,
+                c.attempt,
+                format_ms(c.created_at)
+            )?;
         }
         writeln!(f, "journal ({})", self.journal.len())?;
         for j in &self.journal {
-            let attempt = j.attempt.map(|a| format!("#{a}")).unwrap_or_else(|| "-".into());
-            writeln!(f, "  {} {attempt:>3} {:<5} {:<18} {}", format_ms(j.at), j.level, j.event, j.message.lines().next().unwrap_or(""))?;
+            let attempt = j
+                .attempt
+                .map(|a| format!("#{a}"))
+                .unwrap_or_else(|| "-".into());
+            writeln!(
+                f,
+                "  {} {attempt:>3} {:<5} {:<18} {}",
+                format_ms(j.at),
+                j.level,
+                j.event,
+                j.message.lines().next().unwrap_or("")
+            )?;
         }
         Ok(())
     }

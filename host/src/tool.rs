@@ -51,18 +51,31 @@ impl std::fmt::Debug for LoadedTool {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("no such file: {0} (check the path; `tollgate build-plugins` builds the bundled tools)")]
+    #[error(
+        "no such file: {0} (check the path; `tollgate build-plugins` builds the bundled tools)"
+    )]
     NotFound(PathBuf),
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error("{0} is a core WebAssembly module, not a component: build the tool for wasm32-wasip2 (`cargo build --target wasm32-wasip2`) or wrap it with `wasm-tools component new`")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "{0} is a core WebAssembly module, not a component: build the tool for wasm32-wasip2 (`cargo build --target wasm32-wasip2`) or wrap it with `wasm-tools component new`"
+    )]
     CoreModule(PathBuf),
-    #[error("{path} is not a WebAssembly component (no `\\0asm` header and not valid WAT: {reason}); pass a .wasm file built for wasm32-wasip2")]
+    #[error(
+        "{path} is not a WebAssembly component (no `\\0asm` header and not valid WAT: {reason}); pass a .wasm file built for wasm32-wasip2"
+    )]
     NotWasm { path: PathBuf, reason: String },
     #[error("{path} is not a valid component: {reason}")]
     Invalid { path: PathBuf, reason: String },
     #[error("{path} imports {} this host does not provide: {}. {hint}", if .missing.len() == 1 { "an interface" } else { "interfaces" }, .missing.join(", "))]
-    MissingImports { path: PathBuf, missing: Vec<String>, hint: String },
+    MissingImports {
+        path: PathBuf,
+        missing: Vec<String>,
+        hint: String,
+    },
     #[error("{path} is not a Tollgate tool: it exports [{}] but a tool exports `describe` and `run` (world tollgate:tool/tool@0.1.0); build it with tollgate-sdk", .exports.join(", "))]
     NotATool { path: PathBuf, exports: Vec<String> },
     #[error("{path} could not be linked: {reason}")]
@@ -82,39 +95,82 @@ pub(crate) async fn load(
 ) -> Result<LoadedTool, LoadError> {
     let bytes = match std::fs::read(path) {
         Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(LoadError::NotFound(path.to_owned())),
-        Err(source) => return Err(LoadError::Read { path: path.to_owned(), source }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(LoadError::NotFound(path.to_owned()));
+        }
+        Err(source) => {
+            return Err(LoadError::Read {
+                path: path.to_owned(),
+                source,
+            });
+        }
     };
     let digest = hex::encode(Sha256::digest(&bytes));
     let bytes = to_component_binary(path, bytes)?;
     let (component, cache_outcome) = match cache {
         Some(cache) => cache.load_or_compile(engine, &digest, &bytes),
-        None => wasmtime::component::Component::new(engine, &bytes).map(|c| (c, CacheOutcome::Disabled)),
+        None => {
+            wasmtime::component::Component::new(engine, &bytes).map(|c| (c, CacheOutcome::Disabled))
+        }
     }
-    .map_err(|e| LoadError::Invalid { path: path.to_owned(), reason: format!("{e:#}") })?;
+    .map_err(|e| LoadError::Invalid {
+        path: path.to_owned(),
+        reason: format!("{e:#}"),
+    })?;
 
     let ty = component.component_type();
-    let imports: Vec<String> = ty.imports(engine).map(|(name, _)| name.to_owned()).collect();
+    let imports: Vec<String> = ty
+        .imports(engine)
+        .map(|(name, _)| name.to_owned())
+        .collect();
     let exports: Vec<(String, bool)> = ty
         .exports(engine)
-        .map(|(name, item)| (name.to_owned(), matches!(item.ty, ComponentItem::ComponentFunc(_))))
+        .map(|(name, item)| {
+            (
+                name.to_owned(),
+                matches!(item.ty, ComponentItem::ComponentFunc(_)),
+            )
+        })
         .collect();
-    let missing: Vec<String> = imports.iter().filter(|i| !is_provided(i)).cloned().collect();
+    let missing: Vec<String> = imports
+        .iter()
+        .filter(|i| !is_provided(i))
+        .cloned()
+        .collect();
     if !missing.is_empty() {
         let hint = missing_hint(&missing);
-        return Err(LoadError::MissingImports { path: path.to_owned(), missing, hint });
+        return Err(LoadError::MissingImports {
+            path: path.to_owned(),
+            missing,
+            hint,
+        });
     }
     let is_func = |name: &str| exports.iter().any(|(n, f)| n == name && *f);
     let export_names: Vec<String> = exports.iter().map(|(n, _)| n.clone()).collect();
     if !is_func("describe") || !is_func("run") {
-        return Err(LoadError::NotATool { path: path.to_owned(), exports: export_names });
+        return Err(LoadError::NotATool {
+            path: path.to_owned(),
+            exports: export_names,
+        });
     }
     let pre = linker
         .instantiate_pre(&component)
         .and_then(ToolPre::new)
-        .map_err(|e| LoadError::Link { path: path.to_owned(), reason: format!("{e:#}") })?;
-    let raw = describe(engine, &pre).await.map_err(|e| LoadError::Describe { path: path.to_owned(), reason: e })?;
-    let (descriptor, validator) = check_descriptor(raw).map_err(|problem| LoadError::BadDescriptor { path: path.to_owned(), problem })?;
+        .map_err(|e| LoadError::Link {
+            path: path.to_owned(),
+            reason: format!("{e:#}"),
+        })?;
+    let raw = describe(engine, &pre)
+        .await
+        .map_err(|e| LoadError::Describe {
+            path: path.to_owned(),
+            reason: e,
+        })?;
+    let (descriptor, validator) =
+        check_descriptor(raw).map_err(|problem| LoadError::BadDescriptor {
+            path: path.to_owned(),
+            problem,
+        })?;
     Ok(LoadedTool {
         path: path.to_owned(),
         digest,
@@ -135,9 +191,14 @@ fn to_component_binary(path: &Path, bytes: Vec<u8>) -> Result<Vec<u8>, LoadError
         }
         return Ok(bytes);
     }
-    let text = String::from_utf8(bytes)
-        .map_err(|_| LoadError::NotWasm { path: path.to_owned(), reason: "binary data".into() })?;
-    let binary = wat::parse_str(&text).map_err(|e| LoadError::NotWasm { path: path.to_owned(), reason: first_line(&e.to_string()) })?;
+    let text = String::from_utf8(bytes).map_err(|_| LoadError::NotWasm {
+        path: path.to_owned(),
+        reason: "binary data".into(),
+    })?;
+    let binary = wat::parse_str(&text).map_err(|e| LoadError::NotWasm {
+        path: path.to_owned(),
+        reason: first_line(&e.to_string()),
+    })?;
     if wasmparser::Parser::is_core_wasm(&binary) {
         return Err(LoadError::CoreModule(path.to_owned()));
     }
@@ -152,7 +213,10 @@ fn missing_hint(missing: &[String]) -> String {
     if missing.iter().any(|m| m.starts_with("tollgate:tool/")) {
         return "This host speaks tollgate:tool@0.1.x: rebuild the tool with a matching tollgate-sdk.".into();
     }
-    if missing.iter().any(|m| m.starts_with("wasi:sockets/") || m.starts_with("wasi:http/")) {
+    if missing
+        .iter()
+        .any(|m| m.starts_with("wasi:sockets/") || m.starts_with("wasi:http/"))
+    {
         return "Tools get no network by default: reach the outside world through effects, or have the operator grant network access in the tool's policy.".into();
     }
     "Tools get only the tollgate:tool interfaces and a minimal WASI; remove the dependency that needs the rest.".into()
@@ -187,16 +251,25 @@ async fn describe(engine: &Engine, pre: &ToolPre<ToolState>) -> Result<types::De
 fn check_descriptor(raw: types::Descriptor) -> Result<(Descriptor, jsonschema::Validator), String> {
     let name_ok = !raw.name.is_empty()
         && raw.name.len() <= 64
-        && raw.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+        && raw
+            .name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
     if !name_ok {
-        return Err(format!("name `{}` must be 1-64 lowercase letters, digits, `-` or `_`", raw.name));
+        return Err(format!(
+            "name `{}` must be 1-64 lowercase letters, digits, `-` or `_`",
+            raw.name
+        ));
     }
     if let Some(bad) = raw.effects.iter().find(|k| !is_valid_effect_kind(k)) {
-        return Err(format!("effect kind `{bad}` is not valid (e.g. `erp.post-invoice`)"));
+        return Err(format!(
+            "effect kind `{bad}` is not valid (e.g. `erp.post-invoice`)"
+        ));
     }
     let schema: serde_json::Value = serde_json::from_str(&raw.input_schema)
         .map_err(|e| format!("input schema is not JSON: {e}"))?;
-    let validator = jsonschema::validator_for(&schema).map_err(|e| format!("input schema is not a valid JSON Schema: {e}"))?;
+    let validator = jsonschema::validator_for(&schema)
+        .map_err(|e| format!("input schema is not a valid JSON Schema: {e}"))?;
     Ok((
         Descriptor {
             name: raw.name,
@@ -218,9 +291,17 @@ impl LoadedTool {
             .iter_errors(input)
             .map(|e| {
                 let at = e.instance_path.to_string();
-                if at.is_empty() { e.to_string() } else { format!("{at}: {e}") }
+                if at.is_empty() {
+                    e.to_string()
+                } else {
+                    format!("{at}: {e}")
+                }
             })
             .collect();
-        if errors.is_empty() { Ok(()) } else { Err(errors) }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
     }
 }

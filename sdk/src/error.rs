@@ -221,8 +221,8 @@ mod tests {
 
     #[test]
     fn details_travel_as_json_text() {
-        let error = Error::validation("total mismatch")
-            .with_details(json!({"expected": 300, "got": 200}));
+        let error =
+            Error::validation("total mismatch").with_details(json!({"expected": 300, "got": 200}));
         let wit = ToolError::from(error.clone());
         assert_eq!(wit.class, WitErrorClass::Validation);
         assert_eq!(wit.message, "total mismatch");

@@ -31,10 +31,16 @@
 //! tollgate_sdk::export_tool!(Hello);
 //! ```
 
+// `allow`, not `expect`: the glue is unsafe by nature, but rustc does not currently report
+// `unsafe_code` inside proc-macro output, so an expectation would go unfulfilled.
 #[doc(hidden)]
-#[expect(
+#[allow(
     unsafe_code,
     reason = "wit-bindgen's canonical-ABI glue is unsafe by nature; the rest of the crate is safe"
+)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the generated `run` export takes the flattened canonical-ABI arguments"
 )]
 pub mod bindings;
 
@@ -79,12 +85,13 @@ macro_rules! export_tool {
                 fn run(
                     ctx: $crate::bindings::RunContext,
                     input: ::std::string::String,
-                ) -> ::core::result::Result<::std::string::String, $crate::bindings::ToolError> {
+                ) -> ::core::result::Result<::std::string::String, $crate::bindings::ToolError>
+                {
                     $crate::__private::run::<$tool>(ctx, input)
                 }
             }
 
-            $crate::bindings::__export_tool_world!(TollgateExport with_types_in $crate::bindings);
+    $crate::bindings::__export_tool_world!(TollgateExport with_types_in $crate::bindings);
         };
     };
 }

@@ -9,9 +9,16 @@ use crate::ledger::{self, NewJournalEntry, Op};
 const MAX_NAME_BYTES: usize = 128;
 
 impl checkpoints::Host for ToolState {
-    async fn save(&mut self, name: String, state: Vec<u8>) -> wasmtime::Result<Result<(), types::ToolError>> {
+    async fn save(
+        &mut self,
+        name: String,
+        state: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), types::ToolError>> {
         let Some(ctx) = self.attempt.clone() else {
-            return Ok(Err(to_tool_error(&Failure::new(FailureClass::Fatal, "checkpoints are not available while the host describes a tool"))));
+            return Ok(Err(to_tool_error(&Failure::new(
+                FailureClass::Fatal,
+                "checkpoints are not available while the host describes a tool",
+            ))));
         };
         if name.is_empty() || name.len() > MAX_NAME_BYTES {
             return Ok(Err(to_tool_error(&Failure::new(
@@ -23,13 +30,22 @@ impl checkpoints::Host for ToolState {
         if u64::try_from(state.len()).unwrap_or(u64::MAX) > cap {
             return Ok(Err(to_tool_error(&Failure::new(
                 FailureClass::Validation,
-                format!("checkpoint `{name}` is {} bytes, over the cap of {cap}", state.len()),
+                format!(
+                    "checkpoint `{name}` is {} bytes, over the cap of {cap}",
+                    state.len()
+                ),
             ))));
         }
         let now = ctx.clock.now_ms();
         let bytes = state.len();
         let ops = vec![
-            Op::SaveCheckpoint { run_id: ctx.run_id.clone(), attempt: ctx.attempt, name: name.clone(), state, now },
+            Op::SaveCheckpoint {
+                run_id: ctx.run_id.clone(),
+                attempt: ctx.attempt,
+                name: name.clone(),
+                state,
+                now,
+            },
             Op::Journal(NewJournalEntry {
                 run_id: ctx.run_id.clone(),
                 attempt: Some(ctx.attempt),
@@ -41,7 +57,10 @@ impl checkpoints::Host for ToolState {
             }),
         ];
         ledger::apply(&ctx.ledger, ops).await.map_err(|e| {
-            wasmtime::Error::new(AttemptAbort(Failure::new(FailureClass::Fatal, format!("ledger unavailable, checkpoint not saved: {e}"))))
+            wasmtime::Error::new(AttemptAbort(Failure::new(
+                FailureClass::Fatal,
+                format!("ledger unavailable, checkpoint not saved: {e}"),
+            )))
         })?;
         Ok(Ok(()))
     }
@@ -57,10 +76,22 @@ impl checkpoints::Host for ToolState {
 
 impl ToolState {
     fn load(&self, name: Option<&str>) -> wasmtime::Result<Option<checkpoints::Checkpoint>> {
-        let Some(ctx) = &self.attempt else { return Ok(None) };
-        let found = ctx.ledger.latest_checkpoint(&ctx.run_id, name).map_err(|e| {
-            wasmtime::Error::new(AttemptAbort(Failure::new(FailureClass::Fatal, format!("ledger unavailable, checkpoint not loaded: {e}"))))
-        })?;
-        Ok(found.map(|c| checkpoints::Checkpoint { name: c.name, state: c.state, attempt: c.attempt }))
+        let Some(ctx) = &self.attempt else {
+            return Ok(None);
+        };
+        let found = ctx
+            .ledger
+            .latest_checkpoint(&ctx.run_id, name)
+            .map_err(|e| {
+                wasmtime::Error::new(AttemptAbort(Failure::new(
+                    FailureClass::Fatal,
+                    format!("ledger unavailable, checkpoint not loaded: {e}"),
+                )))
+            })?;
+        Ok(found.map(|c| checkpoints::Checkpoint {
+            name: c.name,
+            state: c.state,
+            attempt: c.attempt,
+        }))
     }
 }

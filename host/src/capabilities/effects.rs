@@ -30,35 +30,64 @@ impl effects::Host for ToolState {
                     ctx.tool, ctx.tool
                 ),
             );
-            journal_denial(&ctx, &format!("effect {kind}"), &format!("tools.{}.effects", ctx.tool), &failure);
+            journal_denial(
+                &ctx,
+                &format!("effect {kind}"),
+                &format!("tools.{}.effects", ctx.tool),
+                &failure,
+            );
             return refuse(failure);
         }
         let limits = &ctx.policy.limits;
         if self.effects_performed >= limits.max_effects_per_run {
             let failure = Failure::new(
                 FailureClass::Permission,
-                format!("tool `{}` reached its cap of {} effects per run", ctx.tool, limits.max_effects_per_run),
+                format!(
+                    "tool `{}` reached its cap of {} effects per run",
+                    ctx.tool, limits.max_effects_per_run
+                ),
             );
-            journal_denial(&ctx, &format!("effect {kind}"), &format!("tools.{}.limits.max_effects_per_run", ctx.tool), &failure);
+            journal_denial(
+                &ctx,
+                &format!("effect {kind}"),
+                &format!("tools.{}.limits.max_effects_per_run", ctx.tool),
+                &failure,
+            );
             return refuse(failure);
         }
         if key.is_empty() || key.len() > MAX_KEY_BYTES {
             return refuse(Failure::new(
                 FailureClass::Validation,
-                format!("idempotency key must be 1 to {MAX_KEY_BYTES} bytes, got {}", key.len()),
+                format!(
+                    "idempotency key must be 1 to {MAX_KEY_BYTES} bytes, got {}",
+                    key.len()
+                ),
             ));
         }
         if u64::try_from(payload.len()).unwrap_or(u64::MAX) > limits.max_payload_bytes {
             return refuse(Failure::new(
                 FailureClass::Validation,
-                format!("effect payload is {} bytes, over the cap of {}", payload.len(), limits.max_payload_bytes),
+                format!(
+                    "effect payload is {} bytes, over the cap of {}",
+                    payload.len(),
+                    limits.max_payload_bytes
+                ),
             ));
         }
         if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&payload) {
-            return refuse(Failure::new(FailureClass::Validation, format!("effect payload is not valid JSON: {e}")));
+            return refuse(Failure::new(
+                FailureClass::Validation,
+                format!("effect payload is not valid JSON: {e}"),
+            ));
         }
         self.effects_performed += 1;
-        let req = EffectRequest { run_id: &ctx.run_id, attempt: ctx.attempt, kind: &kind, key: &key, payload: &payload };
+        let req = EffectRequest {
+            run_id: &ctx.run_id,
+            attempt: ctx.attempt,
+            kind: &kind,
+            key: &key,
+            payload: &payload,
+        };
         match ctx.effects.perform(req).await {
             Ok(outcome) => Ok(Ok(effects::Outcome {
                 body: outcome.body,

@@ -6,7 +6,12 @@ use crate::bindings::log;
 use crate::ledger::NewJournalEntry;
 
 impl log::Host for ToolState {
-    async fn event(&mut self, level: log::Level, message: String, fields: Vec<(String, String)>) -> wasmtime::Result<()> {
+    async fn event(
+        &mut self,
+        level: log::Level,
+        message: String,
+        fields: Vec<(String, String)>,
+    ) -> wasmtime::Result<()> {
         let size = message.len() + fields.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
         let (level_name, tracing_level) = match level {
             log::Level::Trace => ("trace", tracing::Level::TRACE),
@@ -20,7 +25,9 @@ impl log::Host for ToolState {
             return Ok(());
         };
         let cap = ctx.policy.limits.max_log_bytes;
-        let next = self.log_bytes.saturating_add(u64::try_from(size).unwrap_or(u64::MAX));
+        let next = self
+            .log_bytes
+            .saturating_add(u64::try_from(size).unwrap_or(u64::MAX));
         if next > cap {
             if !self.log_truncated {
                 self.log_truncated = true;
@@ -38,13 +45,21 @@ impl log::Host for ToolState {
         }
         self.log_bytes = next;
         match tracing_level {
-            tracing::Level::ERROR => tracing::error!(run_id = %ctx.run_id, tool = %ctx.tool, "{message}"),
-            tracing::Level::WARN => tracing::warn!(run_id = %ctx.run_id, tool = %ctx.tool, "{message}"),
-            tracing::Level::INFO => tracing::info!(run_id = %ctx.run_id, tool = %ctx.tool, "{message}"),
+            tracing::Level::ERROR => {
+                tracing::error!(run_id = %ctx.run_id, tool = %ctx.tool, "{message}")
+            }
+            tracing::Level::WARN => {
+                tracing::warn!(run_id = %ctx.run_id, tool = %ctx.tool, "{message}")
+            }
+            tracing::Level::INFO => {
+                tracing::info!(run_id = %ctx.run_id, tool = %ctx.tool, "{message}")
+            }
             _ => tracing::debug!(run_id = %ctx.run_id, tool = %ctx.tool, "{message}"),
         }
-        let fields: serde_json::Map<String, serde_json::Value> =
-            fields.into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect();
+        let fields: serde_json::Map<String, serde_json::Value> = fields
+            .into_iter()
+            .map(|(k, v)| (k, serde_json::Value::String(v)))
+            .collect();
         ctx.ledger.journal(NewJournalEntry {
             run_id: ctx.run_id.clone(),
             attempt: Some(ctx.attempt),

@@ -77,8 +77,12 @@ pub fn is_provided(import: &str) -> bool {
         || (TOLLGATE_PROVIDED.contains(&name) && track("0.1."))
 }
 
-const TOLLGATE_PROVIDED: &[&str] =
-    &["tollgate:tool/types", "tollgate:tool/effects", "tollgate:tool/checkpoints", "tollgate:tool/log"];
+const TOLLGATE_PROVIDED: &[&str] = &[
+    "tollgate:tool/types",
+    "tollgate:tool/effects",
+    "tollgate:tool/checkpoints",
+    "tollgate:tool/log",
+];
 
 impl types::Host for ToolState {}
 
@@ -104,17 +108,33 @@ impl Limiter {
 }
 
 impl ResourceLimiter for Limiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.memory_bytes {
-            self.exceeded = Some(format!("memory limit of {} bytes (asked for {desired})", self.memory_bytes));
+            self.exceeded = Some(format!(
+                "memory limit of {} bytes (asked for {desired})",
+                self.memory_bytes
+            ));
             return Ok(false);
         }
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.table_elements {
-            self.exceeded = Some(format!("table limit of {} elements (asked for {desired})", self.table_elements));
+            self.exceeded = Some(format!(
+                "table limit of {} elements (asked for {desired})",
+                self.table_elements
+            ));
             return Ok(false);
         }
         Ok(true)
@@ -170,11 +190,20 @@ pub fn from_tool_error(error: types::ToolError) -> crate::failure::Failure {
     let details = error
         .details
         .map(|d| serde_json::from_str(&d).unwrap_or(serde_json::Value::String(d)));
-    crate::failure::Failure { class, message: error.message, details }
+    crate::failure::Failure {
+        class,
+        message: error.message,
+        details,
+    }
 }
 
 /// Journals a policy denial with what was asked and which rule denied it.
-pub fn journal_denial(ctx: &AttemptContext, asked: &str, rule: &str, failure: &crate::failure::Failure) {
+pub fn journal_denial(
+    ctx: &AttemptContext,
+    asked: &str,
+    rule: &str,
+    failure: &crate::failure::Failure,
+) {
     tracing::warn!(run_id = %ctx.run_id, tool = %ctx.tool, asked, rule, "denied: {}", failure.message);
     ctx.ledger.journal(tollgate_ledger::NewJournalEntry {
         run_id: ctx.run_id.clone(),

@@ -46,7 +46,10 @@ pub struct CapturedStdio {
 /// A deny-by-default WASI context: no env, no args, no preopens, no network.
 pub fn context(policy: &Policy) -> (WasiCtx, CapturedStdio) {
     let cap = usize::try_from(policy.limits.max_log_bytes).unwrap_or(usize::MAX);
-    let stdio = CapturedStdio { stdout: MemoryOutputPipe::new(cap), stderr: MemoryOutputPipe::new(cap) };
+    let stdio = CapturedStdio {
+        stdout: MemoryOutputPipe::new(cap),
+        stderr: MemoryOutputPipe::new(cap),
+    };
     let mut builder = WasiCtxBuilder::new();
     builder
         .stdout(stdio.stdout.clone())
@@ -59,7 +62,10 @@ pub fn context(policy: &Policy) -> (WasiCtx, CapturedStdio) {
 
 impl WasiView for ToolState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 

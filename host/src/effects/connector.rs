@@ -45,7 +45,14 @@ pub struct ConnectorError {
 
 impl ConnectorError {
     pub fn new(class: FailureClass, message: impl Into<String>) -> Self {
-        Self { class, message: message.into(), status: None, body: None, outcome_unknown: false, retry_after_ms: None }
+        Self {
+            class,
+            message: message.into(),
+            status: None,
+            body: None,
+            outcome_unknown: false,
+            retry_after_ms: None,
+        }
     }
 }
 
@@ -54,7 +61,10 @@ pub trait Connector: Send + Sync + 'static {
     fn honours_idempotency_keys(&self) -> bool;
     /// One line for logs and `runs show`, e.g. `http POST http://127.0.0.1:8080/invoices`.
     fn describe(&self) -> String;
-    fn dispatch<'a>(&'a self, call: Dispatch<'a>) -> BoxFuture<'a, Result<Response, ConnectorError>>;
+    fn dispatch<'a>(
+        &'a self,
+        call: Dispatch<'a>,
+    ) -> BoxFuture<'a, Result<Response, ConnectorError>>;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,11 +74,21 @@ pub enum ConnectorSetupError {
 }
 
 /// Builds the connector an operator configured for `kind`.
-pub fn build(kind: &str, config: &ConnectorConfig) -> Result<Box<dyn Connector>, ConnectorSetupError> {
-    let invalid = |message: String| ConnectorSetupError::Invalid { kind: kind.to_owned(), message };
+pub fn build(
+    kind: &str,
+    config: &ConnectorConfig,
+) -> Result<Box<dyn Connector>, ConnectorSetupError> {
+    let invalid = |message: String| ConnectorSetupError::Invalid {
+        kind: kind.to_owned(),
+        message,
+    };
     Ok(match config {
-        ConnectorConfig::Http(http) => Box::new(super::http::HttpConnector::new(http).map_err(invalid)?),
-        ConnectorConfig::File(file) => Box::new(super::file::FileConnector::open(&file.dir).map_err(invalid)?),
+        ConnectorConfig::Http(http) => {
+            Box::new(super::http::HttpConnector::new(http).map_err(invalid)?)
+        }
+        ConnectorConfig::File(file) => {
+            Box::new(super::file::FileConnector::open(&file.dir).map_err(invalid)?)
+        }
         ConnectorConfig::Noop(noop) => Box::new(NoopConnector::new(noop)),
     })
 }
@@ -81,7 +101,9 @@ pub struct NoopConnector {
 
 impl NoopConnector {
     pub fn new(config: &NoopConnectorConfig) -> Self {
-        Self { response: config.response.clone().unwrap_or_else(|| "{}".to_owned()) }
+        Self {
+            response: config.response.clone().unwrap_or_else(|| "{}".to_owned()),
+        }
     }
 }
 
@@ -92,7 +114,15 @@ impl Connector for NoopConnector {
     fn describe(&self) -> String {
         "noop".to_owned()
     }
-    fn dispatch<'a>(&'a self, _call: Dispatch<'a>) -> BoxFuture<'a, Result<Response, ConnectorError>> {
-        Box::pin(async move { Ok(Response { status: None, body: self.response.clone() }) })
+    fn dispatch<'a>(
+        &'a self,
+        _call: Dispatch<'a>,
+    ) -> BoxFuture<'a, Result<Response, ConnectorError>> {
+        Box::pin(async move {
+            Ok(Response {
+                status: None,
+                body: self.response.clone(),
+            })
+        })
     }
 }

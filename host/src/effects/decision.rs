@@ -64,18 +64,26 @@ pub fn decide(
                 .and_then(FailureClass::parse)
                 .unwrap_or(FailureClass::Fatal);
             if class.is_retryable() {
-                Decision::Redispatch { why: Redispatch::RetryableFailure }
+                Decision::Redispatch {
+                    why: Redispatch::RetryableFailure,
+                }
             } else {
                 Decision::ReturnRecordedFailure(class)
             }
         }
         EffectStatus::Pending => {
             let same_attempt = effect.run_id == caller.run_id && effect.attempt == caller.attempt;
-            let live = owner.is_some_and(|o| o.status == AttemptStatus::Running && o.lease_until > now);
+            let live =
+                owner.is_some_and(|o| o.status == AttemptStatus::Running && o.lease_until > now);
             if live && !same_attempt {
-                Decision::InFlight { run_id: effect.run_id.clone(), attempt: effect.attempt }
+                Decision::InFlight {
+                    run_id: effect.run_id.clone(),
+                    attempt: effect.attempt,
+                }
             } else if honours_keys {
-                Decision::Redispatch { why: Redispatch::UnknownOutcomeKeyHonoured }
+                Decision::Redispatch {
+                    why: Redispatch::UnknownOutcomeKeyHonoured,
+                }
             } else {
                 Decision::MarkInDoubt
             }
@@ -123,19 +131,40 @@ mod tests {
     }
 
     fn caller(digest: &str) -> Caller<'_> {
-        Caller { run_id: "run-b", attempt: 1, payload_digest: digest }
+        Caller {
+            run_id: "run-b",
+            attempt: 1,
+            payload_digest: digest,
+        }
     }
 
     #[test]
     fn replays_succeeded_key_with_same_payload() {
-        let d = decide(&effect(EffectStatus::Succeeded, None), None, caller("aaa"), NOW, false);
+        let d = decide(
+            &effect(EffectStatus::Succeeded, None),
+            None,
+            caller("aaa"),
+            NOW,
+            false,
+        );
         assert_eq!(d, Decision::Replay);
     }
 
     #[test]
     fn changed_payload_under_used_key_is_a_conflict_whatever_the_status() {
-        for status in [EffectStatus::Succeeded, EffectStatus::Pending, EffectStatus::Failed, EffectStatus::InDoubt] {
-            let d = decide(&effect(status, Some("transient")), None, caller("bbb"), NOW, true);
+        for status in [
+            EffectStatus::Succeeded,
+            EffectStatus::Pending,
+            EffectStatus::Failed,
+            EffectStatus::InDoubt,
+        ] {
+            let d = decide(
+                &effect(status, Some("transient")),
+                None,
+                caller("bbb"),
+                NOW,
+                true,
+            );
             assert_eq!(d, Decision::PayloadConflict, "{status:?}");
         }
     }
@@ -143,44 +172,130 @@ mod tests {
     #[test]
     fn pending_key_of_live_attempt_is_in_flight() {
         let live = owner(AttemptStatus::Running, NOW + 5_000);
-        let d = decide(&effect(EffectStatus::Pending, None), Some(&live), caller("aaa"), NOW, true);
-        assert_eq!(d, Decision::InFlight { run_id: "run-a".into(), attempt: 1 });
+        let d = decide(
+            &effect(EffectStatus::Pending, None),
+            Some(&live),
+            caller("aaa"),
+            NOW,
+            true,
+        );
+        assert_eq!(
+            d,
+            Decision::InFlight {
+                run_id: "run-a".into(),
+                attempt: 1
+            }
+        );
     }
 
     #[test]
     fn pending_key_of_crashed_attempt_is_redispatched_when_keys_are_honoured() {
         let expired = owner(AttemptStatus::Running, NOW - 1);
-        let d = decide(&effect(EffectStatus::Pending, None), Some(&expired), caller("aaa"), NOW, true);
-        assert_eq!(d, Decision::Redispatch { why: Redispatch::UnknownOutcomeKeyHonoured });
+        let d = decide(
+            &effect(EffectStatus::Pending, None),
+            Some(&expired),
+            caller("aaa"),
+            NOW,
+            true,
+        );
+        assert_eq!(
+            d,
+            Decision::Redispatch {
+                why: Redispatch::UnknownOutcomeKeyHonoured
+            }
+        );
         let crashed = owner(AttemptStatus::Crashed, NOW + 5_000);
-        let d = decide(&effect(EffectStatus::Pending, None), Some(&crashed), caller("aaa"), NOW, true);
-        assert_eq!(d, Decision::Redispatch { why: Redispatch::UnknownOutcomeKeyHonoured });
+        let d = decide(
+            &effect(EffectStatus::Pending, None),
+            Some(&crashed),
+            caller("aaa"),
+            NOW,
+            true,
+        );
+        assert_eq!(
+            d,
+            Decision::Redispatch {
+                why: Redispatch::UnknownOutcomeKeyHonoured
+            }
+        );
     }
 
     #[test]
     fn pending_key_of_crashed_attempt_goes_in_doubt_when_keys_are_not_honoured() {
         let crashed = owner(AttemptStatus::Crashed, 0);
-        let d = decide(&effect(EffectStatus::Pending, None), Some(&crashed), caller("aaa"), NOW, false);
+        let d = decide(
+            &effect(EffectStatus::Pending, None),
+            Some(&crashed),
+            caller("aaa"),
+            NOW,
+            false,
+        );
         assert_eq!(d, Decision::MarkInDoubt);
-        let d = decide(&effect(EffectStatus::Pending, None), None, caller("aaa"), NOW, false);
+        let d = decide(
+            &effect(EffectStatus::Pending, None),
+            None,
+            caller("aaa"),
+            NOW,
+            false,
+        );
         assert_eq!(d, Decision::MarkInDoubt);
     }
 
     #[test]
     fn in_doubt_stays_in_doubt() {
-        let d = decide(&effect(EffectStatus::InDoubt, None), None, caller("aaa"), NOW, true);
+        let d = decide(
+            &effect(EffectStatus::InDoubt, None),
+            None,
+            caller("aaa"),
+            NOW,
+            true,
+        );
         assert_eq!(d, Decision::AlreadyInDoubt);
     }
 
     #[test]
     fn transient_failure_is_redispatched_validation_failure_is_returned() {
-        let d = decide(&effect(EffectStatus::Failed, Some("transient")), None, caller("aaa"), NOW, false);
-        assert_eq!(d, Decision::Redispatch { why: Redispatch::RetryableFailure });
-        let d = decide(&effect(EffectStatus::Failed, Some("timeout")), None, caller("aaa"), NOW, true);
-        assert_eq!(d, Decision::Redispatch { why: Redispatch::RetryableFailure });
-        let d = decide(&effect(EffectStatus::Failed, Some("validation")), None, caller("aaa"), NOW, true);
+        let d = decide(
+            &effect(EffectStatus::Failed, Some("transient")),
+            None,
+            caller("aaa"),
+            NOW,
+            false,
+        );
+        assert_eq!(
+            d,
+            Decision::Redispatch {
+                why: Redispatch::RetryableFailure
+            }
+        );
+        let d = decide(
+            &effect(EffectStatus::Failed, Some("timeout")),
+            None,
+            caller("aaa"),
+            NOW,
+            true,
+        );
+        assert_eq!(
+            d,
+            Decision::Redispatch {
+                why: Redispatch::RetryableFailure
+            }
+        );
+        let d = decide(
+            &effect(EffectStatus::Failed, Some("validation")),
+            None,
+            caller("aaa"),
+            NOW,
+            true,
+        );
         assert_eq!(d, Decision::ReturnRecordedFailure(FailureClass::Validation));
-        let d = decide(&effect(EffectStatus::Failed, Some("garbage")), None, caller("aaa"), NOW, true);
+        let d = decide(
+            &effect(EffectStatus::Failed, Some("garbage")),
+            None,
+            caller("aaa"),
+            NOW,
+            true,
+        );
         assert_eq!(d, Decision::ReturnRecordedFailure(FailureClass::Fatal));
     }
 }

@@ -11,34 +11,48 @@ use cap_std::ambient_authority;
 use cap_std::fs::Dir;
 use sha2::{Digest, Sha256};
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 #[derive(Debug, Clone)]
 pub struct FileConnector {
     dir: Arc<Dir>,
+    path: PathBuf,
     display: String,
 }
 
 impl FileConnector {
     pub fn open(path: &Path) -> Result<Self, String> {
-        std::fs::create_dir_all(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        std::fs::create_dir_all(path)
+            .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
         let dir = Dir::open_ambient_dir(path, ambient_authority())
             .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-        Ok(Self { dir: Arc::new(dir), display: path.display().to_string() })
+        Ok(Self {
+            dir: Arc::new(dir),
+            path: path.to_owned(),
+            display: path.display().to_string(),
+        })
     }
 
     fn write(&self, call: Dispatch<'_>) -> Result<Response, ConnectorError> {
         let name = file_name(call.key);
         let io_err = |what: &str, e: std::io::Error| {
-            ConnectorError::new(FailureClass::Transient, format!("file {}/{name}: {what}: {e}", self.display))
+            ConnectorError::new(
+                FailureClass::Transient,
+                format!("file {}/{name}: {what}: {e}", self.display),
+            )
         };
         match self.dir.read(&name) {
-            Ok(existing) if existing == call.payload.as_bytes() => return Ok(self.response(&name, existing.len())),
+            Ok(existing) if existing == call.payload.as_bytes() => {
+                return Ok(self.response(&name, existing.len()));
+            }
             Ok(_) => {
                 return Err(ConnectorError::new(
                     FailureClass::Conflict,
-                    format!("file {}/{name} already holds different content for key `{}`", self.display, call.key),
+                    format!(
+                        "file {}/{name} already holds different content for key `{}`",
+                        self.display, call.key
+                    ),
                 ));
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -46,18 +60,26 @@ impl FileConnector {
         }
         let tmp = format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple());
         let mut file = self.dir.create(&tmp).map_err(|e| io_err("create", e))?;
-        file.write_all(call.payload.as_bytes()).map_err(|e| io_err("write", e))?;
+        file.write_all(call.payload.as_bytes())
+            .map_err(|e| io_err("write", e))?;
         file.sync_all().map_err(|e| io_err("fsync", e))?;
         drop(file);
-        self.dir.rename(&tmp, &self.dir, &name).map_err(|e| io_err("rename", e))?;
-        // The rename is durable only once the directory entry is.
-        let dir = self.dir.try_clone().map_err(|e| io_err("open dir", e))?;
-        dir.into_std_file().sync_all().map_err(|e| io_err("fsync dir", e))?;
+        self.dir
+            .rename(&tmp, &self.dir, &name)
+            .map_err(|e| io_err("rename", e))?;
+        // The rename is durable only once the directory entry is. cap-std holds the directory
+        // as an O_PATH handle, which cannot be fsync'd, so sync a plain read-only handle.
+        std::fs::File::open(&self.path)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io_err("fsync dir", e))?;
         Ok(self.response(&name, call.payload.len()))
     }
 
     fn response(&self, name: &str, bytes: usize) -> Response {
-        Response { status: None, body: serde_json::json!({ "file": name, "bytes": bytes }).to_string() }
+        Response {
+            status: None,
+            body: serde_json::json!({ "file": name, "bytes": bytes }).to_string(),
+        }
     }
 }
 
@@ -66,10 +88,20 @@ fn file_name(key: &str) -> String {
     let safe: String = key
         .chars()
         .take(80)
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     let digest = hex::encode(Sha256::digest(key.as_bytes()));
-    format!("{}-{}.json", safe.trim_start_matches('.'), digest.get(..16).unwrap_or(&digest))
+    format!(
+        "{}-{}.json",
+        safe.trim_start_matches('.'),
+        digest.get(..16).unwrap_or(&digest)
+    )
 }
 
 impl Connector for FileConnector {
@@ -79,16 +111,36 @@ impl Connector for FileConnector {
     fn describe(&self) -> String {
         format!("file {}", self.display)
     }
-    fn dispatch<'a>(&'a self, call: Dispatch<'a>) -> BoxFuture<'a, Result<Response, ConnectorError>> {
+    fn dispatch<'a>(
+        &'a self,
+        call: Dispatch<'a>,
+    ) -> BoxFuture<'a, Result<Response, ConnectorError>> {
         let this = self.clone();
-        let call = (call.key.to_owned(), call.payload.to_owned(), call.run_id.to_owned(), call.attempt, call.kind.to_owned());
+        let call = (
+            call.key.to_owned(),
+            call.payload.to_owned(),
+            call.run_id.to_owned(),
+            call.attempt,
+            call.kind.to_owned(),
+        );
         Box::pin(async move {
             let (key, payload, run_id, attempt, kind) = call;
             tokio::task::spawn_blocking(move || {
-                this.write(Dispatch { run_id: &run_id, attempt, kind: &kind, key: &key, payload: &payload })
+                this.write(Dispatch {
+                    run_id: &run_id,
+                    attempt,
+                    kind: &kind,
+                    key: &key,
+                    payload: &payload,
+                })
             })
             .await
-            .unwrap_or_else(|e| Err(ConnectorError::new(FailureClass::Fatal, format!("file connector task failed: {e}"))))
+            .unwrap_or_else(|e| {
+                Err(ConnectorError::new(
+                    FailureClass::Fatal,
+                    format!("file connector task failed: {e}"),
+                ))
+            })
         })
     }
 }
@@ -98,7 +150,13 @@ mod tests {
     use super::*;
 
     fn call<'a>(key: &'a str, payload: &'a str) -> Dispatch<'a> {
-        Dispatch { run_id: "r", attempt: 1, kind: "files.export", key, payload }
+        Dispatch {
+            run_id: "r",
+            attempt: 1,
+            kind: "files.export",
+            key,
+            payload,
+        }
     }
 
     #[test]
@@ -120,9 +178,15 @@ mod tests {
         let inner = tmp.path().join("out");
         let connector = FileConnector::open(&inner).unwrap();
         connector.write(call("../../etc/passwd", "{}")).unwrap();
-        let names: Vec<_> = std::fs::read_dir(&inner).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = std::fs::read_dir(&inner)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names.len(), 1);
-        assert!(names[0].to_string_lossy().starts_with("_.._etc_passwd-"), "{names:?}");
+        assert!(
+            names[0].to_string_lossy().starts_with("_.._etc_passwd-"),
+            "{names:?}"
+        );
         assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 1);
     }
 }

@@ -23,13 +23,16 @@ pub struct HttpConnector {
 
 impl HttpConnector {
     pub fn new(config: &HttpConnectorConfig) -> Result<Self, String> {
-        let url = reqwest::Url::parse(&config.url).map_err(|e| format!("url `{}`: {e}", config.url))?;
+        let url =
+            reqwest::Url::parse(&config.url).map_err(|e| format!("url `{}`: {e}", config.url))?;
         let method = reqwest::Method::from_bytes(config.method.as_bytes())
             .map_err(|_| format!("`{}` is not an HTTP method", config.method))?;
         let mut headers = HeaderMap::new();
         for (name, value) in &config.headers {
-            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| format!("header `{name}`: {e}"))?;
-            let value = HeaderValue::from_str(value).map_err(|e| format!("header `{name}` value: {e}"))?;
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|e| format!("header `{name}`: {e}"))?;
+            let value =
+                HeaderValue::from_str(value).map_err(|e| format!("header `{name}` value: {e}"))?;
             headers.insert(name, value);
         }
         let client = reqwest::Client::builder()
@@ -82,7 +85,10 @@ impl HttpConnector {
                             outcome_unknown: true,
                             ..ConnectorError::new(
                                 FailureClass::Timeout,
-                                format!("{} {}: response body failed after status {status}: {e}", self.method, self.url),
+                                format!(
+                                    "{} {}: response body failed after status {status}: {e}",
+                                    self.method, self.url
+                                ),
                             )
                         });
                     }
@@ -96,7 +102,10 @@ impl HttpConnector {
         }
         let code = status.as_u16();
         if status.is_success() {
-            return Ok(Response { status: Some(code), body });
+            return Ok(Response {
+                status: Some(code),
+                body,
+            });
         }
         let (class, outcome_unknown) = classify_status(code);
         Err(ConnectorError {
@@ -113,16 +122,25 @@ impl HttpConnector {
         let target = format!("{} {}", self.method, self.url);
         if e.is_connect() {
             // Nothing reached downstream: safe to retry whatever the key semantics.
-            ConnectorError::new(FailureClass::Transient, format!("{target}: cannot connect: {}", root_cause(e)))
+            ConnectorError::new(
+                FailureClass::Transient,
+                format!("{target}: cannot connect: {}", root_cause(e)),
+            )
         } else if e.is_timeout() {
             ConnectorError {
                 outcome_unknown: true,
-                ..ConnectorError::new(FailureClass::Timeout, format!("{target}: timed out waiting for the response"))
+                ..ConnectorError::new(
+                    FailureClass::Timeout,
+                    format!("{target}: timed out waiting for the response"),
+                )
             }
         } else {
             ConnectorError {
                 outcome_unknown: true,
-                ..ConnectorError::new(FailureClass::Transient, format!("{target}: {}", root_cause(e)))
+                ..ConnectorError::new(
+                    FailureClass::Transient,
+                    format!("{target}: {}", root_cause(e)),
+                )
             }
         }
     }
@@ -143,7 +161,11 @@ fn classify_status(code: u16) -> (FailureClass, bool) {
 
 fn retry_after_ms(headers: &HeaderMap) -> Option<u64> {
     let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
-    value.trim().parse::<u64>().ok().map(|s| s.saturating_mul(1000))
+    value
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(|s| s.saturating_mul(1000))
 }
 
 fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
@@ -161,7 +183,10 @@ impl Connector for HttpConnector {
     fn describe(&self) -> String {
         format!("http {} {}", self.method, self.url)
     }
-    fn dispatch<'a>(&'a self, call: Dispatch<'a>) -> BoxFuture<'a, Result<Response, ConnectorError>> {
+    fn dispatch<'a>(
+        &'a self,
+        call: Dispatch<'a>,
+    ) -> BoxFuture<'a, Result<Response, ConnectorError>> {
         Box::pin(self.send(call))
     }
 }

@@ -62,7 +62,9 @@ pub struct EffectEngine {
 
 impl std::fmt::Debug for EffectEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EffectEngine").field("kinds", &self.connectors.keys()).finish_non_exhaustive()
+        f.debug_struct("EffectEngine")
+            .field("kinds", &self.connectors.keys())
+            .finish_non_exhaustive()
     }
 }
 
@@ -72,7 +74,11 @@ impl EffectEngine {
         connectors: BTreeMap<String, Arc<dyn Connector>>,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        Self { ledger, connectors, clock }
+        Self {
+            ledger,
+            connectors,
+            clock,
+        }
     }
 
     pub fn connector(&self, kind: &str) -> Option<&Arc<dyn Connector>> {
@@ -91,9 +97,16 @@ impl EffectEngine {
             ))
         })?;
         let digest = hex::encode(Sha256::digest(req.payload.as_bytes()));
-        let caller = Caller { run_id: req.run_id, attempt: req.attempt, payload_digest: &digest };
+        let caller = Caller {
+            run_id: req.run_id,
+            attempt: req.attempt,
+            payload_digest: &digest,
+        };
         for _ in 0..MAX_RACES {
-            let existing = self.ledger.effect(req.kind, req.key).map_err(ledger_abort)?;
+            let existing = self
+                .ledger
+                .effect(req.kind, req.key)
+                .map_err(ledger_abort)?;
             let ops = match existing {
                 None => vec![
                     Op::ClaimEffect {
@@ -185,13 +198,26 @@ impl EffectEngine {
         }
         Err(EffectError::Refused(Failure::new(
             FailureClass::Conflict,
-            format!("idempotency key `{}` for `{}` is contended by other runs; retry later", req.key, req.kind),
+            format!(
+                "idempotency key `{}` for `{}` is contended by other runs; retry later",
+                req.key, req.kind
+            ),
         )))
     }
 
     /// Steps (c) and (d): dispatch with the key, then make the outcome durable.
-    async fn dispatch(&self, req: EffectRequest<'_>, connector: &dyn Connector) -> Result<EffectOutcome, EffectError> {
-        let call = Dispatch { run_id: req.run_id, attempt: req.attempt, kind: req.kind, key: req.key, payload: req.payload };
+    async fn dispatch(
+        &self,
+        req: EffectRequest<'_>,
+        connector: &dyn Connector,
+    ) -> Result<EffectOutcome, EffectError> {
+        let call = Dispatch {
+            run_id: req.run_id,
+            attempt: req.attempt,
+            kind: req.kind,
+            key: req.key,
+            payload: req.payload,
+        };
         let span = tracing::info_span!("connector", kind = req.kind, key = req.key, connector = %connector.describe());
         let result = tracing::Instrument::instrument(connector.dispatch(call), span).await;
         let now = self.clock.now_ms();
@@ -199,11 +225,31 @@ impl EffectEngine {
             Ok(response) => (EffectStatus::Succeeded, Some(response.body), None),
             Err(e) if e.outcome_unknown && !connector.honours_idempotency_keys() => {
                 let ops = vec![
-                    Op::MarkInDoubt { kind: req.kind.to_owned(), key: req.key.to_owned(), run_id: req.run_id.to_owned(), attempt: req.attempt, now },
-                    self.entry(req, "error", "effect.in_doubt", &format!("{}; downstream does not honour idempotency keys, so it is not re-sent", e.message), json!({ "key": req.key, "status": e.status })),
+                    Op::MarkInDoubt {
+                        kind: req.kind.to_owned(),
+                        key: req.key.to_owned(),
+                        run_id: req.run_id.to_owned(),
+                        attempt: req.attempt,
+                        now,
+                    },
+                    self.entry(
+                        req,
+                        "error",
+                        "effect.in_doubt",
+                        &format!(
+                            "{}; downstream does not honour idempotency keys, so it is not re-sent",
+                            e.message
+                        ),
+                        json!({ "key": req.key, "status": e.status }),
+                    ),
                 ];
-                ledger::apply(&self.ledger, ops).await.map_err(ledger_abort)?;
-                let effect = self.ledger.effect(req.kind, req.key).map_err(ledger_abort)?;
+                ledger::apply(&self.ledger, ops)
+                    .await
+                    .map_err(ledger_abort)?;
+                let effect = self
+                    .ledger
+                    .effect(req.kind, req.key)
+                    .map_err(ledger_abort)?;
                 return Err(EffectError::Abort(match effect {
                     Some(effect) => in_doubt_failure(req, &effect),
                     None => Failure::new(FailureClass::InDoubt, e.message),
@@ -217,7 +263,11 @@ impl EffectEngine {
                 if let Some(ms) = e.retry_after_ms {
                     details["retry_after_ms"] = json!(ms);
                 }
-                (EffectStatus::Failed, e.body.clone(), Some(Failure::new(e.class, e.message.clone()).with_details(details)))
+                (
+                    EffectStatus::Failed,
+                    e.body.clone(),
+                    Some(Failure::new(e.class, e.message.clone()).with_details(details)),
+                )
             }
         };
         let (level, event, message) = match &failure {
@@ -236,22 +286,52 @@ impl EffectEngine {
                 error_message: failure.as_ref().map(|f| f.message.clone()),
                 now,
             },
-            self.entry(req, level, event, &message, json!({ "key": req.key, "class": failure.as_ref().map(|f| f.class) })),
+            self.entry(
+                req,
+                level,
+                event,
+                &message,
+                json!({ "key": req.key, "class": failure.as_ref().map(|f| f.class) }),
+            ),
         ];
-        ledger::apply(&self.ledger, ops).await.map_err(ledger_abort)?;
+        ledger::apply(&self.ledger, ops)
+            .await
+            .map_err(ledger_abort)?;
         if let Some(failure) = failure {
             return Err(EffectError::Refused(failure));
         }
-        let dispatches = self.ledger.effect(req.kind, req.key).ok().flatten().map_or(1, |e| e.dispatches);
-        Ok(EffectOutcome { body: response.unwrap_or_default(), replayed: false, dispatches })
+        let dispatches = self
+            .ledger
+            .effect(req.kind, req.key)
+            .ok()
+            .flatten()
+            .map_or(1, |e| e.dispatches);
+        Ok(EffectOutcome {
+            body: response.unwrap_or_default(),
+            replayed: false,
+            dispatches,
+        })
     }
 
     fn replay(&self, req: EffectRequest<'_>, effect: &EffectRecord) -> EffectOutcome {
-        self.note(req, "info", "effect.replayed", "returned the recorded outcome without dispatch", json!({ "key": req.key, "first_run_id": effect.run_id }));
-        EffectOutcome { body: effect.response.clone().unwrap_or_default(), replayed: true, dispatches: effect.dispatches }
+        self.note(
+            req,
+            "info",
+            "effect.replayed",
+            "returned the recorded outcome without dispatch",
+            json!({ "key": req.key, "first_run_id": effect.run_id }),
+        );
+        EffectOutcome {
+            body: effect.response.clone().unwrap_or_default(),
+            replayed: true,
+            dispatches: effect.dispatches,
+        }
     }
 
-    fn owner_of(&self, effect: &EffectRecord) -> Result<Option<tollgate_ledger::Attempt>, EffectError> {
+    fn owner_of(
+        &self,
+        effect: &EffectRecord,
+    ) -> Result<Option<tollgate_ledger::Attempt>, EffectError> {
         let attempts = self.ledger.attempts(&effect.run_id).map_err(ledger_abort)?;
         Ok(attempts.into_iter().find(|a| a.attempt == effect.attempt))
     }
@@ -266,20 +346,49 @@ impl EffectEngine {
         }
     }
 
-    fn entry(&self, req: EffectRequest<'_>, level: &str, event: &str, message: &str, fields: serde_json::Value) -> Op {
+    fn entry(
+        &self,
+        req: EffectRequest<'_>,
+        level: &str,
+        event: &str,
+        message: &str,
+        fields: serde_json::Value,
+    ) -> Op {
         Op::Journal(self.journal_entry(req, level, event, message, fields))
     }
 
     /// Journals without waiting for a commit: for paths that change no effect state.
-    fn note(&self, req: EffectRequest<'_>, level: &str, event: &str, message: &str, fields: serde_json::Value) {
-        self.ledger.journal(self.journal_entry(req, level, event, message, fields));
+    fn note(
+        &self,
+        req: EffectRequest<'_>,
+        level: &str,
+        event: &str,
+        message: &str,
+        fields: serde_json::Value,
+    ) {
+        self.ledger
+            .journal(self.journal_entry(req, level, event, message, fields));
     }
 
-    fn journal_entry(&self, req: EffectRequest<'_>, level: &str, event: &str, message: &str, mut fields: serde_json::Value) -> NewJournalEntry {
+    fn journal_entry(
+        &self,
+        req: EffectRequest<'_>,
+        level: &str,
+        event: &str,
+        message: &str,
+        mut fields: serde_json::Value,
+    ) -> NewJournalEntry {
         if let Some(map) = fields.as_object_mut() {
             map.entry("kind").or_insert_with(|| json!(req.kind));
         }
-        tracing::info!(run_id = req.run_id, attempt = req.attempt, kind = req.kind, key = req.key, event, "{message}");
+        tracing::info!(
+            run_id = req.run_id,
+            attempt = req.attempt,
+            kind = req.kind,
+            key = req.key,
+            event,
+            "{message}"
+        );
         NewJournalEntry {
             run_id: req.run_id.to_owned(),
             attempt: Some(req.attempt),
@@ -302,7 +411,9 @@ fn recorded_failure(effect: &EffectRecord, class: FailureClass) -> Failure {
             effect.run_id
         ),
     )
-    .with_details(json!({ "key": effect.key, "first_run_id": effect.run_id, "body": effect.response }))
+    .with_details(
+        json!({ "key": effect.key, "first_run_id": effect.run_id, "body": effect.response }),
+    )
 }
 
 fn in_doubt_failure(req: EffectRequest<'_>, effect: &EffectRecord) -> Failure {
@@ -317,5 +428,8 @@ fn in_doubt_failure(req: EffectRequest<'_>, effect: &EffectRecord) -> Failure {
 }
 
 fn ledger_abort(e: LedgerError) -> EffectError {
-    EffectError::Abort(Failure::new(FailureClass::Fatal, format!("ledger unavailable, effect not performed: {e}")))
+    EffectError::Abort(Failure::new(
+        FailureClass::Fatal,
+        format!("ledger unavailable, effect not performed: {e}"),
+    ))
 }

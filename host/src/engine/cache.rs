@@ -33,8 +33,13 @@ pub enum CacheOutcome {
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
     #[error("cannot use cache directory {dir}: {source}; pass --cache-dir to use another")]
-    Dir { dir: PathBuf, source: std::io::Error },
-    #[error("cache key {path} is damaged ({len} bytes, expected 32): delete it and the cache is rebuilt")]
+    Dir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "cache key {path} is damaged ({len} bytes, expected 32): delete it and the cache is rebuilt"
+    )]
     BadKey { path: PathBuf, len: usize },
 }
 
@@ -47,26 +52,36 @@ pub struct ArtifactCache {
 
 impl std::fmt::Debug for ArtifactCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ArtifactCache").field("dir", &self.dir).finish_non_exhaustive()
+        f.debug_struct("ArtifactCache")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
     }
 }
 
 impl ArtifactCache {
     pub fn open(dir: &Path, engine: &Engine) -> Result<Self, CacheError> {
-        let dir_err = |source| CacheError::Dir { dir: dir.to_owned(), source };
+        let dir_err = |source| CacheError::Dir {
+            dir: dir.to_owned(),
+            source,
+        };
         std::fs::create_dir_all(dir).map_err(dir_err)?;
         let key = load_or_create_key(dir)?;
         let mut hasher = ShaHasher::default();
         engine.precompile_compatibility_hash().hash(&mut hasher);
         let engine_hash = hex::encode(hasher.0.finalize());
-        Ok(Self { dir: dir.to_owned(), key, engine_hash })
+        Ok(Self {
+            dir: dir.to_owned(),
+            key,
+            engine_hash,
+        })
     }
 
     fn artifact_path(&self, digest: &str) -> PathBuf {
         let mut name = Sha256::new();
         name.update(digest.as_bytes());
         name.update(self.engine_hash.as_bytes());
-        self.dir.join(format!("{}.cwasm", hex::encode(name.finalize())))
+        self.dir
+            .join(format!("{}.cwasm", hex::encode(name.finalize())))
     }
 
     fn mac(&self, digest: &str, artifact: &[u8]) -> HmacSha256 {
@@ -120,7 +135,9 @@ impl ArtifactCache {
     }
 
     fn store(&self, digest: &str, component: &Component, path: &Path) -> anyhow::Result<()> {
-        let artifact = component.serialize().map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        let artifact = component
+            .serialize()
+            .map_err(|e| anyhow::anyhow!("{e:#}"))?;
         let tag = self.mac(digest, &artifact).finalize().into_bytes();
         let mut tmp = tempfile::NamedTempFile::new_in(&self.dir)?;
         tmp.write_all(&artifact)?;
@@ -132,11 +149,16 @@ impl ArtifactCache {
 
 fn load_or_create_key(dir: &Path) -> Result<[u8; 32], CacheError> {
     let path = dir.join(KEY_FILE);
-    let dir_err = |source| CacheError::Dir { dir: dir.to_owned(), source };
+    let dir_err = |source| CacheError::Dir {
+        dir: dir.to_owned(),
+        source,
+    };
     match std::fs::read(&path) {
         Ok(bytes) => {
             let len = bytes.len();
-            bytes.try_into().map_err(|_| CacheError::BadKey { path, len })
+            bytes
+                .try_into()
+                .map_err(|_| CacheError::BadKey { path, len })
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let key: [u8; 32] = rand::random();

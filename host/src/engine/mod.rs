@@ -29,7 +29,10 @@ pub struct EngineOptions {
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        Self { max_instances: 256, pooling: true }
+        Self {
+            max_instances: 256,
+            pooling: true,
+        }
     }
 }
 
@@ -74,7 +77,10 @@ impl EngineHandle {
         }
         let engine = Engine::new(&config)?;
         let ticker = EpochTicker::start(engine.clone());
-        Ok(Self { engine, _ticker: Arc::new(ticker) })
+        Ok(Self {
+            engine,
+            _ticker: Arc::new(ticker),
+        })
     }
 
     pub fn engine(&self) -> &Engine {

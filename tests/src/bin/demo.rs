@@ -1,0 +1,156 @@
+//! The Tollgate demo: an agent's invoice tool posts to an ERP that times out after
+//! succeeding. A naive retry would post twice; Tollgate posts exactly once.
+//!
+//! Runs against the embedded SQLite ledger at its default path (.tollgate/ledger.db).
+
+use anyhow::{Context, Result, bail};
+use std::sync::Arc;
+use tollgate::ledger::RunStatus;
+use tollgate::{Config, LoadedTool, RunReport, Runtime};
+use tollgate_tests::erp::{Erp, Faults};
+use tollgate_tests::plugins;
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let erp = Erp::start(true).context("starting the demo ERP on 127.0.0.1")?;
+    println!(
+        "ERP listening on http://{} (deduplicates by Idempotency-Key)\n",
+        erp.addr()
+    );
+
+    let config_text = format!(
+        r#"# tollgate.toml — the operator decides where each effect kind goes.
+[connectors."erp.post-invoice"]
+type = "http"
+method = "POST"
+url = "{}"
+timeout_ms = 500
+honours_idempotency_keys = true
+
+[tools.invoice]
+effects = ["erp.post-invoice"]
+"#,
+        erp.invoices_url()
+    );
+    println!("{config_text}");
+    let config = Config::parse(&config_text, "tollgate.toml".as_ref())?;
+    let runtime = Runtime::builder().config(config).build()?;
+    let ledger_path = tollgate::DEFAULT_LEDGER;
+    let tool = runtime.load(plugins::INVOICE).await?;
+    println!(
+        "loaded tool `{}` {} (sha256 {}…, precompiled cache: {:?})\nledger: {ledger_path}\n",
+        tool.descriptor.name,
+        tool.descriptor.version,
+        &tool.digest[..12],
+        tool.cache
+    );
+
+    // Unique invoice numbers per demo run, so re-running the demo starts afresh.
+    let batch = &uuid_suffix();
+    let a = format!("INV-{batch}-1001");
+    let b = format!("INV-{batch}-1002");
+
+    println!("1. Post invoice {a}.");
+    let first = run(&runtime, &tool, &a).await?;
+    show(&first);
+
+    println!(
+        "\n2. Post invoice {b}; the ERP books it, then answers only after the client gave up."
+    );
+    erp.inject(Faults {
+        timeout_after_success: 1,
+        hold_ms: 1_500,
+        ..Faults::default()
+    });
+    let timed_out = run(&runtime, &tool, &b).await?;
+    show(&timed_out);
+    if timed_out.status != RunStatus::Running {
+        bail!(
+            "expected the timed-out run to be resumable, got {:?}",
+            timed_out.status
+        );
+    }
+    println!(
+        "   the ERP has booked {b} {} time(s) so far, but the tool never heard back.",
+        erp.postings_for(&b)
+    );
+
+    println!(
+        "\n3. Retry: resume run {} from its checkpoint, same idempotency key.",
+        timed_out.run_id
+    );
+    let retried = runtime.resume(&timed_out.run_id, Some(&tool)).await?;
+    show(&retried);
+
+    println!("\n4. The agent's framework retries the whole call for {a} (a new run).");
+    let again = run(&runtime, &tool, &a).await?;
+    show(&again);
+
+    println!(
+        "\nThe ledger's story of the retried run (`tollgate runs show {}`):\n",
+        retried.run_id
+    );
+    print!("{}", runtime.story(&retried.run_id)?);
+
+    let stats = erp.stats();
+    println!(
+        "\nERP saw {} requests, answered {} from its key store.",
+        stats.requests, stats.replays
+    );
+    let counts: Vec<String> = [&a, &b]
+        .iter()
+        .map(|id| format!("{id}={}", erp.postings_for(id)))
+        .collect();
+    let exactly_once = [&a, &b].iter().all(|id| erp.postings_for(id) == 1);
+    println!(
+        "ERP postings: {} — {}",
+        counts.join(" "),
+        if exactly_once {
+            "exactly one posting per invoice"
+        } else {
+            "DUPLICATE OR MISSING POSTINGS"
+        }
+    );
+    if !exactly_once {
+        bail!("exactly-once violated: {counts:?}");
+    }
+    Ok(())
+}
+
+async fn run(runtime: &Runtime, tool: &Arc<LoadedTool>, invoice_id: &str) -> Result<RunReport> {
+    let input = serde_json::json!({
+        "invoice_id": invoice_id,
+        "customer": "ACME GmbH",
+        "currency": "EUR",
+        "lines": [
+            { "description": "Widgets", "quantity": 3, "unit_price_cents": 1250 },
+            { "description": "Shipping", "quantity": 1, "unit_price_cents": 900 }
+        ],
+        "total_cents": 4650
+    });
+    Ok(runtime
+        .run_with_prefix(tool, &input.to_string(), "demo")
+        .await?)
+}
+
+fn show(report: &RunReport) {
+    match &report.result {
+        Ok(output) => println!(
+            "   run {} attempt {}: succeeded → {output}",
+            report.run_id, report.attempt
+        ),
+        Err(failure) => println!(
+            "   run {} attempt {}: {} ({:?})",
+            report.run_id, report.attempt, failure, report.status
+        ),
+    }
+}
+
+fn uuid_suffix() -> String {
+    let id = uuid_v4_hex();
+    id[..6].to_uppercase()
+}
+
+fn uuid_v4_hex() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}

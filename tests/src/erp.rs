@@ -1,0 +1,198 @@
+//! A small ERP HTTP server for demos and tests, on 127.0.0.1.
+//!
+//! `POST /invoices` books a posting. With keys honoured (the default) a repeated
+//! `Idempotency-Key` returns the first response and books nothing; without, every request
+//! books. Faults can be injected to reproduce production: answer only after the client has
+//! given up ("timeout after success"), fail before booking, or slow every request down.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// Faults to inject into the next requests.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Faults {
+    /// The next N requests book the posting, then answer after `hold_ms`.
+    pub timeout_after_success: u32,
+    /// How long such a request holds its response.
+    pub hold_ms: u64,
+    /// The next N requests answer 503 without booking.
+    pub unavailable: u32,
+    /// Every request waits this long before booking.
+    pub delay_ms: u64,
+}
+
+/// What the ERP has seen.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Stats {
+    pub requests: u64,
+    pub postings: u64,
+    /// Postings per invoice ID.
+    pub by_invoice: BTreeMap<String, u64>,
+    /// Requests answered from the idempotency store.
+    pub replays: u64,
+    /// Requests that carried no Idempotency-Key.
+    pub without_key: u64,
+    /// Run IDs seen in `X-Tollgate-Run-Id`.
+    pub run_ids: Vec<String>,
+}
+
+#[derive(Default)]
+struct Inner {
+    honour_keys: bool,
+    faults: Faults,
+    stats: Stats,
+    by_key: BTreeMap<String, serde_json::Value>,
+}
+
+#[derive(Clone)]
+struct Shared(Arc<Mutex<Inner>>);
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panicking handler must not take the demo down with a poisoned lock.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A running ERP server; stops when dropped.
+pub struct Erp {
+    addr: SocketAddr,
+    shared: Shared,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Erp {
+    /// Starts a server on an ephemeral port of 127.0.0.1, on its own thread and runtime.
+    pub fn start(honour_keys: bool) -> std::io::Result<Self> {
+        let shared = Shared(Arc::new(Mutex::new(Inner { honour_keys, ..Inner::default() })));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let app = Router::new()
+            .route("/invoices", post(book))
+            .route("/stats", get(stats))
+            .with_state(shared.clone());
+        let thread = std::thread::Builder::new().name("erp".into()).spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() else {
+                return;
+            };
+            rt.block_on(async move {
+                let Ok(listener) = tokio::net::TcpListener::from_std(listener) else { return };
+                let _ = axum::serve(listener, app)
+                    .with_graceful_shutdown(async {
+                        let _ = rx.await;
+                    })
+                    .await;
+            });
+        })?;
+        Ok(Self { addr, shared, shutdown: Some(tx), thread: Some(thread) })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The URL of the invoice endpoint.
+    pub fn invoices_url(&self) -> String {
+        format!("http://{}/invoices", self.addr)
+    }
+
+    pub fn inject(&self, faults: Faults) {
+        self.shared.lock().faults = faults;
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.shared.lock().stats.clone()
+    }
+
+    pub fn postings_for(&self, invoice_id: &str) -> u64 {
+        self.shared.lock().stats.by_invoice.get(invoice_id).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for Erp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+async fn book(State(shared): State<Shared>, headers: HeaderMap, body: String) -> Response {
+    let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let run_id = headers.get("x-tollgate-run-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let (delay, unavailable) = {
+        let mut s = shared.lock();
+        s.stats.requests += 1;
+        if let Some(run_id) = run_id {
+            s.stats.run_ids.push(run_id);
+        }
+        let unavailable = s.faults.unavailable > 0;
+        if unavailable {
+            s.faults.unavailable -= 1;
+        }
+        (s.faults.delay_ms, unavailable)
+    };
+    if unavailable {
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "error": "maintenance, try later" }))).into_response();
+    }
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    let invoice: serde_json::Value = match serde_json::from_str(&body) {
+        Ok(v) => v,
+        Err(e) => return (StatusCode::BAD_REQUEST, Json(json!({ "error": format!("body is not JSON: {e}") }))).into_response(),
+    };
+    let Some(invoice_id) = invoice.get("invoice_id").and_then(|v| v.as_str()).map(str::to_owned) else {
+        return (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({ "error": "invoice_id is required" }))).into_response();
+    };
+    let (response, hold) = {
+        let mut s = shared.lock();
+        if key.is_none() {
+            s.stats.without_key += 1;
+        }
+        let replayed = match (&key, s.honour_keys) {
+            (Some(key), true) => s.by_key.get(key).cloned(),
+            _ => None,
+        };
+        if let Some(previous) = replayed {
+            s.stats.replays += 1;
+            (previous, None)
+        } else {
+            s.stats.postings += 1;
+            let n = s.stats.postings;
+            *s.stats.by_invoice.entry(invoice_id.clone()).or_default() += 1;
+            let response = json!({ "posting_id": format!("ERP-{n:06}"), "invoice_id": invoice_id, "status": "posted" });
+            if let Some(key) = key {
+                s.by_key.insert(key, response.clone());
+            }
+            let hold = (s.faults.timeout_after_success > 0).then(|| {
+                s.faults.timeout_after_success -= 1;
+                Duration::from_millis(s.faults.hold_ms)
+            });
+            (response, hold)
+        }
+    };
+    if let Some(hold) = hold {
+        tokio::time::sleep(hold).await;
+    }
+    (StatusCode::CREATED, Json(response)).into_response()
+}
+
+async fn stats(State(shared): State<Shared>) -> Json<Stats> {
+    Json(shared.lock().stats.clone())
+}
