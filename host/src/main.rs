@@ -60,16 +60,20 @@ enum Command {
     },
     /// Start the next attempt of an unfinished run, from its last checkpoint.
     Resume {
+        /// The run to continue, as printed by `tollgate run`.
         run_id: String,
         /// The tool component; default: the file the run was started with.
         #[arg(long)]
         plugin: Option<PathBuf>,
+        /// Print JSON for scripts instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Show what a tool is, what it imports, and the policy it would need.
     Inspect {
+        /// The tool component (.wasm).
         plugin: PathBuf,
+        /// Print JSON for scripts instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -93,14 +97,18 @@ enum RunsCommand {
         /// Only runs with this status (running, succeeded, failed, in_doubt).
         #[arg(long)]
         status: Option<String>,
+        /// At most this many runs.
         #[arg(long, default_value_t = 50)]
         limit: usize,
+        /// Print JSON for scripts instead of text.
         #[arg(long)]
         json: bool,
     },
     /// A run's attempts, effects, checkpoints and journal.
     Show {
+        /// The run to show.
         run_id: String,
+        /// Print JSON for scripts instead of text.
         #[arg(long)]
         json: bool,
     },

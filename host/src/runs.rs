@@ -131,6 +131,22 @@ pub(crate) async fn resume(
         .ok_or_else(|| LedgerError::RunNotFound {
             run_id: run_id.to_owned(),
         })?;
+    // A supervisor that crashed after the run succeeded but before it saw the answer may
+    // resume again: hand back the recorded output instead of an error, and start nothing.
+    if run.status == RunStatus::Succeeded
+        && let Some(output) = &run.output
+    {
+        let output = serde_json::from_str(output)
+            .map_err(|e| LedgerError::Internal(format!("recorded output of {run_id}: {e}")))?;
+        return Ok(RunReport {
+            run_id: run_id.to_owned(),
+            attempt: run.attempts,
+            tool: run.tool,
+            result: Ok(output),
+            status: run.status,
+            duration_ms: 0,
+        });
+    }
     if run.status != RunStatus::Running {
         return Err(LedgerError::RunFinished {
             run_id: run_id.to_owned(),
@@ -234,7 +250,8 @@ async fn attempt(
             format!("attempt {n} started"),
             serde_json::json!({ "holder": inner.holder, "digest": tool.digest }),
         ));
-        let renewer = spawn_lease_renewer(inner.clone(), run_id.to_owned(), n);
+        // Dropped with this future: a cancelled attempt stops renewing and its lease lapses.
+        let renewer = LeaseRenewer::spawn(inner.clone(), run_id.to_owned(), n);
         let policy = inner.config.policy_for(&tool.descriptor.name);
         let ctx = Arc::new(AttemptContext {
             run_id: run_id.to_owned(),
@@ -251,7 +268,7 @@ async fn attempt(
             .now_ms()
             .saturating_add(i64::try_from(policy.limits.timeout_ms).unwrap_or(i64::MAX));
         let (result, stdio) = execute(inner, tool, ctx, &input, timeout, deadline_ms).await;
-        renewer.abort();
+        drop(renewer);
         let result = result.and_then(|output| {
             check_output(&output, policy.limits.max_output_bytes).map(|()| output)
         });
@@ -497,28 +514,34 @@ fn entry(
     }
 }
 
-/// Renews the attempt's lease at a third of its TTL until aborted.
-fn spawn_lease_renewer(
-    inner: Arc<Inner>,
-    run_id: String,
-    attempt: u32,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let period =
-            Duration::from_millis(u64::try_from(inner.lease_ttl_ms / 3).unwrap_or(1).max(1));
-        loop {
-            tokio::time::sleep(period).await;
-            let op = Op::RenewLease {
-                run_id: run_id.clone(),
-                attempt,
-                holder: inner.holder.clone(),
-                lease_until: inner.clock.now_ms() + inner.lease_ttl_ms,
-            };
-            if let Err(e) = ledger::apply(&inner.ledger, vec![op]).await {
-                tracing::warn!(run_id = %run_id, attempt, error = %e, "could not renew the attempt's lease");
+/// Renews an attempt's lease at a third of its TTL for as long as it is alive.
+struct LeaseRenewer(tokio::task::JoinHandle<()>);
+
+impl Drop for LeaseRenewer {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl LeaseRenewer {
+    fn spawn(inner: Arc<Inner>, run_id: String, attempt: u32) -> Self {
+        Self(tokio::spawn(async move {
+            let period =
+                Duration::from_millis(u64::try_from(inner.lease_ttl_ms / 3).unwrap_or(1).max(1));
+            loop {
+                tokio::time::sleep(period).await;
+                let op = Op::RenewLease {
+                    run_id: run_id.clone(),
+                    attempt,
+                    holder: inner.holder.clone(),
+                    lease_until: inner.clock.now_ms() + inner.lease_ttl_ms,
+                };
+                if let Err(e) = ledger::apply(&inner.ledger, vec![op]).await {
+                    tracing::warn!(run_id = %run_id, attempt, error = %e, "could not renew the attempt's lease");
+                }
             }
-        }
-    })
+        }))
+    }
 }
 
 #[cfg(test)]

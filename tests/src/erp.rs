@@ -28,6 +28,8 @@ pub struct Faults {
     pub unavailable: u32,
     /// Every request waits this long before booking.
     pub delay_ms: u64,
+    /// The next N requests answer 422 without booking.
+    pub reject: u32,
 }
 
 /// What the ERP has seen.
@@ -43,6 +45,8 @@ pub struct Stats {
     pub without_key: u64,
     /// Run IDs seen in `X-Tollgate-Run-Id`.
     pub run_ids: Vec<String>,
+    /// Requests received per Idempotency-Key, counted on arrival.
+    pub requests_by_key: BTreeMap<String, u64>,
 }
 
 #[derive(Default)]
@@ -74,7 +78,10 @@ pub struct Erp {
 impl Erp {
     /// Starts a server on an ephemeral port of 127.0.0.1, on its own thread and runtime.
     pub fn start(honour_keys: bool) -> std::io::Result<Self> {
-        let shared = Shared(Arc::new(Mutex::new(Inner { honour_keys, ..Inner::default() })));
+        let shared = Shared(Arc::new(Mutex::new(Inner {
+            honour_keys,
+            ..Inner::default()
+        })));
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
@@ -83,20 +90,33 @@ impl Erp {
             .route("/invoices", post(book))
             .route("/stats", get(stats))
             .with_state(shared.clone());
-        let thread = std::thread::Builder::new().name("erp".into()).spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() else {
-                return;
-            };
-            rt.block_on(async move {
-                let Ok(listener) = tokio::net::TcpListener::from_std(listener) else { return };
-                let _ = axum::serve(listener, app)
-                    .with_graceful_shutdown(async {
-                        let _ = rx.await;
-                    })
-                    .await;
-            });
-        })?;
-        Ok(Self { addr, shared, shutdown: Some(tx), thread: Some(thread) })
+        let thread = std::thread::Builder::new()
+            .name("erp".into())
+            .spawn(move || {
+                let Ok(rt) = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                else {
+                    return;
+                };
+                rt.block_on(async move {
+                    let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+                        return;
+                    };
+                    let _ = axum::serve(listener, app)
+                        .with_graceful_shutdown(async {
+                            let _ = rx.await;
+                        })
+                        .await;
+                });
+            })?;
+        Ok(Self {
+            addr,
+            shared,
+            shutdown: Some(tx),
+            thread: Some(thread),
+        })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -117,7 +137,13 @@ impl Erp {
     }
 
     pub fn postings_for(&self, invoice_id: &str) -> u64 {
-        self.shared.lock().stats.by_invoice.get(invoice_id).copied().unwrap_or(0)
+        self.shared
+            .lock()
+            .stats
+            .by_invoice
+            .get(invoice_id)
+            .copied()
+            .unwrap_or(0)
     }
 }
 
@@ -133,32 +159,70 @@ impl Drop for Erp {
 }
 
 async fn book(State(shared): State<Shared>, headers: HeaderMap, body: String) -> Response {
-    let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let run_id = headers.get("x-tollgate-run-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let (delay, unavailable) = {
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let run_id = headers
+        .get("x-tollgate-run-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let (delay, unavailable, reject) = {
         let mut s = shared.lock();
         s.stats.requests += 1;
         if let Some(run_id) = run_id {
             s.stats.run_ids.push(run_id);
         }
+        if let Some(key) = &key {
+            *s.stats.requests_by_key.entry(key.clone()).or_default() += 1;
+        }
         let unavailable = s.faults.unavailable > 0;
         if unavailable {
             s.faults.unavailable -= 1;
         }
-        (s.faults.delay_ms, unavailable)
+        let reject = !unavailable && s.faults.reject > 0;
+        if reject {
+            s.faults.reject -= 1;
+        }
+        (s.faults.delay_ms, unavailable, reject)
     };
+    if reject {
+        return (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({ "error": "customer is on credit hold" })),
+        )
+            .into_response();
+    }
     if unavailable {
-        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "error": "maintenance, try later" }))).into_response();
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "error": "maintenance, try later" })),
+        )
+            .into_response();
     }
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
     let invoice: serde_json::Value = match serde_json::from_str(&body) {
         Ok(v) => v,
-        Err(e) => return (StatusCode::BAD_REQUEST, Json(json!({ "error": format!("body is not JSON: {e}") }))).into_response(),
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({ "error": format!("body is not JSON: {e}") })),
+            )
+                .into_response();
+        }
     };
-    let Some(invoice_id) = invoice.get("invoice_id").and_then(|v| v.as_str()).map(str::to_owned) else {
-        return (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({ "error": "invoice_id is required" }))).into_response();
+    let Some(invoice_id) = invoice
+        .get("invoice_id")
+        .and_then(|v| v.as_str())
+        .map(str::to_owned)
+    else {
+        return (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({ "error": "invoice_id is required" })),
+        )
+            .into_response();
     };
     let (response, hold) = {
         let mut s = shared.lock();

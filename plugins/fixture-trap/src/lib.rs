@@ -14,7 +14,7 @@ enum Mode {
     Unreachable,
     /// Spin forever; only the host's deadline (epoch interruption) stops it.
     Loop,
-    /// Recurse until the stack is exhausted.
+    /// Recurse until the engine's wasm stack is exhausted.
     Recursion,
     /// Allocate 1 MiB chunks, kept alive, until allocation fails.
     Oom,
@@ -32,7 +32,7 @@ impl Tool for FixtureTrap {
     const NAME: &'static str = "fixture-trap";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const DESCRIPTION: &'static str =
-        "Test fixture: traps by panic, unreachable, endless loop, stack overflow or memory exhaustion.";
+        "Test fixture: traps by panic, unreachable, endless loop, stack overflow or OOM.";
     type Input = Input;
     type Output = ();
 
@@ -57,13 +57,12 @@ fn spin() -> ! {
     }
 }
 
-/// Each frame keeps a buffer live across the call, so the recursion is neither a loop nor a
-/// tail call after optimization.
-#[expect(unconditional_recursion, reason = "exhausting the stack is the point")]
+/// Recurses through an opaque function pointer: the call can be neither inlined nor turned
+/// into a loop, and each frame lives on the engine's wasm stack (a few words of shadow stack
+/// each), so it is the host's stack limit that runs out, as a `StackOverflow` trap.
 fn recurse(depth: u64) -> u64 {
-    let frame = black_box([depth; 64]);
-    let below = recurse(black_box(depth + 1));
-    black_box(frame[(depth % 64) as usize]).wrapping_add(below)
+    let next: fn(u64) -> u64 = black_box(recurse);
+    next(black_box(depth + 1)).wrapping_add(depth)
 }
 
 fn exhaust_memory() -> ! {

@@ -1,0 +1,182 @@
+//! The real `tollgate` binary: output, exit codes, and one-line errors for bad input.
+
+use crate::harness::{Env, erp_config, invoice, tollgate_bin};
+use std::process::{Command, Output};
+use tollgate_tests::erp::Erp;
+use tollgate_tests::plugins::{CORE_MODULE, FIXTURE_TRAP, HELLO, INVOICE};
+
+fn tollgate(env: &Env, args: &[&str]) -> Output {
+    Command::new(tollgate_bin())
+        .args(args)
+        .env("TOLLGATE_LEDGER", env.ledger())
+        .env("TOLLGATE_CACHE_DIR", env.cache())
+        .env_remove("TOLLGATE_CONFIG")
+        .env_remove("RUST_LOG")
+        .current_dir(env.dir.path())
+        .output()
+        .expect("run tollgate")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn run_prints_output_and_run_id() {
+    let env = Env::new();
+    let out = tollgate(&env, &["run", HELLO, "--input", r#"{"message":"cli"}"#]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value =
+        serde_json::from_str(&stdout(&out)).expect("stdout is the output JSON");
+    assert_eq!(json["echo"], "cli");
+    let run_id = json["run_id"].as_str().unwrap();
+    assert!(
+        stderr(&out).contains(&format!("run {run_id} attempt 1 succeeded")),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn bad_input_gets_one_line_error_and_nonzero_exit() {
+    let env = Env::new();
+    let not_wasm = env.dir.path().join("readme.wasm");
+    std::fs::write(&not_wasm, "hello").unwrap();
+    let not_wasm = not_wasm.to_str().unwrap();
+    let cases: [(&[&str], &str); 6] = [
+        (&["run", "missing.wasm", "--input", "{}"], "no such file"),
+        (
+            &["run", not_wasm, "--input", "{}"],
+            "not a WebAssembly component",
+        ),
+        (
+            &["run", CORE_MODULE, "--input", "{}"],
+            "core WebAssembly module",
+        ),
+        (
+            &["run", HELLO, "--input", "{oops"],
+            "input is not valid JSON",
+        ),
+        (
+            &["run", HELLO, "--input", r#"{"msg":"x"}"#],
+            "does not match the schema",
+        ),
+        (&["run", HELLO], "no input"),
+    ];
+    for (args, expected) in cases {
+        let out = tollgate(&env, args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.starts_with("error: ") && err.contains(expected),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn trap_exits_3_with_class_and_run_id() {
+    let env = Env::new();
+    let out = tollgate(
+        &env,
+        &["run", FIXTURE_TRAP, "--input", r#"{"mode":"panic"}"#],
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("error: fatal: tool trapped"), "{err}");
+    assert!(err.contains("(run run-"), "{err}");
+}
+
+#[test]
+fn inspect_prints_imports_and_policy_skeleton() {
+    let env = Env::new();
+    let out = tollgate(&env, &["inspect", INVOICE]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("tollgate:tool/effects@0.1.0"), "{text}");
+    assert!(
+        text.contains("[tools.invoice]\neffects = [\"erp.post-invoice\"]"),
+        "{text}"
+    );
+    let out = tollgate(&env, &["inspect", INVOICE, "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["descriptor"]["name"], "invoice");
+    assert_eq!(json["cache"], "hit", "the second load came from the cache");
+}
+
+#[test]
+fn runs_list_show_and_resume_tell_the_story() {
+    let erp = Erp::start(true).unwrap();
+    let env = Env::new();
+    let config = env.config_file(&erp_config(&erp.invoices_url(), true, 5_000));
+    let config = config.to_str().unwrap();
+    let input = invoice("INV-CLI");
+    let out = tollgate(
+        &env,
+        &[
+            "--config", config, "run", INVOICE, "--input", &input, "--json",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let run_id = report["run_id"].as_str().unwrap().to_owned();
+
+    let out = tollgate(&env, &["runs", "list", "--json"]);
+    let runs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(runs[0]["run_id"], run_id.as_str());
+    assert_eq!(runs[0]["status"], "succeeded");
+
+    let out = tollgate(&env, &["runs", "show", &run_id]);
+    let text = stdout(&out);
+    assert!(
+        text.contains("erp.post-invoice key=post-invoice:INV-CLI status=Succeeded dispatches=1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("validated") && text.contains("posted"),
+        "{text}"
+    );
+
+    let out = tollgate(&env, &["runs", "show", &run_id, "--json"]);
+    let story: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(story["effects"][0]["status"], "succeeded");
+
+    // Resuming a finished run hands back its recorded output and starts nothing.
+    let out = tollgate(&env, &["--config", config, "resume", &run_id, "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let again: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(again["run_id"], run_id.as_str());
+    assert_eq!(erp.stats().requests, 1);
+    let out = tollgate(&env, &["runs", "show", "run-2020-01-01-nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("run-2020-01-01-nope"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn bad_config_names_the_problem() {
+    let env = Env::new();
+    let config = env.config_file("[connectors.\"erp.post-invoice\"]\ntype = \"http\"\nurl = \"ftp://x\"\nhonours_idempotency_keys = true\nbogus = 1\n");
+    let out = tollgate(
+        &env,
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "run",
+            HELLO,
+            "--input",
+            "{}",
+        ],
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("bogus"), "{err}");
+}

@@ -1,0 +1,470 @@
+//! The exactly-once effect protocol against a real ERP server on 127.0.0.1 and a real ledger
+//! file: replay, conflict, in-flight keys, crashed attempts with and without key-honouring
+//! downstreams, recorded failures, checkpoints across attempts, and bad input.
+
+use crate::harness::{
+    Env, closed_port, erp_config, events, failure, invoice, invoice_with, load, output,
+};
+use std::sync::Arc;
+use std::time::Duration;
+use tollgate::ledger::{EffectStatus, LedgerError, RunStatus, SqliteLedger};
+use tollgate::{FailureClass, ManualClock, RunError};
+use tollgate_tests::erp::{Erp, Faults};
+use tollgate_tests::plugins::{HELLO, INVOICE};
+
+#[tokio::test]
+async fn replays_succeeded_key_without_dispatch() {
+    let erp = Erp::start(true).unwrap();
+    let env = Env::new();
+    let runtime = env.runtime(&erp_config(&erp.invoices_url(), true, 5_000));
+    let tool = load(&runtime, INVOICE).await;
+    let first = runtime.run(&tool, &invoice("INV-1")).await.unwrap();
+    let second = runtime.run(&tool, &invoice("INV-1")).await.unwrap();
+    assert_ne!(
+        first.run_id, second.run_id,
+        "a new run with the same business intent"
+    );
+    assert_eq!(output(&second)["replayed"], true);
+    assert_eq!(
+        output(&second)["erp"],
+        output(&first)["erp"],
+        "the recorded outcome is returned"
+    );
+    assert_eq!(
+        erp.stats().requests,
+        1,
+        "nothing dispatched the second time"
+    );
+    assert!(events(&runtime, &second.run_id).contains(&"effect.replayed".to_owned()));
+}
+
+#[tokio::test]
+async fn changed_payload_under_used_key_is_a_conflict_naming_the_first_run() {
+    let erp = Erp::start(true).unwrap();
+    let env = Env::new();
+    let runtime = env.runtime(&erp_config(&erp.invoices_url(), true, 5_000));
+    let tool = load(&runtime, INVOICE).await;
+    let first = runtime.run(&tool, &invoice_with("INV-2", 3)).await.unwrap();
+    let second = runtime.run(&tool, &invoice_with("INV-2", 4)).await.unwrap();
+    let f = failure(&second);
+    assert_eq!(f.class, FailureClass::Conflict, "{f}");
+    assert!(
+        f.message.contains("post-invoice:INV-2"),
+        "names the key: {f}"
+    );
+    assert!(
+        f.message.contains(&first.run_id),
+        "names the first run: {f}"
+    );
+    assert_eq!(second.status, RunStatus::Failed);
+    assert_eq!(erp.stats().requests, 1, "nothing dispatched");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_in_flight_in_another_live_attempt_is_a_conflict() {
+    let erp = Erp::start(true).unwrap();
+    erp.inject(Faults {
+        timeout_after_success: 1,
+        hold_ms: 1_500,
+        ..Faults::default()
+    });
+    let env = Env::new();
+    let runtime = env.runtime(&erp_config(&erp.invoices_url(), true, 10_000));
+    let tool = load(&runtime, INVOICE).await;
+    let holder = tokio::spawn({
+        let (runtime, tool) = (runtime.clone(), Arc::clone(&tool));
+        async move { runtime.run(&tool, &invoice("INV-3")).await.unwrap() }
+    });
+    wait_until(|| erp.postings_for("INV-3") == 1).await;
+    let second = runtime.run(&tool, &invoice("INV-3")).await.unwrap();
+    let first = holder.await.unwrap();
+    let f = failure(&second);
+    assert_eq!(f.class, FailureClass::Conflict, "{f}");
+    assert!(
+        f.message.contains("in flight") && f.message.contains(&first.run_id),
+        "says who holds it: {f}"
+    );
+    assert_eq!(output(&first)["posted"], true);
+    assert_eq!(
+        erp.stats().requests,
+        1,
+        "never dispatched twice concurrently"
+    );
+}
+
+/// Starts a run whose ERP books the invoice and then holds the response, and cancels the
+/// attempt mid-dispatch: the effect is left `pending` with an unknown outcome, as after a crash.
+async fn crash_mid_dispatch(runtime: &tollgate::Runtime, erp: &Erp, id: &str) -> String {
+    let tool = load(runtime, INVOICE).await;
+    erp.inject(Faults {
+        timeout_after_success: 1,
+        hold_ms: 2_000,
+        ..Faults::default()
+    });
+    let task = tokio::spawn({
+        let (runtime, tool, input) = (runtime.clone(), Arc::clone(&tool), invoice(id));
+        async move { runtime.run(&tool, &input).await }
+    });
+    wait_until(|| erp.postings_for(id) == 1).await;
+    task.abort();
+    assert!(task.await.unwrap_err().is_cancelled());
+    let runs = runtime.ledger().runs(&Default::default()).unwrap();
+    let run = runs
+        .iter()
+        .find(|r| r.input.contains(id))
+        .expect("the crashed run is recorded");
+    let effect = runtime
+        .ledger()
+        .effect("erp.post-invoice", &format!("post-invoice:{id}"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        effect.status,
+        EffectStatus::Pending,
+        "outcome unknown after the crash"
+    );
+    run.run_id.clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crashed_pending_key_is_resent_with_the_same_key_when_downstream_honours_keys() {
+    let erp = Erp::start(true).unwrap();
+    let env = Env::new();
+    let clock = ManualClock::new(1_800_000_000_000);
+    let runtime = env
+        .builder(&erp_config(&erp.invoices_url(), true, 10_000))
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .unwrap();
+    let run_id = crash_mid_dispatch(&runtime, &erp, "INV-4").await;
+    let err = runtime.resume(&run_id, None).await.unwrap_err();
+    assert!(
+        matches!(err, RunError::Ledger(LedgerError::AttemptLive { .. })),
+        "the lease still protects it: {err}"
+    );
+    clock.advance(60_000);
+    let report = runtime.resume(&run_id, None).await.unwrap();
+    assert_eq!(report.attempt, 2);
+    assert_eq!(output(&report)["posted"], true);
+    assert_eq!(
+        erp.postings_for("INV-4"),
+        1,
+        "the downstream deduplicated the re-send"
+    );
+    assert_eq!(erp.stats().requests, 2);
+    let effect = runtime
+        .ledger()
+        .effect("erp.post-invoice", "post-invoice:INV-4")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (effect.status, effect.dispatches, effect.attempt),
+        (EffectStatus::Succeeded, 2, 2)
+    );
+    assert!(events(&runtime, &run_id).contains(&"effect.redispatch".to_owned()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crashed_pending_key_goes_in_doubt_when_downstream_ignores_keys() {
+    let erp = Erp::start(false).unwrap();
+    let env = Env::new();
+    let clock = ManualClock::new(1_800_000_000_000);
+    let runtime = env
+        .builder(&erp_config(&erp.invoices_url(), false, 10_000))
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .unwrap();
+    let run_id = crash_mid_dispatch(&runtime, &erp, "INV-5").await;
+    clock.advance(60_000);
+    let report = runtime.resume(&run_id, None).await.unwrap();
+    let f = failure(&report);
+    assert_eq!(f.class, FailureClass::InDoubt, "{f}");
+    assert_eq!(report.status, RunStatus::InDoubt);
+    assert_eq!(erp.stats().requests, 1, "never re-sent");
+    let effect = runtime
+        .ledger()
+        .effect("erp.post-invoice", "post-invoice:INV-5")
+        .unwrap()
+        .unwrap();
+    assert_eq!(effect.status, EffectStatus::InDoubt);
+    // A new run for the same intent stops too, instead of posting a second time.
+    let tool = load(&runtime, INVOICE).await;
+    let again = runtime.run(&tool, &invoice("INV-5")).await.unwrap();
+    assert_eq!(failure(&again).class, FailureClass::InDoubt);
+    assert_eq!(erp.stats().requests, 1);
+    let err = runtime.resume(&run_id, None).await.unwrap_err();
+    assert!(
+        matches!(err, RunError::Ledger(LedgerError::RunFinished { .. })),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn timeout_after_success_then_retry_posts_once() {
+    let erp = Erp::start(true).unwrap();
+    erp.inject(Faults {
+        timeout_after_success: 1,
+        hold_ms: 1_000,
+        ..Faults::default()
+    });
+    let env = Env::new();
+    let runtime = env.runtime(&erp_config(&erp.invoices_url(), true, 300));
+    let tool = load(&runtime, INVOICE).await;
+    let first = runtime.run(&tool, &invoice("INV-6")).await.unwrap();
+    assert_eq!(failure(&first).class, FailureClass::Timeout);
+    assert_eq!(
+        first.status,
+        RunStatus::Running,
+        "a timeout leaves the run resumable"
+    );
+    assert_eq!(erp.postings_for("INV-6"), 1, "the ERP did book it");
+    let retry = runtime.resume(&first.run_id, Some(&tool)).await.unwrap();
+    assert_eq!(output(&retry)["erp"]["invoice_id"], "INV-6");
+    assert_eq!(
+        erp.postings_for("INV-6"),
+        1,
+        "the retry did not book it again"
+    );
+}
+
+#[tokio::test]
+async fn transient_failure_is_retried_under_the_same_key_from_the_checkpoint() {
+    let erp = Erp::start(true).unwrap();
+    erp.inject(Faults {
+        unavailable: 1,
+        ..Faults::default()
+    });
+    let env = Env::new();
+    let runtime = env.runtime(&erp_config(&erp.invoices_url(), true, 5_000));
+    let tool = load(&runtime, INVOICE).await;
+    let first = runtime.run(&tool, &invoice("INV-8")).await.unwrap();
+    assert_eq!(failure(&first).class, FailureClass::Transient);
+    assert_eq!(first.status, RunStatus::Running);
+    let effect = runtime
+        .ledger()
+        .effect("erp.post-invoice", "post-invoice:INV-8")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (effect.status, effect.error_class.as_deref()),
+        (EffectStatus::Failed, Some("transient"))
+    );
+    let second = runtime.resume(&first.run_id, None).await.unwrap();
+    assert_eq!(
+        (second.attempt, output(&second)["posted"].as_bool()),
+        (2, Some(true))
+    );
+    assert_eq!(erp.postings_for("INV-8"), 1);
+    let story = runtime.story(&first.run_id).unwrap();
+    let saved: Vec<_> = story
+        .checkpoints
+        .iter()
+        .map(|c| (c.name.as_str(), c.attempt))
+        .collect();
+    assert_eq!(
+        saved,
+        vec![("validated", 1), ("posted", 2)],
+        "attempt 2 resumed from attempt 1's checkpoint"
+    );
+}
+
+#[tokio::test]
+async fn validation_failure_is_recorded_and_returned_without_resending() {
+    let erp = Erp::start(true).unwrap();
+    erp.inject(Faults {
+        reject: 1,
+        ..Faults::default()
+    });
+    let env = Env::new();
+    let runtime = env.runtime(&erp_config(&erp.invoices_url(), true, 5_000));
+    let tool = load(&runtime, INVOICE).await;
+    let first = runtime.run(&tool, &invoice("INV-9")).await.unwrap();
+    let f = failure(&first);
+    assert_eq!(f.class, FailureClass::Validation, "{f}");
+    assert_eq!(first.status, RunStatus::Failed);
+    assert!(
+        f.details.as_ref().unwrap()["body"]
+            .as_str()
+            .unwrap()
+            .contains("credit hold"),
+        "{f:?}"
+    );
+    let again = runtime.run(&tool, &invoice("INV-9")).await.unwrap();
+    assert_eq!(failure(&again).class, FailureClass::Validation);
+    assert_eq!(
+        erp.stats().requests,
+        1,
+        "the recorded failure is returned, not re-sent"
+    );
+}
+
+#[tokio::test]
+async fn unreachable_connector_is_transient_and_resumable() {
+    let env = Env::new();
+    let url = format!("http://127.0.0.1:{}/invoices", closed_port());
+    let runtime = env.runtime(&erp_config(&url, false, 2_000));
+    let tool = load(&runtime, INVOICE).await;
+    let report = runtime.run(&tool, &invoice("INV-10")).await.unwrap();
+    let f = failure(&report);
+    assert_eq!(f.class, FailureClass::Transient, "{f}");
+    assert!(f.message.contains("cannot connect"), "{f}");
+    assert_eq!(
+        report.status,
+        RunStatus::Running,
+        "nothing reached downstream: safe to resume"
+    );
+}
+
+#[tokio::test]
+async fn effect_kind_not_granted_is_a_permission_error_and_journaled() {
+    let env = Env::new();
+    let runtime = env.runtime("[connectors.\"erp.post-invoice\"]\ntype = \"noop\"\n");
+    let tool = load(&runtime, INVOICE).await;
+    let report = runtime.run(&tool, &invoice("INV-11")).await.unwrap();
+    let f = failure(&report);
+    assert_eq!(f.class, FailureClass::Permission, "{f}");
+    assert!(
+        f.message.contains("[tools.invoice]"),
+        "says how to grant it: {f}"
+    );
+    let story = runtime.story(&report.run_id).unwrap();
+    let denial = story
+        .journal
+        .iter()
+        .find(|e| e.event == "policy.denied")
+        .expect("journaled");
+    assert_eq!(denial.fields["rule"], "tools.invoice.effects");
+    assert_eq!(denial.fields["asked"], "effect erp.post-invoice");
+    assert!(story.effects.is_empty(), "nothing recorded or dispatched");
+}
+
+#[tokio::test]
+async fn oversized_payload_and_checkpoint_are_refused() {
+    let env = Env::new();
+    let noop = "[connectors.\"erp.post-invoice\"]\ntype = \"noop\"\n[tools.invoice]\neffects = [\"erp.post-invoice\"]\n";
+    let runtime = env.runtime(&format!(
+        "{noop}[tools.invoice.limits]\nmax_payload_bytes = 64\n"
+    ));
+    let tool = load(&runtime, INVOICE).await;
+    let report = runtime.run(&tool, &invoice("INV-12")).await.unwrap();
+    let f = failure(&report);
+    assert_eq!(f.class, FailureClass::Validation);
+    assert!(f.message.contains("over the cap of 64"), "{f}");
+    assert!(runtime.story(&report.run_id).unwrap().effects.is_empty());
+
+    let env = Env::new();
+    let runtime = env.runtime(&format!(
+        "{noop}[tools.invoice.limits]\nmax_checkpoint_bytes = 8\n"
+    ));
+    let tool = load(&runtime, INVOICE).await;
+    let report = runtime.run(&tool, &invoice("INV-13")).await.unwrap();
+    let f = failure(&report);
+    assert_eq!(f.class, FailureClass::Validation);
+    assert!(f.message.contains("checkpoint `validated`"), "{f}");
+    assert!(
+        runtime
+            .story(&report.run_id)
+            .unwrap()
+            .checkpoints
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn resume_of_succeeded_run_returns_recorded_output_and_unknown_run_is_refused() {
+    let env = Env::new();
+    let runtime = env.runtime("");
+    let tool = load(&runtime, HELLO).await;
+    let done = runtime.run(&tool, r#"{"message":"x"}"#).await.unwrap();
+    let again = runtime.resume(&done.run_id, None).await.unwrap();
+    assert_eq!(
+        again.result.as_ref().unwrap(),
+        done.result.as_ref().unwrap()
+    );
+    assert_eq!(again.status, RunStatus::Succeeded);
+    let story = runtime.story(&done.run_id).unwrap();
+    assert_eq!(story.attempts.len(), 1, "no new attempt for a finished run");
+    let err = runtime
+        .resume("run-2026-01-01-nope", None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, RunError::Ledger(LedgerError::RunNotFound { .. })),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn corrupt_ledger_file_is_refused_and_left_untouched() {
+    let env = Env::new();
+    let garbage = b"definitely not a sqlite database, but someone's notes".repeat(100);
+    std::fs::write(env.ledger(), &garbage).unwrap();
+    let err = env.builder("").build().unwrap_err().to_string();
+    assert!(
+        err.contains(&env.ledger().display().to_string()),
+        "names the file: {err}"
+    );
+    assert_eq!(
+        std::fs::read(env.ledger()).unwrap(),
+        garbage,
+        "nothing written to it"
+    );
+}
+
+/// 64 concurrent runs in one process: every effect is durable before its tool sees it, and
+/// the single writer batches their commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_runs_share_commits() {
+    let env = Env::new();
+    let ledger = Arc::new(SqliteLedger::open(&env.ledger(), Default::default()).unwrap());
+    let noop = "[connectors.\"erp.post-invoice\"]\ntype = \"noop\"\n[tools.invoice]\neffects = [\"erp.post-invoice\"]\n";
+    let runtime = env.builder(noop).ledger(ledger.clone()).build().unwrap();
+    let tool = load(&runtime, INVOICE).await;
+    let before = ledger.stats();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..64 {
+        let (runtime, tool) = (runtime.clone(), Arc::clone(&tool));
+        tasks.spawn(async move {
+            runtime
+                .run(&tool, &invoice(&format!("INV-C{i}")))
+                .await
+                .unwrap()
+        });
+    }
+    while let Some(report) = tasks.join_next().await {
+        assert_eq!(output(&report.unwrap())["posted"], true);
+    }
+    let after = ledger.stats();
+    let (commits, requests) = (
+        after.commits - before.commits,
+        after.requests - before.requests,
+    );
+    println!("64 runs: {requests} durable requests in {commits} commits");
+    assert!(
+        commits < requests,
+        "{commits} commits for {requests} requests: no batching"
+    );
+    for i in 0..64 {
+        let effect = ledger_effect(&runtime, &format!("post-invoice:INV-C{i}"));
+        assert_eq!(effect, EffectStatus::Succeeded);
+    }
+}
+
+fn ledger_effect(runtime: &tollgate::Runtime, key: &str) -> EffectStatus {
+    runtime
+        .ledger()
+        .effect("erp.post-invoice", key)
+        .unwrap()
+        .unwrap()
+        .status
+}
+
+async fn wait_until(mut cond: impl FnMut() -> bool) {
+    for _ in 0..500 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("condition not met within 5 s");
+}

@@ -1,0 +1,142 @@
+//! Shared set-up for the integration tests: a scratch directory per test with its own ledger
+//! and component cache, operator configs pointing at real loopback servers, and the path of
+//! the real `tollgate` binary.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tollgate::{Config, LoadedTool, RunReport, Runtime};
+
+/// A scratch world for one test.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    pub fn ledger(&self) -> PathBuf {
+        self.dir.path().join("ledger.db")
+    }
+
+    pub fn cache(&self) -> PathBuf {
+        self.dir.path().join("cache")
+    }
+
+    pub fn config(&self, toml: &str) -> Config {
+        Config::parse(toml, Path::new("test.toml")).expect("valid test config")
+    }
+
+    /// A runtime on this test's ledger and cache with the given operator config.
+    pub fn runtime(&self, toml: &str) -> Runtime {
+        self.builder(toml).build().expect("runtime")
+    }
+
+    pub fn builder(&self, toml: &str) -> tollgate::RuntimeBuilder {
+        Runtime::builder()
+            .config(self.config(toml))
+            .ledger_path(self.ledger())
+            .cache_dir(self.cache())
+    }
+
+    /// Writes `toml` to a config file for CLI tests.
+    pub fn config_file(&self, toml: &str) -> PathBuf {
+        let path = self.dir.path().join("tollgate.toml");
+        std::fs::write(&path, toml).expect("write config");
+        path
+    }
+}
+
+/// Operator config sending `erp.post-invoice` to `url`, granted to the invoice tool.
+pub fn erp_config(url: &str, honours_keys: bool, timeout_ms: u64) -> String {
+    format!(
+        r#"
+[connectors."erp.post-invoice"]
+type = "http"
+url = "{url}"
+timeout_ms = {timeout_ms}
+honours_idempotency_keys = {honours_keys}
+
+[tools.invoice]
+effects = ["erp.post-invoice"]
+"#
+    )
+}
+
+/// A valid invoice whose total matches its lines.
+pub fn invoice(id: &str) -> String {
+    invoice_with(id, 3)
+}
+
+/// A valid invoice for `quantity` widgets: a different quantity is a different payload.
+pub fn invoice_with(id: &str, quantity: u64) -> String {
+    serde_json::json!({
+        "invoice_id": id,
+        "customer": "ACME GmbH",
+        "currency": "EUR",
+        "lines": [
+            { "description": "Widgets", "quantity": quantity, "unit_price_cents": 1250 },
+            { "description": "Shipping", "quantity": 1, "unit_price_cents": 900 }
+        ],
+        "total_cents": quantity * 1250 + 900
+    })
+    .to_string()
+}
+
+pub async fn load(runtime: &Runtime, path: &str) -> Arc<LoadedTool> {
+    runtime
+        .load(path)
+        .await
+        .unwrap_or_else(|e| panic!("loading {path}: {e}"))
+}
+
+pub fn output(report: &RunReport) -> &serde_json::Value {
+    match &report.result {
+        Ok(v) => v,
+        Err(f) => panic!("run {} failed: {f}", report.run_id),
+    }
+}
+
+pub fn failure(report: &RunReport) -> &tollgate::Failure {
+    match &report.result {
+        Ok(v) => panic!("run {} succeeded unexpectedly: {v}", report.run_id),
+        Err(f) => f,
+    }
+}
+
+/// Events of a run's journal, in order.
+pub fn events(runtime: &Runtime, run_id: &str) -> Vec<String> {
+    runtime
+        .story(run_id)
+        .expect("story")
+        .journal
+        .into_iter()
+        .map(|e| e.event)
+        .collect()
+}
+
+/// The real `tollgate` binary, built by `cargo build --release --bins` beside this test.
+pub fn tollgate_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/it-<hash> → target/<profile>/tollgate
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|p| p.join("tollgate"))
+        .expect("target dir");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first with `cargo build --release --bins` (the README's test command does)",
+        bin.display()
+    );
+    bin
+}
+
+/// A port on 127.0.0.1 with nothing listening.
+pub fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}

@@ -1,0 +1,162 @@
+//! One test per plugin under `plugins/`, named after it (the build checks they exist).
+
+use crate::harness::{self, Env, erp_config, events, failure, load, output};
+use tollgate::FailureClass;
+use tollgate::ledger::{EffectStatus, RunStatus};
+use tollgate_tests::erp::Erp;
+use tollgate_tests::plugins::{FIXTURE_TRAP, FIXTURE_UNGRANTED, HELLO, INVOICE};
+
+/// hello: a round trip that echoes the input with the run's ID, and logs one event.
+#[tokio::test]
+pub(crate) async fn hello() {
+    let env = Env::new();
+    let runtime = env.runtime("");
+    let tool = load(&runtime, HELLO).await;
+    assert_eq!(tool.descriptor.name, "hello");
+    assert!(tool.descriptor.effects.is_empty());
+    let report = runtime
+        .run(&tool, r#"{"message":"hi there"}"#)
+        .await
+        .unwrap();
+    let out = output(&report);
+    assert_eq!(out["echo"], "hi there");
+    assert_eq!(
+        out["run_id"],
+        report.run_id.as_str(),
+        "the tool sees the run ID the host assigned"
+    );
+    assert_eq!(out["attempt"], 1);
+    let today = chrono_today();
+    assert!(
+        report.run_id.starts_with(&format!("run-{today}-")),
+        "{}",
+        report.run_id
+    );
+    assert_eq!(report.status, RunStatus::Succeeded);
+    let story = runtime.story(&report.run_id).unwrap();
+    let log = story
+        .journal
+        .iter()
+        .find(|e| e.event == "log")
+        .expect("a log event");
+    assert_eq!(log.message, "echo");
+    assert_eq!(log.attempt, Some(1));
+    assert_eq!(
+        story
+            .run
+            .output
+            .as_deref()
+            .map(|o| serde_json::from_str::<serde_json::Value>(o).unwrap()),
+        Some(out.clone())
+    );
+}
+
+/// invoice: validates, checkpoints, and posts once through the http connector, sending the
+/// idempotency key and run ID downstream.
+#[tokio::test]
+pub(crate) async fn invoice() {
+    let erp = Erp::start(true).unwrap();
+    let env = Env::new();
+    let runtime = env.runtime(&erp_config(&erp.invoices_url(), true, 5_000));
+    let tool = load(&runtime, INVOICE).await;
+    assert_eq!(tool.descriptor.effects, vec!["erp.post-invoice".to_owned()]);
+    let report = runtime
+        .run(&tool, &harness::invoice("INV-1001"))
+        .await
+        .unwrap();
+    let out = output(&report);
+    assert_eq!(out["posted"], true);
+    assert_eq!(out["replayed"], false);
+    assert_eq!(out["erp"]["invoice_id"], "INV-1001");
+    assert_eq!(erp.postings_for("INV-1001"), 1);
+    assert_eq!(
+        erp.stats().run_ids,
+        vec![report.run_id.clone()],
+        "X-Tollgate-Run-Id reaches downstream"
+    );
+    assert_eq!(
+        erp.stats().without_key,
+        0,
+        "every request carries Idempotency-Key"
+    );
+    let story = runtime.story(&report.run_id).unwrap();
+    assert_eq!(story.effects.len(), 1);
+    let effect = &story.effects[0];
+    assert_eq!(
+        (effect.kind.as_str(), effect.key.as_str()),
+        ("erp.post-invoice", "post-invoice:INV-1001")
+    );
+    assert_eq!(effect.status, EffectStatus::Succeeded);
+    assert_eq!(effect.dispatches, 1);
+    let names: Vec<_> = story.checkpoints.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, vec!["validated", "posted"]);
+    let ev = events(&runtime, &report.run_id);
+    let intent = ev
+        .iter()
+        .position(|e| e == "effect.intent")
+        .expect("intent journaled");
+    let done = ev
+        .iter()
+        .position(|e| e == "effect.succeeded")
+        .expect("outcome journaled");
+    assert!(intent < done);
+}
+
+/// fixture-trap: each way a guest can die is a classified failure with the run ID, and the
+/// host keeps serving.
+#[tokio::test]
+pub(crate) async fn fixture_trap() {
+    let env = Env::new();
+    let runtime =
+        env.runtime("[tools.fixture-trap.limits]\ntimeout_ms = 400\nmemory_bytes = 16777216\n");
+    let tool = load(&runtime, FIXTURE_TRAP).await;
+    let cases = [
+        ("panic", FailureClass::Fatal),
+        ("unreachable", FailureClass::Fatal),
+        ("loop", FailureClass::Timeout),
+        ("recursion", FailureClass::ResourceExhausted),
+        ("oom", FailureClass::ResourceExhausted),
+    ];
+    for (mode, class) in cases {
+        let report = runtime
+            .run(&tool, &format!(r#"{{"mode":"{mode}"}}"#))
+            .await
+            .unwrap();
+        let f = failure(&report);
+        assert_eq!(f.class, class, "{mode}: {f}");
+        assert!(report.run_id.starts_with("run-"), "{mode}: run ID reported");
+        let story = runtime.story(&report.run_id).unwrap();
+        assert_eq!(
+            story.attempts[0].error_class.as_deref(),
+            Some(class.as_str()),
+            "{mode}: recorded"
+        );
+    }
+    let hello = load(&runtime, HELLO).await;
+    let after = runtime
+        .run(&hello, r#"{"message":"still alive"}"#)
+        .await
+        .unwrap();
+    assert_eq!(output(&after)["echo"], "still alive");
+}
+
+/// fixture-ungranted: imports sockets, which no tool gets by default; refused at load with
+/// every missing import named.
+#[tokio::test]
+pub(crate) async fn fixture_ungranted() {
+    let env = Env::new();
+    let runtime = env.runtime("");
+    let err = runtime
+        .load(FIXTURE_UNGRANTED)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("wasi:sockets/tcp@"), "{err}");
+    assert!(err.contains("wasi:sockets/ip-name-lookup@"), "{err}");
+    assert!(err.contains("no network by default"), "{err}");
+    assert!(!err.contains('\n'), "one line: {err}");
+}
+
+fn chrono_today() -> String {
+    chrono::Utc::now().format("%Y-%m-%d").to_string()
+}
