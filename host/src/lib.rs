@@ -10,7 +10,7 @@
 //! # Ok(()) }
 //! ```
 
-mod bindings;
+pub mod bindings;
 pub mod capabilities;
 pub mod clock;
 pub mod config;

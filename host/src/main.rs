@@ -321,6 +321,12 @@ fn parse_status(s: &str) -> Result<RunStatus> {
 }
 
 fn print_report(report: &RunReport, json: bool) -> Result<ExitCode> {
+    if report.already_finished {
+        eprintln!(
+            "note: run {} had already finished as {}; nothing was started, this is its recorded ending",
+            report.run_id, report.status
+        );
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(report)?);
     } else {

@@ -11,6 +11,7 @@ use crate::clock::Millis;
 use crate::engine::EPOCH_TICK;
 use crate::failure::{Failure, FailureClass};
 use crate::ledger::{self, AttemptStatus, LedgerError, NewJournalEntry, Op, RunStatus};
+use crate::policy::Policy;
 use crate::runtime::Inner;
 use crate::tool::LoadedTool;
 use serde::Serialize;
@@ -30,6 +31,9 @@ pub struct RunReport {
     /// Whether the run is finished, or may be resumed.
     pub status: RunStatus,
     pub duration_ms: u64,
+    /// A resume found the run already finished: this is its recorded ending, and no attempt
+    /// was started.
+    pub already_finished: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -82,13 +86,7 @@ pub(crate) async fn start(
     input: &str,
     prefix: &str,
 ) -> Result<RunReport, RunError> {
-    let value: serde_json::Value =
-        serde_json::from_str(input).map_err(|e| RunError::InputNotJson(e.to_string()))?;
-    tool.validate_input(&value)
-        .map_err(|problems| RunError::SchemaViolation {
-            tool: tool.descriptor.name.clone(),
-            problems,
-        })?;
+    let value = parse_input(tool, input)?;
     let now = inner.clock.now_ms();
     let run_id = new_run_id(prefix, now)?;
     let ops = vec![
@@ -131,28 +129,10 @@ pub(crate) async fn resume(
         .ok_or_else(|| LedgerError::RunNotFound {
             run_id: run_id.to_owned(),
         })?;
-    // A supervisor that crashed after the run succeeded but before it saw the answer may
-    // resume again: hand back the recorded output instead of an error, and start nothing.
-    if run.status == RunStatus::Succeeded
-        && let Some(output) = &run.output
-    {
-        let output = serde_json::from_str(output)
-            .map_err(|e| LedgerError::Internal(format!("recorded output of {run_id}: {e}")))?;
-        return Ok(RunReport {
-            run_id: run_id.to_owned(),
-            attempt: run.attempts,
-            tool: run.tool,
-            result: Ok(output),
-            status: run.status,
-            duration_ms: 0,
-        });
-    }
+    // A supervisor that crashed after the run ended, before it heard how, may resume again:
+    // it gets the recorded ending, and nothing is started.
     if run.status != RunStatus::Running {
-        return Err(LedgerError::RunFinished {
-            run_id: run_id.to_owned(),
-            status: run.status,
-        }
-        .into());
+        return recorded_ending(run);
     }
     if let Some(first) = inner.ledger.attempts(run_id)?.first()
         && first.component_digest != tool.digest
@@ -167,6 +147,34 @@ pub(crate) async fn resume(
     let input: serde_json::Value =
         serde_json::from_str(&run.input).map_err(|e| RunError::InputNotJson(e.to_string()))?;
     attempt(inner, tool, run_id, input).await
+}
+
+/// The report of a finished run, from its ledger record.
+fn recorded_ending(run: ledger::Run) -> Result<RunReport, RunError> {
+    let result = match run.status {
+        RunStatus::Succeeded => {
+            let output = run.output.as_deref().unwrap_or("null");
+            Ok(serde_json::from_str(output).map_err(|e| {
+                LedgerError::Internal(format!("recorded output of {}: {e}", run.run_id))
+            })?)
+        }
+        _ => Err(Failure::new(
+            run.error_class
+                .as_deref()
+                .and_then(FailureClass::parse)
+                .unwrap_or(FailureClass::Fatal),
+            run.error_message.unwrap_or_default(),
+        )),
+    };
+    Ok(RunReport {
+        run_id: run.run_id,
+        attempt: run.attempts,
+        tool: run.tool,
+        result,
+        status: run.status,
+        duration_ms: 0,
+        already_finished: true,
+    })
 }
 
 /// The component path a run was started with, from its journal.
@@ -262,16 +270,19 @@ async fn attempt(
             effects: inner.effects.clone(),
             clock: inner.clock.clone(),
         });
-        let timeout = Duration::from_millis(policy.limits.timeout_ms);
-        let deadline_ms = inner
-            .clock
-            .now_ms()
-            .saturating_add(i64::try_from(policy.limits.timeout_ms).unwrap_or(i64::MAX));
-        let (result, stdio) = execute(inner, tool, ctx, &input, timeout, deadline_ms).await;
+        let run_ctx = run_context(inner, tool, &policy, run_id, n);
+        let (result, stdio) = execute(
+            inner.engine.engine(),
+            tool,
+            &policy,
+            run_ctx,
+            Some(ctx),
+            &input.to_string(),
+        )
+        .await;
         drop(renewer);
-        let result = result.and_then(|output| {
-            check_output(&output, policy.limits.max_output_bytes).map(|()| output)
-        });
+        let result =
+            result.and_then(|output| checked_output(&output, policy.limits.max_output_bytes));
         let report = finish(inner, tool, run_id, n, result, stdio, started).await?;
         tracing::info!(status = ?report.status, "attempt ended");
         Ok(report)
@@ -286,24 +297,78 @@ struct Stdio {
     stderr: Vec<u8>,
 }
 
-async fn execute(
-    inner: &Arc<Inner>,
+/// Calls a tool once outside any run: input checked as for a run, nothing recorded, and
+/// effects and checkpoints refused. For dry runs of read-only tools and for measuring the
+/// sandbox apart from the ledger.
+pub(crate) async fn call_unrecorded(
+    inner: &Inner,
     tool: &LoadedTool,
-    ctx: Arc<AttemptContext>,
-    input: &serde_json::Value,
-    timeout: Duration,
-    deadline_ms: Millis,
-) -> (Result<String, Failure>, Stdio) {
-    let policy = ctx.policy.clone();
-    let run_ctx = types::RunContext {
-        run_id: ctx.run_id.clone(),
-        attempt: ctx.attempt,
-        tool: ctx.tool.clone(),
+    input: &str,
+) -> Result<Result<serde_json::Value, Failure>, RunError> {
+    let value = parse_input(tool, input)?;
+    let policy = inner.config.policy_for(&tool.descriptor.name);
+    let run_ctx = run_context(inner, tool, &policy, UNRECORDED_RUN_ID, 1);
+    let (result, _stdio) = execute(
+        inner.engine.engine(),
+        tool,
+        &policy,
+        run_ctx,
+        None,
+        &value.to_string(),
+    )
+    .await;
+    Ok(result.and_then(|output| checked_output(&output, policy.limits.max_output_bytes)))
+}
+
+/// What the tool learns about the attempt it runs in; the deadline is the policy's timeout
+/// from now, by the host's clock.
+fn run_context(
+    inner: &Inner,
+    tool: &LoadedTool,
+    policy: &Policy,
+    run_id: &str,
+    attempt: u32,
+) -> types::RunContext {
+    let deadline_ms = inner
+        .clock
+        .now_ms()
+        .saturating_add(i64::try_from(policy.limits.timeout_ms).unwrap_or(i64::MAX));
+    types::RunContext {
+        run_id: run_id.to_owned(),
+        attempt,
+        tool: tool.descriptor.name.clone(),
         deadline_ms: u64::try_from(deadline_ms).unwrap_or(0),
-    };
-    let state = ToolState::new(&policy, Some(ctx));
+    }
+}
+
+/// The run ID a tool sees in an unrecorded call.
+pub const UNRECORDED_RUN_ID: &str = "unrecorded";
+
+fn parse_input(tool: &LoadedTool, input: &str) -> Result<serde_json::Value, RunError> {
+    let value: serde_json::Value =
+        serde_json::from_str(input).map_err(|e| RunError::InputNotJson(e.to_string()))?;
+    tool.validate_input(&value)
+        .map_err(|problems| RunError::SchemaViolation {
+            tool: tool.descriptor.name.clone(),
+            problems,
+        })?;
+    Ok(value)
+}
+
+/// Instantiates `tool` in a fresh store and calls `run`, under the policy's memory, table and
+/// instance limits and its deadline. The sandbox alone: nothing here touches the ledger.
+async fn execute(
+    engine: &wasmtime::Engine,
+    tool: &LoadedTool,
+    policy: &Policy,
+    run_ctx: types::RunContext,
+    attempt: Option<Arc<AttemptContext>>,
+    input_text: &str,
+) -> (Result<String, Failure>, Stdio) {
+    let timeout = Duration::from_millis(policy.limits.timeout_ms);
+    let state = ToolState::new(policy, attempt);
     let stdio = state.stdio.clone();
-    let mut store = Store::new(inner.engine.engine(), state);
+    let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limiter);
     // Interrupt a guest that computes past its deadline; yield each tick so runs share threads.
     let deadline = Instant::now() + timeout;
@@ -315,10 +380,9 @@ async fn execute(
             Ok(wasmtime::UpdateDeadline::Yield(1))
         }
     });
-    let input_text = input.to_string();
     let call = async {
         let instance: Tool = tool.pre.instantiate_async(&mut store).await?;
-        instance.call_run(&mut store, &run_ctx, &input_text).await
+        instance.call_run(&mut store, &run_ctx, input_text).await
     };
     // A guest blocked in a host call (a slow connector) never sees the epoch; the outer
     // timeout bounds that case, with a little grace so the epoch trap wins when it can.
@@ -372,7 +436,8 @@ fn classify_trap(error: &wasmtime::Error, limit_hit: Option<&str>, timeout: Dura
     }
 }
 
-fn check_output(output: &str, max: u64) -> Result<(), Failure> {
+/// The tool's output as JSON, within the policy's size cap.
+fn checked_output(output: &str, max: u64) -> Result<serde_json::Value, Failure> {
     if u64::try_from(output.len()).unwrap_or(u64::MAX) > max {
         return Err(Failure::new(
             FailureClass::ResourceExhausted,
@@ -382,7 +447,12 @@ fn check_output(output: &str, max: u64) -> Result<(), Failure> {
             ),
         ));
     }
-    Ok(())
+    serde_json::from_str(output).map_err(|e| {
+        Failure::new(
+            FailureClass::Fatal,
+            format!("tool returned output that is not JSON: {e}"),
+        )
+    })
 }
 
 async fn finish(
@@ -390,7 +460,7 @@ async fn finish(
     tool: &LoadedTool,
     run_id: &str,
     n: u32,
-    result: Result<String, Failure>,
+    result: Result<serde_json::Value, Failure>,
     stdio: Stdio,
     started: Instant,
 ) -> Result<RunReport, RunError> {
@@ -409,14 +479,6 @@ async fn finish(
             )));
         }
     }
-    let result = result.and_then(|text| {
-        serde_json::from_str::<serde_json::Value>(&text).map_err(|e| {
-            Failure::new(
-                FailureClass::Fatal,
-                format!("tool returned output that is not JSON: {e}"),
-            )
-        })
-    });
     let status = match &result {
         Ok(output) => {
             ops.push(Op::EndAttempt {
@@ -491,6 +553,7 @@ async fn finish(
         result,
         status,
         duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        already_finished: false,
     })
 }
 

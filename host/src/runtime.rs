@@ -7,6 +7,7 @@ use crate::config::Config;
 use crate::effects::EffectEngine;
 use crate::effects::connector::{self, Connector, ConnectorSetupError};
 use crate::engine::{ArtifactCache, CacheError, EngineHandle, EngineOptions};
+use crate::failure::Failure;
 use crate::ledger::{Ledger, LedgerError, LedgerOptions, SqliteLedger};
 use crate::runs::{self, RunError, RunReport};
 use crate::story::RunStory;
@@ -236,6 +237,17 @@ impl Runtime {
             }
         };
         runs::resume(&self.inner, tool, run_id).await
+    }
+
+    /// Calls a tool once outside any run: the input is checked as for a run, nothing is
+    /// recorded, and the tool's effects and checkpoints are refused with a `permission` error.
+    /// For dry runs of read-only tools, and for measuring the sandbox apart from the ledger.
+    pub async fn call_unrecorded(
+        &self,
+        tool: &Arc<LoadedTool>,
+        input: &str,
+    ) -> Result<Result<serde_json::Value, Failure>, RunError> {
+        runs::call_unrecorded(&self.inner, tool, input).await
     }
 
     /// Everything the ledger knows about a run.

@@ -192,11 +192,14 @@ async fn crashed_pending_key_goes_in_doubt_when_downstream_ignores_keys() {
     let again = runtime.run(&tool, &invoice("INV-5")).await.unwrap();
     assert_eq!(failure(&again).class, FailureClass::InDoubt);
     assert_eq!(erp.stats().requests, 1);
-    let err = runtime.resume(&run_id, None).await.unwrap_err();
-    assert!(
-        matches!(err, RunError::Ledger(LedgerError::RunFinished { .. })),
-        "{err}"
-    );
+    // Resuming the finished run reports its recorded ending and starts nothing.
+    let attempts = runtime.story(&run_id).unwrap().attempts.len();
+    let ending = runtime.resume(&run_id, None).await.unwrap();
+    assert!(ending.already_finished);
+    assert_eq!(ending.status, RunStatus::InDoubt);
+    assert_eq!(failure(&ending).class, FailureClass::InDoubt);
+    assert_eq!(runtime.story(&run_id).unwrap().attempts.len(), attempts);
+    assert_eq!(erp.stats().requests, 1);
 }
 
 #[tokio::test]
@@ -382,6 +385,7 @@ async fn resume_of_succeeded_run_returns_recorded_output_and_unknown_run_is_refu
         done.result.as_ref().unwrap()
     );
     assert_eq!(again.status, RunStatus::Succeeded);
+    assert!(again.already_finished && !done.already_finished);
     let story = runtime.story(&done.run_id).unwrap();
     assert_eq!(story.attempts.len(), 1, "no new attempt for a finished run");
     let err = runtime

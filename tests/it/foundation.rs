@@ -261,3 +261,36 @@ fn rss_bytes() -> u64 {
         .expect("resident pages");
     pages * 4096
 }
+
+#[tokio::test]
+async fn unrecorded_call_runs_the_sandbox_without_touching_the_ledger() {
+    let env = Env::new();
+    let runtime = env.runtime(
+        "[connectors.\"erp.post-invoice\"]\ntype = \"noop\"\n\n[tools.invoice]\neffects = [\"erp.post-invoice\"]\n",
+    );
+    let hello = load(&runtime, HELLO).await;
+    let out = runtime
+        .call_unrecorded(&hello, r#"{"message":"dry"}"#)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(out["echo"], "dry");
+    assert_eq!(out["run_id"], tollgate::runs::UNRECORDED_RUN_ID);
+    // Input is checked as for a run.
+    let err = runtime
+        .call_unrecorded(&hello, r#"{"mesage":"typo"}"#)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RunError::SchemaViolation { .. }), "{err}");
+    // A tool that writes is stopped at its first durable step, even though it is granted.
+    let invoice = load(&runtime, INVOICE).await;
+    let f = runtime
+        .call_unrecorded(&invoice, &crate::harness::invoice("INV-DRY"))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(f.class, tollgate::FailureClass::Permission, "{f}");
+    assert!(f.message.contains("recorded run"), "{f}");
+    let runs = runtime.ledger().runs(&RunFilter::default()).unwrap();
+    assert!(runs.is_empty(), "nothing recorded: {runs:?}");
+}

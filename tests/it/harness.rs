@@ -66,25 +66,7 @@ effects = ["erp.post-invoice"]
     )
 }
 
-/// A valid invoice whose total matches its lines.
-pub fn invoice(id: &str) -> String {
-    invoice_with(id, 3)
-}
-
-/// A valid invoice for `quantity` widgets: a different quantity is a different payload.
-pub fn invoice_with(id: &str, quantity: u64) -> String {
-    serde_json::json!({
-        "invoice_id": id,
-        "customer": "ACME GmbH",
-        "currency": "EUR",
-        "lines": [
-            { "description": "Widgets", "quantity": quantity, "unit_price_cents": 1250 },
-            { "description": "Shipping", "quantity": 1, "unit_price_cents": 900 }
-        ],
-        "total_cents": quantity * 1250 + 900
-    })
-    .to_string()
-}
+pub use tollgate_tests::{invoice, invoice_with};
 
 pub async fn load(runtime: &Runtime, path: &str) -> Arc<LoadedTool> {
     runtime

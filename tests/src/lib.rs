@@ -8,3 +8,23 @@ pub mod plugins {
 }
 
 pub mod erp;
+
+/// A valid input for the `invoice` tool: three widgets and shipping, total matching the lines.
+pub fn invoice(id: &str) -> String {
+    invoice_with(id, 3)
+}
+
+/// A valid invoice for `quantity` widgets: a different quantity is a different payload.
+pub fn invoice_with(id: &str, quantity: u64) -> String {
+    serde_json::json!({
+        "invoice_id": id,
+        "customer": "ACME GmbH",
+        "currency": "EUR",
+        "lines": [
+            { "description": "Widgets", "quantity": quantity, "unit_price_cents": 1250 },
+            { "description": "Shipping", "quantity": 1, "unit_price_cents": 900 }
+        ],
+        "total_cents": quantity * 1250 + 900
+    })
+    .to_string()
+}

@@ -16,8 +16,8 @@ impl checkpoints::Host for ToolState {
     ) -> wasmtime::Result<Result<(), types::ToolError>> {
         let Some(ctx) = self.attempt.clone() else {
             return Ok(Err(to_tool_error(&Failure::new(
-                FailureClass::Fatal,
-                "checkpoints are not available while the host describes a tool",
+                FailureClass::Permission,
+                "checkpoints need a recorded run: start one with `run` (not while the host describes the tool or in an unrecorded call)",
             ))));
         };
         if name.is_empty() || name.len() > MAX_NAME_BYTES {

@@ -17,8 +17,8 @@ impl effects::Host for ToolState {
     ) -> wasmtime::Result<Result<effects::Outcome, types::ToolError>> {
         let Some(ctx) = self.attempt.clone() else {
             return Ok(Err(to_tool_error(&Failure::new(
-                FailureClass::Fatal,
-                "effects are not available while the host describes a tool",
+                FailureClass::Permission,
+                "effects need a recorded run: start one with `run` (not while the host describes the tool or in an unrecorded call)",
             ))));
         };
         let refuse = |failure: Failure| Ok(Err(to_tool_error(&failure)));

@@ -118,18 +118,8 @@ effects = ["erp.post-invoice"]
 }
 
 async fn run(runtime: &Runtime, tool: &Arc<LoadedTool>, invoice_id: &str) -> Result<RunReport> {
-    let input = serde_json::json!({
-        "invoice_id": invoice_id,
-        "customer": "ACME GmbH",
-        "currency": "EUR",
-        "lines": [
-            { "description": "Widgets", "quantity": 3, "unit_price_cents": 1250 },
-            { "description": "Shipping", "quantity": 1, "unit_price_cents": 900 }
-        ],
-        "total_cents": 4650
-    });
     Ok(runtime
-        .run_with_prefix(tool, &input.to_string(), "demo")
+        .run_with_prefix(tool, &tollgate_tests::invoice(invoice_id), "demo")
         .await?)
 }
 

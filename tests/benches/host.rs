@@ -1,0 +1,339 @@
+//! Host benchmarks, each figure next to its baseline from the same process and the same disk:
+//!
+//! 1. instantiate + call `hello`: raw wasmtime (default config) against the host's sandbox
+//!    (pooling, limits, epoch deadline, input schema check), with pooling off for contrast;
+//! 2. load: a fresh compile against a load from the precompiled cache, raw and through the host;
+//! 3. recorded runs (`hello`, and `invoice` with one effect on a no-op connector) against one
+//!    raw SQLite WAL + `synchronous=FULL` commit, the physical floor of every durable step.
+//!
+//! Run: `cargo bench --workspace --bench host` (results: BENCHMARKS.md). Set
+//! `TOLLGATE_BENCH_SCALE=0.1` for a quick smoke run and `TOLLGATE_BENCH=call` for one section.
+
+use std::time::{Duration, Instant};
+use tollgate::bindings::{Tool, ToolPre, types};
+use tollgate::capabilities::{self, ToolState};
+use tollgate::engine::EngineOptions;
+use tollgate::policy::Policy;
+use tollgate::{Config, Runtime};
+use tollgate_tests::plugins::{HELLO, INVOICE};
+use wasmtime::component::Component;
+use wasmtime::{Engine, Store};
+
+const HELLO_INPUT: &str = r#"{"message":"bench"}"#;
+
+fn scale() -> f64 {
+    std::env::var("TOLLGATE_BENCH_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1.0)
+}
+
+fn iterations(base: usize) -> usize {
+    ((base as f64 * scale()) as usize).max(10)
+}
+
+/// Latency samples of one measured operation.
+struct Figure {
+    name: String,
+    samples: Vec<Duration>,
+}
+
+impl Figure {
+    fn percentile(&self, p: f64) -> Duration {
+        let mut sorted = self.samples.clone();
+        sorted.sort();
+        let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+        sorted[i]
+    }
+
+    fn print(&self, baseline: Option<&Figure>) {
+        let p50 = self.percentile(0.5);
+        let ratio = baseline
+            .map(|b| {
+                let r = p50.as_secs_f64() / b.percentile(0.5).as_secs_f64();
+                if r < 0.1 {
+                    format!("  (1/{:.0} of {})", 1.0 / r, b.name)
+                } else {
+                    format!("  ({r:.2}× {})", b.name)
+                }
+            })
+            .unwrap_or_default();
+        println!(
+            "  {:<52} p50 {:>10}  p99 {:>10}  n={}{ratio}",
+            self.name,
+            fmt(p50),
+            fmt(self.percentile(0.99)),
+            self.samples.len()
+        );
+    }
+}
+
+fn fmt(d: Duration) -> String {
+    let us = d.as_secs_f64() * 1e6;
+    if us >= 1000.0 {
+        format!("{:.2} ms", us / 1000.0)
+    } else {
+        format!("{us:.1} µs")
+    }
+}
+
+async fn measure<F, Fut>(name: &str, n: usize, mut op: F) -> Figure
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    for _ in 0..(n / 10).max(3) {
+        op().await;
+    }
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let start = Instant::now();
+        op().await;
+        samples.push(start.elapsed());
+    }
+    Figure {
+        name: name.to_owned(),
+        samples,
+    }
+}
+
+/// Raw wasmtime with its default configuration (on-demand allocation, no limits, no epoch),
+/// linked with the same imports the host provides so the same component can run.
+fn raw_engine() -> Engine {
+    Engine::new(&wasmtime::Config::new()).expect("raw engine")
+}
+
+fn raw_pre(engine: &Engine, component: &Component) -> ToolPre<ToolState> {
+    let linker = capabilities::linker(engine).expect("linker");
+    ToolPre::new(linker.instantiate_pre(component).expect("instantiate_pre")).expect("tool pre")
+}
+
+async fn raw_call(engine: &Engine, pre: &ToolPre<ToolState>, policy: &Policy) {
+    let mut store = Store::new(engine, ToolState::new(policy, None));
+    // The host's engine interrupts on epochs; give the raw store no deadline.
+    store.set_epoch_deadline(1 << 40);
+    let tool: Tool = pre
+        .instantiate_async(&mut store)
+        .await
+        .expect("instantiate");
+    let ctx = types::RunContext {
+        run_id: "raw".into(),
+        attempt: 1,
+        tool: "hello".into(),
+        deadline_ms: 0,
+    };
+    let out = tool
+        .call_run(&mut store, &ctx, HELLO_INPUT)
+        .await
+        .expect("call");
+    assert!(out.is_ok(), "{out:?}");
+}
+
+fn runtime(dir: &std::path::Path, config: &str, options: EngineOptions) -> Runtime {
+    Runtime::builder()
+        .config(Config::parse(config, "bench.toml".as_ref()).expect("config"))
+        .ledger_path(dir.join("ledger.db"))
+        .cache_dir(dir.join("cache"))
+        .engine_options(options)
+        .build()
+        .expect("runtime")
+}
+
+async fn instantiate_and_call(dir: &std::path::Path) {
+    println!("\n1. instantiate + call `hello` (fresh store per call)");
+    let n = iterations(5_000);
+    let engine = raw_engine();
+    let component = Component::from_file(&engine, HELLO).expect("compile");
+    let pre = raw_pre(&engine, &component);
+    let policy = Policy::default();
+    let raw = measure("raw wasmtime, default config", n, || {
+        raw_call(&engine, &pre, &policy)
+    })
+    .await;
+    raw.print(None);
+
+    // The same raw store on the host's engine: what pooling alone buys, and the floor the
+    // host's own per-call work (input check, limits, deadline, stdio capture) sits on.
+    let pooled = runtime(&dir.join("call-raw-pooled"), "", EngineOptions::default());
+    let pooled_component = Component::from_file(pooled.engine(), HELLO).expect("compile");
+    let pooled_pre = raw_pre(pooled.engine(), &pooled_component);
+    let figure = measure("raw store on the host's engine (pooling)", n, || {
+        raw_call(pooled.engine(), &pooled_pre, &policy)
+    })
+    .await;
+    figure.print(Some(&raw));
+
+    for (name, pooling) in [
+        ("host sandbox (call_unrecorded), pooling", true),
+        ("host sandbox (call_unrecorded), pooling off", false),
+    ] {
+        let rt = runtime(
+            &dir.join(format!("call-{pooling}")),
+            "",
+            EngineOptions {
+                pooling,
+                ..EngineOptions::default()
+            },
+        );
+        let tool = rt.load(HELLO).await.expect("load");
+        let figure = measure(name, n, || async {
+            let out = rt.call_unrecorded(&tool, HELLO_INPUT).await.expect("call");
+            assert!(out.is_ok(), "{out:?}");
+        })
+        .await;
+        figure.print(Some(&raw));
+    }
+}
+
+async fn load(dir: &std::path::Path) {
+    println!("\n2. load a component");
+    for (label, path, base) in [("hello", HELLO, 60), ("invoice", INVOICE, 30)] {
+        let size = std::fs::metadata(path).expect("plugin").len();
+        println!("  {label} ({} KiB)", size / 1024);
+        let n = iterations(base);
+        let engine = raw_engine();
+        let compile = measure(
+            "raw wasmtime: Component::from_file (compile)",
+            n,
+            || async {
+                Component::from_file(&engine, path).expect("compile");
+            },
+        )
+        .await;
+        compile.print(None);
+        let artifact = Component::from_file(&engine, path)
+            .expect("compile")
+            .serialize()
+            .expect("serialize");
+        let n_fast = iterations(base * 20);
+        let deserialize = measure("raw wasmtime: Component::deserialize", n_fast, || async {
+            #[expect(unsafe_code, reason = "bytes serialized by this process just above")]
+            unsafe {
+                Component::deserialize(&engine, &artifact).expect("deserialize");
+            }
+        })
+        .await;
+        deserialize.print(Some(&compile));
+
+        let fresh = Runtime::builder()
+            .ledger_path(dir.join(format!("load-{label}-fresh.db")))
+            .without_cache()
+            .build()
+            .expect("runtime");
+        let host_fresh = measure(
+            "host load, cache off (compile + link + describe)",
+            n,
+            || async {
+                fresh.load(path).await.expect("load");
+            },
+        )
+        .await;
+        host_fresh.print(Some(&compile));
+        let cached = runtime(
+            &dir.join(format!("load-{label}-cached")),
+            "",
+            EngineOptions::default(),
+        );
+        cached.load(path).await.expect("warm the cache");
+        let host_cached = measure(
+            "host load from cache (verify + map + link + describe)",
+            n_fast,
+            || async {
+                let tool = cached.load(path).await.expect("load");
+                assert_eq!(tool.cache, tollgate::engine::CacheOutcome::Hit);
+            },
+        )
+        .await;
+        host_cached.print(Some(&deserialize));
+    }
+}
+
+async fn recorded_runs(dir: &std::path::Path) {
+    println!("\n3. recorded runs (durable: WAL + synchronous=FULL)");
+    let n = iterations(300);
+    let raw = raw_commit(&dir.join("raw.db"), n);
+    raw.print(None);
+    let rt = runtime(
+        &dir.join("runs"),
+        "[connectors.\"erp.post-invoice\"]\ntype = \"noop\"\n\n[tools.invoice]\neffects = [\"erp.post-invoice\"]\n",
+        EngineOptions::default(),
+    );
+    let hello = rt.load(HELLO).await.expect("load");
+    let figure = measure(
+        "`hello` run: create, attempt, end (3 commits)",
+        n,
+        || async {
+            let report = rt.run(&hello, HELLO_INPUT).await.expect("run");
+            assert!(report.result.is_ok());
+        },
+    )
+    .await;
+    figure.print(Some(&raw));
+    let invoice = rt.load(INVOICE).await.expect("load");
+    let mut i = 0u64;
+    let figure = measure(
+        "`invoice` run: + checkpoint + effect on no-op (6 commits)",
+        n,
+        || {
+            i += 1;
+            let input = tollgate_tests::invoice(&format!("INV-B{i}-{}", std::process::id()));
+            let rt = &rt;
+            let invoice = &invoice;
+            async move {
+                let report = rt.run(invoice, &input).await.expect("run");
+                assert!(report.result.is_ok(), "{:?}", report.result);
+            }
+        },
+    )
+    .await;
+    figure.print(Some(&raw));
+}
+
+fn raw_commit(path: &std::path::Path, n: usize) -> Figure {
+    let conn = rusqlite::Connection::open(path).expect("raw db");
+    conn.pragma_update_and_check(None, "journal_mode", "WAL", |_| Ok(()))
+        .expect("wal");
+    conn.pragma_update(None, "synchronous", "FULL")
+        .expect("sync");
+    conn.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")
+        .expect("table");
+    let mut stmt = conn
+        .prepare("INSERT INTO t (v) VALUES (?1)")
+        .expect("prepare");
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let start = Instant::now();
+        stmt.execute(["a small row"]).expect("insert");
+        samples.push(start.elapsed());
+    }
+    Figure {
+        name: "raw SQLite commit (one INSERT)".into(),
+        samples,
+    }
+}
+
+fn main() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio");
+    println!(
+        "tollgate host benchmarks ({} cores)",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    // `TOLLGATE_BENCH=call,load,runs` picks sections (default: all), e.g. for profiling.
+    let only = std::env::var("TOLLGATE_BENCH").unwrap_or_default();
+    let wanted = |section: &str| only.is_empty() || only.split(',').any(|s| s == section);
+    rt.block_on(async {
+        if wanted("call") {
+            instantiate_and_call(dir.path()).await;
+        }
+        if wanted("load") {
+            load(dir.path()).await;
+        }
+        if wanted("runs") {
+            recorded_runs(dir.path()).await;
+        }
+    });
+}
