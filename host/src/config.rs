@@ -2,10 +2,11 @@
 //! connector carries each effect kind, and each tool's policy. Tools never see or choose any
 //! of it: a tool names an effect kind, and the operator decides where it goes.
 
-use crate::policy::{Policy, PolicyViolation, is_valid_effect_kind};
+use crate::policy::{Policy, PolicyViolation, dotted, is_valid_effect_kind};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use toml::de::{DeTable, DeValue};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -93,8 +94,50 @@ pub enum ConfigError {
     #[error("config {path} has {} problem(s):\n{}", .problems.len(), .problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
     Invalid {
         path: PathBuf,
-        problems: Vec<String>,
+        problems: Vec<Problem>,
     },
+}
+
+/// One invalid entry in a config file: where it is and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Keys from the top of the file down, array indexes as numbers.
+    pub path: Vec<String>,
+    /// 1-based line of the entry, when the file has it.
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(line) = self.line {
+            write!(f, "line {line}: ")?;
+        }
+        write!(f, "{}: {}", dotted(&self.path), self.message)
+    }
+}
+
+/// The line of the deepest entry of `path` present in `text` (so a missing key points at
+/// its table).
+fn line_of(text: &str, path: &[String]) -> Option<usize> {
+    let root = DeTable::parse(text).ok()?;
+    let mut span = None;
+    let mut table = Some(root.get_ref());
+    let mut value: Option<&DeValue<'_>> = None;
+    for seg in path {
+        let next = match (table, value) {
+            (Some(t), _) => t.get(seg.as_str()),
+            (None, Some(DeValue::Array(items))) => {
+                seg.parse::<usize>().ok().and_then(|i| items.get(i))
+            }
+            _ => None,
+        };
+        let Some(next) = next else { break };
+        span = Some(next.span());
+        value = Some(next.get_ref());
+        table = next.get_ref().as_table();
+    }
+    span.map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
 }
 
 impl Config {
@@ -112,60 +155,74 @@ impl Config {
             path: origin.to_owned(),
             message: e.to_string(),
         })?;
-        config.validate(origin)?;
-        Ok(config)
+        let mut problems = config.problems();
+        if problems.is_empty() {
+            return Ok(config);
+        }
+        for problem in &mut problems {
+            problem.line = line_of(text, &problem.path);
+        }
+        Err(ConfigError::Invalid {
+            path: origin.to_owned(),
+            problems,
+        })
     }
 
-    fn validate(&self, origin: &Path) -> Result<(), ConfigError> {
+    /// Every invalid entry, located by key path (lines are added by [`Config::parse`]).
+    fn problems(&self) -> Vec<Problem> {
         let mut problems = Vec::new();
+        let mut bad = |path: &[&str], message: String| {
+            problems.push(Problem {
+                path: path.iter().map(|s| (*s).to_owned()).collect(),
+                line: None,
+                message,
+            });
+        };
         for (kind, connector) in &self.connectors {
             if !is_valid_effect_kind(kind) {
-                problems.push(format!("connectors.\"{kind}\": not a valid effect kind"));
+                bad(&["connectors", kind], "not a valid effect kind".to_owned());
             }
             if let ConnectorConfig::Http(http) = connector {
                 match reqwest::Url::parse(&http.url) {
                     Ok(url) if matches!(url.scheme(), "http" | "https") => {}
-                    Ok(url) => problems.push(format!(
-                        "connectors.\"{kind}\".url: scheme `{}` is not http or https",
-                        url.scheme()
-                    )),
-                    Err(e) => problems.push(format!("connectors.\"{kind}\".url: {e}")),
+                    Ok(url) => bad(
+                        &["connectors", kind, "url"],
+                        format!("scheme `{}` is not http or https", url.scheme()),
+                    ),
+                    Err(e) => bad(&["connectors", kind, "url"], e.to_string()),
                 }
                 if reqwest::Method::from_bytes(http.method.as_bytes()).is_err() {
-                    problems.push(format!(
-                        "connectors.\"{kind}\".method: `{}` is not an HTTP method",
-                        http.method
-                    ));
+                    bad(
+                        &["connectors", kind, "method"],
+                        format!("`{}` is not an HTTP method", http.method),
+                    );
                 }
                 if http.timeout_ms == 0 {
-                    problems.push(format!(
-                        "connectors.\"{kind}\".timeout_ms: must be greater than 0"
-                    ));
+                    bad(
+                        &["connectors", kind, "timeout_ms"],
+                        "must be greater than 0".to_owned(),
+                    );
                 }
             }
         }
         for (tool, policy) in &self.tools {
             if let Err(violations) = policy.validate() {
-                problems.extend(violations.into_iter().map(
-                    |PolicyViolation { field, problem }| format!("tools.{tool}.{field}: {problem}"),
-                ));
+                for PolicyViolation { path, problem } in violations {
+                    let mut full = vec!["tools", tool.as_str()];
+                    full.extend(path.iter().map(String::as_str));
+                    bad(&full, problem);
+                }
             }
             for kind in &policy.effects {
                 if !self.connectors.contains_key(kind) {
-                    problems.push(format!(
-                        "tools.{tool}.effects: `{kind}` has no connector: add a [connectors.\"{kind}\"] table"
-                    ));
+                    bad(
+                        &["tools", tool, "effects"],
+                        format!("`{kind}` has no connector: add a [connectors.\"{kind}\"] table"),
+                    );
                 }
             }
         }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(ConfigError::Invalid {
-                path: origin.to_owned(),
-                problems,
-            })
-        }
+        problems
     }
 
     /// The policy for `tool`: its table, or the deny-by-default policy.
@@ -231,5 +288,29 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn each_invalid_entry_is_named_with_its_line() {
+        let text = "[tools.a]\neffects = []\n\n[tools.a.limits]\nmemory_bytes = 0\n\n[[tools.a.http]]\nhost = \"x:0\"\n\n[connectors.\"k.v\"]\ntype = \"http\"\nurl = \"ftp://x\"\nhonours_idempotency_keys = true\n";
+        let ConfigError::Invalid { problems, .. } =
+            Config::parse(text, Path::new("t.toml")).unwrap_err()
+        else {
+            panic!("expected Invalid");
+        };
+        let shown: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+        assert_eq!(problems.len(), 3, "{shown:?}");
+        assert!(
+            shown[0].starts_with("line 12: connectors.\"k.v\".url: scheme `ftp`"),
+            "{shown:?}"
+        );
+        assert!(
+            shown[1].starts_with("line 8: tools.a.http[0].host:"),
+            "{shown:?}"
+        );
+        assert!(
+            shown[2].starts_with("line 5: tools.a.limits.memory_bytes:"),
+            "{shown:?}"
+        );
     }
 }

@@ -77,6 +77,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Validate an operator config (connectors and tool policies), naming the line of each
+    /// problem.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
     /// List or show runs recorded in the ledger.
     Runs {
         #[command(subcommand)]
@@ -87,6 +93,15 @@ enum Command {
         /// The plugins workspace.
         #[arg(long, default_value = "plugins")]
         dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Check a config file: every problem with its line; exit 0 when it is valid.
+    Check {
+        /// The config file (tollgate.toml).
+        file: PathBuf,
     },
 }
 
@@ -158,13 +173,31 @@ fn init_tracing(verbose: u8, format: LogFormat) {
 async fn dispatch(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::BuildPlugins { dir } => build_plugins(&dir),
+        Command::Policy {
+            command: PolicyCommand::Check { ref file },
+        } => {
+            let config = tollgate::Config::load(file)?;
+            let tools: Vec<&str> = config.tools.keys().map(String::as_str).collect();
+            println!(
+                "{}: valid ({} connector(s); policies for: {})",
+                file.display(),
+                config.connectors.len(),
+                if tools.is_empty() {
+                    "no tool".to_owned()
+                } else {
+                    tools.join(", ")
+                }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Inspect { ref plugin, json } => {
             let runtime = runtime(&cli)?;
-            let tool = runtime.load(plugin).await?;
-            let policy = format!(
-                "[tools.{}]\neffects = {:?}\n",
-                tool.descriptor.name, tool.descriptor.effects
-            );
+            let tool = runtime.inspect(plugin).await?;
+            let policy = tool.policy_skeleton();
+            let fits = tool
+                .check_policy(&runtime.config().policy_for(&tool.descriptor.name))
+                .err()
+                .map(|e| e.to_string());
             if json {
                 let value = serde_json::json!({
                     "path": tool.path,
@@ -174,6 +207,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                     "exports": tool.exports,
                     "cache": tool.cache,
                     "policy_skeleton": policy,
+                    "refused_by_current_policy": fits,
                 });
                 println!("{}", serde_json::to_string_pretty(&value)?);
             } else {
@@ -204,6 +238,9 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 println!(
                     "\npolicy it needs (add to tollgate.toml, with a [connectors.\"<kind>\"] per effect):\n{policy}"
                 );
+                if let Some(refusal) = fits {
+                    println!("the current policy refuses it: {refusal}");
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
+use std::path::PathBuf;
 
 /// Largest linear memory a policy may grant; the engine's pool reserves slots this size.
 pub const MAX_MEMORY_BYTES: u64 = 1 << 30;
@@ -13,14 +14,66 @@ pub const MAX_MEMORY_BYTES: u64 = 1 << 30;
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Policy {
+    /// sha256 (hex, optionally `sha256:`-prefixed) of the one build of the tool this policy
+    /// is for; any other build is refused at load.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
     /// Effect kinds the tool may perform, such as `erp.post-invoice`.
     #[serde(default)]
     pub effects: BTreeSet<String>,
+    /// Host environment variables the tool may read, by name; their values are the host's.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub env: BTreeSet<String>,
+    /// Host directories the tool may see, each at a guest path.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fs: Vec<FsGrant>,
+    /// Hosts the tool may read from over `wasi:http`. Writes go through effects.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub http: Vec<HttpGrant>,
     #[serde(default)]
     pub limits: Limits,
 }
 
-/// Resource bounds for one run of a tool.
+/// A host directory preopened for the tool.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FsGrant {
+    /// The directory on the host. Nothing outside it is reachable, symlinks included.
+    pub host: PathBuf,
+    /// Where the tool sees it, an absolute guest path such as `/data`.
+    pub guest: String,
+    #[serde(default)]
+    pub mode: FsMode,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsMode {
+    /// Read files and list directories.
+    #[default]
+    Ro,
+    /// Also create, write, rename and remove inside the directory.
+    Rw,
+}
+
+/// Requests the tool may make to one host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpGrant {
+    /// `host:port` exactly, or `*.example.com:443` for any subdomain. Without a port, the
+    /// scheme's default port (80 for http, 443 for https).
+    pub host: String,
+    /// Methods allowed, upper case. Default: `GET` and `HEAD`.
+    #[serde(default = "read_methods")]
+    pub methods: Vec<String>,
+}
+
+fn read_methods() -> Vec<String> {
+    vec!["GET".to_owned(), "HEAD".to_owned()]
+}
+
+/// Resource bounds for one run of a tool. The defaults are tight: enough for a small Rust
+/// tool such as `hello`, and anything more is granted explicitly.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
@@ -30,9 +83,13 @@ pub struct Limits {
     pub table_elements: u64,
     /// Core and component instances.
     pub instances: u32,
-    /// Wall-clock time of one attempt, in milliseconds (CPU included: the guest is
-    /// interrupted when it passes).
+    /// Host resource handles (streams, HTTP requests, …) the tool may hold at once.
+    pub max_resources: u32,
+    /// Wall-clock time of one attempt, in milliseconds, waiting on the host included.
     pub timeout_ms: u64,
+    /// Time the tool itself may compute in one attempt, in milliseconds (counted in epoch
+    /// ticks while guest code runs; time spent waiting on the host is not counted).
+    pub cpu_ms: u64,
     /// Bytes of JSON output.
     pub max_output_bytes: u64,
     /// Bytes of log events and captured stdout/stderr, each.
@@ -48,10 +105,12 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            memory_bytes: 64 << 20,
-            table_elements: 20_000,
-            instances: 32,
+            memory_bytes: 16 << 20,
+            table_elements: 10_000,
+            instances: 16,
+            max_resources: 1_000,
             timeout_ms: 30_000,
+            cpu_ms: 10_000,
             max_output_bytes: 1 << 20,
             max_log_bytes: 64 << 10,
             max_payload_bytes: 256 << 10,
@@ -61,53 +120,152 @@ impl Default for Limits {
     }
 }
 
-/// One invalid entry in a policy.
+/// One invalid entry in a policy, at a path of keys below the tool's table.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{field}`: {problem}")]
+#[error("`{}`: {problem}", dotted(.path))]
 pub struct PolicyViolation {
-    pub field: String,
+    /// Keys from the tool's table down, array indexes as numbers (`["fs", "0", "host"]`).
+    pub path: Vec<String>,
     pub problem: String,
 }
 
+/// `fs[0].host`, `limits.memory_bytes`: a key path as a reader writes it.
+pub fn dotted(path: &[String]) -> String {
+    let mut out = String::new();
+    for seg in path {
+        if seg.parse::<usize>().is_ok() {
+            out.push_str(&format!("[{seg}]"));
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            if seg.contains('.') {
+                out.push_str(&format!("\"{seg}\""));
+            } else {
+                out.push_str(seg);
+            }
+        }
+    }
+    out
+}
+
+/// The HTTP methods a grant may name.
+const METHODS: &[&str] = &[
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT",
+];
+
 impl Policy {
     /// Checks every entry and returns all problems at once, so a policy is fixed in one pass.
+    /// Host directories are checked to exist, since a grant of nothing is a mistake.
     pub fn validate(&self) -> Result<(), Vec<PolicyViolation>> {
         let mut problems = Vec::new();
-        let mut bad = |field: &str, problem: String| {
+        let mut bad = |path: &[&str], problem: String| {
             problems.push(PolicyViolation {
-                field: field.to_owned(),
+                path: path.iter().map(|s| (*s).to_owned()).collect(),
                 problem,
             });
         };
+        if let Some(digest) = &self.digest
+            && normalize_digest(digest).is_none()
+        {
+            bad(
+                &["digest"],
+                format!(
+                    "`{digest}` is not a sha256 digest: 64 hex digits, optionally prefixed with `sha256:` (`tollgate inspect` prints it)"
+                ),
+            );
+        }
         for kind in &self.effects {
             if !is_valid_effect_kind(kind) {
                 bad(
-                    "effects",
+                    &["effects"],
                     format!(
                         "`{kind}` is not a valid effect kind: use lowercase letters, digits, `.`, `-` and `_`, starting with a letter (e.g. `erp.post-invoice`)"
                     ),
                 );
             }
         }
+        for name in &self.env {
+            let valid = !name.is_empty()
+                && !name.starts_with(|c: char| c.is_ascii_digit())
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid {
+                bad(
+                    &["env"],
+                    format!("`{name}` is not an environment variable name (letters, digits, `_`)"),
+                );
+            }
+        }
+        let mut guests = BTreeSet::new();
+        for (i, grant) in self.fs.iter().enumerate() {
+            let i = i.to_string();
+            if !grant.host.is_absolute() {
+                bad(
+                    &["fs", &i, "host"],
+                    format!("`{}` must be an absolute path", grant.host.display()),
+                );
+            } else if !grant.host.is_dir() {
+                bad(
+                    &["fs", &i, "host"],
+                    format!(
+                        "`{}` is not an existing directory on this host",
+                        grant.host.display()
+                    ),
+                );
+            }
+            let g = &grant.guest;
+            if !g.starts_with('/') || g.split('/').any(|c| c == ".." || c == ".") {
+                bad(
+                    &["fs", &i, "guest"],
+                    format!(
+                        "`{g}` must be an absolute guest path without `.` or `..`, e.g. `/data`"
+                    ),
+                );
+            } else if !guests.insert(g.trim_end_matches('/').to_owned()) {
+                bad(&["fs", &i, "guest"], format!("`{g}` is granted twice"));
+            }
+        }
+        for (i, grant) in self.http.iter().enumerate() {
+            let i = i.to_string();
+            if let Err(problem) = HostPattern::parse(&grant.host) {
+                bad(&["http", &i, "host"], problem);
+            }
+            if grant.methods.is_empty() {
+                bad(
+                    &["http", &i, "methods"],
+                    "grants no method: leave it out for GET and HEAD".to_owned(),
+                );
+            }
+            for method in &grant.methods {
+                if !METHODS.contains(&method.as_str()) {
+                    bad(
+                        &["http", &i, "methods"],
+                        format!("`{method}` is not an HTTP method (upper case, e.g. `GET`)"),
+                    );
+                }
+            }
+        }
         let l = &self.limits;
         if l.memory_bytes == 0 || l.memory_bytes > MAX_MEMORY_BYTES {
             bad(
-                "limits.memory_bytes",
+                &["limits", "memory_bytes"],
                 format!("must be between 1 and {MAX_MEMORY_BYTES}"),
             );
         }
-        let positive: [(&str, u64); 7] = [
-            ("limits.table_elements", l.table_elements),
-            ("limits.instances", u64::from(l.instances)),
-            ("limits.timeout_ms", l.timeout_ms),
-            ("limits.max_output_bytes", l.max_output_bytes),
-            ("limits.max_log_bytes", l.max_log_bytes),
-            ("limits.max_payload_bytes", l.max_payload_bytes),
-            ("limits.max_checkpoint_bytes", l.max_checkpoint_bytes),
+        let positive: [(&str, u64); 9] = [
+            ("table_elements", l.table_elements),
+            ("instances", u64::from(l.instances)),
+            ("max_resources", u64::from(l.max_resources)),
+            ("timeout_ms", l.timeout_ms),
+            ("cpu_ms", l.cpu_ms),
+            ("max_output_bytes", l.max_output_bytes),
+            ("max_log_bytes", l.max_log_bytes),
+            ("max_payload_bytes", l.max_payload_bytes),
+            ("max_checkpoint_bytes", l.max_checkpoint_bytes),
         ];
         for (field, value) in positive {
             if value == 0 {
-                bad(field, "must be greater than 0".to_owned());
+                bad(&["limits", field], "must be greater than 0".to_owned());
             }
         }
         if problems.is_empty() {
@@ -119,6 +277,102 @@ impl Policy {
 
     pub fn allows_effect(&self, kind: &str) -> bool {
         self.effects.contains(kind)
+    }
+
+    /// The pinned digest as bare lowercase hex, if the policy pins one.
+    pub fn pinned_digest(&self) -> Option<String> {
+        self.digest.as_deref().and_then(normalize_digest)
+    }
+
+    /// Which grant, if any, allows `method` to `host:port`. `Err` says why not, for the
+    /// tool and the journal.
+    pub fn check_http(&self, host: &str, port: u16, method: &str) -> Result<usize, String> {
+        let mut host_matched = false;
+        for (i, grant) in self.http.iter().enumerate() {
+            let Ok(pattern) = HostPattern::parse(&grant.host) else {
+                continue;
+            };
+            if pattern.matches(host, port) {
+                host_matched = true;
+                if grant.methods.iter().any(|m| m == method) {
+                    return Ok(i);
+                }
+            }
+        }
+        Err(if host_matched {
+            format!(
+                "{method} to {host}:{port} is not granted: the grant for this host allows only its `methods` (writes go through effects)"
+            )
+        } else {
+            format!(
+                "no http grant for {host}:{port}: add [[tools.<tool>.http]] host = \"{host}:{port}\""
+            )
+        })
+    }
+}
+
+fn normalize_digest(digest: &str) -> Option<String> {
+    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+    (hex.len() == 64 && hex.chars().all(|c| c.is_ascii_hexdigit()))
+        .then(|| hex.to_ascii_lowercase())
+}
+
+/// An `http` grant's host: exact or `*.`-wildcard, with a port or the scheme default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPattern {
+    /// Lowercase host; for a wildcard, the suffix after `*.`.
+    host: String,
+    wildcard: bool,
+    /// `None`: 80 or 443, as the request's scheme says.
+    port: Option<u16>,
+}
+
+impl HostPattern {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let bad = |why: &str| {
+            Err(format!(
+                "`{text}` {why}: write `host:port`, `host` or `*.example.com:443`"
+            ))
+        };
+        if text.contains("://") || text.contains('/') {
+            return bad("is a URL, not a host");
+        }
+        let (host, port) = match text.rsplit_once(':') {
+            Some((h, p)) if !h.contains(':') => match p.parse::<u16>() {
+                Ok(p) if p > 0 => (h, Some(p)),
+                _ => return bad("has an invalid port"),
+            },
+            Some(_) => return bad("has too many `:`"),
+            None => (text, None),
+        };
+        let (wildcard, host) = match host.strip_prefix("*.") {
+            Some(rest) => (true, rest),
+            None => (false, host),
+        };
+        let valid = !host.is_empty()
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
+        if !valid {
+            return bad("is not a host name or IPv4 address");
+        }
+        Ok(Self {
+            host: host.to_ascii_lowercase(),
+            wildcard,
+            port,
+        })
+    }
+
+    /// `port` is the request's effective port (explicit, or the scheme's default).
+    pub fn matches(&self, host: &str, port: u16) -> bool {
+        let host = host.to_ascii_lowercase();
+        let host_ok = if self.wildcard {
+            host.strip_suffix(&self.host)
+                .is_some_and(|prefix| prefix.ends_with('.') && prefix.len() > 1)
+        } else {
+            host == self.host
+        };
+        host_ok && self.port.map_or(matches!(port, 80 | 443), |p| p == port)
     }
 }
 
@@ -156,7 +410,7 @@ mod tests {
         )
         .unwrap();
         let problems = policy.validate().unwrap_err();
-        let fields: Vec<_> = problems.iter().map(|p| p.field.as_str()).collect();
+        let fields: Vec<_> = problems.iter().map(|p| dotted(&p.path)).collect();
         assert_eq!(
             fields,
             vec!["effects", "limits.memory_bytes", "limits.timeout_ms"]
@@ -171,5 +425,101 @@ mod tests {
         assert!(!is_valid_effect_kind("9lives"));
         assert!(!is_valid_effect_kind("ERP.post"));
         assert!(!is_valid_effect_kind("a b"));
+    }
+
+    #[test]
+    fn grants_parse_and_bad_grants_are_each_named() {
+        let policy: Policy = toml::from_str(
+            r#"
+            digest = "sha256:nothex"
+            env = ["LANG", "9BAD"]
+            [[fs]]
+            host = "relative/dir"
+            guest = "/data"
+            [[fs]]
+            host = "/definitely/not/here"
+            guest = "/data/../etc"
+            mode = "rw"
+            [[http]]
+            host = "https://api.example.com"
+            [[http]]
+            host = "*.example.com:443"
+            methods = ["GET", "get"]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(policy.fs[1].mode, FsMode::Rw);
+        assert_eq!(
+            policy.fs[0].mode,
+            FsMode::Ro,
+            "read-only unless said otherwise"
+        );
+        let problems: Vec<String> = policy
+            .validate()
+            .unwrap_err()
+            .iter()
+            .map(|p| dotted(&p.path))
+            .collect();
+        assert_eq!(
+            problems,
+            vec![
+                "digest",
+                "env",
+                "fs[0].host",
+                "fs[1].host",
+                "fs[1].guest",
+                "http[0].host",
+                "http[1].methods"
+            ]
+        );
+        let err =
+            toml::from_str::<Policy>("[[fs]]\nhost = \"/tmp\"\nguest = \"/t\"\nmode = \"rwx\"\n")
+                .unwrap_err();
+        assert!(err.to_string().contains("rwx"), "{err}");
+    }
+
+    #[test]
+    fn http_grants_match_host_port_and_method() {
+        let policy: Policy = toml::from_str(
+            r#"
+            [[http]]
+            host = "127.0.0.1:8080"
+            [[http]]
+            host = "*.example.com"
+            methods = ["GET", "POST"]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(policy.check_http("127.0.0.1", 8080, "GET"), Ok(0));
+        assert_eq!(policy.check_http("127.0.0.1", 8080, "HEAD"), Ok(0));
+        let post = policy.check_http("127.0.0.1", 8080, "POST").unwrap_err();
+        assert!(post.contains("POST") && post.contains("methods"), "{post}");
+        assert!(
+            policy.check_http("127.0.0.1", 8081, "GET").is_err(),
+            "other port"
+        );
+        assert!(
+            policy.check_http("127.0.0.2", 8080, "GET").is_err(),
+            "other host"
+        );
+        assert_eq!(policy.check_http("api.example.com", 443, "POST"), Ok(1));
+        assert_eq!(policy.check_http("A.B.Example.COM", 80, "GET"), Ok(1));
+        assert!(
+            policy.check_http("example.com", 443, "GET").is_err(),
+            "wildcard needs a subdomain"
+        );
+        assert!(policy.check_http("evilexample.com", 443, "GET").is_err());
+        assert!(
+            policy.check_http("api.example.com", 8443, "GET").is_err(),
+            "default ports only"
+        );
+    }
+
+    #[test]
+    fn digest_pins_accept_prefixed_and_bare_hex() {
+        let hex = "AB".repeat(32);
+        let policy: Policy = toml::from_str(&format!("digest = \"sha256:{hex}\"")).unwrap();
+        assert_eq!(policy.validate(), Ok(()));
+        assert_eq!(policy.pinned_digest(), Some(hex.to_ascii_lowercase()));
     }
 }

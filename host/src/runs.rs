@@ -366,19 +366,40 @@ async fn execute(
     input_text: &str,
 ) -> (Result<String, Failure>, Stdio) {
     let timeout = Duration::from_millis(policy.limits.timeout_ms);
-    let state = ToolState::new(policy, attempt);
+    let state = match ToolState::new(policy, &run_ctx.tool, attempt) {
+        Ok(state) => state,
+        Err(e) => {
+            let stdio = Stdio {
+                stdout: Vec::new(),
+                stderr: Vec::new(),
+            };
+            return (Err(Failure::new(FailureClass::Fatal, e.to_string())), stdio);
+        }
+    };
     let stdio = state.stdio.clone();
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limiter);
-    // Interrupt a guest that computes past its deadline; yield each tick so runs share threads.
+    // The epoch ticks every EPOCH_TICK; the callback runs only while guest code runs, so
+    // counting its calls measures the tool's own compute (waiting on the host is free), and
+    // the wall deadline bounds everything. Yielding each tick lets runs share threads.
     let deadline = Instant::now() + timeout;
+    let cpu_ms = policy.limits.cpu_ms;
+    let cpu_ticks = cpu_ms.div_ceil(EPOCH_TICK.as_millis().max(1) as u64).max(1);
+    let mut ticks = 0u64;
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(move |_| {
-        if Instant::now() >= deadline {
-            Err(wasmtime::Trap::Interrupt.into())
+        ticks += 1;
+        let over = if Instant::now() >= deadline {
+            format!(
+                "tool ran past its {} ms deadline (limits.timeout_ms) and was interrupted",
+                timeout.as_millis()
+            )
+        } else if ticks > cpu_ticks {
+            format!("tool computed for more than its {cpu_ms} ms of CPU (limits.cpu_ms) and was interrupted")
         } else {
-            Ok(wasmtime::UpdateDeadline::Yield(1))
-        }
+            return Ok(wasmtime::UpdateDeadline::Yield(1));
+        };
+        Err(AttemptAbort(Failure::new(FailureClass::Timeout, over)).into())
     });
     let call = async {
         let instance: Tool = tool.pre.instantiate_async(&mut store).await?;
@@ -416,6 +437,16 @@ fn classify_trap(error: &wasmtime::Error, limit_hit: Option<&str>, timeout: Dura
         return Failure::new(
             FailureClass::ResourceExhausted,
             format!("tool hit its {limit} and trapped"),
+        )
+        .with_details(serde_json::json!({ "trap": format!("{error:#}") }));
+    }
+    if error
+        .downcast_ref::<wasmtime::component::ResourceTableError>()
+        .is_some_and(|e| matches!(e, wasmtime::component::ResourceTableError::Full))
+    {
+        return Failure::new(
+            FailureClass::ResourceExhausted,
+            "tool holds too many host resource handles (limits.max_resources)",
         )
         .with_details(serde_json::json!({ "trap": format!("{error:#}") }));
     }

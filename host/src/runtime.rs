@@ -192,8 +192,17 @@ impl Runtime {
     }
 
     /// Loads the tool component at `path`: compiles it (or loads it precompiled), checks its
-    /// imports against what the host grants, and calls its `describe`.
+    /// imports against what the host provides, calls its `describe`, and refuses it unless
+    /// its policy fits (pinned digest, a grant for each optional import).
     pub async fn load(&self, path: impl AsRef<Path>) -> Result<Arc<LoadedTool>, LoadError> {
+        let tool = self.inspect(path).await?;
+        tool.check_policy(&self.inner.config.policy_for(&tool.descriptor.name))?;
+        Ok(tool)
+    }
+
+    /// Loads the tool component at `path` without holding it to its policy: for showing what
+    /// a tool is and what it would need. It cannot run until [`Runtime::load`] accepts it.
+    pub async fn inspect(&self, path: impl AsRef<Path>) -> Result<Arc<LoadedTool>, LoadError> {
         let inner = &self.inner;
         tool::load(
             inner.engine.engine(),

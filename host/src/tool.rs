@@ -84,6 +84,22 @@ pub enum LoadError {
     Describe { path: PathBuf, reason: String },
     #[error("{path}: the tool's descriptor is invalid: {problem}")]
     BadDescriptor { path: PathBuf, problem: String },
+    #[error(
+        "{path} has sha256 {found}, but the policy of `{tool}` pins {pinned}: load the pinned build, or update `digest` under [tools.{tool}] after reviewing this one"
+    )]
+    DigestMismatch {
+        path: PathBuf,
+        tool: String,
+        pinned: String,
+        found: String,
+    },
+    #[error("{path} imports what the policy of `{tool}` does not grant:\n{}", .missing.iter().map(|(import, grant)| format!("  - {import}: grant it with\n{}", grant.lines().map(|l| format!("      {l}")).collect::<Vec<_>>().join("\n"))).collect::<Vec<_>>().join("\n"))]
+    NotGranted {
+        path: PathBuf,
+        tool: String,
+        /// Each ungranted import with the policy lines that would grant it.
+        missing: Vec<(String, String)>,
+    },
 }
 
 /// Reads, compiles (or loads from cache), checks and describes the component at `path`.
@@ -213,19 +229,93 @@ fn missing_hint(missing: &[String]) -> String {
     if missing.iter().any(|m| m.starts_with("tollgate:tool/")) {
         return "This host speaks tollgate:tool@0.1.x: rebuild the tool with a matching tollgate-sdk.".into();
     }
-    if missing
-        .iter()
-        .any(|m| m.starts_with("wasi:sockets/") || m.starts_with("wasi:http/"))
-    {
-        return "Tools get no network by default: reach the outside world through effects, or have the operator grant network access in the tool's policy.".into();
+    if missing.iter().any(|m| m.starts_with("wasi:sockets/")) {
+        return "Tools get no sockets: read over wasi:http with an [[tools.<name>.http]] grant, and write through effects.".into();
     }
     "Tools get only the tollgate:tool interfaces and a minimal WASI; remove the dependency that needs the rest.".into()
+}
+
+impl LoadedTool {
+    /// Refuses a tool its policy does not fit: another build than the pinned digest, or an
+    /// import of an interface the policy does not grant.
+    pub fn check_policy(&self, policy: &Policy) -> Result<(), LoadError> {
+        let tool = &self.descriptor.name;
+        if let Some(pinned) = policy.pinned_digest()
+            && pinned != self.digest
+        {
+            return Err(LoadError::DigestMismatch {
+                path: self.path.clone(),
+                tool: tool.clone(),
+                pinned,
+                found: self.digest.clone(),
+            });
+        }
+        let missing: Vec<(String, String)> = self
+            .imports
+            .iter()
+            .filter(|import| {
+                import.starts_with("wasi:http/outgoing-handler@") && policy.http.is_empty()
+            })
+            .map(|import| (import.clone(), http_grant_lines(tool)))
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(LoadError::NotGranted {
+                path: self.path.clone(),
+                tool: tool.clone(),
+                missing,
+            })
+        }
+    }
+
+    /// A ready policy for this tool: its digest pin, the effects it declares, a grant for
+    /// each optional capability it imports, and the limits (defaults) to tune.
+    pub fn policy_skeleton(&self) -> String {
+        let name = &self.descriptor.name;
+        let mut out = format!(
+            "[tools.{name}]\ndigest = \"sha256:{}\"\neffects = {:?}\n# env = [\"LANG\"]                 # host variables the tool may read\n",
+            self.digest, self.descriptor.effects
+        );
+        if self
+            .imports
+            .iter()
+            .any(|i| i.starts_with("wasi:filesystem/preopens@"))
+        {
+            out.push_str(&format!(
+                "# [[tools.{name}.fs]]                # directories the tool may see\n# host = \"/srv/data\"\n# guest = \"/data\"\n# mode = \"ro\"                    # or \"rw\"\n"
+            ));
+        }
+        if self
+            .imports
+            .iter()
+            .any(|i| i.starts_with("wasi:http/outgoing-handler@"))
+        {
+            out.push_str(&http_grant_lines(name));
+            out.push('\n');
+        }
+        let limits = toml::to_string(&crate::policy::Limits::default()).unwrap_or_default();
+        out.push_str(&format!(
+            "[tools.{name}.limits]                # the defaults\n"
+        ));
+        for line in limits.lines() {
+            out.push_str(&format!("# {line}\n"));
+        }
+        out
+    }
+}
+
+fn http_grant_lines(tool: &str) -> String {
+    format!(
+        "[[tools.{tool}.http]]\nhost = \"api.example.com:443\"      # exact host:port, or \"*.example.com\"\nmethods = [\"GET\", \"HEAD\"]"
+    )
 }
 
 /// Calls the tool's `describe` in a throwaway store with the default limits.
 async fn describe(engine: &Engine, pre: &ToolPre<ToolState>) -> Result<types::Descriptor, String> {
     let policy = Policy::default();
-    let mut store = Store::new(engine, ToolState::new(&policy, None));
+    let state = ToolState::new(&policy, "", None).map_err(|e| e.to_string())?;
+    let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limiter);
     store.set_epoch_deadline(1);
     let budget = std::time::Duration::from_secs(5);

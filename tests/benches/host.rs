@@ -3,7 +3,9 @@
 //! 1. instantiate + call `hello`: raw wasmtime (default config) against the host's sandbox
 //!    (pooling, limits, epoch deadline, input schema check), with pooling off for contrast;
 //! 2. load: a fresh compile against a load from the precompiled cache, raw and through the host;
-//! 3. recorded runs (`hello`, and `invoice` with one effect on a no-op connector) against one
+//! 3. the sandbox: a policy with grants against none, and a CPU-bound tool with and without
+//!    epoch deadlines;
+//! 4. recorded runs (`hello`, and `invoice` with one effect on a no-op connector) against one
 //!    raw SQLite WAL + `synchronous=FULL` commit, the physical floor of every durable step.
 //!
 //! Run: `cargo bench --workspace --bench host` (results: BENCHMARKS.md). Set
@@ -15,7 +17,7 @@ use tollgate::capabilities::{self, ToolState};
 use tollgate::engine::EngineOptions;
 use tollgate::policy::Policy;
 use tollgate::{Config, Runtime};
-use tollgate_tests::plugins::{HELLO, INVOICE};
+use tollgate_tests::plugins::{HELLO, HOSTILE_COMPUTE, INVOICE};
 use wasmtime::component::Component;
 use wasmtime::{Engine, Store};
 
@@ -109,7 +111,10 @@ fn raw_pre(engine: &Engine, component: &Component) -> ToolPre<ToolState> {
 }
 
 async fn raw_call(engine: &Engine, pre: &ToolPre<ToolState>, policy: &Policy) {
-    let mut store = Store::new(engine, ToolState::new(policy, None));
+    let mut store = Store::new(
+        engine,
+        ToolState::new(policy, "hello", None).expect("state"),
+    );
     // The host's engine interrupts on epochs; give the raw store no deadline.
     store.set_epoch_deadline(1 << 40);
     let tool: Tool = pre
@@ -248,8 +253,79 @@ async fn load(dir: &std::path::Path) {
     }
 }
 
+async fn sandbox(dir: &std::path::Path) {
+    println!("\n3. what the sandbox costs");
+    let n = iterations(5_000);
+    let empty = runtime(&dir.join("sandbox-empty"), "", EngineOptions::default());
+    let hello = empty.load(HELLO).await.expect("load");
+    let baseline = measure("`hello`, empty policy", n, || async {
+        empty
+            .call_unrecorded(&hello, HELLO_INPUT)
+            .await
+            .expect("call")
+            .expect("ok");
+    })
+    .await;
+    baseline.print(None);
+    let data = dir.join("sandbox-data");
+    std::fs::create_dir_all(&data).expect("data dir");
+    let granted = runtime(
+        &dir.join("sandbox-granted"),
+        &format!(
+            "[tools.hello]\nenv = [\"HOME\", \"LANG\"]\n[[tools.hello.fs]]\nhost = {:?}\nguest = \"/data\"\n[[tools.hello.fs]]\nhost = {:?}\nguest = \"/scratch\"\nmode = \"rw\"\n[[tools.hello.http]]\nhost = \"127.0.0.1:8080\"\n[[tools.hello.http]]\nhost = \"*.example.com\"\n",
+            data.display().to_string(),
+            data.display().to_string()
+        ),
+        EngineOptions::default(),
+    );
+    let hello = granted.load(HELLO).await.expect("load");
+    let figure = measure(
+        "`hello`, policy with 2 fs + 2 http grants + env",
+        n,
+        || async {
+            granted
+                .call_unrecorded(&hello, HELLO_INPUT)
+                .await
+                .expect("call")
+                .expect("ok");
+        },
+    )
+    .await;
+    figure.print(Some(&baseline));
+
+    let n = iterations(200);
+    let input = r#"{"attack":"busy-work","iterations":2000000}"#;
+    let off = runtime(
+        &dir.join("sandbox-no-deadlines"),
+        "",
+        EngineOptions {
+            deadlines: false,
+            ..EngineOptions::default()
+        },
+    );
+    let tool = off.load(HOSTILE_COMPUTE).await.expect("load");
+    let without = measure("CPU-bound (2M rounds), deadlines off", n, || async {
+        off.call_unrecorded(&tool, input)
+            .await
+            .expect("call")
+            .expect("ok");
+    })
+    .await;
+    without.print(None);
+    let on = runtime(&dir.join("sandbox-deadlines"), "", EngineOptions::default());
+    let tool = on.load(HOSTILE_COMPUTE).await.expect("load");
+    let with = measure("CPU-bound (2M rounds), epoch deadlines on", n, || async {
+        on.call_unrecorded(&tool, input)
+            .await
+            .expect("call")
+            .expect("ok");
+    })
+    .await;
+    with.print(Some(&without));
+}
+
 async fn recorded_runs(dir: &std::path::Path) {
-    println!("\n3. recorded runs (durable: WAL + synchronous=FULL)");
+    println!("\n4. recorded runs (durable: WAL + synchronous=FULL)");
     let n = iterations(300);
     let raw = raw_commit(&dir.join("raw.db"), n);
     raw.print(None);
@@ -322,7 +398,7 @@ fn main() {
         "tollgate host benchmarks ({} cores)",
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
-    // `TOLLGATE_BENCH=call,load,runs` picks sections (default: all), e.g. for profiling.
+    // `TOLLGATE_BENCH=call,load,sandbox,runs` picks sections (default: all), e.g. for profiling.
     let only = std::env::var("TOLLGATE_BENCH").unwrap_or_default();
     let wanted = |section: &str| only.is_empty() || only.split(',').any(|s| s == section);
     rt.block_on(async {
@@ -331,6 +407,9 @@ fn main() {
         }
         if wanted("load") {
             load(dir.path()).await;
+        }
+        if wanted("sandbox") {
+            sandbox(dir.path()).await;
         }
         if wanted("runs") {
             recorded_runs(dir.path()).await;

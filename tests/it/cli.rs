@@ -3,7 +3,7 @@
 use crate::harness::{Env, erp_config, invoice, tollgate_bin};
 use std::process::{Command, Output};
 use tollgate_tests::erp::Erp;
-use tollgate_tests::plugins::{CORE_MODULE, FIXTURE_TRAP, HELLO, INVOICE};
+use tollgate_tests::plugins::{CORE_MODULE, FIXTURE_TRAP, HELLO, HOSTILE_NET, INVOICE};
 
 fn tollgate(env: &Env, args: &[&str]) -> Output {
     Command::new(tollgate_bin())
@@ -99,14 +99,75 @@ fn inspect_prints_imports_and_policy_skeleton() {
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(text.contains("tollgate:tool/effects@0.1.0"), "{text}");
-    assert!(
-        text.contains("[tools.invoice]\neffects = [\"erp.post-invoice\"]"),
-        "{text}"
-    );
     let out = tollgate(&env, &["inspect", INVOICE, "--json"]);
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["descriptor"]["name"], "invoice");
     assert_eq!(json["cache"], "hit", "the second load came from the cache");
+    let digest = json["digest"].as_str().unwrap();
+    assert!(
+        text.contains(&format!(
+            "[tools.invoice]\ndigest = \"sha256:{digest}\"\neffects = [\"erp.post-invoice\"]"
+        )),
+        "{text}"
+    );
+    // The skeleton is a policy the host accepts as it stands (given a connector).
+    let skeleton = json["policy_skeleton"].as_str().unwrap();
+    let config = env.config_file(&format!(
+        "[connectors.\"erp.post-invoice\"]\ntype = \"noop\"\n\n{skeleton}"
+    ));
+    let out = tollgate(&env, &["policy", "check", config.to_str().unwrap()]);
+    assert!(out.status.success(), "{}\n{skeleton}", stderr(&out));
+}
+
+#[test]
+fn inspect_of_a_network_tool_prints_the_grant_it_needs() {
+    let env = Env::new();
+    let out = tollgate(&env, &["inspect", HOSTILE_NET]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("[[tools.hostile-net.http]]\nhost = "),
+        "{text}"
+    );
+    assert!(
+        text.contains("the current policy refuses it")
+            && text.contains("wasi:http/outgoing-handler"),
+        "{text}"
+    );
+}
+
+#[test]
+fn policy_check_names_the_line_of_each_problem() {
+    let env = Env::new();
+    let config = env.config_file(
+        "[tools.reader]\nenv = [\"OK\"]\n\n[[tools.reader.fs]]\nhost = \"/no/such/dir\"\nguest = \"/data\"\n\n[[tools.reader.http]]\nhost = \"https://api.example.com\"\nmethods = [\"GET\", \"FETCH\"]\n",
+    );
+    let out = tollgate(&env, &["policy", "check", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("3 problem(s)"), "{err}");
+    assert!(
+        err.contains(
+            "line 5: tools.reader.fs[0].host: `/no/such/dir` is not an existing directory"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("line 9: tools.reader.http[0].host: `https://api.example.com` is a URL"),
+        "{err}"
+    );
+    assert!(
+        err.contains("line 10: tools.reader.http[0].methods: `FETCH` is not an HTTP method"),
+        "{err}"
+    );
+    let out = tollgate(&env, &["policy", "check", "nope.toml"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("nope.toml"), "{}", stderr(&out));
+    let unknown = env.config_file("[tools.reader]\nefects = []\n");
+    let out = tollgate(&env, &["policy", "check", unknown.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("efects") && err.contains("line 2"), "{err}");
 }
 
 #[test]

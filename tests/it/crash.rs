@@ -32,7 +32,20 @@ struct Active {
     id: String,
     child: Child,
     spawned: Instant,
-    kill_at: Option<Instant>,
+    kill: Kill,
+}
+
+/// When an active process gets its `kill -9`.
+enum Kill {
+    Never,
+    /// At a random moment of its expected life.
+    At(Instant),
+    /// As soon as the ERP sees its request (more than `seen` arrivals for its key): the
+    /// kill lands while the request is in flight, whatever the machine's load does to the
+    /// timing of everything else.
+    OnArrival {
+        seen: u64,
+    },
 }
 
 struct Campaign {
@@ -128,15 +141,23 @@ fn run_campaign(campaign: &Campaign) -> Findings {
                 .stderr(Stdio::piped())
                 .spawn()
                 .unwrap();
-            let kill_at = (state.tries <= KILLED_TRIES && rng.random_bool(0.6)).then(|| {
-                Instant::now()
-                    + Duration::from_micros(rng.random_range(0..(lifetime_ms * 1200.0) as u64))
-            });
+            let kill = if state.tries > KILLED_TRIES || !rng.random_bool(0.6) {
+                Kill::Never
+            } else if rng.random_bool(0.25) {
+                Kill::OnArrival {
+                    seen: arrivals(&erp, &id),
+                }
+            } else {
+                Kill::At(
+                    Instant::now()
+                        + Duration::from_micros(rng.random_range(0..(lifetime_ms * 1200.0) as u64)),
+                )
+            };
             active.push(Active {
                 id,
                 child,
                 spawned,
-                kill_at,
+                kill,
             });
         }
         if active.is_empty() {
@@ -172,7 +193,12 @@ fn run_campaign(campaign: &Campaign) -> Findings {
                 }
                 continue;
             }
-            if a.kill_at.is_some_and(|t| Instant::now() >= t) {
+            let due = match a.kill {
+                Kill::Never => false,
+                Kill::At(t) => Instant::now() >= t,
+                Kill::OnArrival { seen } => arrivals(&erp, &a.id) > seen,
+            };
+            if due {
                 let mut a = active.swap_remove(i);
                 a.child.kill().unwrap(); // SIGKILL
                 a.child.wait().unwrap();
@@ -193,6 +219,15 @@ fn run_campaign(campaign: &Campaign) -> Findings {
         erp: erp.stats(),
         ledger: reader,
     }
+}
+
+/// Requests the ERP has received for an invoice's key.
+fn arrivals(erp: &Erp, id: &str) -> u64 {
+    erp.stats()
+        .requests_by_key
+        .get(&format!("post-invoice:{id}"))
+        .copied()
+        .unwrap_or(0)
 }
 
 /// Where did the kill land? Read from the ledger and the ERP right after the process died.
@@ -228,7 +263,7 @@ fn classify_kill(
         None => "after a checkpoint, before the intent",
         Some(EffectStatus::Pending) => {
             state.killed_while_pending = true;
-            if erp.stats().requests_by_key.get(&key).copied().unwrap_or(0) == 0 {
+            if arrivals(erp, id) == 0 {
                 "between intent and dispatch"
             } else {
                 "between dispatch and outcome"

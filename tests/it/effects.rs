@@ -351,9 +351,10 @@ async fn oversized_payload_and_checkpoint_are_refused() {
     let tool = load(&runtime, INVOICE).await;
     let report = runtime.run(&tool, &invoice("INV-12")).await.unwrap();
     let f = failure(&report);
-    assert_eq!(f.class, FailureClass::Validation);
+    assert_eq!(f.class, FailureClass::Permission);
     assert!(f.message.contains("over the cap of 64"), "{f}");
     assert!(runtime.story(&report.run_id).unwrap().effects.is_empty());
+    assert!(events(&runtime, &report.run_id).contains(&"policy.denied".to_owned()));
 
     let env = Env::new();
     let runtime = env.runtime(&format!(
@@ -362,8 +363,9 @@ async fn oversized_payload_and_checkpoint_are_refused() {
     let tool = load(&runtime, INVOICE).await;
     let report = runtime.run(&tool, &invoice("INV-13")).await.unwrap();
     let f = failure(&report);
-    assert_eq!(f.class, FailureClass::Validation);
+    assert_eq!(f.class, FailureClass::Permission);
     assert!(f.message.contains("checkpoint `validated`"), "{f}");
+    assert!(events(&runtime, &report.run_id).contains(&"policy.denied".to_owned()));
     assert!(
         runtime
             .story(&report.run_id)

@@ -7,6 +7,7 @@ mod crash;
 mod effects;
 mod foundation;
 mod harness;
+mod hostile;
 mod plugins;
 
 /// Every plugin under `plugins/` has a test named after it in `plugins.rs`: adding a plugin

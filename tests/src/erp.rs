@@ -17,6 +17,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use crate::server::Server;
+
 /// Faults to inject into the next requests.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Faults {
@@ -69,10 +71,8 @@ impl Shared {
 
 /// A running ERP server; stops when dropped.
 pub struct Erp {
-    addr: SocketAddr,
+    server: Server,
     shared: Shared,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Erp {
@@ -82,50 +82,23 @@ impl Erp {
             honour_keys,
             ..Inner::default()
         })));
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-        listener.set_nonblocking(true)?;
-        let addr = listener.local_addr()?;
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let app = Router::new()
             .route("/invoices", post(book))
             .route("/stats", get(stats))
             .with_state(shared.clone());
-        let thread = std::thread::Builder::new()
-            .name("erp".into())
-            .spawn(move || {
-                let Ok(rt) = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
-                    .enable_all()
-                    .build()
-                else {
-                    return;
-                };
-                rt.block_on(async move {
-                    let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
-                        return;
-                    };
-                    let _ = axum::serve(listener, app)
-                        .with_graceful_shutdown(async {
-                            let _ = rx.await;
-                        })
-                        .await;
-                });
-            })?;
         Ok(Self {
-            addr,
+            server: Server::start("erp", app)?,
             shared,
-            shutdown: Some(tx),
-            thread: Some(thread),
         })
     }
 
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     /// The URL of the invoice endpoint.
     pub fn invoices_url(&self) -> String {
-        format!("http://{}/invoices", self.addr)
+        format!("http://{}/invoices", self.server.addr())
     }
 
     pub fn inject(&self, faults: Faults) {
@@ -144,17 +117,6 @@ impl Erp {
             .get(invoice_id)
             .copied()
             .unwrap_or(0)
-    }
-}
-
-impl Drop for Erp {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 

@@ -8,6 +8,8 @@ pub mod plugins {
 }
 
 pub mod erp;
+pub mod server;
+pub mod web;
 
 /// A valid input for the `invoice` tool: three widgets and shipping, total matching the lines.
 pub fn invoice(id: &str) -> String {

@@ -1,7 +1,7 @@
 //! The `checkpoints` interface: a save is durable before it returns; loads see every
 //! checkpoint the run's earlier attempts saved.
 
-use super::{AttemptAbort, ToolState, to_tool_error};
+use super::{AttemptAbort, ToolState, journal_denial, to_tool_error};
 use crate::bindings::{checkpoints, types};
 use crate::failure::{Failure, FailureClass};
 use crate::ledger::{self, NewJournalEntry, Op};
@@ -28,13 +28,20 @@ impl checkpoints::Host for ToolState {
         }
         let cap = ctx.policy.limits.max_checkpoint_bytes;
         if u64::try_from(state.len()).unwrap_or(u64::MAX) > cap {
-            return Ok(Err(to_tool_error(&Failure::new(
-                FailureClass::Validation,
+            let failure = Failure::new(
+                FailureClass::Permission,
                 format!(
                     "checkpoint `{name}` is {} bytes, over the cap of {cap}",
                     state.len()
                 ),
-            ))));
+            );
+            journal_denial(
+                &ctx,
+                &format!("checkpoint {name} ({} bytes)", state.len()),
+                &format!("tools.{}.limits.max_checkpoint_bytes", ctx.tool),
+                &failure,
+            );
+            return Ok(Err(to_tool_error(&failure)));
         }
         let now = ctx.clock.now_ms();
         let bytes = state.len();

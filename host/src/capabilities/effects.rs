@@ -65,14 +65,21 @@ impl effects::Host for ToolState {
             ));
         }
         if u64::try_from(payload.len()).unwrap_or(u64::MAX) > limits.max_payload_bytes {
-            return refuse(Failure::new(
-                FailureClass::Validation,
+            let failure = Failure::new(
+                FailureClass::Permission,
                 format!(
                     "effect payload is {} bytes, over the cap of {}",
                     payload.len(),
                     limits.max_payload_bytes
                 ),
-            ));
+            );
+            journal_denial(
+                &ctx,
+                &format!("effect {kind} ({} bytes)", payload.len()),
+                &format!("tools.{}.limits.max_payload_bytes", ctx.tool),
+                &failure,
+            );
+            return refuse(failure);
         }
         if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&payload) {
             return refuse(Failure::new(

@@ -7,6 +7,7 @@
 
 pub mod checkpoints;
 pub mod effects;
+pub mod http;
 pub mod log;
 pub mod wasi;
 
@@ -34,6 +35,8 @@ pub struct AttemptContext {
 /// The data of one run's store.
 pub struct ToolState {
     wasi: WasiCtx,
+    http: wasmtime_wasi_http::WasiHttpCtx,
+    http_gate: http::HttpGate,
     table: ResourceTable,
     pub(crate) limiter: Limiter,
     pub(crate) stdio: wasi::CapturedStdio,
@@ -45,18 +48,33 @@ pub struct ToolState {
 }
 
 impl ToolState {
-    pub fn new(policy: &Policy, attempt: Option<Arc<AttemptContext>>) -> Self {
-        let (wasi, stdio) = wasi::context(policy);
-        Self {
+    /// The store data for one call of `tool` under `policy`: its grants, its limits, and
+    /// (for a recorded run) the attempt its effects and checkpoints belong to.
+    pub fn new(
+        policy: &Policy,
+        tool: &str,
+        attempt: Option<Arc<AttemptContext>>,
+    ) -> Result<Self, wasi::GrantError> {
+        let (wasi, stdio) = wasi::context(policy)?;
+        let mut table = ResourceTable::new();
+        // Bounds host-side handles (streams, requests, …) a tool can pile up.
+        table.set_max_capacity(usize::try_from(policy.limits.max_resources).unwrap_or(usize::MAX));
+        Ok(Self {
             wasi,
-            table: ResourceTable::new(),
+            http: wasmtime_wasi_http::WasiHttpCtx::new(),
+            http_gate: http::HttpGate::new(
+                Arc::new(policy.clone()),
+                tool.to_owned(),
+                attempt.clone(),
+            ),
+            table,
             limiter: Limiter::new(policy),
             stdio,
             attempt,
             effects_performed: 0,
             log_bytes: 0,
             log_truncated: false,
-        }
+        })
     }
 }
 
@@ -64,6 +82,7 @@ impl ToolState {
 pub fn linker(engine: &Engine) -> wasmtime::Result<Linker<ToolState>> {
     let mut linker = Linker::new(engine);
     wasi::add_to_linker(&mut linker)?;
+    http::add_to_linker(&mut linker)?;
     Tool::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
     Ok(linker)
 }
@@ -73,7 +92,7 @@ pub fn linker(engine: &Engine) -> wasmtime::Result<Linker<ToolState>> {
 pub fn is_provided(import: &str) -> bool {
     let (name, version) = import.split_once('@').unwrap_or((import, ""));
     let track = |prefix: &str| version.starts_with(prefix);
-    (wasi::PROVIDED.contains(&name) && track("0.2."))
+    ((wasi::PROVIDED.contains(&name) || http::PROVIDED.contains(&name)) && track("0.2."))
         || (TOLLGATE_PROVIDED.contains(&name) && track("0.1."))
 }
 

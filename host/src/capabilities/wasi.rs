@@ -1,16 +1,17 @@
-//! The WASI subset every tool gets: clocks, random, an empty environment, stdio captured into
-//! the run's journal (bounded), and a filesystem with no preopened directories, so a Rust
-//! tool's standard library links but reaches no file. Sockets and HTTP are not linked at all.
+//! The WASI subset every tool gets: clocks, random, stdio captured into the run's journal
+//! (bounded), an environment and a filesystem holding only what the policy grants (nothing by
+//! default, so a Rust tool's standard library links but reaches no file and no variable).
+//! Sockets are not linked at all; HTTP lives in [`super::http`].
 
 use super::ToolState;
-use crate::policy::Policy;
+use crate::policy::{FsMode, Policy};
 use wasmtime::component::{Linker, ResourceTable};
 use wasmtime_wasi::cli::{WasiCli, WasiCliView as _};
 use wasmtime_wasi::clocks::{WasiClocks, WasiClocksView as _};
 use wasmtime_wasi::filesystem::{WasiFilesystem, WasiFilesystemView as _};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::random::{WasiRandom, WasiRandomView as _};
-use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 /// WASI interfaces (version track 0.2) the linker provides.
 pub const PROVIDED: &[&str] = &[
@@ -43,8 +44,22 @@ pub struct CapturedStdio {
     pub stderr: MemoryOutputPipe,
 }
 
-/// A deny-by-default WASI context: no env, no args, no preopens, no network.
-pub fn context(policy: &Policy) -> (WasiCtx, CapturedStdio) {
+/// A granted directory that could not be opened when the run started.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "fs grant {host} (guest {guest}) cannot be opened: {reason}; fix the directory or the grant in the tool's policy"
+)]
+pub struct GrantError {
+    pub host: String,
+    pub guest: String,
+    pub reason: String,
+}
+
+/// A deny-by-default WASI context plus the policy's grants: named environment variables
+/// (the host's values), preopened directories (cap-std beneath: no `..`, absolute path or
+/// symlink leads outside them; read-only grants cannot be written, renamed or linked from),
+/// no args, no sockets.
+pub fn context(policy: &Policy) -> Result<(WasiCtx, CapturedStdio), GrantError> {
     let cap = usize::try_from(policy.limits.max_log_bytes).unwrap_or(usize::MAX);
     let stdio = CapturedStdio {
         stdout: MemoryOutputPipe::new(cap),
@@ -57,7 +72,25 @@ pub fn context(policy: &Policy) -> (WasiCtx, CapturedStdio) {
         .allow_tcp(false)
         .allow_udp(false)
         .allow_ip_name_lookup(false);
-    (builder.build(), stdio)
+    for name in &policy.env {
+        if let Ok(value) = std::env::var(name) {
+            builder.env(name, value);
+        }
+    }
+    for grant in &policy.fs {
+        let perms = match grant.mode {
+            FsMode::Ro => FsPerms::ReadOnly,
+            FsMode::Rw => FsPerms::ReadWrite,
+        };
+        builder
+            .preopened_dir(&grant.host, &grant.guest, perms)
+            .map_err(|e| GrantError {
+                host: grant.host.display().to_string(),
+                guest: grant.guest.clone(),
+                reason: format!("{e:#}"),
+            })?;
+    }
+    Ok((builder.build(), stdio))
 }
 
 impl WasiView for ToolState {

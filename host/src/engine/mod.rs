@@ -25,6 +25,10 @@ pub struct EngineOptions {
     pub max_instances: u32,
     /// Use the pooling allocator. Off only for comparisons.
     pub pooling: bool,
+    /// Epoch interruption, which enforces `limits.timeout_ms` and `limits.cpu_ms` on a guest
+    /// that computes. Off only for measuring what it costs: a spinning tool then runs
+    /// until it returns.
+    pub deadlines: bool,
 }
 
 impl Default for EngineOptions {
@@ -32,6 +36,7 @@ impl Default for EngineOptions {
         Self {
             max_instances: 256,
             pooling: true,
+            deadlines: true,
         }
     }
 }
@@ -53,7 +58,7 @@ impl EngineHandle {
     pub fn new(options: &EngineOptions) -> wasmtime::Result<Self> {
         let mut config = Config::new();
         config.wasm_component_model(true);
-        config.epoch_interruption(true);
+        config.epoch_interruption(options.deadlines);
         config.memory_init_cow(true);
         config.cranelift_opt_level(wasmtime::OptLevel::Speed);
         if options.pooling {
