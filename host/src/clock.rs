@@ -45,6 +45,28 @@ impl Clock for ManualClock {
     }
 }
 
+/// Waiting as a dependency: retry backoff sleeps through it, so tests can skip the wait and
+/// advance a [`ManualClock`] instead.
+pub trait Sleeper: Send + Sync + 'static {
+    fn sleep(
+        &self,
+        duration: std::time::Duration,
+    ) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+}
+
+/// Real waiting, on tokio's timer.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TokioSleeper;
+
+impl Sleeper for TokioSleeper {
+    fn sleep(
+        &self,
+        duration: std::time::Duration,
+    ) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(tokio::time::sleep(duration))
+    }
+}
+
 /// Formats `ms` as RFC 3339 UTC with millisecond precision, for humans.
 pub fn format_ms(ms: Millis) -> String {
     chrono::DateTime::from_timestamp_millis(ms)

@@ -20,12 +20,13 @@ pub mod failure;
 mod holder;
 pub mod ledger;
 pub mod policy;
+pub mod retry;
 pub mod runs;
 mod runtime;
 pub mod story;
 pub mod tool;
 
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use clock::{Clock, ManualClock, Sleeper, SystemClock, TokioSleeper};
 pub use config::Config;
 pub use failure::{Failure, FailureClass};
 pub use runs::{RunError, RunReport};

@@ -54,6 +54,10 @@ enum Command {
         /// Prefix of the run ID.
         #[arg(long, default_value = "run")]
         run_prefix: String,
+        /// Retry failed attempts in-process under the tool's retry policy
+        /// ([tools.<name>.retry]): backoff with jitter, Retry-After, budgets.
+        #[arg(long)]
+        retry: bool,
         /// Print the whole report as JSON.
         #[arg(long)]
         json: bool,
@@ -249,12 +253,17 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             ref input,
             ref input_file,
             ref run_prefix,
+            retry,
             json,
         } => {
             let input = read_input(input.as_deref(), input_file.as_deref())?;
             let runtime = runtime(&cli)?;
             let tool = runtime.load(plugin).await?;
-            let report = runtime.run_with_prefix(&tool, &input, run_prefix).await?;
+            let report = if retry {
+                runtime.run_with_retries(&tool, &input, run_prefix).await?
+            } else {
+                runtime.run_with_prefix(&tool, &input, run_prefix).await?
+            };
             print_report(&report, json)
         }
         Command::Resume {

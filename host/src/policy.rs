@@ -32,6 +32,9 @@ pub struct Policy {
     pub http: Vec<HttpGrant>,
     #[serde(default)]
     pub limits: Limits,
+    /// When a failed attempt is retried, and the budget of the whole run.
+    #[serde(default)]
+    pub retry: crate::retry::RetryPolicy,
 }
 
 /// A host directory preopened for the tool.
@@ -243,6 +246,11 @@ impl Policy {
                         format!("`{method}` is not an HTTP method (upper case, e.g. `GET`)"),
                     );
                 }
+            }
+        }
+        if let Err(retry) = self.retry.validate() {
+            for (field, problem) in retry {
+                bad(&["retry", &field], problem);
             }
         }
         let l = &self.limits;

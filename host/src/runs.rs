@@ -149,6 +149,75 @@ pub(crate) async fn resume(
     attempt(inner, tool, run_id, input).await
 }
 
+/// Resumes a run whose attempt failed retryably, for as long as its tool's retry policy
+/// allows, waiting out each backoff on the runtime's sleeper. Every decision is journaled.
+pub(crate) async fn retry(
+    inner: &Arc<Inner>,
+    tool: &Arc<LoadedTool>,
+    mut report: RunReport,
+) -> Result<RunReport, RunError> {
+    let policy = inner.config.policy_for(&tool.descriptor.name).retry;
+    loop {
+        let Err(failure) = &report.result else {
+            return Ok(report);
+        };
+        if report.status != RunStatus::Running {
+            return Ok(report);
+        }
+        let run = inner
+            .ledger
+            .run(&report.run_id)?
+            .ok_or_else(|| LedgerError::RunNotFound {
+                run_id: report.run_id.clone(),
+            })?;
+        let effects = crate::story::RunStory::read(inner.ledger.as_ref(), &report.run_id)?
+            .effects
+            .len();
+        let history = crate::retry::History {
+            attempts: run.attempts,
+            started_at_ms: run.created_at,
+            now_ms: inner.clock.now_ms(),
+            effects: u32::try_from(effects).unwrap_or(u32::MAX),
+            last: failure,
+        };
+        let verdict = policy.decide(&history, rand::random::<f64>());
+        let (event, message, fields) = match &verdict {
+            crate::retry::Verdict::Retry { after_ms } => (
+                "retry.scheduled",
+                format!(
+                    "attempt {} failed ({}); retrying in {after_ms} ms",
+                    run.attempts, failure.class
+                ),
+                serde_json::json!({ "after_ms": after_ms, "class": failure.class }),
+            ),
+            crate::retry::Verdict::Stop { reason } => (
+                "retry.stopped",
+                format!("not retrying: {reason}"),
+                serde_json::json!({ "reason": reason, "class": failure.class }),
+            ),
+        };
+        tracing::info!(run_id = %report.run_id, "{message}");
+        ledger::apply(
+            &inner.ledger,
+            vec![Op::Journal(entry(
+                inner,
+                &report.run_id,
+                run.attempts,
+                "info",
+                event,
+                message,
+                fields,
+            ))],
+        )
+        .await?;
+        let crate::retry::Verdict::Retry { after_ms } = verdict else {
+            return Ok(report);
+        };
+        inner.sleeper.sleep(Duration::from_millis(after_ms)).await;
+        report = resume(inner, tool, &report.run_id).await?;
+    }
+}
+
 /// The report of a finished run, from its ledger record.
 fn recorded_ending(run: ledger::Run) -> Result<RunReport, RunError> {
     let result = match run.status {

@@ -2,7 +2,7 @@
 //! The CLI, the MCP server and library users all go through it.
 
 use crate::capabilities::{self, ToolState};
-use crate::clock::{Clock, SystemClock};
+use crate::clock::{Clock, Sleeper, SystemClock, TokioSleeper};
 use crate::config::Config;
 use crate::effects::EffectEngine;
 use crate::effects::connector::{self, Connector, ConnectorSetupError};
@@ -43,6 +43,7 @@ pub(crate) struct Inner {
     pub effects: Arc<EffectEngine>,
     pub config: Config,
     pub clock: Arc<dyn Clock>,
+    pub sleeper: Arc<dyn Sleeper>,
     pub holder: String,
     pub lease_ttl_ms: i64,
 }
@@ -71,6 +72,7 @@ pub struct RuntimeBuilder {
     cache_dir: Option<PathBuf>,
     cache: bool,
     clock: Arc<dyn Clock>,
+    sleeper: Arc<dyn Sleeper>,
     engine: EngineOptions,
     connectors: BTreeMap<String, Arc<dyn Connector>>,
 }
@@ -85,6 +87,7 @@ impl Default for RuntimeBuilder {
             cache_dir: None,
             cache: true,
             clock: Arc::new(SystemClock),
+            sleeper: Arc::new(TokioSleeper),
             engine: EngineOptions::default(),
             connectors: BTreeMap::new(),
         }
@@ -120,6 +123,12 @@ impl RuntimeBuilder {
         self.cache = false;
         self
     }
+    /// How retry backoff waits; tests pass one that advances a [`crate::ManualClock`].
+    pub fn sleeper(mut self, sleeper: Arc<dyn Sleeper>) -> Self {
+        self.sleeper = sleeper;
+        self
+    }
+
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
         self
@@ -179,6 +188,7 @@ impl RuntimeBuilder {
                 effects,
                 config: self.config,
                 clock: self.clock,
+                sleeper: self.sleeper,
                 holder: crate::holder::this_process().to_owned(),
                 lease_ttl_ms,
             }),
@@ -246,6 +256,20 @@ impl Runtime {
             }
         };
         runs::resume(&self.inner, tool, run_id).await
+    }
+
+    /// Starts a run and, while its attempts fail retryably, resumes it under the tool's
+    /// retry policy (backoff with full jitter, `Retry-After`, attempt/time/effect budgets).
+    /// Returns the last attempt's report; a run stopped by the policy stays resumable, and
+    /// the journal says why it stopped (`retry.stopped`).
+    pub async fn run_with_retries(
+        &self,
+        tool: &Arc<LoadedTool>,
+        input: &str,
+        prefix: &str,
+    ) -> Result<RunReport, RunError> {
+        let first = runs::start(&self.inner, tool, input, prefix).await?;
+        runs::retry(&self.inner, tool, first).await
     }
 
     /// Calls a tool once outside any run: the input is checked as for a run, nothing is

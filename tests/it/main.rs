@@ -9,6 +9,7 @@ mod foundation;
 mod harness;
 mod hostile;
 mod plugins;
+mod retry;
 
 /// Every plugin under `plugins/` has a test named after it in `plugins.rs`: adding a plugin
 /// without a test fails the build.

@@ -32,6 +32,9 @@ pub struct Faults {
     pub delay_ms: u64,
     /// The next N requests answer 422 without booking.
     pub reject: u32,
+    /// The next N requests answer 429 with `Retry-After: retry_after_s`, without booking.
+    pub throttle: u32,
+    pub retry_after_s: u64,
 }
 
 /// What the ERP has seen.
@@ -129,7 +132,7 @@ async fn book(State(shared): State<Shared>, headers: HeaderMap, body: String) ->
         .get("x-tollgate-run-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let (delay, unavailable, reject) = {
+    let (delay, unavailable, reject, throttle) = {
         let mut s = shared.lock();
         s.stats.requests += 1;
         if let Some(run_id) = run_id {
@@ -146,8 +149,20 @@ async fn book(State(shared): State<Shared>, headers: HeaderMap, body: String) ->
         if reject {
             s.faults.reject -= 1;
         }
-        (s.faults.delay_ms, unavailable, reject)
+        let throttle = (!unavailable && !reject && s.faults.throttle > 0).then(|| {
+            s.faults.throttle -= 1;
+            s.faults.retry_after_s
+        });
+        (s.faults.delay_ms, unavailable, reject, throttle)
     };
+    if let Some(seconds) = throttle {
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(axum::http::header::RETRY_AFTER, seconds.to_string())],
+            Json(json!({ "error": "slow down" })),
+        )
+            .into_response();
+    }
     if reject {
         return (
             StatusCode::UNPROCESSABLE_ENTITY,
