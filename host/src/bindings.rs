@@ -11,4 +11,4 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub use tollgate::tool::{checkpoints, effects, log, types};
+pub use self::tollgate::tool::{checkpoints, effects, log, types};
