@@ -6,7 +6,9 @@
 //! hears of it.
 
 use crate::bindings::{Tool, types};
-use crate::capabilities::{AttemptAbort, AttemptContext, ToolState, from_tool_error};
+use crate::capabilities::{
+    AttemptAbort, AttemptContext, Deadlines, ToolState, from_tool_error, guarded_store,
+};
 use crate::clock::Millis;
 use crate::engine::EPOCH_TICK;
 use crate::failure::{Failure, FailureClass};
@@ -18,7 +20,6 @@ use serde::Serialize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::Instrument;
-use wasmtime::Store;
 
 /// The result of one attempt of a run.
 #[derive(Debug, Clone, Serialize)]
@@ -170,9 +171,7 @@ pub(crate) async fn retry(
             .ok_or_else(|| LedgerError::RunNotFound {
                 run_id: report.run_id.clone(),
             })?;
-        let effects = crate::story::RunStory::read(inner.ledger.as_ref(), &report.run_id)?
-            .effects
-            .len();
+        let effects = inner.ledger.effects_for_run(&report.run_id)?.len();
         let history = crate::retry::History {
             attempts: run.attempts,
             started_at_ms: run.created_at,
@@ -361,6 +360,7 @@ async fn attempt(
 }
 
 /// What the tool printed, for the journal.
+#[derive(Default)]
 struct Stdio {
     stdout: Vec<u8>,
     stderr: Vec<u8>,
@@ -438,38 +438,22 @@ async fn execute(
     let state = match ToolState::new(policy, &run_ctx.tool, attempt) {
         Ok(state) => state,
         Err(e) => {
-            let stdio = Stdio {
-                stdout: Vec::new(),
-                stderr: Vec::new(),
-            };
-            return (Err(Failure::new(FailureClass::Fatal, e.to_string())), stdio);
+            return (
+                Err(Failure::new(FailureClass::Fatal, e.to_string())),
+                Stdio::default(),
+            );
         }
     };
     let stdio = state.stdio.clone();
-    let mut store = Store::new(engine, state);
-    store.limiter(|s| &mut s.limiter);
-    // The epoch ticks every EPOCH_TICK; the callback runs only while guest code runs, so
-    // counting its calls measures the tool's own compute (waiting on the host is free), and
-    // the wall deadline bounds everything. Yielding each tick lets runs share threads.
-    let deadline = Instant::now() + timeout;
-    let cpu_ms = policy.limits.cpu_ms;
-    let cpu_ticks = cpu_ms.div_ceil(EPOCH_TICK.as_millis().max(1) as u64).max(1);
-    let mut ticks = 0u64;
-    store.set_epoch_deadline(1);
-    store.epoch_deadline_callback(move |_| {
-        ticks += 1;
-        let over = if Instant::now() >= deadline {
-            format!(
-                "tool ran past its {} ms deadline (limits.timeout_ms) and was interrupted",
-                timeout.as_millis()
-            )
-        } else if ticks > cpu_ticks {
-            format!("tool computed for more than its {cpu_ms} ms of CPU (limits.cpu_ms) and was interrupted")
-        } else {
-            return Ok(wasmtime::UpdateDeadline::Yield(1));
-        };
-        Err(AttemptAbort(Failure::new(FailureClass::Timeout, over)).into())
-    });
+    let mut store = guarded_store(
+        engine,
+        state,
+        &Deadlines {
+            wall: timeout,
+            wall_rule: "limits.timeout_ms",
+            cpu_ms: Some(policy.limits.cpu_ms),
+        },
+    );
     let call = async {
         let instance: Tool = tool.pre.instantiate_async(&mut store).await?;
         instance.call_run(&mut store, &run_ctx, input_text).await

@@ -4,15 +4,15 @@
 //! wrong and how to fix it. Nothing a component contains can panic the host.
 
 use crate::bindings::{Tool, ToolPre, types};
-use crate::capabilities::{ToolState, is_provided};
+use crate::capabilities::{Deadlines, ToolState, guarded_store, is_provided};
 use crate::engine::{ArtifactCache, CacheOutcome};
 use crate::policy::{Policy, is_valid_effect_kind};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
+use wasmtime::Engine;
 use wasmtime::component::Linker;
 use wasmtime::component::types::ComponentItem;
-use wasmtime::{Engine, Store};
 
 /// What a tool says about itself, checked by the host.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -315,18 +315,16 @@ fn http_grant_lines(tool: &str) -> String {
 async fn describe(engine: &Engine, pre: &ToolPre<ToolState>) -> Result<types::Descriptor, String> {
     let policy = Policy::default();
     let state = ToolState::new(&policy, "", None).map_err(|e| e.to_string())?;
-    let mut store = Store::new(engine, state);
-    store.limiter(|s| &mut s.limiter);
-    store.set_epoch_deadline(1);
     let budget = std::time::Duration::from_secs(5);
-    let deadline = std::time::Instant::now() + budget;
-    store.epoch_deadline_callback(move |_| {
-        if std::time::Instant::now() >= deadline {
-            Err(wasmtime::Trap::Interrupt.into())
-        } else {
-            Ok(wasmtime::UpdateDeadline::Yield(1))
-        }
-    });
+    let mut store = guarded_store(
+        engine,
+        state,
+        &Deadlines {
+            wall: budget,
+            wall_rule: "the 5 s given to `describe`",
+            cpu_ms: None,
+        },
+    );
     let call = async {
         let tool: Tool = pre.instantiate_async(&mut store).await?;
         tool.call_describe(&mut store).await

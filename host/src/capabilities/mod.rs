@@ -78,6 +78,58 @@ impl ToolState {
     }
 }
 
+/// The bounds one call of a tool runs within, besides its limiter.
+pub struct Deadlines {
+    /// Wall time for the whole call, waiting on the host included.
+    pub wall: std::time::Duration,
+    /// The rule that sets `wall`, named in the failure (`limits.timeout_ms`).
+    pub wall_rule: &'static str,
+    /// The tool's own compute, in milliseconds; `None` for no CPU bound.
+    pub cpu_ms: Option<u64>,
+}
+
+/// A store for one call of a tool, with the policy's memory, table and instance limiter and
+/// epoch deadlines. The epoch ticks every `EPOCH_TICK` and the callback runs only while
+/// guest code runs, so counting its calls measures the tool's own compute (waiting on the
+/// host is free), while the wall deadline bounds everything; yielding each tick lets calls
+/// share threads. Passing either bound ends the call with a `timeout` failure naming it.
+pub fn guarded_store(
+    engine: &Engine,
+    state: ToolState,
+    deadlines: &Deadlines,
+) -> wasmtime::Store<ToolState> {
+    use crate::engine::EPOCH_TICK;
+    use crate::failure::{Failure, FailureClass};
+    let mut store = wasmtime::Store::new(engine, state);
+    store.limiter(|s| &mut s.limiter);
+    let wall = deadlines.wall;
+    let wall_rule = deadlines.wall_rule;
+    let deadline = std::time::Instant::now() + wall;
+    let cpu_ms = deadlines.cpu_ms;
+    let tick_ms = u64::try_from(EPOCH_TICK.as_millis()).unwrap_or(1).max(1);
+    let cpu_ticks = cpu_ms.map(|ms| ms.div_ceil(tick_ms).max(1));
+    let mut ticks = 0u64;
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(move |_| {
+        ticks += 1;
+        let over = if std::time::Instant::now() >= deadline {
+            format!(
+                "tool ran past its {} ms deadline ({wall_rule}) and was interrupted",
+                wall.as_millis()
+            )
+        } else if cpu_ticks.is_some_and(|max| ticks > max) {
+            format!(
+                "tool computed for more than its {} ms of CPU (limits.cpu_ms) and was interrupted",
+                cpu_ms.unwrap_or(0)
+            )
+        } else {
+            return Ok(wasmtime::UpdateDeadline::Yield(1));
+        };
+        Err(AttemptAbort(Failure::new(FailureClass::Timeout, over)).into())
+    });
+    store
+}
+
 /// The linker every tool is instantiated with.
 pub fn linker(engine: &Engine) -> wasmtime::Result<Linker<ToolState>> {
     let mut linker = Linker::new(engine);
