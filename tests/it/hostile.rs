@@ -269,6 +269,17 @@ async fn fs(runtime: &Runtime, input: serde_json::Value) -> RunReport {
     attack(runtime, HOSTILE_FS, input).await
 }
 
+/// The run's journal names the fs grants as the rule that refused, and what was asked.
+fn fs_denial_journaled(runtime: &Runtime, report: &RunReport, asked: &str) {
+    let fields = denial(runtime, &report.run_id);
+    assert_eq!(fields["rule"], "tools.hostile-fs.fs", "{fields}");
+    assert_eq!(fields["tool"], "hostile-fs", "{fields}");
+    assert!(
+        fields["asked"].as_str().unwrap().contains(asked),
+        "asked should mention {asked}: {fields}"
+    );
+}
+
 /// The attack failed as a classified denial and leaked nothing of the secret.
 fn refused(report: &RunReport) {
     let f = failure(report);
@@ -318,6 +329,9 @@ pub(crate) async fn dotdot_traversal_out_of_a_grant_is_denied() {
         )
         .await;
         refused(&report);
+        if path.starts_with("/ro/") {
+            fs_denial_journaled(&runtime, &report, path.trim_start_matches("/ro/"));
+        }
     }
 }
 
@@ -348,6 +362,7 @@ async fn symlink_pointing_outside_a_grant_is_denied() {
     )
     .await;
     refused(&report);
+    fs_denial_journaled(&runtime, &report, "escape");
 }
 
 #[tokio::test]
@@ -362,6 +377,7 @@ async fn write_into_a_read_only_grant_is_denied() {
         )
         .await;
         assert_eq!(failure(&report).class, FailureClass::Permission);
+        fs_denial_journaled(&runtime, &report, path.trim_start_matches("/ro/"));
     }
     assert!(!tree.path("ro/new.txt").exists());
     assert_eq!(
@@ -381,6 +397,7 @@ async fn hard_link_from_a_read_only_grant_into_a_writable_one_is_denied() {
     )
     .await;
     assert_eq!(failure(&report).class, FailureClass::Permission);
+    fs_denial_journaled(&runtime, &report, "hard-link");
     assert!(!tree.path("rw/stolen.txt").exists());
 }
 
@@ -395,6 +412,7 @@ async fn rename_from_a_read_only_grant_into_a_writable_one_is_denied() {
     )
     .await;
     assert_eq!(failure(&report).class, FailureClass::Permission);
+    fs_denial_journaled(&runtime, &report, "rename");
     assert!(tree.path("ro/notes.txt").exists());
     assert!(!tree.path("rw/moved.txt").exists());
 }

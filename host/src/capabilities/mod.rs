@@ -7,6 +7,7 @@
 
 pub mod checkpoints;
 pub mod effects;
+pub mod fs;
 pub mod http;
 pub mod log;
 pub mod wasi;
