@@ -27,6 +27,9 @@ pub struct Config {
     /// One policy per tool, by the tool's name.
     #[serde(default)]
     pub tools: BTreeMap<String, Policy>,
+    /// The circuit breaker every connector gets.
+    #[serde(default)]
+    pub breaker: crate::retry::BreakerPolicy,
 }
 
 /// How an effect kind reaches the outside world.

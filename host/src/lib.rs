@@ -16,6 +16,7 @@ pub mod clock;
 pub mod config;
 pub mod effects;
 pub mod engine;
+pub mod escalation;
 pub mod failure;
 mod holder;
 pub mod ledger;
@@ -28,8 +29,11 @@ pub mod tool;
 
 pub use clock::{Clock, ManualClock, Sleeper, SystemClock, TokioSleeper};
 pub use config::Config;
+pub use escalation::{Decision, EscalationError, EvidencePacket};
 pub use failure::{Failure, FailureClass};
-pub use runs::{RunError, RunReport};
-pub use runtime::{DEFAULT_CACHE_DIR, DEFAULT_LEDGER, Runtime, RuntimeBuilder, RuntimeError};
+pub use runs::{RunError, RunOptions, RunReport};
+pub use runtime::{
+    DEFAULT_CACHE_DIR, DEFAULT_LEDGER, Runtime, RuntimeBuilder, RuntimeError, Settled,
+};
 pub use story::RunStory;
 pub use tool::{Descriptor, LoadError, LoadedTool};

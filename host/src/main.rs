@@ -4,8 +4,8 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use tollgate::ledger::{RunFilter, RunStatus};
-use tollgate::{Config, RunReport, Runtime};
+use tollgate::ledger::{EscalationFilter, EscalationStatus, RunFilter, RunStatus};
+use tollgate::{Config, Decision, RunReport, Runtime};
 
 /// A WebAssembly plugin host for sandboxed AI-agent tools, with exactly-once effects.
 #[derive(Parser)]
@@ -58,6 +58,13 @@ enum Command {
         /// ([tools.<name>.retry]): backoff with jitter, Retry-After, budgets.
         #[arg(long)]
         retry: bool,
+        /// Hold this business-object lock (e.g. `invoice:INV-1`) while the run acts,
+        /// instead of the policy's `lock.key`. Effects carry its fencing token downstream.
+        #[arg(long)]
+        lock: Option<String>,
+        /// How long to wait for the lock if another run holds it (0: fail at once).
+        #[arg(long)]
+        lock_wait_ms: Option<u64>,
         /// Print the whole report as JSON.
         #[arg(long)]
         json: bool,
@@ -92,6 +99,30 @@ enum Command {
         #[command(subcommand)]
         command: RunsCommand,
     },
+    /// The human queue: runs stopped for a decision, with their evidence.
+    Escalations {
+        #[command(subcommand)]
+        command: EscalationsCommand,
+    },
+    /// Approve the effect a run is waiting on (an approval escalation), and resume the run.
+    Approve {
+        id: i64,
+        /// Why, journaled with the decision.
+        #[arg(long, default_value = "approved")]
+        reason: String,
+        /// Who decides. Default: $USER.
+        #[arg(long)]
+        by: Option<String>,
+    },
+    /// Reject the effect a run is waiting on; the run ends failed and nothing is dispatched.
+    Reject {
+        id: i64,
+        /// Why, journaled with the decision.
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        by: Option<String>,
+    },
     /// Build every plugin under a plugins workspace for wasm32-wasip2.
     BuildPlugins {
         /// The plugins workspace.
@@ -106,6 +137,43 @@ enum PolicyCommand {
     Check {
         /// The config file (tollgate.toml).
         file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum EscalationsCommand {
+    /// Escalations, oldest first (open ones unless --all).
+    List {
+        #[arg(long)]
+        all: bool,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One escalation with its evidence packet (JSON).
+    Show { id: i64 },
+    /// Settle an escalation: exactly one of --retry, --mark-succeeded, --abandon.
+    Resolve {
+        id: i64,
+        /// Resume the run. For an in-doubt effect: you checked downstream and it did NOT
+        /// happen, so it is sent again under its key.
+        #[arg(long, group = "decision")]
+        retry: bool,
+        /// The outcome (JSON) you verified downstream. For an in-doubt effect it is recorded
+        /// as the effect's outcome and the run resumes, replaying it; otherwise it becomes
+        /// the run's output.
+        #[arg(long, group = "decision", value_name = "OUTCOME")]
+        mark_succeeded: Option<String>,
+        /// End the run as failed.
+        #[arg(long, group = "decision")]
+        abandon: bool,
+        /// Why, journaled with the decision.
+        #[arg(long)]
+        reason: String,
+        /// Who decides. Default: $USER.
+        #[arg(long)]
+        by: Option<String>,
     },
 }
 
@@ -134,7 +202,8 @@ enum RunsCommand {
 }
 
 /// Exit codes: 0 success; 1 error before or around the run; 3 the run failed for good;
-/// 4 the attempt failed but the run can be resumed; 5 the run is in doubt (needs a human).
+/// 4 the attempt failed but the run can be resumed; 5 the run is in doubt (needs a human);
+/// 6 the run waits for a human decision (escalated, or waiting for approval).
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.verbose, cli.log_format);
@@ -254,18 +323,43 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             ref input_file,
             ref run_prefix,
             retry,
+            ref lock,
+            lock_wait_ms,
             json,
         } => {
             let input = read_input(input.as_deref(), input_file.as_deref())?;
             let runtime = runtime(&cli)?;
             let tool = runtime.load(plugin).await?;
-            let report = if retry {
-                runtime.run_with_retries(&tool, &input, run_prefix).await?
-            } else {
-                runtime.run_with_prefix(&tool, &input, run_prefix).await?
+            let options = tollgate::RunOptions {
+                prefix: run_prefix.clone(),
+                lock: lock.clone(),
+                lock_wait_ms,
             };
+            let report = runtime
+                .run_with_options(&tool, &input, &options, retry)
+                .await?;
             print_report(&report, json)
         }
+        Command::Escalations { ref command } => escalations(&runtime(&cli)?, command).await,
+        Command::Approve {
+            id,
+            ref reason,
+            ref by,
+        } => {
+            settle(
+                &runtime(&cli)?,
+                id,
+                Decision::Approve,
+                reason,
+                by.as_deref(),
+            )
+            .await
+        }
+        Command::Reject {
+            id,
+            ref reason,
+            ref by,
+        } => settle(&runtime(&cli)?, id, Decision::Reject, reason, by.as_deref()).await,
         Command::Resume {
             ref run_id,
             ref plugin,
@@ -302,7 +396,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                         "{:<58} {:<12} {:<10} {:>8}  {}",
                         run.run_id,
                         run.tool,
-                        format!("{:?}", run.status).to_lowercase(),
+                        run.status.to_string(),
                         run.attempts,
                         tollgate::clock::format_ms(run.updated_at)
                     );
@@ -322,6 +416,85 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+async fn escalations(runtime: &Runtime, command: &EscalationsCommand) -> Result<ExitCode> {
+    match command {
+        EscalationsCommand::List { all, limit, json } => {
+            let filter = EscalationFilter {
+                status: (!all).then_some(EscalationStatus::Open),
+                run_id: None,
+                limit: *limit,
+            };
+            let list = runtime.escalations(&filter)?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                for e in &list {
+                    println!(
+                        "#{:<5} {:<8} {:<17} {}  {}",
+                        e.id,
+                        e.status,
+                        e.reason,
+                        tollgate::clock::format_ms(e.created_at),
+                        e.summary
+                    );
+                }
+                if list.is_empty() {
+                    eprintln!("no escalations");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        EscalationsCommand::Show { id } => {
+            let e = runtime
+                .escalation(*id)?
+                .with_context(|| format!("escalation #{id} does not exist"))?;
+            println!("{}", serde_json::to_string_pretty(&e)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        EscalationsCommand::Resolve {
+            id,
+            retry,
+            mark_succeeded,
+            abandon,
+            reason,
+            by,
+        } => {
+            let decision = match (retry, mark_succeeded, abandon) {
+                (true, None, false) => Decision::Retry,
+                (false, Some(outcome), false) => Decision::MarkSucceeded(outcome.clone()),
+                (false, None, true) => Decision::Abandon,
+                _ => bail!("pass exactly one of --retry, --mark-succeeded '<outcome>', --abandon"),
+            };
+            settle(runtime, *id, decision, reason, by.as_deref()).await
+        }
+    }
+}
+
+async fn settle(
+    runtime: &Runtime,
+    id: i64,
+    decision: Decision,
+    reason: &str,
+    by: Option<&str>,
+) -> Result<ExitCode> {
+    let by = by
+        .map(str::to_owned)
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "operator".into());
+    let settled = runtime.settle(id, decision, reason, &by).await?;
+    let e = &settled.escalation;
+    eprintln!(
+        "escalation #{} resolved: {} by {by} (run {})",
+        e.id,
+        e.resolution.map_or("?".into(), |r| r.to_string()),
+        e.run_id
+    );
+    match &settled.report {
+        Some(report) => print_report(report, false),
+        None => Ok(ExitCode::SUCCESS),
     }
 }
 
@@ -362,7 +535,11 @@ fn parse_status(s: &str) -> Result<RunStatus> {
         "succeeded" => RunStatus::Succeeded,
         "failed" => RunStatus::Failed,
         "in_doubt" | "in-doubt" => RunStatus::InDoubt,
-        other => bail!("unknown status `{other}`: use running, succeeded, failed or in_doubt"),
+        "escalated" => RunStatus::Escalated,
+        "waiting_approval" | "waiting-approval" => RunStatus::WaitingApproval,
+        other => bail!(
+            "unknown status `{other}`: use running, succeeded, failed, in_doubt, escalated or waiting_approval"
+        ),
     })
 }
 
@@ -397,8 +574,12 @@ fn print_report(report: &RunReport, json: bool) -> Result<ExitCode> {
                         eprintln!("the run can be resumed: tollgate resume {}", report.run_id)
                     }
                     RunStatus::InDoubt => eprintln!(
-                        "the run is in doubt: see `tollgate runs show {}`",
+                        "the run is in doubt: see `tollgate runs show {}` and `tollgate escalations list`",
                         report.run_id
+                    ),
+                    RunStatus::Escalated | RunStatus::WaitingApproval => eprintln!(
+                        "the run waits for a human ({}): `tollgate escalations list`",
+                        report.status
                     ),
                     _ => {}
                 }
@@ -409,6 +590,7 @@ fn print_report(report: &RunReport, json: bool) -> Result<ExitCode> {
         (Ok(_), _) => ExitCode::SUCCESS,
         (Err(_), RunStatus::Running) => ExitCode::from(4),
         (Err(_), RunStatus::InDoubt) => ExitCode::from(5),
+        (Err(_), RunStatus::Escalated | RunStatus::WaitingApproval) => ExitCode::from(6),
         (Err(_), _) => ExitCode::from(3),
     })
 }

@@ -5,7 +5,7 @@
 //! Unknown fields are errors, so a misspelt grant never silently means "no grant".
 
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 /// Largest linear memory a policy may grant; the engine's pool reserves slots this size.
@@ -35,6 +35,70 @@ pub struct Policy {
     /// When a failed attempt is retried, and the budget of the whole run.
     #[serde(default)]
     pub retry: crate::retry::RetryPolicy,
+    /// Effect kinds a human must approve before each new dispatch (`"required"`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub approval: BTreeMap<String, Approval>,
+    /// The business object a run of this tool works on, held exclusively while it acts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock: Option<LockPolicy>,
+}
+
+/// Whether an effect kind needs a human's approval before it is dispatched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Approval {
+    Required,
+    None,
+}
+
+/// A lease on a business object (`invoice:INV-1`) taken before each attempt: overlapping
+/// runs on the same object never act at once, and effects carry the lease's fencing token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockPolicy {
+    /// The lock key, with `{field}` replaced by that top-level input field
+    /// (`"invoice:{invoice_id}"`). `tollgate run --lock KEY` names one directly.
+    pub key: String,
+    /// How long an overlapping run waits for the lock; 0 fails at once with who holds it.
+    #[serde(default)]
+    pub wait_ms: u64,
+    /// How long the lease lasts without renewal: after a crash, the next run waits this long.
+    #[serde(default = "default_lock_ttl_ms")]
+    pub ttl_ms: u64,
+}
+
+fn default_lock_ttl_ms() -> u64 {
+    15_000
+}
+
+impl LockPolicy {
+    /// The key for one input: each `{field}` replaced by the input's top-level `field`
+    /// (strings as they are, other values as JSON).
+    pub fn key_for(&self, input: &serde_json::Value) -> Result<String, String> {
+        let mut out = String::new();
+        let mut rest = self.key.as_str();
+        while let Some(open) = rest.find('{') {
+            out.push_str(&rest[..open]);
+            let after = &rest[open + 1..];
+            let close = after
+                .find('}')
+                .ok_or_else(|| format!("lock key `{}` has an unclosed `{{`", self.key))?;
+            let field = &after[..close];
+            match input.get(field) {
+                Some(serde_json::Value::String(s)) => out.push_str(s),
+                Some(serde_json::Value::Null) | None => {
+                    return Err(format!(
+                        "lock key `{}` needs input field `{field}`, which the input lacks",
+                        self.key
+                    ));
+                }
+                Some(other) => out.push_str(&other.to_string()),
+            }
+            rest = &after[close + 1..];
+        }
+        out.push_str(rest);
+        Ok(out)
+    }
 }
 
 /// A host directory preopened for the tool.
@@ -248,6 +312,29 @@ impl Policy {
                 }
             }
         }
+        for kind in self.approval.keys() {
+            if !self.effects.contains(kind) {
+                bad(
+                    &["approval", kind],
+                    format!("`{kind}` is not in `effects`: grant it there, or drop this line"),
+                );
+            }
+        }
+        if let Some(lock) = &self.lock {
+            let braces_ok = lock.key.matches('{').count() == lock.key.matches('}').count();
+            if lock.key.trim().is_empty() || !braces_ok {
+                bad(
+                    &["lock", "key"],
+                    format!(
+                        "`{}` is not a lock key template: text with `{{field}}` for input fields, e.g. `invoice:{{invoice_id}}`",
+                        lock.key
+                    ),
+                );
+            }
+            if lock.ttl_ms == 0 {
+                bad(&["lock", "ttl_ms"], "must be greater than 0".to_owned());
+            }
+        }
         if let Err(retry) = self.retry.validate() {
             for (field, problem) in retry {
                 bad(&["retry", &field], problem);
@@ -285,6 +372,10 @@ impl Policy {
 
     pub fn allows_effect(&self, kind: &str) -> bool {
         self.effects.contains(kind)
+    }
+
+    pub fn needs_approval(&self, kind: &str) -> bool {
+        self.approval.get(kind) == Some(&Approval::Required)
     }
 
     /// The pinned digest as bare lowercase hex, if the policy pins one.

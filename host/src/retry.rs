@@ -28,6 +28,8 @@ pub struct RetryPolicy {
     pub max_run_ms: u64,
     /// Effects the run may perform over all its attempts; replays count too.
     pub max_effects: u32,
+    /// CPU time of the tool's own code over all attempts, in milliseconds.
+    pub max_cpu_ms: u64,
 }
 
 impl Default for RetryPolicy {
@@ -40,6 +42,7 @@ impl Default for RetryPolicy {
             non_retryable: BTreeSet::new(),
             max_run_ms: 15 * 60_000,
             max_effects: 1_000,
+            max_cpu_ms: 5 * 60_000,
         }
     }
 }
@@ -53,6 +56,8 @@ pub struct History<'a> {
     pub now_ms: i64,
     /// Effects performed or replayed over all attempts.
     pub effects: u32,
+    /// CPU time the tool's code used over all attempts.
+    pub cpu_ms: u64,
     pub last: &'a Failure,
 }
 
@@ -128,6 +133,14 @@ impl RetryPolicy {
                 ),
             };
         }
+        if history.cpu_ms >= self.max_cpu_ms {
+            return Verdict::Stop {
+                reason: format!(
+                    "CPU budget spent: {} of {} ms (retry.max_cpu_ms)",
+                    history.cpu_ms, self.max_cpu_ms
+                ),
+            };
+        }
         let cap = self.backoff_ms(history.attempts);
         let jittered = (cap as f64 * random.clamp(0.0, 1.0)) as u64;
         let after_ms = jittered.max(retry_after_ms(history.last).unwrap_or(0));
@@ -150,6 +163,100 @@ fn retry_after_ms(failure: &Failure) -> Option<u64> {
     failure.details.as_ref()?.get("retry_after_ms")?.as_u64()
 }
 
+/// The circuit breaker each connector gets (`[breaker]` in the operator config): after
+/// `failures` consecutive transient failures, calls fail fast for `cooldown_ms` instead of
+/// hammering a downstream that is down; then one call probes, and its result closes or
+/// re-opens the circuit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BreakerPolicy {
+    /// Consecutive transient failures that open the circuit; 0 turns the breaker off.
+    pub failures: u32,
+    /// How long an open circuit refuses calls, in milliseconds.
+    pub cooldown_ms: u64,
+}
+
+impl Default for BreakerPolicy {
+    fn default() -> Self {
+        Self {
+            failures: 5,
+            cooldown_ms: 30_000,
+        }
+    }
+}
+
+/// Where a connector's circuit stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CircuitState {
+    Closed,
+    /// Refusing calls until `open_until`.
+    Open,
+    /// The cool-down is over; calls go through and the next result decides.
+    HalfOpen,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Circuit {
+    pub state: CircuitState,
+    pub consecutive_failures: u32,
+    pub open_until: Option<i64>,
+}
+
+impl Default for Circuit {
+    fn default() -> Self {
+        Self {
+            state: CircuitState::Closed,
+            consecutive_failures: 0,
+            open_until: None,
+        }
+    }
+}
+
+impl BreakerPolicy {
+    /// Whether a call may go through now: `Err(until)` while the circuit is open. Past the
+    /// cool-down, the circuit is half-open and the call is let through as a probe.
+    pub fn admit(&self, circuit: &Circuit, now_ms: i64) -> Result<Circuit, i64> {
+        match (circuit.state, circuit.open_until) {
+            (CircuitState::Open, Some(until)) if now_ms < until && self.failures > 0 => Err(until),
+            (CircuitState::Open, _) => Ok(Circuit {
+                state: CircuitState::HalfOpen,
+                ..*circuit
+            }),
+            _ => Ok(*circuit),
+        }
+    }
+
+    /// The circuit after a call: a success closes it, a transient failure counts towards
+    /// opening it (a half-open probe that fails re-opens it at once), anything else
+    /// (a validation error, say) says nothing about the downstream's health.
+    pub fn after(&self, circuit: &Circuit, class: Option<FailureClass>, now_ms: i64) -> Circuit {
+        match class {
+            None => Circuit::default(),
+            Some(FailureClass::Transient | FailureClass::Timeout) => {
+                let failures = circuit.consecutive_failures.saturating_add(1);
+                let trip = self.failures > 0
+                    && (failures >= self.failures || circuit.state == CircuitState::HalfOpen);
+                if trip {
+                    let cooldown = i64::try_from(self.cooldown_ms).unwrap_or(i64::MAX);
+                    Circuit {
+                        state: CircuitState::Open,
+                        consecutive_failures: failures,
+                        open_until: Some(now_ms.saturating_add(cooldown)),
+                    }
+                } else {
+                    Circuit {
+                        state: circuit.state,
+                        consecutive_failures: failures,
+                        open_until: None,
+                    }
+                }
+            }
+            Some(_) => *circuit,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,6 +271,7 @@ mod tests {
             started_at_ms: 0,
             now_ms,
             effects: 0,
+            cpu_ms: 0,
             last,
         }
     }
@@ -259,6 +367,22 @@ mod tests {
             ..history(1, 0, &last)
         };
         assert!(stop(spent).contains("retry.max_effects"));
+        let p = RetryPolicy {
+            max_cpu_ms: 2_000,
+            ..p
+        };
+        let burnt = History {
+            cpu_ms: 2_000,
+            ..history(1, 0, &last)
+        };
+        assert!(
+            matches!(p.decide(&burnt, 0.5), Verdict::Stop { reason } if reason.contains("retry.max_cpu_ms"))
+        );
+        let under = History {
+            cpu_ms: 1_990,
+            ..history(1, 0, &last)
+        };
+        assert!(matches!(p.decide(&under, 0.5), Verdict::Retry { .. }));
     }
 
     #[test]
@@ -280,5 +404,61 @@ mod tests {
             fields,
             vec!["max_attempts", "backoff_coefficient", "max_interval_ms"]
         );
+    }
+
+    #[test]
+    fn breaker_opens_after_n_transient_failures_and_fails_fast_until_the_cooldown() {
+        let b = BreakerPolicy {
+            failures: 3,
+            cooldown_ms: 10_000,
+        };
+        let mut c = Circuit::default();
+        for n in 1..=2 {
+            c = b.after(&b.admit(&c, 0).unwrap(), Some(FailureClass::Transient), 0);
+            assert_eq!(c.state, CircuitState::Closed);
+            assert_eq!(c.consecutive_failures, n);
+        }
+        c = b.after(&c, Some(FailureClass::Transient), 1_000);
+        assert_eq!(c.state, CircuitState::Open);
+        assert_eq!(b.admit(&c, 1_000), Err(11_000));
+        assert_eq!(b.admit(&c, 10_999), Err(11_000));
+        // A validation failure says nothing about health; it neither opens nor closes.
+        let v = b.after(&Circuit::default(), Some(FailureClass::Validation), 0);
+        assert_eq!(v, Circuit::default());
+    }
+
+    #[test]
+    fn breaker_half_opens_after_the_cooldown_and_the_probe_decides() {
+        let b = BreakerPolicy {
+            failures: 2,
+            cooldown_ms: 5_000,
+        };
+        let open = Circuit {
+            state: CircuitState::Open,
+            consecutive_failures: 2,
+            open_until: Some(5_000),
+        };
+        let probe = b.admit(&open, 5_000).unwrap();
+        assert_eq!(probe.state, CircuitState::HalfOpen);
+        // A failed probe re-opens at once, for a fresh cool-down.
+        let reopened = b.after(&probe, Some(FailureClass::Timeout), 5_001);
+        assert_eq!(reopened.state, CircuitState::Open);
+        assert_eq!(reopened.open_until, Some(10_001));
+        // A good probe closes the circuit and forgets the failures.
+        let closed = b.after(&b.admit(&reopened, 10_001).unwrap(), None, 10_002);
+        assert_eq!(closed, Circuit::default());
+    }
+
+    #[test]
+    fn breaker_with_zero_failures_never_opens() {
+        let b = BreakerPolicy {
+            failures: 0,
+            cooldown_ms: 5_000,
+        };
+        let mut c = Circuit::default();
+        for _ in 0..100 {
+            c = b.after(&b.admit(&c, 0).unwrap(), Some(FailureClass::Transient), 0);
+        }
+        assert_eq!(c.state, CircuitState::Closed);
     }
 }

@@ -62,6 +62,10 @@ pub enum RunError {
     Load(#[from] crate::tool::LoadError),
     #[error("could not start the tool: {0}")]
     Instantiate(String),
+    #[error("cannot name the run's lock: {0}; fix `lock.key` in the tool's policy or pass --lock")]
+    LockKey(String),
+    #[error("{0}")]
+    Parked(String),
 }
 
 /// `<prefix>-<yyyy-mm-dd>-<uuid v7>`: sortable by time, unique without coordination.
@@ -80,16 +84,71 @@ pub fn new_run_id(prefix: &str, now: Millis) -> Result<String, RunError> {
     Ok(format!("{prefix}-{date}-{}", uuid::Uuid::now_v7()))
 }
 
+/// How a run is started.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Run IDs are `<prefix>-<date>-<uuid>`.
+    pub prefix: String,
+    /// Holds this business-object lock while acting, instead of the policy's `lock.key`.
+    pub lock: Option<String>,
+    /// How long to wait for the lock, instead of the policy's `lock.wait_ms`.
+    pub lock_wait_ms: Option<u64>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            prefix: "run".into(),
+            lock: None,
+            lock_wait_ms: None,
+        }
+    }
+}
+
+/// The business-object lock a run takes before each attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub(crate) struct LockSpec {
+    pub key: String,
+    pub wait_ms: u64,
+    pub ttl_ms: u64,
+}
+
+fn lock_spec(
+    policy: &Policy,
+    options: &RunOptions,
+    input: &serde_json::Value,
+) -> Result<Option<LockSpec>, RunError> {
+    let configured = policy.lock.as_ref();
+    let key = match (&options.lock, configured) {
+        (Some(key), _) => key.clone(),
+        (None, Some(lock)) => lock.key_for(input).map_err(RunError::LockKey)?,
+        (None, None) => return Ok(None),
+    };
+    if key.trim().is_empty() {
+        return Err(RunError::LockKey("the lock key is empty".into()));
+    }
+    Ok(Some(LockSpec {
+        key,
+        wait_ms: options
+            .lock_wait_ms
+            .or(configured.map(|l| l.wait_ms))
+            .unwrap_or(0),
+        ttl_ms: configured.map_or(15_000, |l| l.ttl_ms),
+    }))
+}
+
 /// Creates the run record, then runs its first attempt.
 pub(crate) async fn start(
     inner: &Arc<Inner>,
     tool: &Arc<LoadedTool>,
     input: &str,
-    prefix: &str,
+    options: &RunOptions,
 ) -> Result<RunReport, RunError> {
     let value = parse_input(tool, input)?;
+    let policy = inner.config.policy_for(&tool.descriptor.name);
+    let lock = lock_spec(&policy, options, &value)?;
     let now = inner.clock.now_ms();
-    let run_id = new_run_id(prefix, now)?;
+    let run_id = new_run_id(&options.prefix, now)?;
     let ops = vec![
         Op::CreateRun(ledger::NewRun {
             run_id: run_id.clone(),
@@ -111,11 +170,12 @@ pub(crate) async fn start(
                 "component": tool.path.display().to_string(),
                 "digest": tool.digest,
                 "version": tool.descriptor.version,
+                "lock": lock,
             }),
         }),
     ];
     ledger::apply(&inner.ledger, ops).await?;
-    attempt(inner, tool, &run_id, value).await
+    attempt(inner, tool, &run_id, value, lock).await
 }
 
 /// Starts the next attempt of an unfinished run.
@@ -132,6 +192,20 @@ pub(crate) async fn resume(
         })?;
     // A supervisor that crashed after the run ended, before it heard how, may resume again:
     // it gets the recorded ending, and nothing is started.
+    if run.status.is_parked() {
+        let open = inner.ledger.escalations(&ledger::EscalationFilter {
+            status: Some(ledger::EscalationStatus::Open),
+            run_id: Some(run_id.to_owned()),
+            limit: 1,
+        })?;
+        let id = open
+            .first()
+            .map_or_else(|| "?".to_owned(), |e| e.id.to_string());
+        return Err(RunError::Parked(format!(
+            "run {run_id} is {} on escalation #{id}: see `tollgate escalations show {id}`, then resolve it (or `tollgate approve {id}`)",
+            run.status
+        )));
+    }
     if run.status != RunStatus::Running {
         return recorded_ending(run);
     }
@@ -147,7 +221,9 @@ pub(crate) async fn resume(
     }
     let input: serde_json::Value =
         serde_json::from_str(&run.input).map_err(|e| RunError::InputNotJson(e.to_string()))?;
-    attempt(inner, tool, run_id, input).await
+    let lock = created_field(inner, run_id, "lock")?
+        .and_then(|v| serde_json::from_value::<LockSpec>(v).ok());
+    attempt(inner, tool, run_id, input, lock).await
 }
 
 /// Resumes a run whose attempt failed retryably, for as long as its tool's retry policy
@@ -172,11 +248,19 @@ pub(crate) async fn retry(
                 run_id: report.run_id.clone(),
             })?;
         let effects = inner.ledger.effects_for_run(&report.run_id)?.len();
+        let cpu_ms = inner
+            .ledger
+            .journal_entries(&report.run_id)?
+            .iter()
+            .filter(|e| e.event == "attempt.failed" || e.event == "attempt.succeeded")
+            .filter_map(|e| e.fields.get("cpu_ms").and_then(serde_json::Value::as_u64))
+            .sum();
         let history = crate::retry::History {
             attempts: run.attempts,
             started_at_ms: run.created_at,
             now_ms: inner.clock.now_ms(),
             effects: u32::try_from(effects).unwrap_or(u32::MAX),
+            cpu_ms,
             last: failure,
         };
         let verdict = policy.decide(&history, rand::random::<f64>());
@@ -210,11 +294,47 @@ pub(crate) async fn retry(
         )
         .await?;
         let crate::retry::Verdict::Retry { after_ms } = verdict else {
-            return Ok(report);
+            return escalate_stopped(inner, tool, report).await;
         };
         inner.sleeper.sleep(Duration::from_millis(after_ms)).await;
         report = resume(inner, tool, &report.run_id).await?;
     }
+}
+
+/// Parks a run its retry policy gave up on, with an escalation, so a human decides.
+async fn escalate_stopped(
+    inner: &Arc<Inner>,
+    tool: &LoadedTool,
+    mut report: RunReport,
+) -> Result<RunReport, RunError> {
+    let Err(failure) = &report.result else {
+        return Ok(report);
+    };
+    let policy = inner.config.policy_for(&tool.descriptor.name);
+    let reason =
+        if failure.class.is_retryable() && !policy.retry.non_retryable.contains(&failure.class) {
+            ledger::EscalationReason::RetriesExhausted
+        } else {
+            ledger::EscalationReason::NonRetryable
+        };
+    let packet = crate::escalation::packet(
+        inner.ledger.as_ref(),
+        &report.run_id,
+        &policy,
+        reason,
+        Some(failure),
+        failed_action(inner, failure),
+        None,
+    )?;
+    let summary = format!(
+        "run {} of `{}` stopped retrying after {} attempt(s): {}: {}",
+        report.run_id, report.tool, report.attempt, failure.class, failure.message
+    );
+    let now = inner.clock.now_ms();
+    let ops = crate::escalation::open_ops(&packet, summary, Some(RunStatus::Escalated), now);
+    ledger::apply(&inner.ledger, ops).await?;
+    report.status = RunStatus::Escalated;
+    Ok(report)
 }
 
 /// The report of a finished run, from its ledger record.
@@ -253,18 +373,24 @@ pub(crate) fn component_path(inner: &Inner, run_id: &str) -> Result<std::path::P
         .ok_or_else(|| LedgerError::RunNotFound {
             run_id: run_id.to_owned(),
         })?;
-    inner
+    created_field(inner, run_id, "component")?
+        .and_then(|c| c.as_str().map(std::path::PathBuf::from))
+        .ok_or_else(|| RunError::UnknownComponent(run_id.to_owned()))
+}
+
+/// A field of the run's `run.created` journal entry: how it was started.
+fn created_field(
+    inner: &Inner,
+    run_id: &str,
+    field: &str,
+) -> Result<Option<serde_json::Value>, LedgerError> {
+    Ok(inner
         .ledger
         .journal_entries(run_id)?
         .into_iter()
         .find(|e| e.event == "run.created")
-        .and_then(|e| {
-            e.fields
-                .get("component")
-                .and_then(|c| c.as_str())
-                .map(std::path::PathBuf::from)
-        })
-        .ok_or_else(|| RunError::UnknownComponent(run_id.to_owned()))
+        .and_then(|e| e.fields.get(field).cloned())
+        .filter(|v| !v.is_null()))
 }
 
 async fn begin(
@@ -309,6 +435,7 @@ async fn attempt(
     tool: &Arc<LoadedTool>,
     run_id: &str,
     input: serde_json::Value,
+    lock: Option<LockSpec>,
 ) -> Result<RunReport, RunError> {
     let started = Instant::now();
     let attempt = begin(inner, tool, run_id).await?;
@@ -326,9 +453,25 @@ async fn attempt(
             format!("attempt {n} started"),
             serde_json::json!({ "holder": inner.holder, "digest": tool.digest }),
         ));
-        // Dropped with this future: a cancelled attempt stops renewing and its lease lapses.
-        let renewer = LeaseRenewer::spawn(inner.clone(), run_id.to_owned(), n);
         let policy = inner.config.policy_for(&tool.descriptor.name);
+        let held = match &lock {
+            Some(spec) => match acquire_lock(inner, run_id, n, spec).await {
+                Ok(held) => Some(held),
+                Err(failure) => {
+                    let end = AttemptEnd {
+                        result: Err(failure),
+                        stdio: Stdio::default(),
+                        started,
+                        parked: None,
+                        lock: None,
+                    };
+                    return finish(inner, tool, &policy, run_id, n, end).await;
+                }
+            },
+            None => None,
+        };
+        // Dropped with this future: a cancelled attempt stops renewing and its leases lapse.
+        let renewer = LeaseRenewer::spawn(inner.clone(), run_id.to_owned(), n, held.clone());
         let ctx = Arc::new(AttemptContext {
             run_id: run_id.to_owned(),
             attempt: n,
@@ -337,6 +480,8 @@ async fn attempt(
             ledger: inner.ledger.clone(),
             effects: inner.effects.clone(),
             clock: inner.clock.clone(),
+            fence: held.as_ref().map(|h| h.fence),
+            parked: std::sync::Mutex::new(None),
         });
         let run_ctx = run_context(inner, tool, &policy, run_id, n);
         let (result, stdio) = execute(
@@ -344,14 +489,22 @@ async fn attempt(
             tool,
             &policy,
             run_ctx,
-            Some(ctx),
+            Some(ctx.clone()),
             &input.to_string(),
         )
         .await;
         drop(renewer);
         let result =
             result.and_then(|output| checked_output(&output, policy.limits.max_output_bytes));
-        let report = finish(inner, tool, run_id, n, result, stdio, started).await?;
+        let parked = ctx.parked.lock().ok().and_then(|p| *p);
+        let end = AttemptEnd {
+            result,
+            stdio,
+            started,
+            parked,
+            lock: held,
+        };
+        let report = finish(inner, tool, &policy, run_id, n, end).await?;
         tracing::info!(status = ?report.status, "attempt ended");
         Ok(report)
     }
@@ -359,11 +512,12 @@ async fn attempt(
     .await
 }
 
-/// What the tool printed, for the journal.
+/// What the tool printed, for the journal, and the CPU time it used.
 #[derive(Default)]
 struct Stdio {
     stdout: Vec<u8>,
     stderr: Vec<u8>,
+    cpu_ms: u64,
 }
 
 /// Calls a tool once outside any run: input checked as for a run, nothing recorded, and
@@ -477,6 +631,7 @@ async fn execute(
     let stdio = Stdio {
         stdout: stdio.stdout.contents().to_vec(),
         stderr: stdio.stderr.contents().to_vec(),
+        cpu_ms: store.data().cpu_ms(),
     };
     (result, stdio)
 }
@@ -539,17 +694,44 @@ fn checked_output(output: &str, max: u64) -> Result<serde_json::Value, Failure> 
     })
 }
 
-async fn finish(
-    inner: &Arc<Inner>,
-    tool: &LoadedTool,
-    run_id: &str,
-    n: u32,
+/// How an attempt ended, for [`finish`] to record.
+struct AttemptEnd {
     result: Result<serde_json::Value, Failure>,
     stdio: Stdio,
     started: Instant,
+    /// The escalation the attempt stopped to wait on.
+    parked: Option<i64>,
+    /// The business-object lock it held, released with its end.
+    lock: Option<HeldLock>,
+}
+
+/// Records an attempt's end, and the run's when it is final, in one batch: with the
+/// escalation a failure no retry can fix opens, and the release of the run's lock.
+async fn finish(
+    inner: &Arc<Inner>,
+    tool: &LoadedTool,
+    policy: &Policy,
+    run_id: &str,
+    n: u32,
+    end: AttemptEnd,
 ) -> Result<RunReport, RunError> {
+    let AttemptEnd {
+        result,
+        stdio,
+        started,
+        parked,
+        lock,
+    } = end;
     let now = inner.clock.now_ms();
     let mut ops = Vec::new();
+    if let Some(lock) = &lock {
+        ops.push(Op::ReleaseLock {
+            key: lock.key.clone(),
+            run_id: run_id.to_owned(),
+            fence: lock.fence,
+            now,
+        });
+    }
     for (stream, bytes) in [("stdout", &stdio.stdout), ("stderr", &stdio.stderr)] {
         if !bytes.is_empty() {
             ops.push(Op::Journal(entry(
@@ -588,7 +770,7 @@ async fn finish(
                 "info",
                 "attempt.succeeded",
                 format!("attempt {n} succeeded"),
-                serde_json::json!({}),
+                serde_json::json!({ "cpu_ms": stdio.cpu_ms }),
             )));
             RunStatus::Succeeded
         }
@@ -603,11 +785,12 @@ async fn finish(
                 now,
             });
             let run_status = match failure.class {
+                _ if parked.is_some() => RunStatus::WaitingApproval,
                 c if c.is_retryable() => RunStatus::Running,
                 FailureClass::InDoubt => RunStatus::InDoubt,
                 _ => RunStatus::Failed,
             };
-            if run_status != RunStatus::Running {
+            if matches!(run_status, RunStatus::Failed | RunStatus::InDoubt) {
                 ops.push(Op::EndRun {
                     run_id: run_id.to_owned(),
                     status: run_status,
@@ -616,6 +799,29 @@ async fn finish(
                     error_message: Some(failure.message.clone()),
                     now,
                 });
+                let reason = if run_status == RunStatus::InDoubt {
+                    ledger::EscalationReason::InDoubt
+                } else {
+                    ledger::EscalationReason::NonRetryable
+                };
+                let packet = crate::escalation::packet(
+                    inner.ledger.as_ref(),
+                    run_id,
+                    policy,
+                    reason,
+                    Some(failure),
+                    failed_action(inner, failure),
+                    Some(crate::escalation::Ending {
+                        attempt: n,
+                        failure,
+                        at: now,
+                    }),
+                )?;
+                let summary = format!(
+                    "run {run_id} of `{}` stopped: {} failure: {}",
+                    tool.descriptor.name, failure.class, failure.message
+                );
+                ops.extend(crate::escalation::open_ops(&packet, summary, None, now));
             }
             ops.push(Op::Journal(entry(
                 inner,
@@ -624,7 +830,7 @@ async fn finish(
                 "warn",
                 "attempt.failed",
                 failure.message.clone(),
-                serde_json::json!({ "class": failure.class, "details": failure.details }),
+                serde_json::json!({ "class": failure.class, "details": failure.details, "cpu_ms": stdio.cpu_ms }),
             )));
             run_status
         }
@@ -639,6 +845,126 @@ async fn finish(
         duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         already_finished: false,
     })
+}
+
+/// The effect a failure names (its details carry `kind` and `key`), for the evidence.
+fn failed_action(inner: &Inner, failure: &Failure) -> Option<crate::escalation::Action> {
+    let details = failure.details.as_ref()?;
+    let kind = details.get("kind")?.as_str()?;
+    let key = details.get("key")?.as_str()?;
+    let effect = inner.ledger.effect(kind, key).ok().flatten()?;
+    Some(crate::escalation::Action {
+        kind: kind.to_owned(),
+        key: key.to_owned(),
+        payload_digest: effect.payload_digest,
+        payload: serde_json::from_str(&effect.payload).unwrap_or_default(),
+    })
+}
+
+/// A business-object lock held for one attempt.
+#[derive(Debug, Clone)]
+struct HeldLock {
+    key: String,
+    fence: i64,
+    ttl_ms: i64,
+}
+
+/// Takes the run's lock, waiting up to its `wait_ms` while another run holds it.
+async fn acquire_lock(
+    inner: &Arc<Inner>,
+    run_id: &str,
+    attempt: u32,
+    spec: &LockSpec,
+) -> Result<HeldLock, Failure> {
+    let ttl_ms = i64::try_from(spec.ttl_ms).unwrap_or(i64::MAX);
+    let deadline = inner
+        .clock
+        .now_ms()
+        .saturating_add(i64::try_from(spec.wait_ms).unwrap_or(i64::MAX));
+    let mut waited = false;
+    loop {
+        let now = inner.clock.now_ms();
+        let op = Op::AcquireLock {
+            key: spec.key.clone(),
+            run_id: run_id.to_owned(),
+            holder: inner.holder.clone(),
+            lease_until: now.saturating_add(ttl_ms),
+            now,
+        };
+        match ledger::apply(&inner.ledger, vec![op]).await {
+            Ok(applied) => {
+                let Some(ledger::Applied::Lock(lock)) = applied.into_iter().next() else {
+                    return Err(Failure::new(
+                        FailureClass::Fatal,
+                        "ledger returned no lock for AcquireLock",
+                    ));
+                };
+                inner.ledger.journal(entry(
+                    inner,
+                    run_id,
+                    attempt,
+                    "info",
+                    "lock.acquired",
+                    format!("holding lock `{}` with fence {}", lock.key, lock.fence),
+                    serde_json::json!({ "key": lock.key, "fence": lock.fence, "waited": waited }),
+                ));
+                return Ok(HeldLock {
+                    key: lock.key,
+                    fence: lock.fence,
+                    ttl_ms,
+                });
+            }
+            Err(LedgerError::LockHeld {
+                run_id: other,
+                since,
+                lease_until,
+                ..
+            }) => {
+                if now >= deadline {
+                    let waited_for = if spec.wait_ms > 0 {
+                        format!(" after waiting {} ms", spec.wait_ms)
+                    } else {
+                        String::new()
+                    };
+                    return Err(Failure::new(
+                        FailureClass::Conflict,
+                        format!(
+                            "lock `{}` is held by run {other} since {}{waited_for}; try again after it finishes (its lease runs until {})",
+                            spec.key,
+                            crate::clock::format_ms(since),
+                            crate::clock::format_ms(lease_until)
+                        ),
+                    )
+                    .with_details(serde_json::json!({ "lock": spec.key, "held_by_run_id": other, "since": since, "lease_until": lease_until })));
+                }
+                if !waited {
+                    inner.ledger.journal(entry(
+                        inner,
+                        run_id,
+                        attempt,
+                        "info",
+                        "lock.waiting",
+                        format!("waiting for lock `{}`, held by run {other}", spec.key),
+                        serde_json::json!({ "key": spec.key, "held_by_run_id": other }),
+                    ));
+                    waited = true;
+                }
+                // Poll with jitter so waiters spread out; never past the deadline.
+                let pause = 20 + (rand::random::<u64>() % 60);
+                let left = u64::try_from(deadline.saturating_sub(now)).unwrap_or(0);
+                inner
+                    .sleeper
+                    .sleep(Duration::from_millis(pause.min(left.max(1))))
+                    .await;
+            }
+            Err(e) => {
+                return Err(Failure::new(
+                    FailureClass::Fatal,
+                    format!("ledger unavailable, lock `{}` not taken: {e}", spec.key),
+                ));
+            }
+        }
+    }
 }
 
 fn entry(
@@ -671,10 +997,12 @@ impl Drop for LeaseRenewer {
 }
 
 impl LeaseRenewer {
-    fn spawn(inner: Arc<Inner>, run_id: String, attempt: u32) -> Self {
+    fn spawn(inner: Arc<Inner>, run_id: String, attempt: u32, lock: Option<HeldLock>) -> Self {
         Self(tokio::spawn(async move {
-            let period =
-                Duration::from_millis(u64::try_from(inner.lease_ttl_ms / 3).unwrap_or(1).max(1));
+            let ttl = lock
+                .as_ref()
+                .map_or(inner.lease_ttl_ms, |l| l.ttl_ms.min(inner.lease_ttl_ms));
+            let period = Duration::from_millis(u64::try_from(ttl / 3).unwrap_or(1).max(1));
             loop {
                 tokio::time::sleep(period).await;
                 let op = Op::RenewLease {
@@ -685,6 +1013,17 @@ impl LeaseRenewer {
                 };
                 if let Err(e) = ledger::apply(&inner.ledger, vec![op]).await {
                     tracing::warn!(run_id = %run_id, attempt, error = %e, "could not renew the attempt's lease");
+                }
+                if let Some(lock) = &lock {
+                    let op = Op::RenewLock {
+                        key: lock.key.clone(),
+                        run_id: run_id.clone(),
+                        fence: lock.fence,
+                        lease_until: inner.clock.now_ms().saturating_add(lock.ttl_ms),
+                    };
+                    if let Err(e) = ledger::apply(&inner.ledger, vec![op]).await {
+                        tracing::warn!(run_id = %run_id, attempt, error = %e, "could not renew the run's lock");
+                    }
                 }
             }
         }))

@@ -7,9 +7,12 @@ use crate::config::Config;
 use crate::effects::EffectEngine;
 use crate::effects::connector::{self, Connector, ConnectorSetupError};
 use crate::engine::{ArtifactCache, CacheError, EngineHandle, EngineOptions};
+use crate::escalation::{self, Decision, EscalationError, NextStep};
 use crate::failure::Failure;
-use crate::ledger::{Ledger, LedgerError, LedgerOptions, SqliteLedger};
-use crate::runs::{self, RunError, RunReport};
+use crate::ledger::{
+    Escalation, EscalationFilter, Ledger, LedgerError, LedgerOptions, SqliteLedger,
+};
+use crate::runs::{self, RunError, RunOptions, RunReport};
 use crate::story::RunStory;
 use crate::tool::{self, LoadError, LoadedTool};
 use std::collections::BTreeMap;
@@ -172,11 +175,10 @@ impl RuntimeBuilder {
             connectors.insert(kind.clone(), Arc::from(connector::build(kind, config)?));
         }
         connectors.extend(self.connectors);
-        let effects = Arc::new(EffectEngine::new(
-            ledger.clone(),
-            connectors,
-            self.clock.clone(),
-        ));
+        let effects = Arc::new(
+            EffectEngine::new(ledger.clone(), connectors, self.clock.clone())
+                .with_breaker(self.config.breaker.clone()),
+        );
         let lease_ttl_ms = i64::try_from(self.config.lease_ttl_ms.unwrap_or(DEFAULT_LEASE_TTL_MS))
             .unwrap_or(i64::MAX);
         Ok(Runtime {
@@ -226,7 +228,24 @@ impl Runtime {
 
     /// Starts a new run of `tool` on JSON `input`, with run IDs `run-<date>-<uuid>`.
     pub async fn run(&self, tool: &Arc<LoadedTool>, input: &str) -> Result<RunReport, RunError> {
-        runs::start(&self.inner, tool, input, "run").await
+        runs::start(&self.inner, tool, input, &RunOptions::default()).await
+    }
+
+    /// Starts a new run with `options` (run ID prefix, business-object lock); with `retry`,
+    /// resumes it under the tool's retry policy as [`Runtime::run_with_retries`] does.
+    pub async fn run_with_options(
+        &self,
+        tool: &Arc<LoadedTool>,
+        input: &str,
+        options: &RunOptions,
+        retry: bool,
+    ) -> Result<RunReport, RunError> {
+        let first = runs::start(&self.inner, tool, input, options).await?;
+        if retry {
+            runs::retry(&self.inner, tool, first).await
+        } else {
+            Ok(first)
+        }
     }
 
     /// Starts a new run whose ID begins with `prefix`.
@@ -236,7 +255,11 @@ impl Runtime {
         input: &str,
         prefix: &str,
     ) -> Result<RunReport, RunError> {
-        runs::start(&self.inner, tool, input, prefix).await
+        let options = RunOptions {
+            prefix: prefix.to_owned(),
+            ..RunOptions::default()
+        };
+        runs::start(&self.inner, tool, input, &options).await
     }
 
     /// Starts the next attempt of an unfinished run. Without `tool`, loads the component the
@@ -260,16 +283,53 @@ impl Runtime {
 
     /// Starts a run and, while its attempts fail retryably, resumes it under the tool's
     /// retry policy (backoff with full jitter, `Retry-After`, attempt/time/effect budgets).
-    /// Returns the last attempt's report; a run stopped by the policy stays resumable, and
-    /// the journal says why it stopped (`retry.stopped`).
+    /// Returns the last attempt's report; a run the policy stops retrying is escalated
+    /// (status `escalated`, with an evidence packet) and the journal says why
+    /// (`retry.stopped`).
     pub async fn run_with_retries(
         &self,
         tool: &Arc<LoadedTool>,
         input: &str,
         prefix: &str,
     ) -> Result<RunReport, RunError> {
-        let first = runs::start(&self.inner, tool, input, prefix).await?;
-        runs::retry(&self.inner, tool, first).await
+        let options = RunOptions {
+            prefix: prefix.to_owned(),
+            ..RunOptions::default()
+        };
+        self.run_with_options(tool, input, &options, true).await
+    }
+
+    /// Escalations matching `filter`, oldest first: the human queue.
+    pub fn escalations(&self, filter: &EscalationFilter) -> Result<Vec<Escalation>, LedgerError> {
+        self.inner.ledger.escalations(filter)
+    }
+
+    pub fn escalation(&self, id: i64) -> Result<Option<Escalation>, LedgerError> {
+        self.inner.ledger.escalation(id)
+    }
+
+    /// Records a human's decision on escalation `id` (with the reason and who decided, both
+    /// journaled). When the decision reopens the run (retry, approve, or an in-doubt effect
+    /// marked succeeded) the run is resumed here and its report returned.
+    pub async fn settle(
+        &self,
+        id: i64,
+        decision: Decision,
+        reason: &str,
+        by: &str,
+    ) -> Result<Settled, EscalationError> {
+        let now = self.inner.clock.now_ms();
+        let (escalation, next) =
+            escalation::settle(&self.inner.ledger, id, decision, reason, by, now).await?;
+        let report = match next {
+            NextStep::Resume => Some(
+                self.resume(&escalation.run_id, None)
+                    .await
+                    .map_err(|e| EscalationError::Resume(Box::new(e)))?,
+            ),
+            NextStep::Done => None,
+        };
+        Ok(Settled { escalation, report })
     }
 
     /// Calls a tool once outside any run: the input is checked as for a run, nothing is
@@ -304,4 +364,11 @@ impl Runtime {
     pub fn connector(&self, kind: &str) -> Option<&Arc<dyn Connector>> {
         self.inner.effects.connector(kind)
     }
+}
+
+/// A settled escalation, and the report of the resume it led to, if any.
+#[derive(Debug, Clone)]
+pub struct Settled {
+    pub escalation: Escalation,
+    pub report: Option<RunReport>,
 }

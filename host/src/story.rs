@@ -2,7 +2,10 @@
 //! key and status, the checkpoints, and the journal.
 
 use crate::clock::format_ms;
-use crate::ledger::{Attempt, EffectRecord, JournalEntry, Ledger, LedgerError, Run};
+use crate::ledger::{
+    Attempt, BreakerRecord, EffectRecord, Escalation, EscalationFilter, JournalEntry, Ledger,
+    LedgerError, Run,
+};
 use serde::Serialize;
 use std::fmt;
 
@@ -12,6 +15,10 @@ pub struct RunStory {
     pub attempts: Vec<Attempt>,
     pub effects: Vec<EffectRecord>,
     pub checkpoints: Vec<CheckpointSummary>,
+    /// The run's escalations, open and resolved.
+    pub escalations: Vec<Escalation>,
+    /// The circuit of each connector the run's effects went through.
+    pub circuits: Vec<BreakerRecord>,
     pub journal: Vec<JournalEntry>,
 }
 
@@ -31,10 +38,23 @@ impl RunStory {
             .ok_or_else(|| LedgerError::RunNotFound {
                 run_id: run_id.to_owned(),
             })?;
+        let effects = ledger.effects_for_run(run_id)?;
+        let circuits = ledger
+            .breakers()?
+            .into_iter()
+            .filter(|b| effects.iter().any(|e| e.kind == b.connector))
+            .collect();
+        let escalations = ledger.escalations(&EscalationFilter {
+            status: None,
+            run_id: Some(run_id.to_owned()),
+            limit: usize::MAX,
+        })?;
         Ok(Self {
             run,
             attempts: ledger.attempts(run_id)?,
-            effects: ledger.effects_for_run(run_id)?,
+            effects,
+            escalations,
+            circuits,
             checkpoints: ledger
                 .checkpoints(run_id)?
                 .into_iter()
@@ -115,6 +135,27 @@ impl fmt::Display for RunStory {
                     e.error_class.as_deref().unwrap_or("?")
                 )?;
             }
+        }
+        for b in &self.circuits {
+            let until = b.open_until.map(format_ms).unwrap_or_else(|| "-".into());
+            writeln!(
+                f,
+                "  circuit {} {}  consecutive failures {}  open until {until}",
+                b.connector, b.state, b.consecutive_failures
+            )?;
+        }
+        writeln!(f, "escalations ({})", self.escalations.len())?;
+        for e in &self.escalations {
+            write!(f, "  #{} {} {}: {}", e.id, e.status, e.reason, e.summary)?;
+            if let Some(resolution) = e.resolution {
+                write!(
+                    f,
+                    "\n      {resolution} by {}: {}",
+                    e.resolved_by.as_deref().unwrap_or("?"),
+                    e.resolution_reason.as_deref().unwrap_or("")
+                )?;
+            }
+            writeln!(f)?;
         }
         writeln!(f, "checkpoints ({})", self.checkpoints.len())?;
         for c in &self.checkpoints {

@@ -241,3 +241,51 @@ fn bad_config_names_the_problem() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("bogus"), "{err}");
 }
+
+#[test]
+fn approval_and_escalation_commands_drive_the_human_queue() {
+    let erp = Erp::start(true).unwrap();
+    let env = Env::new();
+    let config = env.config_file(&format!(
+        "{}\n[tools.invoice.approval]\n\"erp.post-invoice\" = \"required\"\n",
+        erp_config(&erp.invoices_url(), true, 5_000)
+    ));
+    let config = config.to_str().unwrap();
+    let run = |args: &[&str]| {
+        let mut all = vec!["--config", config];
+        all.extend_from_slice(args);
+        tollgate(&env, &all)
+    };
+    let paused = run(&["run", INVOICE, "--input", &invoice("INV-C1")]);
+    assert_eq!(paused.status.code(), Some(6), "{}", stderr(&paused));
+    assert!(
+        stderr(&paused).contains("waiting for approval"),
+        "{}",
+        stderr(&paused)
+    );
+    let list = run(&["escalations", "list", "--json"]);
+    assert!(list.status.success(), "{}", stderr(&list));
+    let list: serde_json::Value = serde_json::from_str(&stdout(&list)).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["reason"], "approval");
+    let id = list[0]["id"].to_string();
+    let shown = run(&["escalations", "show", &id]);
+    let shown: serde_json::Value = serde_json::from_str(&stdout(&shown)).unwrap();
+    assert_eq!(shown["evidence"]["action"]["key"], "post-invoice:INV-C1");
+    // `resolve` refuses an approval and says what to use instead.
+    let wrong = run(&["escalations", "resolve", &id, "--retry", "--reason", "go"]);
+    assert_eq!(wrong.status.code(), Some(1));
+    assert!(
+        stderr(&wrong).contains("tollgate approve"),
+        "{}",
+        stderr(&wrong)
+    );
+    assert_eq!(erp.stats().requests, 0);
+    let approved = run(&["approve", &id, "--reason", "checked", "--by", "carol"]);
+    assert!(approved.status.success(), "{}", stderr(&approved));
+    let output: serde_json::Value = serde_json::from_str(&stdout(&approved)).unwrap();
+    assert_eq!(output["posted"], true);
+    assert_eq!(erp.stats().postings, 1);
+    let open = run(&["escalations", "list", "--json"]);
+    assert_eq!(stdout(&open).trim(), "[]");
+}

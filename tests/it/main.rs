@@ -5,9 +5,11 @@
 mod cli;
 mod crash;
 mod effects;
+mod escalations;
 mod foundation;
 mod harness;
 mod hostile;
+mod locks;
 mod plugins;
 mod retry;
 

@@ -6,7 +6,9 @@ use crate::harness::{Env, erp_config, events, failure, invoice, load, output};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tollgate::ledger::RunStatus;
+use tollgate::ledger::{
+    BreakerState, Escalation, EscalationFilter, EscalationReason, EscalationStatus, RunStatus,
+};
 use tollgate::{FailureClass, ManualClock, Runtime, Sleeper};
 use tollgate_tests::erp::{Erp, Faults};
 use tollgate_tests::plugins::INVOICE;
@@ -101,8 +103,21 @@ async fn retry_after_from_a_429_is_honoured() {
     assert_eq!(erp.stats().postings, 1);
 }
 
+/// The run's one open escalation.
+fn open_escalation(runtime: &Runtime, run_id: &str) -> Escalation {
+    let open = runtime
+        .escalations(&EscalationFilter {
+            status: Some(EscalationStatus::Open),
+            run_id: Some(run_id.to_owned()),
+            limit: 10,
+        })
+        .unwrap();
+    assert_eq!(open.len(), 1, "one open escalation: {open:?}");
+    open.into_iter().next().unwrap()
+}
+
 #[tokio::test]
-async fn exhausted_attempts_stop_the_run_resumable_with_the_reason_journaled() {
+async fn exhausted_attempts_escalate_with_every_attempt_in_the_evidence() {
     let erp = Erp::start(true).unwrap();
     erp.inject(Faults {
         unavailable: 10,
@@ -118,11 +133,34 @@ async fn exhausted_attempts_stop_the_run_resumable_with_the_reason_journaled() {
     assert_eq!(failure(&report).class, FailureClass::Transient);
     assert_eq!(
         report.status,
-        RunStatus::Running,
-        "left for a human to resume"
+        RunStatus::Escalated,
+        "parked for a human to decide"
     );
     assert_eq!(report.attempt, 3);
     assert_eq!(sleeper.waits.lock().unwrap().len(), 2);
+    let esc = open_escalation(&runtime, &report.run_id);
+    assert_eq!(esc.reason, EscalationReason::RetriesExhausted);
+    let evidence = &esc.evidence;
+    assert_eq!(evidence["run_id"], report.run_id.as_str());
+    assert_eq!(evidence["tool"], "invoice");
+    assert_eq!(evidence["input"]["invoice_id"], "INV-R3");
+    assert_eq!(evidence["component_digest"], tool.digest.as_str());
+    let attempts = evidence["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 3);
+    assert!(
+        attempts.iter().all(|a| a["class"] == "transient"),
+        "{attempts:?}"
+    );
+    assert_eq!(evidence["effects"][0]["key"], "post-invoice:INV-R3");
+    assert_eq!(evidence["effects"][0]["status"], "failed");
+    assert_eq!(evidence["policy"]["retry"]["max_attempts"], 3);
+    assert_eq!(evidence["action"]["kind"], "erp.post-invoice");
+    // Parked: a plain resume is refused until a human resolves it.
+    let refused = runtime
+        .resume(&report.run_id, Some(&tool))
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("escalations"), "{refused}");
     let story = runtime.story(&report.run_id).unwrap();
     let stopped = story
         .journal
@@ -138,7 +176,7 @@ async fn exhausted_attempts_stop_the_run_resumable_with_the_reason_journaled() {
 }
 
 #[tokio::test]
-async fn non_retryable_failure_is_not_retried() {
+async fn non_retryable_failure_escalates_at_once() {
     let erp = Erp::start(true).unwrap();
     erp.inject(Faults {
         reject: 1,
@@ -153,12 +191,17 @@ async fn non_retryable_failure_is_not_retried() {
         .unwrap();
     assert_eq!(failure(&report).class, FailureClass::Validation);
     assert_eq!(report.attempt, 1);
+    assert_eq!(report.status, RunStatus::Failed);
     assert!(sleeper.waits.lock().unwrap().is_empty());
     assert_eq!(erp.stats().requests, 1);
+    let esc = open_escalation(&runtime, &report.run_id);
+    assert_eq!(esc.reason, EscalationReason::NonRetryable);
+    assert_eq!(esc.evidence["attempts"][0]["class"], "validation");
+    assert_eq!(esc.evidence["failure"]["class"], "validation");
 }
 
 #[tokio::test]
-async fn retry_policy_time_budget_stops_retries() {
+async fn time_budget_exhaustion_escalates() {
     let erp = Erp::start(true).unwrap();
     erp.inject(Faults {
         throttle: 5,
@@ -172,11 +215,173 @@ async fn retry_policy_time_budget_stops_retries() {
         .run_with_retries(&tool, &invoice("INV-R5"), "run")
         .await
         .unwrap();
-    assert_eq!(report.status, RunStatus::Running);
+    assert_eq!(report.status, RunStatus::Escalated);
     assert_eq!(
         *sleeper.waits.lock().unwrap(),
         vec![60_000],
         "the second wait would pass 90 s"
     );
     assert!(events(&runtime, &report.run_id).contains(&"retry.stopped".to_owned()));
+    let esc = open_escalation(&runtime, &report.run_id);
+    assert_eq!(esc.reason, EscalationReason::RetriesExhausted);
+    assert!(esc.summary.contains("transient"), "{}", esc.summary);
+}
+
+#[tokio::test]
+async fn breaker_opens_after_consecutive_failures_fails_fast_then_closes_after_cooldown() {
+    let erp = Erp::start(true).unwrap();
+    erp.inject(Faults {
+        unavailable: 2,
+        ..Faults::default()
+    });
+    let env = Env::new();
+    let clock = ManualClock::new(1_800_000_000_000);
+    let config = format!(
+        "{}\n[breaker]\nfailures = 2\ncooldown_ms = 30000\n",
+        erp_config(&erp.invoices_url(), true, 5_000)
+    );
+    let runtime = env
+        .builder(&config)
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .unwrap();
+    let tool = load(&runtime, INVOICE).await;
+    for id in ["INV-B1", "INV-B2"] {
+        let report = runtime.run(&tool, &invoice(id)).await.unwrap();
+        assert_eq!(failure(&report).class, FailureClass::Transient);
+    }
+    assert_eq!(erp.stats().requests, 2);
+    // Open: the third run fails fast, and downstream never hears of it.
+    let fast = runtime.run(&tool, &invoice("INV-B3")).await.unwrap();
+    let f = failure(&fast);
+    assert_eq!(f.class, FailureClass::Transient);
+    assert!(f.message.contains("circuit"), "{f}");
+    assert_eq!(erp.stats().requests, 2, "no request while open");
+    let story = runtime.story(&fast.run_id).unwrap();
+    assert!(story.effects.is_empty(), "nothing claimed while open");
+    let shown = runtime.story(&runtime_run_id(&runtime, "INV-B2")).unwrap();
+    assert_eq!(shown.circuits.len(), 1);
+    assert_eq!(shown.circuits[0].state, BreakerState::Open);
+    assert!(
+        shown.to_string().contains("circuit erp.post-invoice open"),
+        "{shown}"
+    );
+    // After the cool-down one probe goes through; it succeeds and closes the circuit.
+    clock.advance(30_000);
+    let probe = runtime.resume(&fast.run_id, Some(&tool)).await.unwrap();
+    assert_eq!(output(&probe)["posted"], true);
+    assert_eq!(erp.stats().postings, 1);
+    let circuit = runtime.ledger().breakers().unwrap();
+    assert_eq!(circuit[0].state, BreakerState::Closed);
+    assert_eq!(circuit[0].consecutive_failures, 0);
+}
+
+/// The run whose input names `invoice_id`.
+fn runtime_run_id(runtime: &Runtime, invoice_id: &str) -> String {
+    runtime
+        .ledger()
+        .runs(&tollgate::ledger::RunFilter::default())
+        .unwrap()
+        .into_iter()
+        .find(|r| r.input.contains(invoice_id))
+        .unwrap()
+        .run_id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flaky_downstream_with_5xx_and_timeouts_after_success_posts_every_invoice_once() {
+    let erp = Erp::start(true).unwrap();
+    erp.inject(Faults {
+        flaky_unavailable_pct: 15,
+        flaky_timeout_pct: 15,
+        hold_ms: 400,
+        ..Faults::default()
+    });
+    let env = Env::new();
+    let clock = ManualClock::new(1_800_000_000_000);
+    let sleeper = Arc::new(VirtualSleeper {
+        clock: clock.clone(),
+        waits: Mutex::default(),
+    });
+    // The connector gives up after 150 ms, so a held answer is a timeout after success.
+    let config = format!(
+        "{}\n[tools.invoice.retry]\nmax_attempts = 12\ninitial_interval_ms = 10\n",
+        erp_config(&erp.invoices_url(), true, 150)
+    );
+    let runtime = env
+        .builder(&config)
+        .clock(Arc::new(clock))
+        .sleeper(sleeper)
+        .build()
+        .unwrap();
+    let tool = load(&runtime, INVOICE).await;
+    const RUNS: usize = 30;
+    for n in 0..RUNS {
+        let id = format!("INV-F{n}");
+        let report = runtime
+            .run_with_retries(&tool, &invoice(&id), "run")
+            .await
+            .unwrap();
+        assert_eq!(output(&report)["posted"], true, "{id}");
+    }
+    let stats = erp.stats();
+    assert_eq!(stats.by_invoice.len(), RUNS);
+    assert!(
+        stats.by_invoice.values().all(|&n| n == 1),
+        "0 duplicates: {:?}",
+        stats.by_invoice
+    );
+    assert_eq!(stats.postings, RUNS as u64);
+    assert!(
+        stats.requests > RUNS as u64,
+        "the faults were exercised: {} requests",
+        stats.requests
+    );
+}
+
+#[tokio::test]
+async fn cpu_budget_over_all_attempts_stops_retries_and_escalates() {
+    let env = Env::new();
+    let clock = ManualClock::new(1_800_000_000_000);
+    let sleeper = Arc::new(VirtualSleeper {
+        clock: clock.clone(),
+        waits: Mutex::default(),
+    });
+    // Each attempt spins until its 200 ms CPU limit (a retryable timeout); the run as a
+    // whole may burn 500 ms, so the third attempt is the last.
+    let runtime = env
+        .builder(
+            "[tools.hostile-compute.limits]\ncpu_ms = 200\n[tools.hostile-compute.retry]\nmax_attempts = 10\ninitial_interval_ms = 10\nmax_cpu_ms = 500\n",
+        )
+        .clock(Arc::new(clock))
+        .sleeper(sleeper)
+        .build()
+        .unwrap();
+    let tool = load(&runtime, tollgate_tests::plugins::HOSTILE_COMPUTE).await;
+    let report = runtime
+        .run_with_retries(&tool, r#"{"attack":"infinite-loop"}"#, "run")
+        .await
+        .unwrap();
+    assert_eq!(failure(&report).class, FailureClass::Timeout);
+    assert_eq!(report.attempt, 3);
+    assert_eq!(report.status, RunStatus::Escalated);
+    let story = runtime.story(&report.run_id).unwrap();
+    let stopped = story
+        .journal
+        .iter()
+        .find(|e| e.event == "retry.stopped")
+        .unwrap();
+    assert!(
+        stopped.message.contains("retry.max_cpu_ms"),
+        "{}",
+        stopped.message
+    );
+    let cpu: Vec<u64> = story
+        .journal
+        .iter()
+        .filter(|e| e.event == "attempt.failed")
+        .map(|e| e.fields["cpu_ms"].as_u64().unwrap())
+        .collect();
+    assert_eq!(cpu.len(), 3);
+    assert!(cpu.iter().all(|&ms| (200..=260).contains(&ms)), "{cpu:?}");
 }

@@ -35,6 +35,11 @@ pub struct Faults {
     /// The next N requests answer 429 with `Retry-After: retry_after_s`, without booking.
     pub throttle: u32,
     pub retry_after_s: u64,
+    /// Every request, with this probability in percent, answers 503 without booking.
+    pub flaky_unavailable_pct: u32,
+    /// Every request, with this probability in percent, books and then holds its answer
+    /// for `hold_ms` (past the client's timeout).
+    pub flaky_timeout_pct: u32,
 }
 
 /// What the ERP has seen.
@@ -52,10 +57,15 @@ pub struct Stats {
     pub run_ids: Vec<String>,
     /// Requests received per Idempotency-Key, counted on arrival.
     pub requests_by_key: BTreeMap<String, u64>,
+    /// `X-Tollgate-Fence` of each request that carried one, in arrival order.
+    pub fences: Vec<i64>,
+    /// The most requests ever handled at once.
+    pub max_in_flight: u64,
 }
 
 #[derive(Default)]
 struct Inner {
+    in_flight: u64,
     honour_keys: bool,
     faults: Faults,
     stats: Stats,
@@ -123,7 +133,34 @@ impl Erp {
     }
 }
 
+/// Counts a request in flight until dropped.
+struct InFlight(Shared);
+
+impl InFlight {
+    fn enter(shared: &Shared) -> Self {
+        let mut s = shared.lock();
+        s.in_flight += 1;
+        s.stats.max_in_flight = s.stats.max_in_flight.max(s.in_flight);
+        Self(shared.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.lock().in_flight -= 1;
+    }
+}
+
 async fn book(State(shared): State<Shared>, headers: HeaderMap, body: String) -> Response {
+    let _in_flight = InFlight::enter(&shared);
+    if let Some(fence) = headers
+        .get("x-tollgate-fence")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+    {
+        shared.lock().stats.fences.push(fence);
+    }
+    let roll = rand::random::<u32>() % 100;
     let key = headers
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
@@ -141,10 +178,11 @@ async fn book(State(shared): State<Shared>, headers: HeaderMap, body: String) ->
         if let Some(key) = &key {
             *s.stats.requests_by_key.entry(key.clone()).or_default() += 1;
         }
-        let unavailable = s.faults.unavailable > 0;
+        let mut unavailable = s.faults.unavailable > 0;
         if unavailable {
             s.faults.unavailable -= 1;
         }
+        unavailable |= roll < s.faults.flaky_unavailable_pct;
         let reject = !unavailable && s.faults.reject > 0;
         if reject {
             s.faults.reject -= 1;
@@ -221,10 +259,14 @@ async fn book(State(shared): State<Shared>, headers: HeaderMap, body: String) ->
             if let Some(key) = key {
                 s.by_key.insert(key, response.clone());
             }
-            let hold = (s.faults.timeout_after_success > 0).then(|| {
+            let flaky = (s.faults.flaky_unavailable_pct
+                ..s.faults.flaky_unavailable_pct + s.faults.flaky_timeout_pct)
+                .contains(&roll);
+            let counted = s.faults.timeout_after_success > 0;
+            if counted {
                 s.faults.timeout_after_success -= 1;
-                Duration::from_millis(s.faults.hold_ms)
-            });
+            }
+            let hold = (counted || flaky).then(|| Duration::from_millis(s.faults.hold_ms));
             (response, hold)
         }
     };

@@ -5,8 +5,9 @@
 
 use crate::error::LedgerError;
 use crate::records::{
-    Applied, Attempt, AttemptStatus, Checkpoint, Claim, EffectRecord, EffectStatus, JournalEntry,
-    Millis, NewJournalEntry, NewRun, Op, Run, RunFilter, RunStatus,
+    Applied, Attempt, AttemptStatus, BreakerRecord, Checkpoint, Claim, EffectRecord, EffectStatus,
+    Escalation, EscalationFilter, JournalEntry, LockRecord, Millis, NewEscalation, NewJournalEntry,
+    NewRun, Op, Resolution, Run, RunFilter, RunStatus,
 };
 
 pub trait Ledger: Send + Sync + 'static {
@@ -47,6 +48,17 @@ pub trait Ledger: Send + Sync + 'static {
 
     /// The run's journal, in commit order.
     fn journal_entries(&self, run_id: &str) -> Result<Vec<JournalEntry>, LedgerError>;
+
+    fn escalation(&self, id: i64) -> Result<Option<Escalation>, LedgerError>;
+
+    /// Escalations matching `filter`, oldest first (by id).
+    fn escalations(&self, filter: &EscalationFilter) -> Result<Vec<Escalation>, LedgerError>;
+
+    /// The lock row for `key`, released or not; `None` if it was never taken.
+    fn lock(&self, key: &str) -> Result<Option<LockRecord>, LedgerError>;
+
+    /// Every saved breaker, by connector name.
+    fn breakers(&self) -> Result<Vec<BreakerRecord>, LedgerError>;
 }
 
 /// Typed one-op helpers over [`Ledger::apply`]. Arguments follow the field order of the
@@ -277,6 +289,108 @@ pub trait LedgerExt: Ledger {
             now,
         };
         expect_done(self.apply(vec![op]), "SaveCheckpoint")
+    }
+
+    fn open_escalation(&self, escalation: NewEscalation) -> Result<Escalation, LedgerError> {
+        match single(
+            self.apply(vec![Op::OpenEscalation(escalation)]),
+            "OpenEscalation",
+        )? {
+            Applied::Escalation(escalation) => Ok(escalation),
+            other => Err(unexpected("OpenEscalation", &other)),
+        }
+    }
+
+    fn resolve_escalation(
+        &self,
+        id: i64,
+        resolution: Resolution,
+        reason: &str,
+        by: &str,
+        now: Millis,
+    ) -> Result<(), LedgerError> {
+        let op = Op::ResolveEscalation {
+            id,
+            resolution,
+            reason: reason.to_owned(),
+            by: by.to_owned(),
+            now,
+        };
+        expect_done(self.apply(vec![op]), "ResolveEscalation")
+    }
+
+    fn park_run(&self, run_id: &str, status: RunStatus, now: Millis) -> Result<(), LedgerError> {
+        let op = Op::ParkRun {
+            run_id: run_id.to_owned(),
+            status,
+            now,
+        };
+        expect_done(self.apply(vec![op]), "ParkRun")
+    }
+
+    fn reopen_run(&self, run_id: &str, now: Millis) -> Result<(), LedgerError> {
+        let op = Op::ReopenRun {
+            run_id: run_id.to_owned(),
+            now,
+        };
+        expect_done(self.apply(vec![op]), "ReopenRun")
+    }
+
+    fn acquire_lock(
+        &self,
+        key: &str,
+        run_id: &str,
+        holder: &str,
+        lease_until: Millis,
+        now: Millis,
+    ) -> Result<LockRecord, LedgerError> {
+        let op = Op::AcquireLock {
+            key: key.to_owned(),
+            run_id: run_id.to_owned(),
+            holder: holder.to_owned(),
+            lease_until,
+            now,
+        };
+        match single(self.apply(vec![op]), "AcquireLock")? {
+            Applied::Lock(lock) => Ok(lock),
+            other => Err(unexpected("AcquireLock", &other)),
+        }
+    }
+
+    fn renew_lock(
+        &self,
+        key: &str,
+        run_id: &str,
+        fence: i64,
+        lease_until: Millis,
+    ) -> Result<(), LedgerError> {
+        let op = Op::RenewLock {
+            key: key.to_owned(),
+            run_id: run_id.to_owned(),
+            fence,
+            lease_until,
+        };
+        expect_done(self.apply(vec![op]), "RenewLock")
+    }
+
+    fn release_lock(
+        &self,
+        key: &str,
+        run_id: &str,
+        fence: i64,
+        now: Millis,
+    ) -> Result<(), LedgerError> {
+        let op = Op::ReleaseLock {
+            key: key.to_owned(),
+            run_id: run_id.to_owned(),
+            fence,
+            now,
+        };
+        expect_done(self.apply(vec![op]), "ReleaseLock")
+    }
+
+    fn set_breaker(&self, breaker: BreakerRecord) -> Result<(), LedgerError> {
+        expect_done(self.apply(vec![Op::SetBreaker(breaker)]), "SetBreaker")
     }
 }
 

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::records::{EffectStatus, Millis, RunStatus};
+use crate::records::{EffectStatus, Millis, Resolution, RunStatus};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum LedgerError {
@@ -18,6 +18,12 @@ pub enum LedgerError {
 
     #[error("run `{run_id}` already finished as {status}; start a new run instead of resuming it")]
     RunFinished { run_id: String, status: RunStatus },
+
+    #[error(
+        "run `{run_id}` is waiting for a human decision (status {status}): see `tollgate \
+         escalations list`, then resolve it"
+    )]
+    RunParked { run_id: String, status: RunStatus },
 
     #[error(
         "attempt {attempt} of run `{run_id}` is still live (held by `{holder}`, lease until \
@@ -61,6 +67,39 @@ pub enum LedgerError {
          recording its outcome"
     )]
     EffectNotFound { kind: String, key: String },
+
+    #[error(
+        "escalation {id} does not exist; check the id (`tollgate escalations list` shows the \
+         known ones)"
+    )]
+    EscalationNotFound { id: i64 },
+
+    #[error(
+        "escalation {id} is already resolved as {resolution}; a decision cannot be changed, \
+         check `tollgate escalations list` for the run's current state"
+    )]
+    EscalationResolved { id: i64, resolution: Resolution },
+
+    #[error(
+        "lock `{key}` is held by run `{run_id}` since {since} (lease until {lease_until}); wait \
+         for it, or retry after the lease lapses"
+    )]
+    LockHeld {
+        key: String,
+        run_id: String,
+        since: Millis,
+        lease_until: Millis,
+    },
+
+    #[error(
+        "lock `{key}` is no longer held by run `{run_id}` with fence {fence}: it was released, \
+         or another run took the lock; stop acting on it"
+    )]
+    LockLost {
+        key: String,
+        run_id: String,
+        fence: i64,
+    },
 
     #[error(
         "cannot move {entity} from {from} to {to}; that transition is not allowed, check the \

@@ -1,4 +1,5 @@
-//! Tollgate's durable ledger: runs, attempts, effects, checkpoints and the journal.
+//! Tollgate's durable ledger: runs, attempts, effects, checkpoints, the journal, escalations,
+//! locks and circuit breakers.
 //!
 //! Owns every byte Tollgate persists and is the only place that writes SQL. Invariant: when
 //! [`Ledger::apply`] returns `Ok` its ops are durable, and when it returns `Err` none of them
@@ -12,7 +13,9 @@ mod sqlite;
 pub use contract::{Ledger, LedgerExt};
 pub use error::LedgerError;
 pub use records::{
-    Applied, Attempt, AttemptStatus, Checkpoint, Claim, EffectRecord, EffectStatus, JournalEntry,
-    Millis, NewJournalEntry, NewRun, Op, Run, RunFilter, RunStatus, payload_digest,
+    Applied, Attempt, AttemptStatus, BreakerRecord, BreakerState, Checkpoint, Claim, EffectRecord,
+    EffectStatus, Escalation, EscalationFilter, EscalationReason, EscalationStatus, JournalEntry,
+    LockRecord, Millis, NewEscalation, NewJournalEntry, NewRun, Op, Resolution, Run, RunFilter,
+    RunStatus, payload_digest,
 };
 pub use sqlite::{LedgerOptions, LedgerStats, SqliteLedger};

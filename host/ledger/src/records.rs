@@ -54,6 +54,18 @@ status_enum! {
         Failed => "failed",
         /// Finished without knowing whether some effect happened; a human must look.
         InDoubt => "in_doubt",
+        /// Parked, not finished: waiting for a human decision on an open escalation.
+        Escalated => "escalated",
+        /// Parked, not finished: paused before an effect that needs a human's approval.
+        WaitingApproval => "waiting_approval",
+    }
+}
+
+impl RunStatus {
+    /// Parked: not finished, but no attempt may start until a human decides
+    /// ([`Op::ReopenRun`] resumes it, [`Op::EndRun`] ends it).
+    pub fn is_parked(self) -> bool {
+        matches!(self, Self::Escalated | Self::WaitingApproval)
     }
 }
 
@@ -77,6 +89,56 @@ status_enum! {
         Failed => "failed",
         /// The outcome is unknown and the downstream does not honour idempotency keys.
         InDoubt => "in_doubt",
+    }
+}
+
+status_enum! {
+    /// Why a run was escalated to a human.
+    EscalationReason {
+        /// A retryable failure used up its retry budget.
+        RetriesExhausted => "retries_exhausted",
+        /// A failure that retrying cannot fix.
+        NonRetryable => "non_retryable",
+        /// An effect's outcome is unknown; a human must check downstream.
+        InDoubt => "in_doubt",
+        /// An effect needs a human's approval before it is dispatched.
+        Approval => "approval",
+    }
+}
+
+status_enum! {
+    /// Whether an escalation still waits for a decision.
+    EscalationStatus {
+        Open => "open",
+        Resolved => "resolved",
+    }
+}
+
+status_enum! {
+    /// What a human decided about an escalation.
+    Resolution {
+        /// Resume the run.
+        Retry => "retry",
+        /// Treat the run (or its in-doubt effect) as having succeeded.
+        MarkSucceeded => "mark_succeeded",
+        /// Give up on the run.
+        Abandon => "abandon",
+        /// The effect awaiting approval may go ahead.
+        Approved => "approved",
+        /// The effect awaiting approval must not happen.
+        Rejected => "rejected",
+    }
+}
+
+status_enum! {
+    /// A connector's circuit breaker.
+    BreakerState {
+        /// Calls flow normally.
+        Closed => "closed",
+        /// Calls are refused until `open_until`.
+        Open => "open",
+        /// One trial call may go through to probe recovery.
+        HalfOpen => "half_open",
     }
 }
 
@@ -201,17 +263,103 @@ impl Default for RunFilter {
     }
 }
 
+/// An escalation to open with [`Op::OpenEscalation`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewEscalation {
+    pub run_id: String,
+    pub reason: EscalationReason,
+    /// One line for a human: what happened and what is being asked.
+    pub summary: String,
+    /// The effect the escalation is about, if any.
+    pub effect_kind: Option<String>,
+    pub effect_key: Option<String>,
+    /// The evidence packet a human decides on.
+    pub evidence: serde_json::Value,
+    pub now: Millis,
+}
+
+/// A run parked for a human decision, and that decision once made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Escalation {
+    /// Ledger-wide increasing id; later escalations have larger ids.
+    pub id: i64,
+    pub run_id: String,
+    pub reason: EscalationReason,
+    pub summary: String,
+    pub effect_kind: Option<String>,
+    pub effect_key: Option<String>,
+    pub evidence: serde_json::Value,
+    pub status: EscalationStatus,
+    /// Set exactly when `status` is `Resolved`.
+    pub resolution: Option<Resolution>,
+    /// Why the human decided so.
+    pub resolution_reason: Option<String>,
+    /// Who decided.
+    pub resolved_by: Option<String>,
+    pub created_at: Millis,
+    pub resolved_at: Option<Millis>,
+}
+
+/// Which escalations [`crate::Ledger::escalations`] returns, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EscalationFilter {
+    /// Only escalations in this status; `None` for all.
+    pub status: Option<EscalationStatus>,
+    /// Only escalations of this run; `None` for all.
+    pub run_id: Option<String>,
+    /// At most this many escalations.
+    pub limit: usize,
+}
+
+impl Default for EscalationFilter {
+    fn default() -> Self {
+        Self {
+            status: None,
+            run_id: None,
+            limit: 100,
+        }
+    }
+}
+
+/// A named lock with a fencing token (see [`Op::AcquireLock`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockRecord {
+    pub key: String,
+    /// The run that holds (or last held) the lock.
+    pub run_id: String,
+    /// Who drives that run (e.g. host id + pid).
+    pub holder: String,
+    /// Per-key fencing token: every acquisition gets a larger one than all before it, so a
+    /// downstream that remembers the largest fence it saw can refuse a stale holder.
+    pub fence: i64,
+    pub acquired_at: Millis,
+    /// The lock is free once `lease_until <= now`, even if never released.
+    pub lease_until: Millis,
+    pub released: bool,
+}
+
+/// A connector's circuit breaker, as last saved by the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BreakerRecord {
+    pub connector: String,
+    pub state: BreakerState,
+    pub consecutive_failures: u32,
+    /// While `Open`: when a trial call may be let through.
+    pub open_until: Option<Millis>,
+    pub updated_at: Millis,
+}
+
 /// One durable mutation. A call to [`crate::Ledger::apply`] commits all its ops atomically.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Op {
     /// Creates a run in status `Running`. Error `RunExists` if the id is taken.
     CreateRun(NewRun),
-    /// Starts attempt n+1 of an unfinished run → [`Applied::Attempt`].
+    /// Starts attempt n+1 of a `Running` run → [`Applied::Attempt`].
     ///
     /// A `Running` latest attempt whose `lease_until > now` refuses with `AttemptLive` unless
-    /// `take_over`; otherwise it becomes `Crashed` (`ended_at = now`). A finished run refuses
-    /// with `RunFinished`, an unknown run with `RunNotFound`.
+    /// `take_over`; otherwise it becomes `Crashed` (`ended_at = now`). A parked run refuses
+    /// with `RunParked`, a finished run with `RunFinished`, an unknown run with `RunNotFound`.
     BeginAttempt {
         run_id: String,
         component_digest: String,
@@ -238,8 +386,10 @@ pub enum Op {
         error_message: Option<String>,
         now: Millis,
     },
-    /// Finishes the run as `Succeeded`, `Failed` or `InDoubt`. Repeating the same status is a
-    /// no-op; a run already finished with a different status is `RunFinished`.
+    /// Finishes a `Running` or parked run as `Succeeded`, `Failed` or `InDoubt` (ending a
+    /// parked run is how an abandon or a rejection lands). Repeating the same status is a
+    /// no-op; a run already finished with a different status is `RunFinished`; any other
+    /// target status is `InvalidTransition`.
     EndRun {
         run_id: String,
         status: RunStatus,
@@ -318,6 +468,62 @@ pub enum Op {
     },
     /// Appends to the journal. Error `RunNotFound` for an unknown run.
     Journal(NewJournalEntry),
+    /// Opens an escalation → [`Applied::Escalation`]. Error `RunNotFound` for an unknown run.
+    ///
+    /// A run has at most one `Open` escalation: if it already has one, that one is returned
+    /// unchanged, so repeating the op after a crash never opens a duplicate.
+    OpenEscalation(NewEscalation),
+    /// Records a human's decision. Error `EscalationNotFound` for an unknown id. Repeating the
+    /// same resolution is a no-op; an escalation already resolved differently is
+    /// `EscalationResolved`.
+    ResolveEscalation {
+        id: i64,
+        resolution: Resolution,
+        reason: String,
+        by: String,
+        now: Millis,
+    },
+    /// Parks a `Running` run in `status`, which must be parked ([`RunStatus::is_parked`]), else
+    /// `InvalidTransition`. Already in that status: no-op. A finished run is `RunFinished`, a
+    /// run parked in the other status `InvalidTransition`, an unknown run `RunNotFound`.
+    ParkRun {
+        run_id: String,
+        status: RunStatus,
+        now: Millis,
+    },
+    /// Puts a parked, `Failed` or `InDoubt` run back to `Running`, clearing its output and
+    /// error. Already `Running`: no-op. `Succeeded` is `RunFinished`; unknown `RunNotFound`.
+    ReopenRun { run_id: String, now: Millis },
+    /// Takes the named lock for `run_id` → [`Applied::Lock`].
+    ///
+    /// Fences are per key and only grow: a new key starts at 1; a key that is released, whose
+    /// lease lapsed (`lease_until <= now`), or that `run_id` itself holds is taken with
+    /// `fence + 1`. A key another run holds under a live lease is `LockHeld`.
+    AcquireLock {
+        key: String,
+        run_id: String,
+        holder: String,
+        lease_until: Millis,
+        now: Millis,
+    },
+    /// Extends the lease of a held lock. Error `LockLost` unless the key is unreleased and
+    /// still has this `run_id` and `fence` (a lapsed lease nobody took yet can be renewed).
+    RenewLock {
+        key: String,
+        run_id: String,
+        fence: i64,
+        lease_until: Millis,
+    },
+    /// Releases the lock if `run_id` and `fence` still hold it, ending its lease at `now` at
+    /// the latest; otherwise a silent no-op, so a stale holder never frees its successor's lock.
+    ReleaseLock {
+        key: String,
+        run_id: String,
+        fence: i64,
+        now: Millis,
+    },
+    /// Saves a connector's breaker, replacing the one stored under the same connector.
+    SetBreaker(BreakerRecord),
 }
 
 /// What [`Op::ClaimEffect`] found.
@@ -338,10 +544,6 @@ pub enum Claim {
 }
 
 /// The result of one [`Op`]; [`crate::Ledger::apply`] returns one per op, in the same order.
-#[expect(
-    clippy::large_enum_variant,
-    reason = "returned once per op, never stored in bulk; boxing would only complicate matching"
-)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Applied {
@@ -349,6 +551,8 @@ pub enum Applied {
     Attempt(Attempt),
     Claim(Claim),
     TookOver(bool),
+    Escalation(Escalation),
+    Lock(LockRecord),
 }
 
 #[cfg(test)]
@@ -373,6 +577,43 @@ mod tests {
             Some(AttemptStatus::Crashed)
         );
         assert_eq!(RunStatus::parse("InDoubt"), None);
+        assert_eq!(
+            RunStatus::parse("waiting_approval"),
+            Some(RunStatus::WaitingApproval)
+        );
+        assert_eq!(
+            EscalationReason::parse("retries_exhausted"),
+            Some(EscalationReason::RetriesExhausted)
+        );
+        assert_eq!(
+            Resolution::parse("mark_succeeded"),
+            Some(Resolution::MarkSucceeded)
+        );
+        assert_eq!(
+            BreakerState::parse("half_open"),
+            Some(BreakerState::HalfOpen)
+        );
+        assert_eq!(EscalationStatus::Open.as_str(), "open");
+        assert_eq!(
+            serde_json::to_string(&Resolution::MarkSucceeded).unwrap(),
+            "\"mark_succeeded\""
+        );
+    }
+
+    #[test]
+    fn only_escalated_and_waiting_approval_are_parked() {
+        let parked: Vec<RunStatus> = [
+            RunStatus::Running,
+            RunStatus::Succeeded,
+            RunStatus::Failed,
+            RunStatus::InDoubt,
+            RunStatus::Escalated,
+            RunStatus::WaitingApproval,
+        ]
+        .into_iter()
+        .filter(|s| s.is_parked())
+        .collect();
+        assert_eq!(parked, [RunStatus::Escalated, RunStatus::WaitingApproval]);
     }
 
     #[test]

@@ -31,6 +31,10 @@ pub struct AttemptContext {
     pub ledger: Arc<dyn Ledger>,
     pub effects: Arc<EffectEngine>,
     pub clock: Arc<dyn Clock>,
+    /// The fencing token of the business-object lock the run holds, if any.
+    pub fence: Option<i64>,
+    /// Set when the attempt stopped to wait for a human: the escalation's id.
+    pub parked: std::sync::Mutex<Option<i64>>,
 }
 
 /// The data of one run's store.
@@ -46,6 +50,8 @@ pub struct ToolState {
     pub(crate) effects_performed: u32,
     pub(crate) log_bytes: u64,
     pub(crate) log_truncated: bool,
+    /// Epoch ticks that passed while the tool's own code ran: its CPU time.
+    pub(crate) cpu_ticks: u64,
 }
 
 impl ToolState {
@@ -75,6 +81,7 @@ impl ToolState {
             effects_performed: 0,
             log_bytes: 0,
             log_truncated: false,
+            cpu_ticks: 0,
         })
     }
 }
@@ -109,10 +116,10 @@ pub fn guarded_store(
     let cpu_ms = deadlines.cpu_ms;
     let tick_ms = u64::try_from(EPOCH_TICK.as_millis()).unwrap_or(1).max(1);
     let cpu_ticks = cpu_ms.map(|ms| ms.div_ceil(tick_ms).max(1));
-    let mut ticks = 0u64;
     store.set_epoch_deadline(1);
-    store.epoch_deadline_callback(move |_| {
-        ticks += 1;
+    store.epoch_deadline_callback(move |mut ctx| {
+        ctx.data_mut().cpu_ticks += 1;
+        let ticks = ctx.data().cpu_ticks;
         let over = if std::time::Instant::now() >= deadline {
             format!(
                 "tool ran past its {} ms deadline ({wall_rule}) and was interrupted",
@@ -157,6 +164,14 @@ const TOLLGATE_PROVIDED: &[&str] = &[
 ];
 
 impl types::Host for ToolState {}
+
+impl ToolState {
+    /// The CPU time the tool's own code used, to the epoch tick.
+    pub fn cpu_ms(&self) -> u64 {
+        let tick = u64::try_from(crate::engine::EPOCH_TICK.as_millis()).unwrap_or(1);
+        self.cpu_ticks.saturating_mul(tick)
+    }
+}
 
 /// Enforces the policy's memory, table and instance bounds, and remembers which one was hit so
 /// the failure is classified as resource exhaustion rather than a generic trap.

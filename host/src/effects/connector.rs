@@ -20,6 +20,9 @@ pub struct Dispatch<'a> {
     /// Sent downstream as `Idempotency-Key` (or its connector's equivalent).
     pub key: &'a str,
     pub payload: &'a str,
+    /// The fencing token of the business-object lock the run holds, sent downstream as
+    /// `X-Tollgate-Fence` so it can refuse a stale holder's write.
+    pub fence: Option<i64>,
 }
 
 /// A successful dispatch.

@@ -122,9 +122,10 @@ impl Connector for FileConnector {
             call.run_id.to_owned(),
             call.attempt,
             call.kind.to_owned(),
+            call.fence,
         );
         Box::pin(async move {
-            let (key, payload, run_id, attempt, kind) = call;
+            let (key, payload, run_id, attempt, kind, fence) = call;
             tokio::task::spawn_blocking(move || {
                 this.write(Dispatch {
                     run_id: &run_id,
@@ -132,6 +133,7 @@ impl Connector for FileConnector {
                     kind: &kind,
                     key: &key,
                     payload: &payload,
+                    fence,
                 })
             })
             .await
@@ -156,6 +158,7 @@ mod tests {
             kind: "files.export",
             key,
             payload,
+            fence: None,
         }
     }
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 pub const RUN_ID_HEADER: &str = "x-tollgate-run-id";
 pub const ATTEMPT_HEADER: &str = "x-tollgate-attempt";
+pub const FENCE_HEADER: &str = "x-tollgate-fence";
 
 #[derive(Debug, Clone)]
 pub struct HttpConnector {
@@ -59,6 +60,7 @@ impl HttpConnector {
             .header(IDEMPOTENCY_KEY, call.key)
             .header(RUN_ID_HEADER, call.run_id)
             .header(ATTEMPT_HEADER, call.attempt.to_string())
+            .headers(fence_header(call.fence))
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(call.payload.to_owned());
         let mut response = request.send().await.map_err(|e| self.request_error(&e))?;
@@ -189,6 +191,15 @@ impl Connector for HttpConnector {
     ) -> BoxFuture<'a, Result<Response, ConnectorError>> {
         Box::pin(self.send(call))
     }
+}
+
+/// `X-Tollgate-Fence` when the run holds a business-object lock.
+fn fence_header(fence: Option<i64>) -> reqwest::header::HeaderMap {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(fence) = fence {
+        headers.insert(FENCE_HEADER, reqwest::header::HeaderValue::from(fence));
+    }
+    headers
 }
 
 #[cfg(test)]

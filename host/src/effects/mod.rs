@@ -11,16 +11,20 @@ pub mod decision;
 pub mod file;
 pub mod http;
 
-use crate::clock::Clock;
+use crate::clock::{Clock, Millis};
 use crate::failure::{Failure, FailureClass};
 use crate::ledger;
+use crate::retry::{BreakerPolicy, Circuit, CircuitState};
 use connector::{Connector, Dispatch};
 use decision::{Caller, Decision, decide};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use tollgate_ledger::{EffectRecord, EffectStatus, Ledger, LedgerError, NewJournalEntry, Op};
+use tollgate_ledger::{
+    BreakerRecord, BreakerState, EffectRecord, EffectStatus, Ledger, LedgerError, NewJournalEntry,
+    Op,
+};
 
 /// How many times a perform re-reads the ledger after losing a race for a key.
 const MAX_RACES: usize = 8;
@@ -52,12 +56,15 @@ pub struct EffectRequest<'a> {
     pub kind: &'a str,
     pub key: &'a str,
     pub payload: &'a str,
+    /// The fencing token of the run's business-object lock, if it holds one.
+    pub fence: Option<i64>,
 }
 
 pub struct EffectEngine {
     ledger: Arc<dyn Ledger>,
     connectors: BTreeMap<String, Arc<dyn Connector>>,
     clock: Arc<dyn Clock>,
+    breaker: BreakerPolicy,
 }
 
 impl std::fmt::Debug for EffectEngine {
@@ -78,7 +85,76 @@ impl EffectEngine {
             ledger,
             connectors,
             clock,
+            breaker: BreakerPolicy::default(),
         }
+    }
+
+    /// Sets the circuit breaker every connector gets.
+    pub fn with_breaker(mut self, breaker: BreakerPolicy) -> Self {
+        self.breaker = breaker;
+        self
+    }
+
+    /// The circuit of the connector for `kind`, as the ledger (shared by every host) has it.
+    pub fn circuit(&self, kind: &str) -> Result<Circuit, LedgerError> {
+        Ok(self
+            .ledger
+            .breakers()?
+            .into_iter()
+            .find(|b| b.connector == kind)
+            .map(|b| Circuit {
+                state: match b.state {
+                    BreakerState::Closed => CircuitState::Closed,
+                    BreakerState::Open => CircuitState::Open,
+                    BreakerState::HalfOpen => CircuitState::HalfOpen,
+                },
+                consecutive_failures: b.consecutive_failures,
+                open_until: b.open_until,
+            })
+            .unwrap_or_default())
+    }
+
+    /// Fails fast, without claiming the key, while the connector's circuit is open.
+    fn admit(&self, req: EffectRequest<'_>) -> Result<Circuit, EffectError> {
+        let circuit = self.circuit(req.kind).map_err(ledger_abort)?;
+        let now = self.clock.now_ms();
+        self.breaker.admit(&circuit, now).map_err(|until| {
+            let wait = u64::try_from(until.saturating_sub(now)).unwrap_or(0);
+            let failure = Failure::new(
+                FailureClass::Transient,
+                format!(
+                    "circuit for `{}` is open after {} consecutive failures: not calling downstream for another {wait} ms",
+                    req.kind, circuit.consecutive_failures
+                ),
+            )
+            .with_details(json!({ "kind": req.kind, "circuit": "open", "open_until": until, "retry_after_ms": wait }));
+            self.note(req, "warn", "effect.circuit_open", &failure.message, json!({ "open_until": until }));
+            EffectError::Refused(failure)
+        })
+    }
+
+    /// The op recording the circuit after a call, when the call changed it.
+    fn circuit_op(
+        &self,
+        kind: &str,
+        before: &Circuit,
+        class: Option<FailureClass>,
+        now: Millis,
+    ) -> Option<Op> {
+        let after = self.breaker.after(before, class, now);
+        (after != *before).then(|| {
+            Op::SetBreaker(BreakerRecord {
+                connector: kind.to_owned(),
+                state: match after.state {
+                    CircuitState::Closed => BreakerState::Closed,
+                    CircuitState::Open => BreakerState::Open,
+                    CircuitState::HalfOpen => BreakerState::HalfOpen,
+                },
+                consecutive_failures: after.consecutive_failures,
+                open_until: after.open_until,
+                updated_at: now,
+            })
+        })
     }
 
     pub fn connector(&self, kind: &str) -> Option<&Arc<dyn Connector>> {
@@ -189,8 +265,9 @@ impl EffectEngine {
                     }
                 }
             };
+            let circuit = self.admit(req)?;
             match ledger::apply(&self.ledger, ops).await {
-                Ok(_) => return self.dispatch(req, connector.as_ref()).await,
+                Ok(_) => return self.dispatch(req, connector.as_ref(), circuit).await,
                 // Another attempt claimed or moved the key between our read and our write.
                 Err(LedgerError::OwnershipLost { .. }) => continue,
                 Err(e) => return Err(ledger_abort(e)),
@@ -210,6 +287,7 @@ impl EffectEngine {
         &self,
         req: EffectRequest<'_>,
         connector: &dyn Connector,
+        circuit: Circuit,
     ) -> Result<EffectOutcome, EffectError> {
         let call = Dispatch {
             run_id: req.run_id,
@@ -217,14 +295,21 @@ impl EffectEngine {
             kind: req.kind,
             key: req.key,
             payload: req.payload,
+            fence: req.fence,
         };
         let span = tracing::info_span!("connector", kind = req.kind, key = req.key, connector = %connector.describe());
         let result = tracing::Instrument::instrument(connector.dispatch(call), span).await;
         let now = self.clock.now_ms();
+        let health = match &result {
+            Ok(_) => None,
+            Err(e) if e.outcome_unknown => Some(FailureClass::Timeout),
+            Err(e) => Some(e.class),
+        };
+        let circuit_op = self.circuit_op(req.kind, &circuit, health, now);
         let (status, response, failure) = match result {
             Ok(response) => (EffectStatus::Succeeded, Some(response.body), None),
             Err(e) if e.outcome_unknown && !connector.honours_idempotency_keys() => {
-                let ops = vec![
+                let mut ops = vec![
                     Op::MarkInDoubt {
                         kind: req.kind.to_owned(),
                         key: req.key.to_owned(),
@@ -243,6 +328,7 @@ impl EffectEngine {
                         json!({ "key": req.key, "status": e.status }),
                     ),
                 ];
+                ops.extend(circuit_op);
                 ledger::apply(&self.ledger, ops)
                     .await
                     .map_err(ledger_abort)?;
@@ -274,7 +360,7 @@ impl EffectEngine {
             None => ("info", "effect.succeeded", "outcome recorded".to_owned()),
             Some(f) => ("warn", "effect.failed", f.message.clone()),
         };
-        let ops = vec![
+        let mut ops = vec![
             Op::RecordOutcome {
                 kind: req.kind.to_owned(),
                 key: req.key.to_owned(),
@@ -294,6 +380,7 @@ impl EffectEngine {
                 json!({ "key": req.key, "class": failure.as_ref().map(|f| f.class) }),
             ),
         ];
+        ops.extend(circuit_op);
         ledger::apply(&self.ledger, ops)
             .await
             .map_err(ledger_abort)?;

@@ -49,6 +49,7 @@ effects = ["erp.post-invoice"]
     let batch = &uuid_suffix();
     let a = format!("INV-{batch}-1001");
     let b = format!("INV-{batch}-1002");
+    let c = format!("INV-{batch}-1003");
 
     println!("1. Post invoice {a}.");
     let first = run(&runtime, &tool, &a).await?;
@@ -92,16 +93,55 @@ effects = ["erp.post-invoice"]
     );
     print!("{}", runtime.story(&retried.run_id)?);
 
+    println!("\n5. Policy change: postings now need a human's approval. Post invoice {c}.");
+    let gated = Config::parse(
+        &format!("{config_text}\n[tools.invoice.approval]\n\"erp.post-invoice\" = \"required\"\n"),
+        "tollgate.toml".as_ref(),
+    )?;
+    let gated = Runtime::builder().config(gated).build()?;
+    let gated_tool = gated.load(plugins::INVOICE).await?;
+    let paused = run(&gated, &gated_tool, &c).await?;
+    show(&paused);
+    if paused.status != RunStatus::WaitingApproval || erp.postings_for(&c) != 0 {
+        bail!("expected the run to wait for approval with nothing posted");
+    }
+    let queue = gated.escalations(&tollgate::ledger::EscalationFilter {
+        status: Some(tollgate::ledger::EscalationStatus::Open),
+        run_id: Some(paused.run_id.clone()),
+        limit: 1,
+    })?;
+    let esc = queue.first().context("the approval escalation")?;
+    println!(
+        "   escalation #{} ({}): {}\n   evidence: {} attempt(s), action {}",
+        esc.id,
+        esc.reason,
+        esc.summary,
+        esc.evidence["attempts"].as_array().map_or(0, Vec::len),
+        esc.evidence["action"]["key"]
+    );
+    println!("   `tollgate approve {}` — approve and resume:", esc.id);
+    let settled = gated
+        .settle(
+            esc.id,
+            tollgate::Decision::Approve,
+            "amount checked",
+            "demo-operator",
+        )
+        .await?;
+    if let Some(report) = &settled.report {
+        show(report);
+    }
+
     let stats = erp.stats();
     println!(
         "\nERP saw {} requests, answered {} from its key store.",
         stats.requests, stats.replays
     );
-    let counts: Vec<String> = [&a, &b]
+    let counts: Vec<String> = [&a, &b, &c]
         .iter()
         .map(|id| format!("{id}={}", erp.postings_for(id)))
         .collect();
-    let exactly_once = [&a, &b].iter().all(|id| erp.postings_for(id) == 1);
+    let exactly_once = [&a, &b, &c].iter().all(|id| erp.postings_for(id) == 1);
     println!(
         "ERP postings: {} — {}",
         counts.join(" "),

@@ -12,7 +12,12 @@ use crate::error::{LedgerError, SqlContext};
 pub(super) const APPLICATION_ID: i32 = 0x544C_4754;
 
 /// Migration `n` (1-based) is `MIGRATIONS[n - 1]`.
-pub(super) const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+pub(super) const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_init.sql"),
+    include_str!("migrations/0002_locks.sql"),
+    include_str!("migrations/0003_escalations.sql"),
+    include_str!("migrations/0004_breakers.sql"),
+];
 
 /// The schema version this build writes and understands.
 pub(super) const LATEST_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -77,5 +82,72 @@ mod tests {
         // Migrating again is a no-op.
         migrate_to(&mut conn, LATEST_VERSION).unwrap();
         assert_eq!(user_version(&conn).unwrap(), LATEST_VERSION);
+    }
+
+    #[test]
+    fn migrating_stops_at_the_target_version() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for target in 1..=LATEST_VERSION {
+            migrate_to(&mut conn, target).unwrap();
+            assert_eq!(user_version(&conn).unwrap(), target);
+        }
+    }
+
+    fn insert_run(conn: &Connection, run_id: &str, status: &str) -> rusqlite::Result<usize> {
+        conn.execute(
+            "INSERT INTO runs (run_id, tool, input, status, created_at, updated_at) \
+             VALUES (?1, 't', '{}', ?2, 1, 1)",
+            [run_id, status],
+        )
+    }
+
+    #[test]
+    fn runs_accept_the_parked_statuses_only_from_migration_3() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate_to(&mut conn, 2).unwrap();
+        assert!(insert_run(&conn, "early", "escalated").is_err());
+        migrate_to(&mut conn, 3).unwrap();
+        insert_run(&conn, "a", "escalated").unwrap();
+        insert_run(&conn, "b", "waiting_approval").unwrap();
+        assert!(insert_run(&conn, "c", "parked").is_err());
+        // The rebuilt table keeps its indexes under their original names.
+        let indexes: Vec<String> = conn
+            .prepare(
+                "SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'runs' \
+                 AND sql IS NOT NULL ORDER BY name",
+            )
+            .and_then(|mut stmt| stmt.query_map([], |row| row.get(0))?.collect())
+            .unwrap();
+        assert_eq!(indexes, ["runs_by_created", "runs_by_status_created"]);
+    }
+
+    #[test]
+    fn a_run_has_at_most_one_open_escalation_in_the_schema() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate_to(&mut conn, LATEST_VERSION).unwrap();
+        insert_run(&conn, "r", "running").unwrap();
+        let open = |conn: &Connection| {
+            conn.execute(
+                "INSERT INTO escalations (run_id, reason, summary, evidence, status, created_at) \
+                 VALUES ('r', 'approval', 's', '{}', 'open', 1)",
+                [],
+            )
+        };
+        open(&conn).unwrap();
+        assert!(open(&conn).is_err());
+        conn.execute(
+            "UPDATE escalations SET status = 'resolved', resolution = 'approved'",
+            [],
+        )
+        .unwrap();
+        open(&conn).unwrap();
+        // A resolution and the open status exclude each other.
+        assert!(
+            conn.execute(
+                "UPDATE escalations SET resolution = 'retry' WHERE status = 'open'",
+                []
+            )
+            .is_err()
+        );
     }
 }

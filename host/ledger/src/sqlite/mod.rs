@@ -24,7 +24,8 @@ use rusqlite::{Connection, ErrorCode, OpenFlags};
 use crate::contract::Ledger;
 use crate::error::{LedgerError, SqlContext};
 use crate::records::{
-    Applied, Attempt, Checkpoint, EffectRecord, JournalEntry, NewJournalEntry, Op, Run, RunFilter,
+    Applied, Attempt, BreakerRecord, Checkpoint, EffectRecord, Escalation, EscalationFilter,
+    JournalEntry, LockRecord, NewJournalEntry, Op, Run, RunFilter,
 };
 use writer::{Counters, Request, Writer};
 
@@ -248,6 +249,22 @@ impl Ledger for SqliteLedger {
     fn journal_entries(&self, run_id: &str) -> Result<Vec<JournalEntry>, LedgerError> {
         self.read(|conn| rows::journal_entries(conn, run_id))
     }
+
+    fn escalation(&self, id: i64) -> Result<Option<Escalation>, LedgerError> {
+        self.read(|conn| rows::escalation(conn, id))
+    }
+
+    fn escalations(&self, filter: &EscalationFilter) -> Result<Vec<Escalation>, LedgerError> {
+        self.read(|conn| rows::escalations(conn, filter))
+    }
+
+    fn lock(&self, key: &str) -> Result<Option<LockRecord>, LedgerError> {
+        self.read(|conn| rows::lock(conn, key))
+    }
+
+    fn breakers(&self) -> Result<Vec<BreakerRecord>, LedgerError> {
+        self.read(rows::breakers)
+    }
 }
 
 /// Turns storage errors that mean something to a user (busy, corrupt, not a database) into
@@ -463,7 +480,9 @@ impl Drop for ScratchFile {
 mod tests {
     use super::*;
     use crate::contract::LedgerExt;
-    use crate::records::{Claim, NewRun};
+    use crate::records::{
+        BreakerRecord, BreakerState, Claim, EscalationReason, NewEscalation, NewRun, RunStatus,
+    };
 
     /// Leaves a ledger file at schema `version` (0 = empty file), as an older build would.
     fn file_at_version(path: &Path, version: u32) {
@@ -488,6 +507,157 @@ mod tests {
         ledger.begin_attempt("r", "d", "h", 10, false, 1).unwrap();
         let claim = ledger.claim_effect("k", "1", "d", "{}", "r", 1, 1).unwrap();
         assert_eq!(claim, Claim::Fresh);
+        // Every table a later migration added is usable too.
+        assert_eq!(ledger.acquire_lock("l", "r", "h", 10, 1).unwrap().fence, 1);
+        ledger.park_run("r", RunStatus::Escalated, 2).unwrap();
+        let escalation = ledger
+            .open_escalation(NewEscalation {
+                run_id: "r".into(),
+                reason: EscalationReason::NonRetryable,
+                summary: "s".into(),
+                effect_kind: None,
+                effect_key: None,
+                evidence: serde_json::json!({}),
+                now: 2,
+            })
+            .unwrap();
+        assert_eq!(ledger.escalation(escalation.id).unwrap(), Some(escalation));
+        ledger
+            .set_breaker(BreakerRecord {
+                connector: "http".into(),
+                state: BreakerState::Closed,
+                consecutive_failures: 0,
+                open_until: None,
+                updated_at: 2,
+            })
+            .unwrap();
+        assert_eq!(ledger.breakers().unwrap().len(), 1);
+    }
+
+    fn count(conn: &Connection, table: &str) -> i64 {
+        conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |row| {
+            row.get(0)
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn version_1_data_survives_the_runs_rebuild_with_foreign_keys_intact() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.db");
+        file_at_version(&path, 1);
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.pragma_update(None, "foreign_keys", true).unwrap();
+            // a and b share a creation time, so only their rowids order them.
+            conn.execute_batch(
+                "INSERT INTO runs (run_id, tool, input, status, output, error_class, \
+                 error_message, attempts, created_at, updated_at) VALUES \
+                 ('a', 't', '{\"n\":1}', 'running', NULL, NULL, NULL, 1, 5, 6), \
+                 ('b', 't', '{}', 'failed', NULL, 'permanent', 'bad input', 1, 5, 7), \
+                 ('c', 'u', '{}', 'succeeded', '{\"ok\":true}', NULL, NULL, 0, 4, 8); \
+                 INSERT INTO attempts (run_id, attempt, component_digest, holder, status, \
+                 started_at, lease_until) VALUES ('a', 1, 'd', 'h', 'running', 5, 99), \
+                 ('b', 1, 'd', 'h', 'failed', 5, 99); \
+                 INSERT INTO checkpoints (run_id, attempt, name, state, created_at) \
+                 VALUES ('a', 1, 'c', x'0102', 6); \
+                 INSERT INTO journal (run_id, attempt, at, level, event, message, fields) \
+                 VALUES ('a', 1, 6, 'info', 'log', 'hello', '{\"k\":1}'), \
+                 ('b', NULL, 7, 'warn', 'log', 'bye', 'null');",
+            )
+            .unwrap();
+        }
+        let ledger = SqliteLedger::open(&path, LedgerOptions::default()).unwrap();
+        let ids: Vec<String> = ledger
+            .runs(&RunFilter::default())
+            .unwrap()
+            .into_iter()
+            .map(|run| run.run_id)
+            .collect();
+        assert_eq!(ids, ["b", "a", "c"]);
+        let b = ledger.run("b").unwrap().unwrap();
+        assert_eq!(b.status, RunStatus::Failed);
+        assert_eq!(b.error_message.as_deref(), Some("bad input"));
+        assert_eq!((b.attempts, b.created_at, b.updated_at), (1, 5, 7));
+        let c = ledger.run("c").unwrap().unwrap();
+        assert_eq!(c.output.as_deref(), Some(r#"{"ok":true}"#));
+        assert_eq!(ledger.attempts("a").unwrap()[0].lease_until, 99);
+        assert_eq!(
+            ledger
+                .latest_checkpoint("a", Some("c"))
+                .unwrap()
+                .unwrap()
+                .state,
+            [1, 2]
+        );
+        assert_eq!(ledger.journal_entries("a").unwrap()[0].message, "hello");
+        assert_eq!(
+            ledger.journal_entries("b").unwrap()[0].fields,
+            serde_json::Value::Null
+        );
+        // The migrated runs table takes the parked statuses and still anchors new children.
+        ledger
+            .park_run("a", RunStatus::WaitingApproval, 10)
+            .unwrap();
+        ledger.save_checkpoint("a", 1, "c", b"x", 11).unwrap();
+        drop(ledger);
+
+        let conn = Connection::open(&path).unwrap();
+        assert_eq!(
+            migrations::user_version(&conn).unwrap(),
+            migrations::LATEST_VERSION
+        );
+        for (table, rows) in [
+            ("runs", 3),
+            ("attempts", 2),
+            ("checkpoints", 2),
+            ("journal", 2),
+        ] {
+            assert_eq!(count(&conn, table), rows, "{table}");
+        }
+        assert_eq!(count(&conn, "sqlite_schema WHERE name = 'runs_rebuild'"), 0);
+        let violations: Vec<String> = conn
+            .prepare("PRAGMA foreign_key_check")
+            .and_then(|mut stmt| stmt.query_map([], |row| row.get(0))?.collect())
+            .unwrap();
+        assert_eq!(violations, Vec::<String>::new());
+        // Children still point at `runs`, not at a scratch table from the rebuild.
+        let orphan_check: String = conn
+            .query_row(
+                "SELECT sql FROM sqlite_schema WHERE name = 'attempts'",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert!(
+            orphan_check.contains("REFERENCES runs (run_id)"),
+            "{orphan_check}"
+        );
+    }
+
+    #[test]
+    fn the_runs_rebuild_refuses_to_commit_if_a_run_would_be_lost() {
+        // Guards the migration's own safety net: with foreign keys on, dropping runs without
+        // putting every parent row back must fail at commit instead of orphaning children.
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.pragma_update(None, "foreign_keys", true).unwrap();
+        migrations::migrate_to(&mut conn, 1).unwrap();
+        conn.execute_batch(
+            "INSERT INTO runs (run_id, tool, input, status, created_at, updated_at) \
+             VALUES ('a', 't', '{}', 'running', 1, 1); \
+             INSERT INTO journal (run_id, at, level, event, message, fields) \
+             VALUES ('a', 1, 'info', 'log', 'm', 'null');",
+        )
+        .unwrap();
+        let lossy = migrations::MIGRATIONS[2].replace(
+            "FROM runs_rebuild;",
+            "FROM runs_rebuild WHERE run_id <> 'a';",
+        );
+        assert_ne!(lossy, migrations::MIGRATIONS[2]);
+        let tx = conn.transaction().unwrap();
+        tx.execute_batch(&lossy).unwrap();
+        assert!(tx.commit().is_err());
+        assert_eq!(count(&conn, "runs"), 1);
     }
 
     #[test]

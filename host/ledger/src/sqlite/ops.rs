@@ -9,8 +9,9 @@ use rusqlite::{Connection, params};
 use super::rows;
 use crate::error::{LedgerError, SqlContext};
 use crate::records::{
-    Applied, Attempt, AttemptStatus, Claim, EffectRecord, EffectStatus, Millis, NewJournalEntry,
-    NewRun, Op, RunStatus,
+    Applied, Attempt, AttemptStatus, BreakerRecord, Claim, EffectRecord, EffectStatus,
+    EscalationStatus, LockRecord, Millis, NewEscalation, NewJournalEntry, NewRun, Op, Resolution,
+    Run, RunStatus,
 };
 
 pub(super) fn apply(conn: &Connection, op: Op) -> Result<Applied, LedgerError> {
@@ -243,7 +244,56 @@ pub(super) fn apply(conn: &Connection, op: Op) -> Result<Applied, LedgerError> {
             insert_journal(conn, &entry)?;
             Ok(Applied::Done)
         }
+        Op::OpenEscalation(escalation) => open_escalation(conn, &escalation),
+        Op::ResolveEscalation {
+            id,
+            resolution,
+            reason,
+            by,
+            now,
+        } => resolve_escalation(conn, id, resolution, &reason, &by, now),
+        Op::ParkRun {
+            run_id,
+            status,
+            now,
+        } => park_run(conn, &run_id, status, now),
+        Op::ReopenRun { run_id, now } => reopen_run(conn, &run_id, now),
+        Op::AcquireLock {
+            key,
+            run_id,
+            holder,
+            lease_until,
+            now,
+        } => acquire_lock(conn, key, run_id, holder, lease_until, now),
+        Op::RenewLock {
+            key,
+            run_id,
+            fence,
+            lease_until,
+        } => renew_lock(conn, key, run_id, fence, lease_until),
+        Op::ReleaseLock {
+            key,
+            run_id,
+            fence,
+            now,
+        } => release_lock(conn, &key, &run_id, fence, now),
+        Op::SetBreaker(breaker) => set_breaker(conn, &breaker),
     }
+}
+
+/// Finished for good: no attempt, park or end may follow (only [`Op::ReopenRun`] undoes
+/// `Failed` and `InDoubt`). A match, so a new status must be classified here.
+fn is_final(status: RunStatus) -> bool {
+    match status {
+        RunStatus::Succeeded | RunStatus::Failed | RunStatus::InDoubt => true,
+        RunStatus::Running | RunStatus::Escalated | RunStatus::WaitingApproval => false,
+    }
+}
+
+fn existing_run(conn: &Connection, run_id: &str) -> Result<Run, LedgerError> {
+    rows::run(conn, run_id)?.ok_or_else(|| LedgerError::RunNotFound {
+        run_id: run_id.to_owned(),
+    })
 }
 
 fn create_run(conn: &Connection, run: &NewRun) -> Result<Applied, LedgerError> {
@@ -270,9 +320,13 @@ fn begin_attempt(
     take_over: bool,
     now: Millis,
 ) -> Result<Applied, LedgerError> {
-    let run = rows::run(conn, run_id)?.ok_or_else(|| LedgerError::RunNotFound {
-        run_id: run_id.to_owned(),
-    })?;
+    let run = existing_run(conn, run_id)?;
+    if run.status.is_parked() {
+        return Err(LedgerError::RunParked {
+            run_id: run.run_id,
+            status: run.status,
+        });
+    }
     if run.status != RunStatus::Running {
         return Err(LedgerError::RunFinished {
             run_id: run.run_id,
@@ -455,17 +509,16 @@ fn end_run(
     texts: [Option<&str>; 3],
     now: Millis,
 ) -> Result<Applied, LedgerError> {
-    let run = rows::run(conn, run_id)?.ok_or_else(|| LedgerError::RunNotFound {
-        run_id: run_id.to_owned(),
-    })?;
-    if status == RunStatus::Running {
+    let run = existing_run(conn, run_id)?;
+    if !is_final(status) {
         return Err(LedgerError::InvalidTransition {
             entity: format!("run `{run_id}`"),
             from: run.status.to_string(),
             to: status.to_string(),
         });
     }
-    if run.status != RunStatus::Running {
+    // A parked run can be ended too: that is how an abandon or a rejection lands.
+    if is_final(run.status) {
         if run.status == status {
             return Ok(Applied::Done);
         }
@@ -490,6 +543,242 @@ fn end_run(
         ])
     })
     .context("finishing a run")?;
+    Ok(Applied::Done)
+}
+
+fn open_escalation(conn: &Connection, new: &NewEscalation) -> Result<Applied, LedgerError> {
+    existing_run(conn, &new.run_id)?;
+    // One open escalation per run (also a unique index): repeating the op after a crash
+    // returns the escalation the first try opened.
+    if let Some(open) = rows::open_escalation(conn, &new.run_id)? {
+        return Ok(Applied::Escalation(open));
+    }
+    let evidence = serde_json::to_string(&new.evidence).map_err(|err| {
+        LedgerError::Internal(format!("escalation evidence does not serialize: {err}"))
+    })?;
+    conn.prepare_cached(
+        "INSERT INTO escalations (run_id, reason, summary, effect_kind, effect_key, evidence, \
+         status, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'open', ?7)",
+    )
+    .and_then(|mut stmt| {
+        stmt.execute(params![
+            new.run_id,
+            new.reason,
+            new.summary,
+            new.effect_kind,
+            new.effect_key,
+            evidence,
+            new.now
+        ])
+    })
+    .context("opening an escalation")?;
+    let id = conn.last_insert_rowid();
+    let opened = rows::escalation(conn, id)?.ok_or_else(|| {
+        LedgerError::Internal(format!("escalation {id} vanished right after its insert"))
+    })?;
+    Ok(Applied::Escalation(opened))
+}
+
+fn resolve_escalation(
+    conn: &Connection,
+    id: i64,
+    resolution: Resolution,
+    reason: &str,
+    by: &str,
+    now: Millis,
+) -> Result<Applied, LedgerError> {
+    let escalation = rows::escalation(conn, id)?.ok_or(LedgerError::EscalationNotFound { id })?;
+    if escalation.status == EscalationStatus::Resolved {
+        let decided = escalation.resolution.ok_or_else(|| {
+            LedgerError::Internal(format!("escalation {id} is resolved without a resolution"))
+        })?;
+        // The same decision again is a retried call; a different one would rewrite history.
+        if decided == resolution {
+            return Ok(Applied::Done);
+        }
+        return Err(LedgerError::EscalationResolved {
+            id,
+            resolution: decided,
+        });
+    }
+    conn.prepare_cached(
+        "UPDATE escalations SET status = 'resolved', resolution = ?2, resolution_reason = ?3, \
+         resolved_by = ?4, resolved_at = ?5 WHERE id = ?1",
+    )
+    .and_then(|mut stmt| stmt.execute(params![id, resolution, reason, by, now]))
+    .context("resolving an escalation")?;
+    Ok(Applied::Done)
+}
+
+fn park_run(
+    conn: &Connection,
+    run_id: &str,
+    status: RunStatus,
+    now: Millis,
+) -> Result<Applied, LedgerError> {
+    let run = existing_run(conn, run_id)?;
+    let invalid = || LedgerError::InvalidTransition {
+        entity: format!("run `{run_id}`"),
+        from: run.status.to_string(),
+        to: status.to_string(),
+    };
+    if !status.is_parked() {
+        return Err(invalid());
+    }
+    if run.status == status {
+        return Ok(Applied::Done);
+    }
+    if is_final(run.status) {
+        return Err(LedgerError::RunFinished {
+            run_id: run.run_id,
+            status: run.status,
+        });
+    }
+    if run.status != RunStatus::Running {
+        return Err(invalid());
+    }
+    conn.prepare_cached("UPDATE runs SET status = ?2, updated_at = ?3 WHERE run_id = ?1")
+        .and_then(|mut stmt| stmt.execute(params![run_id, status, now]))
+        .context("parking a run")?;
+    Ok(Applied::Done)
+}
+
+fn reopen_run(conn: &Connection, run_id: &str, now: Millis) -> Result<Applied, LedgerError> {
+    let run = existing_run(conn, run_id)?;
+    match run.status {
+        RunStatus::Running => return Ok(Applied::Done),
+        RunStatus::Succeeded => {
+            return Err(LedgerError::RunFinished {
+                run_id: run.run_id,
+                status: run.status,
+            });
+        }
+        RunStatus::Failed
+        | RunStatus::InDoubt
+        | RunStatus::Escalated
+        | RunStatus::WaitingApproval => {}
+    }
+    conn.prepare_cached(
+        "UPDATE runs SET status = 'running', output = NULL, error_class = NULL, \
+         error_message = NULL, updated_at = ?2 WHERE run_id = ?1",
+    )
+    .and_then(|mut stmt| stmt.execute(params![run_id, now]))
+    .context("reopening a run")?;
+    Ok(Applied::Done)
+}
+
+fn acquire_lock(
+    conn: &Connection,
+    key: String,
+    run_id: String,
+    holder: String,
+    lease_until: Millis,
+    now: Millis,
+) -> Result<Applied, LedgerError> {
+    let fence = match rows::lock(conn, &key)? {
+        None => 1,
+        Some(current) => {
+            let free = current.released || current.lease_until <= now || current.run_id == run_id;
+            if !free {
+                return Err(LedgerError::LockHeld {
+                    key,
+                    run_id: current.run_id,
+                    since: current.acquired_at,
+                    lease_until: current.lease_until,
+                });
+            }
+            // The row is never deleted, so fences keep growing across every holder.
+            current.fence.checked_add(1).ok_or_else(|| {
+                LedgerError::Internal(format!("lock `{key}` has exhausted its fencing tokens"))
+            })?
+        }
+    };
+    let lock = LockRecord {
+        key,
+        run_id,
+        holder,
+        fence,
+        acquired_at: now,
+        lease_until,
+        released: false,
+    };
+    conn.prepare_cached(
+        "INSERT INTO locks (lock_key, run_id, holder, fence, acquired_at, lease_until, released) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0) ON CONFLICT (lock_key) DO UPDATE SET \
+         run_id = excluded.run_id, holder = excluded.holder, fence = excluded.fence, \
+         acquired_at = excluded.acquired_at, lease_until = excluded.lease_until, released = 0",
+    )
+    .and_then(|mut stmt| {
+        stmt.execute(params![
+            lock.key,
+            lock.run_id,
+            lock.holder,
+            lock.fence,
+            lock.acquired_at,
+            lock.lease_until
+        ])
+    })
+    .context("acquiring a lock")?;
+    Ok(Applied::Lock(lock))
+}
+
+fn renew_lock(
+    conn: &Connection,
+    key: String,
+    run_id: String,
+    fence: i64,
+    lease_until: Millis,
+) -> Result<Applied, LedgerError> {
+    // Compare-and-set on (run_id, fence): a holder whose lock was taken over, or released,
+    // cannot extend its successor's lease.
+    let changed = conn
+        .prepare_cached(
+            "UPDATE locks SET lease_until = ?4 \
+             WHERE lock_key = ?1 AND run_id = ?2 AND fence = ?3 AND released = 0",
+        )
+        .and_then(|mut stmt| stmt.execute(params![key, run_id, fence, lease_until]))
+        .context("renewing a lock")?;
+    if changed == 0 {
+        return Err(LedgerError::LockLost { key, run_id, fence });
+    }
+    Ok(Applied::Done)
+}
+
+fn release_lock(
+    conn: &Connection,
+    key: &str,
+    run_id: &str,
+    fence: i64,
+    now: Millis,
+) -> Result<Applied, LedgerError> {
+    // Matching nothing is fine: a stale holder must never free its successor's lock. The row
+    // stays, so the key's next fence still grows from this one.
+    conn.prepare_cached(
+        "UPDATE locks SET released = 1, lease_until = MIN(lease_until, ?4) \
+         WHERE lock_key = ?1 AND run_id = ?2 AND fence = ?3 AND released = 0",
+    )
+    .and_then(|mut stmt| stmt.execute(params![key, run_id, fence, now]))
+    .context("releasing a lock")?;
+    Ok(Applied::Done)
+}
+
+fn set_breaker(conn: &Connection, breaker: &BreakerRecord) -> Result<Applied, LedgerError> {
+    conn.prepare_cached(
+        "INSERT INTO breakers (connector, state, consecutive_failures, open_until, updated_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (connector) DO UPDATE SET \
+         state = excluded.state, consecutive_failures = excluded.consecutive_failures, \
+         open_until = excluded.open_until, updated_at = excluded.updated_at",
+    )
+    .and_then(|mut stmt| {
+        stmt.execute(params![
+            breaker.connector,
+            breaker.state,
+            breaker.consecutive_failures,
+            breaker.open_until,
+            breaker.updated_at
+        ])
+    })
+    .context("saving a breaker")?;
     Ok(Applied::Done)
 }
 

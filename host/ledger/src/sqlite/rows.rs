@@ -8,8 +8,9 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::error::{LedgerError, SqlContext};
 use crate::records::{
-    Attempt, AttemptStatus, Checkpoint, EffectRecord, EffectStatus, JournalEntry, Run, RunFilter,
-    RunStatus,
+    Attempt, AttemptStatus, BreakerRecord, BreakerState, Checkpoint, EffectRecord, EffectStatus,
+    Escalation, EscalationFilter, EscalationReason, EscalationStatus, JournalEntry, LockRecord,
+    Resolution, Run, RunFilter, RunStatus,
 };
 
 macro_rules! sql_status {
@@ -34,6 +35,10 @@ macro_rules! sql_status {
 sql_status!(RunStatus);
 sql_status!(AttemptStatus);
 sql_status!(EffectStatus);
+sql_status!(EscalationReason);
+sql_status!(EscalationStatus);
+sql_status!(Resolution);
+sql_status!(BreakerState);
 
 // Column lists as macros so every query is one literal: `prepare_cached` then costs no
 // allocation on the hot read path.
@@ -59,6 +64,26 @@ macro_rules! checkpoint_select {
     () => {
         "SELECT seq, run_id, attempt, name, state, created_at FROM checkpoints"
     };
+}
+
+macro_rules! escalation_select {
+    () => {
+        "SELECT id, run_id, reason, summary, effect_kind, effect_key, evidence, status, \
+         resolution, resolution_reason, resolved_by, created_at, resolved_at FROM escalations"
+    };
+}
+macro_rules! lock_select {
+    () => {
+        "SELECT lock_key, run_id, holder, fence, acquired_at, lease_until, released FROM locks"
+    };
+}
+
+/// A JSON text column, parsed; bad JSON is a conversion error naming the column.
+fn json_column(row: &Row<'_>, index: usize) -> rusqlite::Result<serde_json::Value> {
+    let text: String = row.get(index)?;
+    serde_json::from_str(&text).map_err(|err| {
+        rusqlite::Error::FromSqlConversionFailure(index, rusqlite::types::Type::Text, Box::new(err))
+    })
 }
 
 fn run_from_row(row: &Row<'_>) -> rusqlite::Result<Run> {
@@ -121,10 +146,7 @@ fn checkpoint_from_row(row: &Row<'_>) -> rusqlite::Result<Checkpoint> {
 }
 
 fn journal_from_row(row: &Row<'_>) -> rusqlite::Result<JournalEntry> {
-    let fields: String = row.get(7)?;
-    let fields = serde_json::from_str(&fields).map_err(|err| {
-        rusqlite::Error::FromSqlConversionFailure(7, rusqlite::types::Type::Text, Box::new(err))
-    })?;
+    let fields = json_column(row, 7)?;
     Ok(JournalEntry {
         seq: row.get(0)?,
         run_id: row.get(1)?,
@@ -134,6 +156,46 @@ fn journal_from_row(row: &Row<'_>) -> rusqlite::Result<JournalEntry> {
         event: row.get(5)?,
         message: row.get(6)?,
         fields,
+    })
+}
+
+fn escalation_from_row(row: &Row<'_>) -> rusqlite::Result<Escalation> {
+    Ok(Escalation {
+        id: row.get(0)?,
+        run_id: row.get(1)?,
+        reason: row.get(2)?,
+        summary: row.get(3)?,
+        effect_kind: row.get(4)?,
+        effect_key: row.get(5)?,
+        evidence: json_column(row, 6)?,
+        status: row.get(7)?,
+        resolution: row.get(8)?,
+        resolution_reason: row.get(9)?,
+        resolved_by: row.get(10)?,
+        created_at: row.get(11)?,
+        resolved_at: row.get(12)?,
+    })
+}
+
+fn lock_from_row(row: &Row<'_>) -> rusqlite::Result<LockRecord> {
+    Ok(LockRecord {
+        key: row.get(0)?,
+        run_id: row.get(1)?,
+        holder: row.get(2)?,
+        fence: row.get(3)?,
+        acquired_at: row.get(4)?,
+        lease_until: row.get(5)?,
+        released: row.get(6)?,
+    })
+}
+
+fn breaker_from_row(row: &Row<'_>) -> rusqlite::Result<BreakerRecord> {
+    Ok(BreakerRecord {
+        connector: row.get(0)?,
+        state: row.get(1)?,
+        consecutive_failures: row.get(2)?,
+        open_until: row.get(3)?,
+        updated_at: row.get(4)?,
     })
 }
 
@@ -269,4 +331,80 @@ pub(super) fn journal_entries(
     )
     .and_then(|mut stmt| stmt.query_map([run_id], journal_from_row)?.collect())
     .context("reading the journal")
+}
+
+pub(super) fn escalation(conn: &Connection, id: i64) -> Result<Option<Escalation>, LedgerError> {
+    conn.prepare_cached(concat!(escalation_select!(), " WHERE id = ?1"))
+        .and_then(|mut stmt| stmt.query_row([id], escalation_from_row).optional())
+        .context("reading an escalation")
+}
+
+/// The run's open escalation, if any (there is at most one).
+pub(super) fn open_escalation(
+    conn: &Connection,
+    run_id: &str,
+) -> Result<Option<Escalation>, LedgerError> {
+    conn.prepare_cached(concat!(
+        escalation_select!(),
+        " WHERE run_id = ?1 AND status = 'open'"
+    ))
+    .and_then(|mut stmt| stmt.query_row([run_id], escalation_from_row).optional())
+    .context("reading a run's open escalation")
+}
+
+pub(super) fn escalations(
+    conn: &Connection,
+    filter: &EscalationFilter,
+) -> Result<Vec<Escalation>, LedgerError> {
+    // SQLite's LIMIT is an i64; anything larger means "no limit".
+    let limit = i64::try_from(filter.limit).unwrap_or(i64::MAX);
+    // One literal per filter shape, so each query can use its index.
+    let result = match (filter.status, filter.run_id.as_deref()) {
+        (Some(status), Some(run_id)) => conn
+            .prepare_cached(concat!(
+                escalation_select!(),
+                " WHERE status = ?1 AND run_id = ?2 ORDER BY id LIMIT ?3"
+            ))
+            .and_then(|mut stmt| {
+                stmt.query_map(params![status, run_id, limit], escalation_from_row)?
+                    .collect()
+            }),
+        (Some(status), None) => conn
+            .prepare_cached(concat!(
+                escalation_select!(),
+                " WHERE status = ?1 ORDER BY id LIMIT ?2"
+            ))
+            .and_then(|mut stmt| {
+                stmt.query_map(params![status, limit], escalation_from_row)?
+                    .collect()
+            }),
+        (None, Some(run_id)) => conn
+            .prepare_cached(concat!(
+                escalation_select!(),
+                " WHERE run_id = ?1 ORDER BY id LIMIT ?2"
+            ))
+            .and_then(|mut stmt| {
+                stmt.query_map(params![run_id, limit], escalation_from_row)?
+                    .collect()
+            }),
+        (None, None) => conn
+            .prepare_cached(concat!(escalation_select!(), " ORDER BY id LIMIT ?1"))
+            .and_then(|mut stmt| stmt.query_map([limit], escalation_from_row)?.collect()),
+    };
+    result.context("listing escalations")
+}
+
+pub(super) fn lock(conn: &Connection, key: &str) -> Result<Option<LockRecord>, LedgerError> {
+    conn.prepare_cached(concat!(lock_select!(), " WHERE lock_key = ?1"))
+        .and_then(|mut stmt| stmt.query_row([key], lock_from_row).optional())
+        .context("reading a lock")
+}
+
+pub(super) fn breakers(conn: &Connection) -> Result<Vec<BreakerRecord>, LedgerError> {
+    conn.prepare_cached(
+        "SELECT connector, state, consecutive_failures, open_until, updated_at FROM breakers \
+         ORDER BY connector",
+    )
+    .and_then(|mut stmt| stmt.query_map([], breaker_from_row)?.collect())
+    .context("listing breakers")
 }

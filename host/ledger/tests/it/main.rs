@@ -1,9 +1,12 @@
 //! Behaviour tests for the ledger against real SQLite files: one binary, one module per area.
 
+mod breakers;
 mod checkpoints;
 mod concurrency;
 mod effects;
+mod escalations;
 mod journal;
+mod locks;
 mod open;
 mod runs;
 

@@ -318,3 +318,224 @@ fn errors_say_what_to_do() {
     assert!(text.contains("still live"), "{text}");
     assert!(text.contains("wait for the lease to expire"), "{text}");
 }
+
+#[test]
+fn park_run_moves_a_running_run_to_a_parked_status_and_repeating_is_a_no_op() {
+    let ledger = ledger();
+    for (run_id, status) in [
+        ("r1", RunStatus::Escalated),
+        ("r2", RunStatus::WaitingApproval),
+    ] {
+        running(&ledger, run_id);
+        ledger.park_run(run_id, status, T0 + 1).unwrap();
+        ledger.park_run(run_id, status, T0 + 2).unwrap();
+        let run = ledger.run(run_id).unwrap().unwrap();
+        assert_eq!(run.status, status);
+        assert!(run.status.is_parked());
+        assert_eq!(run.updated_at, T0 + 1, "the repeat changed nothing");
+    }
+    let parked = ledger
+        .runs(&RunFilter {
+            status: Some(RunStatus::WaitingApproval),
+            limit: 10,
+        })
+        .unwrap();
+    assert_eq!(parked.len(), 1);
+    assert_eq!(parked[0].run_id, "r2");
+}
+
+#[test]
+fn park_run_refuses_unparked_targets_other_parked_runs_finished_and_unknown_runs() {
+    let ledger = ledger();
+    new_run(&ledger, "r1");
+    for status in [RunStatus::Running, RunStatus::Failed] {
+        let err = ledger.park_run("r1", status, T0 + 1).unwrap_err();
+        assert!(
+            matches!(err, LedgerError::InvalidTransition { .. }),
+            "{err:?}"
+        );
+    }
+    ledger.park_run("r1", RunStatus::Escalated, T0 + 1).unwrap();
+    let err = ledger
+        .park_run("r1", RunStatus::WaitingApproval, T0 + 2)
+        .unwrap_err();
+    assert!(
+        matches!(err, LedgerError::InvalidTransition { .. }),
+        "{err:?}"
+    );
+    assert_eq!(
+        ledger.run("r1").unwrap().unwrap().status,
+        RunStatus::Escalated
+    );
+
+    new_run(&ledger, "done");
+    ledger
+        .end_run("done", RunStatus::InDoubt, None, None, None, T0 + 1)
+        .unwrap();
+    let err = ledger
+        .park_run("done", RunStatus::Escalated, T0 + 2)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            LedgerError::RunFinished {
+                status: RunStatus::InDoubt,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+
+    let err = ledger
+        .park_run("ghost", RunStatus::Escalated, T0)
+        .unwrap_err();
+    assert!(matches!(err, LedgerError::RunNotFound { .. }), "{err:?}");
+}
+
+#[test]
+fn begin_attempt_on_a_parked_run_is_run_parked() {
+    let ledger = ledger();
+    running(&ledger, "r1");
+    ledger
+        .end_attempt("r1", 1, AttemptStatus::Failed, None, None, T0 + 1)
+        .unwrap();
+    ledger.park_run("r1", RunStatus::Escalated, T0 + 1).unwrap();
+    let err = ledger
+        .begin_attempt("r1", "d", "h2", T0 + 90_000, true, T0 + 2)
+        .unwrap_err();
+    match &err {
+        LedgerError::RunParked { run_id, status } => {
+            assert_eq!((run_id.as_str(), *status), ("r1", RunStatus::Escalated));
+        }
+        other => panic!("expected RunParked, got {other:?}"),
+    }
+    let text = err.to_string();
+    assert!(
+        text.contains("run `r1` is waiting for a human decision (status escalated)"),
+        "{text}"
+    );
+    assert!(text.contains("tollgate escalations list"), "{text}");
+    assert_eq!(ledger.run("r1").unwrap().unwrap().attempts, 1);
+}
+
+#[test]
+fn end_run_finishes_a_parked_run() {
+    let ledger = ledger();
+    for (run_id, parked) in [
+        ("r1", RunStatus::Escalated),
+        ("r2", RunStatus::WaitingApproval),
+    ] {
+        new_run(&ledger, run_id);
+        ledger.park_run(run_id, parked, T0 + 1).unwrap();
+        ledger
+            .end_run(
+                run_id,
+                RunStatus::Failed,
+                None,
+                Some("permission"),
+                Some("rejected by ana"),
+                T0 + 2,
+            )
+            .unwrap();
+        let run = ledger.run(run_id).unwrap().unwrap();
+        assert_eq!(run.status, RunStatus::Failed);
+        assert_eq!(run.error_message.as_deref(), Some("rejected by ana"));
+        assert_eq!(run.updated_at, T0 + 2);
+    }
+}
+
+#[test]
+fn end_run_refuses_a_parked_target_status() {
+    let ledger = ledger();
+    new_run(&ledger, "r1");
+    let err = ledger
+        .end_run("r1", RunStatus::Escalated, None, None, None, T0 + 1)
+        .unwrap_err();
+    assert!(
+        matches!(err, LedgerError::InvalidTransition { .. }),
+        "{err:?}"
+    );
+    assert_eq!(
+        ledger.run("r1").unwrap().unwrap().status,
+        RunStatus::Running
+    );
+}
+
+#[test]
+fn reopen_run_resumes_parked_failed_and_in_doubt_runs_clearing_their_outcome() {
+    let ledger = ledger();
+    let park = |run_id: &str, status| Op::ParkRun {
+        run_id: run_id.into(),
+        status,
+        now: T0 + 1,
+    };
+    let end = |run_id: &str, status, output: Option<&str>| Op::EndRun {
+        run_id: run_id.into(),
+        status,
+        output: output.map(str::to_owned),
+        error_class: Some("permanent".into()),
+        error_message: Some("bad".into()),
+        now: T0 + 1,
+    };
+    let setups = [
+        ("escalated", park("escalated", RunStatus::Escalated)),
+        ("waiting", park("waiting", RunStatus::WaitingApproval)),
+        ("failed", end("failed", RunStatus::Failed, Some("{}"))),
+        ("in_doubt", end("in_doubt", RunStatus::InDoubt, None)),
+    ];
+    for (run_id, setup) in setups {
+        running(&ledger, run_id);
+        ledger
+            .end_attempt(run_id, 1, AttemptStatus::Failed, None, None, T0 + 1)
+            .unwrap();
+        ledger.apply(vec![setup]).unwrap();
+        assert_ne!(
+            ledger.run(run_id).unwrap().unwrap().status,
+            RunStatus::Running
+        );
+        ledger.reopen_run(run_id, T0 + 10).unwrap();
+        let run = ledger.run(run_id).unwrap().unwrap();
+        assert_eq!(run.status, RunStatus::Running, "{run_id}");
+        assert_eq!(
+            (run.output, run.error_class, run.error_message),
+            (None, None, None),
+            "{run_id}"
+        );
+        assert_eq!(run.updated_at, T0 + 10, "{run_id}");
+        // A reopened run takes attempts again.
+        let next = ledger
+            .begin_attempt(run_id, "d", "h2", T0 + 90_000, false, T0 + 11)
+            .unwrap();
+        assert_eq!(next.attempt, 2, "{run_id}");
+    }
+}
+
+#[test]
+fn reopen_run_is_a_no_op_when_running_and_refuses_succeeded_and_unknown_runs() {
+    let ledger = ledger();
+    new_run(&ledger, "r1");
+    ledger.reopen_run("r1", T0 + 5).unwrap();
+    assert_eq!(ledger.run("r1").unwrap().unwrap().updated_at, T0);
+
+    ledger
+        .end_run("r1", RunStatus::Succeeded, Some("{}"), None, None, T0 + 1)
+        .unwrap();
+    let err = ledger.reopen_run("r1", T0 + 2).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            LedgerError::RunFinished {
+                status: RunStatus::Succeeded,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        ledger.run("r1").unwrap().unwrap().output.as_deref(),
+        Some("{}")
+    );
+
+    let err = ledger.reopen_run("ghost", T0).unwrap_err();
+    assert!(matches!(err, LedgerError::RunNotFound { .. }), "{err:?}");
+}
