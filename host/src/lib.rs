@@ -20,6 +20,7 @@ pub mod escalation;
 pub mod failure;
 mod holder;
 pub mod ledger;
+pub mod mcp;
 pub mod policy;
 pub mod retry;
 pub mod runs;
@@ -31,7 +32,7 @@ pub use clock::{Clock, ManualClock, Sleeper, SystemClock, TokioSleeper};
 pub use config::Config;
 pub use escalation::{Decision, EscalationError, EvidencePacket};
 pub use failure::{Failure, FailureClass};
-pub use runs::{RunError, RunOptions, RunReport};
+pub use runs::{CallKey, RunError, RunOptions, RunReport};
 pub use runtime::{
     DEFAULT_CACHE_DIR, DEFAULT_LEDGER, Runtime, RuntimeBuilder, RuntimeError, Settled,
 };

@@ -123,6 +123,14 @@ enum Command {
         #[arg(long)]
         by: Option<String>,
     },
+    /// Serve the config's tools (each `[tools.<name>]` with a `component`) over MCP: on
+    /// stdio, or on streamable HTTP at http://<ADDR>/mcp with --listen. Each tools/call is a
+    /// recorded run. The config is read once; restart to change it.
+    Mcp {
+        /// Serve streamable HTTP on this local address (e.g. 127.0.0.1:8765) instead of stdio.
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+    },
     /// Build every plugin under a plugins workspace for wasm32-wasip2.
     BuildPlugins {
         /// The plugins workspace.
@@ -334,6 +342,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 prefix: run_prefix.clone(),
                 lock: lock.clone(),
                 lock_wait_ms,
+                ..tollgate::RunOptions::default()
             };
             let report = runtime
                 .run_with_options(&tool, &input, &options, retry)
@@ -341,6 +350,31 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             print_report(&report, json)
         }
         Command::Escalations { ref command } => escalations(&runtime(&cli)?, command).await,
+        Command::Mcp { listen } => {
+            let config_dir = cli
+                .config
+                .as_deref()
+                .and_then(Path::parent)
+                .map(Path::to_path_buf)
+                .unwrap_or_default();
+            let server = tollgate::mcp::McpServer::load(runtime(&cli)?, &config_dir).await?;
+            match listen {
+                None => tollgate::mcp::serve_stdio(server).await?,
+                Some(addr) => {
+                    let names = server.tool_names().join(", ");
+                    tollgate::mcp::serve_http(
+                        server,
+                        addr,
+                        |bound| eprintln!("tollgate mcp: serving {names} on http://{bound}/mcp"),
+                        async {
+                            _ = tokio::signal::ctrl_c().await;
+                        },
+                    )
+                    .await?;
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Approve {
             id,
             ref reason,

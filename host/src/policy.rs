@@ -41,6 +41,9 @@ pub struct Policy {
     /// The business object a run of this tool works on, held exclusively while it acts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lock: Option<LockPolicy>,
+    /// The tool's component, for `tollgate mcp` (relative to the config file's directory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub component: Option<PathBuf>,
 }
 
 /// Whether an effect kind needs a human's approval before it is dispatched.

@@ -93,6 +93,20 @@ pub struct RunOptions {
     pub lock: Option<String>,
     /// How long to wait for the lock, instead of the policy's `lock.wait_ms`.
     pub lock_wait_ms: Option<u64>,
+    /// Use this run ID (see [`new_run_id`]) instead of a fresh one, e.g. to watch the run's
+    /// journal while it runs.
+    pub run_id: Option<String>,
+    /// A caller's idempotency key for the whole call, recorded atomically with the run: a
+    /// second start with the same key fails with `LedgerError::CallKeyUsed` naming this run.
+    pub call_key: Option<CallKey>,
+}
+
+/// A caller-supplied idempotency key for a whole run, with the digest of what it was for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallKey {
+    pub key: String,
+    /// Digest of the tool name and the canonical arguments.
+    pub args_digest: String,
 }
 
 impl Default for RunOptions {
@@ -101,6 +115,8 @@ impl Default for RunOptions {
             prefix: "run".into(),
             lock: None,
             lock_wait_ms: None,
+            run_id: None,
+            call_key: None,
         }
     }
 }
@@ -148,8 +164,11 @@ pub(crate) async fn start(
     let policy = inner.config.policy_for(&tool.descriptor.name);
     let lock = lock_spec(&policy, options, &value)?;
     let now = inner.clock.now_ms();
-    let run_id = new_run_id(&options.prefix, now)?;
-    let ops = vec![
+    let run_id = match &options.run_id {
+        Some(id) => id.clone(),
+        None => new_run_id(&options.prefix, now)?,
+    };
+    let mut ops = vec![
         Op::CreateRun(ledger::NewRun {
             run_id: run_id.clone(),
             tool: tool.descriptor.name.clone(),
@@ -174,6 +193,15 @@ pub(crate) async fn start(
             }),
         }),
     ];
+    if let Some(call) = &options.call_key {
+        ops.push(Op::ClaimCallKey {
+            key: call.key.clone(),
+            tool: tool.descriptor.name.clone(),
+            args_digest: call.args_digest.clone(),
+            run_id: run_id.clone(),
+            now,
+        });
+    }
     ledger::apply(&inner.ledger, ops).await?;
     attempt(inner, tool, &run_id, value, lock).await
 }
@@ -299,6 +327,87 @@ pub(crate) async fn retry(
         inner.sleeper.sleep(Duration::from_millis(after_ms)).await;
         report = resume(inner, tool, &report.run_id).await?;
     }
+}
+
+/// Waits for a run another caller started to end, and returns its ending. A run whose
+/// driver died (its attempt's lease lapsed) is resumed here instead of waited on forever.
+pub(crate) async fn join(
+    inner: &Arc<Inner>,
+    tool: &Arc<LoadedTool>,
+    run_id: &str,
+) -> Result<RunReport, RunError> {
+    loop {
+        let run = inner
+            .ledger
+            .run(run_id)?
+            .ok_or_else(|| LedgerError::RunNotFound {
+                run_id: run_id.to_owned(),
+            })?;
+        if run.status != RunStatus::Running {
+            return recorded_ending(run);
+        }
+        let now = inner.clock.now_ms();
+        // Between attempts, its driver may be waiting out a backoff: give it that long.
+        let max_backoff = i64::try_from(
+            inner
+                .config
+                .policy_for(&tool.descriptor.name)
+                .retry
+                .max_interval_ms,
+        )
+        .unwrap_or(i64::MAX);
+        let driven = inner
+            .ledger
+            .attempts(run_id)?
+            .last()
+            .is_some_and(|a| match a.status {
+                ledger::AttemptStatus::Running => a.lease_until > now,
+                _ => a.ended_at.is_some_and(|end| {
+                    end.saturating_add(max_backoff)
+                        .saturating_add(inner.lease_ttl_ms)
+                        > now
+                }),
+            });
+        if !driven {
+            let report = resume(inner, tool, run_id).await?;
+            return retry(inner, tool, report).await;
+        }
+        inner.sleeper.sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Ends this host's running attempt of `run_id` after its caller gave up on it (the attempt's
+/// future was dropped at an await point, so the tool stopped there). The run stays resumable.
+pub(crate) async fn cancelled(inner: &Arc<Inner>, run_id: &str, why: &str) -> Result<(), RunError> {
+    let Some(attempt) = inner.ledger.attempts(run_id)?.pop() else {
+        return Ok(());
+    };
+    if attempt.status != ledger::AttemptStatus::Running || attempt.holder != inner.holder {
+        return Ok(());
+    }
+    let n = attempt.attempt;
+    let message = format!("attempt {n} cancelled: {why}");
+    let ops = vec![
+        Op::EndAttempt {
+            run_id: run_id.to_owned(),
+            attempt: n,
+            status: AttemptStatus::Failed,
+            error_class: Some(FailureClass::Transient.as_str().to_owned()),
+            error_message: Some(message.clone()),
+            now: inner.clock.now_ms(),
+        },
+        Op::Journal(entry(
+            inner,
+            run_id,
+            n,
+            "warn",
+            "attempt.cancelled",
+            message,
+            serde_json::json!({ "why": why }),
+        )),
+    ];
+    ledger::apply(&inner.ledger, ops).await?;
+    Ok(())
 }
 
 /// Parks a run its retry policy gave up on, with an escalation, so a human decides.

@@ -299,6 +299,23 @@ impl Runtime {
         self.run_with_options(tool, input, &options, true).await
     }
 
+    /// Waits for a run another caller started, and returns how it ended; a run whose driver
+    /// died is resumed (and retried under its policy) instead.
+    pub async fn join(&self, tool: &Arc<LoadedTool>, run_id: &str) -> Result<RunReport, RunError> {
+        runs::join(&self.inner, tool, run_id).await
+    }
+
+    /// Records that this host's running attempt of `run_id` was given up by its caller (its
+    /// future dropped): the attempt ends `failed` with the reason, and the run stays resumable.
+    pub async fn cancelled(&self, run_id: &str, why: &str) -> Result<(), RunError> {
+        runs::cancelled(&self.inner, run_id, why).await
+    }
+
+    /// A fresh run ID with `prefix`, for [`RunOptions::run_id`].
+    pub fn new_run_id(&self, prefix: &str) -> Result<String, RunError> {
+        runs::new_run_id(prefix, self.inner.clock.now_ms())
+    }
+
     /// Escalations matching `filter`, oldest first: the human queue.
     pub fn escalations(&self, filter: &EscalationFilter) -> Result<Vec<Escalation>, LedgerError> {
         self.inner.ledger.escalations(filter)

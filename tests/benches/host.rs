@@ -365,6 +365,81 @@ async fn recorded_runs(dir: &std::path::Path) {
     figure.print(Some(&raw));
 }
 
+/// `tools/call` of `hello` through `tollgate mcp` over stdio (a real child process, the rmcp
+/// client), next to the same recorded run called directly through the library.
+async fn mcp(dir: &std::path::Path) {
+    use rmcp::ServiceExt as _;
+    use rmcp::model::CallToolRequestParams;
+    println!("\n5. MCP: tools/call over stdio vs a direct library call (both recorded runs)");
+    let n = iterations(300);
+    let rt = runtime(&dir.join("mcp-direct"), "", EngineOptions::default());
+    let hello = rt.load(HELLO).await.expect("load");
+    let config = dir.join("mcp.toml");
+    std::fs::write(&config, format!("[tools.hello]\ncomponent = {HELLO:?}\n")).expect("config");
+    let bin = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join("tollgate")))
+        .expect("target dir");
+    let mut cmd = tokio::process::Command::new(bin);
+    cmd.arg("--config")
+        .arg(&config)
+        .arg("--ledger")
+        .arg(dir.join("mcp.db"))
+        .arg("--cache-dir")
+        .arg(dir.join("mcp-cache"))
+        .arg("mcp");
+    let transport = rmcp::transport::TokioChildProcess::new(cmd).expect("spawn tollgate mcp");
+    let client = ().serve(transport).await.expect("MCP handshake");
+    let args = serde_json::json!({ "message": "bench" })
+        .as_object()
+        .cloned()
+        .expect("object");
+    let mut direct_total = Duration::ZERO;
+    let mut mcp_total = Duration::ZERO;
+    let mut direct = Vec::with_capacity(n);
+    let mut over_mcp = Vec::with_capacity(n);
+    // Interleaved, so both see the same machine noise.
+    for i in 0..n + n / 10 {
+        let start = Instant::now();
+        let report = rt.run(&hello, HELLO_INPUT).await.expect("run");
+        assert!(report.result.is_ok());
+        let d = start.elapsed();
+        let start = Instant::now();
+        let result = client
+            .call_tool(CallToolRequestParams::new("hello").with_arguments(args.clone()))
+            .await
+            .expect("tools/call");
+        assert_ne!(result.is_error, Some(true), "{result:?}");
+        let m = start.elapsed();
+        if i >= n / 10 {
+            direct.push(d);
+            over_mcp.push(m);
+            direct_total += d;
+            mcp_total += m;
+        }
+    }
+    let direct = Figure {
+        name: "direct: Runtime::run(hello)".into(),
+        samples: direct,
+    };
+    let over_mcp = Figure {
+        name: "MCP tools/call hello over stdio".into(),
+        samples: over_mcp,
+    };
+    direct.print(None);
+    over_mcp.print(Some(&direct));
+    let per_s = |total: Duration| n as f64 / total.as_secs_f64();
+    println!(
+        "  calls/s: direct {:.0}, MCP {:.0}; MCP overhead at p50: {}",
+        per_s(direct_total),
+        per_s(mcp_total),
+        fmt(over_mcp
+            .percentile(0.5)
+            .saturating_sub(direct.percentile(0.5)))
+    );
+    _ = client.cancel().await;
+}
+
 fn raw_commit(path: &std::path::Path, n: usize) -> Figure {
     let conn = rusqlite::Connection::open(path).expect("raw db");
     conn.pragma_update_and_check(None, "journal_mode", "WAL", |_| Ok(()))
@@ -398,7 +473,7 @@ fn main() {
         "tollgate host benchmarks ({} cores)",
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
-    // `TOLLGATE_BENCH=call,load,sandbox,runs` picks sections (default: all), e.g. for profiling.
+    // `TOLLGATE_BENCH=call,load,sandbox,runs,mcp` picks sections (default: all), e.g. for profiling.
     let only = std::env::var("TOLLGATE_BENCH").unwrap_or_default();
     let wanted = |section: &str| only.is_empty() || only.split(',').any(|s| s == section);
     rt.block_on(async {
@@ -413,6 +488,9 @@ fn main() {
         }
         if wanted("runs") {
             recorded_runs(dir.path()).await;
+        }
+        if wanted("mcp") {
+            mcp(dir.path()).await;
         }
     });
 }

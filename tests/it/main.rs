@@ -10,6 +10,7 @@ mod foundation;
 mod harness;
 mod hostile;
 mod locks;
+mod mcp;
 mod plugins;
 mod retry;
 

@@ -5,9 +5,9 @@
 
 use crate::error::LedgerError;
 use crate::records::{
-    Applied, Attempt, AttemptStatus, BreakerRecord, Checkpoint, Claim, EffectRecord, EffectStatus,
-    Escalation, EscalationFilter, JournalEntry, LockRecord, Millis, NewEscalation, NewJournalEntry,
-    NewRun, Op, Resolution, Run, RunFilter, RunStatus,
+    Applied, Attempt, AttemptStatus, BreakerRecord, CallKeyRecord, Checkpoint, Claim, EffectRecord,
+    EffectStatus, Escalation, EscalationFilter, JournalEntry, LockRecord, Millis, NewEscalation,
+    NewJournalEntry, NewRun, Op, Resolution, Run, RunFilter, RunStatus,
 };
 
 pub trait Ledger: Send + Sync + 'static {
@@ -59,6 +59,9 @@ pub trait Ledger: Send + Sync + 'static {
 
     /// Every saved breaker, by connector name.
     fn breakers(&self) -> Result<Vec<BreakerRecord>, LedgerError>;
+
+    /// The run a caller's idempotency key started, if the key is known.
+    fn call_key(&self, key: &str) -> Result<Option<CallKeyRecord>, LedgerError>;
 }
 
 /// Typed one-op helpers over [`Ledger::apply`]. Arguments follow the field order of the
@@ -391,6 +394,24 @@ pub trait LedgerExt: Ledger {
 
     fn set_breaker(&self, breaker: BreakerRecord) -> Result<(), LedgerError> {
         expect_done(self.apply(vec![Op::SetBreaker(breaker)]), "SetBreaker")
+    }
+
+    fn claim_call_key(
+        &self,
+        key: &str,
+        tool: &str,
+        args_digest: &str,
+        run_id: &str,
+        now: Millis,
+    ) -> Result<(), LedgerError> {
+        let op = Op::ClaimCallKey {
+            key: key.to_owned(),
+            tool: tool.to_owned(),
+            args_digest: args_digest.to_owned(),
+            run_id: run_id.to_owned(),
+            now,
+        };
+        expect_done(self.apply(vec![op]), "ClaimCallKey")
     }
 }
 

@@ -102,6 +102,17 @@ pub enum LedgerError {
     },
 
     #[error(
+        "idempotency key `{key}` was already used by run `{run_id}` (tool `{tool}`); a repeat call \
+         returns that run's result, and a new call needs a new key"
+    )]
+    CallKeyUsed {
+        key: String,
+        tool: String,
+        args_digest: String,
+        run_id: String,
+    },
+
+    #[error(
         "cannot move {entity} from {from} to {to}; that transition is not allowed, check the \
          status passed to the op"
     )]

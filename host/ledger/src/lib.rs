@@ -13,9 +13,9 @@ mod sqlite;
 pub use contract::{Ledger, LedgerExt};
 pub use error::LedgerError;
 pub use records::{
-    Applied, Attempt, AttemptStatus, BreakerRecord, BreakerState, Checkpoint, Claim, EffectRecord,
-    EffectStatus, Escalation, EscalationFilter, EscalationReason, EscalationStatus, JournalEntry,
-    LockRecord, Millis, NewEscalation, NewJournalEntry, NewRun, Op, Resolution, Run, RunFilter,
-    RunStatus, payload_digest,
+    Applied, Attempt, AttemptStatus, BreakerRecord, BreakerState, CallKeyRecord, Checkpoint, Claim,
+    EffectRecord, EffectStatus, Escalation, EscalationFilter, EscalationReason, EscalationStatus,
+    JournalEntry, LockRecord, Millis, NewEscalation, NewJournalEntry, NewRun, Op, Resolution, Run,
+    RunFilter, RunStatus, payload_digest,
 };
 pub use sqlite::{LedgerOptions, LedgerStats, SqliteLedger};

@@ -524,6 +524,27 @@ pub enum Op {
     },
     /// Saves a connector's breaker, replacing the one stored under the same connector.
     SetBreaker(BreakerRecord),
+    /// Records a caller's idempotency key for the run `run_id` (created earlier in the same
+    /// batch). A key already recorded is `CallKeyUsed`, naming the first run; since `apply`
+    /// is atomic, that also undoes the batch's `CreateRun`.
+    ClaimCallKey {
+        key: String,
+        tool: String,
+        args_digest: String,
+        run_id: String,
+        now: Millis,
+    },
+}
+
+/// A caller's idempotency key for a whole run (see [`Op::ClaimCallKey`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallKeyRecord {
+    pub key: String,
+    pub tool: String,
+    /// Digest of the tool and the arguments the key was first used with.
+    pub args_digest: String,
+    pub run_id: String,
+    pub created_at: Millis,
 }
 
 /// What [`Op::ClaimEffect`] found.

@@ -17,6 +17,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_locks.sql"),
     include_str!("migrations/0003_escalations.sql"),
     include_str!("migrations/0004_breakers.sql"),
+    include_str!("migrations/0005_call_keys.sql"),
 ];
 
 /// The schema version this build writes and understands.

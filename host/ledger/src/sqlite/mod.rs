@@ -24,8 +24,8 @@ use rusqlite::{Connection, ErrorCode, OpenFlags};
 use crate::contract::Ledger;
 use crate::error::{LedgerError, SqlContext};
 use crate::records::{
-    Applied, Attempt, BreakerRecord, Checkpoint, EffectRecord, Escalation, EscalationFilter,
-    JournalEntry, LockRecord, NewJournalEntry, Op, Run, RunFilter,
+    Applied, Attempt, BreakerRecord, CallKeyRecord, Checkpoint, EffectRecord, Escalation,
+    EscalationFilter, JournalEntry, LockRecord, NewJournalEntry, Op, Run, RunFilter,
 };
 use writer::{Counters, Request, Writer};
 
@@ -264,6 +264,10 @@ impl Ledger for SqliteLedger {
 
     fn breakers(&self) -> Result<Vec<BreakerRecord>, LedgerError> {
         self.read(rows::breakers)
+    }
+
+    fn call_key(&self, key: &str) -> Result<Option<CallKeyRecord>, LedgerError> {
+        self.read(|conn| rows::call_key(conn, key))
     }
 }
 
@@ -532,6 +536,8 @@ mod tests {
             })
             .unwrap();
         assert_eq!(ledger.breakers().unwrap().len(), 1);
+        ledger.claim_call_key("c", "t", "d", "r", 3).unwrap();
+        assert_eq!(ledger.call_key("c").unwrap().unwrap().run_id, "r");
     }
 
     fn count(conn: &Connection, table: &str) -> i64 {

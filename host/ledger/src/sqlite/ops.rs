@@ -278,6 +278,13 @@ pub(super) fn apply(conn: &Connection, op: Op) -> Result<Applied, LedgerError> {
             now,
         } => release_lock(conn, &key, &run_id, fence, now),
         Op::SetBreaker(breaker) => set_breaker(conn, &breaker),
+        Op::ClaimCallKey {
+            key,
+            tool,
+            args_digest,
+            run_id,
+            now,
+        } => claim_call_key(conn, &key, &tool, &args_digest, &run_id, now),
     }
 }
 
@@ -779,6 +786,32 @@ fn set_breaker(conn: &Connection, breaker: &BreakerRecord) -> Result<Applied, Le
         ])
     })
     .context("saving a breaker")?;
+    Ok(Applied::Done)
+}
+
+fn claim_call_key(
+    conn: &Connection,
+    key: &str,
+    tool: &str,
+    args_digest: &str,
+    run_id: &str,
+    now: Millis,
+) -> Result<Applied, LedgerError> {
+    if let Some(first) = rows::call_key(conn, key)? {
+        return Err(LedgerError::CallKeyUsed {
+            key: first.key,
+            tool: first.tool,
+            args_digest: first.args_digest,
+            run_id: first.run_id,
+        });
+    }
+    existing_run(conn, run_id)?;
+    conn.prepare_cached(
+        "INSERT INTO call_keys (idempotency_key, tool, args_digest, run_id, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )
+    .and_then(|mut stmt| stmt.execute(params![key, tool, args_digest, run_id, now]))
+    .context("recording a call key")?;
     Ok(Applied::Done)
 }
 

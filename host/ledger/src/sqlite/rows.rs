@@ -8,9 +8,9 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::error::{LedgerError, SqlContext};
 use crate::records::{
-    Attempt, AttemptStatus, BreakerRecord, BreakerState, Checkpoint, EffectRecord, EffectStatus,
-    Escalation, EscalationFilter, EscalationReason, EscalationStatus, JournalEntry, LockRecord,
-    Resolution, Run, RunFilter, RunStatus,
+    Attempt, AttemptStatus, BreakerRecord, BreakerState, CallKeyRecord, Checkpoint, EffectRecord,
+    EffectStatus, Escalation, EscalationFilter, EscalationReason, EscalationStatus, JournalEntry,
+    LockRecord, Resolution, Run, RunFilter, RunStatus,
 };
 
 macro_rules! sql_status {
@@ -398,6 +398,26 @@ pub(super) fn lock(conn: &Connection, key: &str) -> Result<Option<LockRecord>, L
     conn.prepare_cached(concat!(lock_select!(), " WHERE lock_key = ?1"))
         .and_then(|mut stmt| stmt.query_row([key], lock_from_row).optional())
         .context("reading a lock")
+}
+
+pub(super) fn call_key(conn: &Connection, key: &str) -> Result<Option<CallKeyRecord>, LedgerError> {
+    conn.prepare_cached(
+        "SELECT idempotency_key, tool, args_digest, run_id, created_at FROM call_keys \
+         WHERE idempotency_key = ?1",
+    )
+    .and_then(|mut stmt| {
+        stmt.query_row([key], |row| {
+            Ok(CallKeyRecord {
+                key: row.get(0)?,
+                tool: row.get(1)?,
+                args_digest: row.get(2)?,
+                run_id: row.get(3)?,
+                created_at: row.get(4)?,
+            })
+        })
+        .optional()
+    })
+    .context("reading a call key")
 }
 
 pub(super) fn breakers(conn: &Connection) -> Result<Vec<BreakerRecord>, LedgerError> {

@@ -1,6 +1,7 @@
 //! Behaviour tests for the ledger against real SQLite files: one binary, one module per area.
 
 mod breakers;
+mod call_keys;
 mod checkpoints;
 mod concurrency;
 mod effects;

@@ -1,0 +1,84 @@
+//! Tollgate as an MCP server: each tool named in the operator config (with its `component`)
+//! is an MCP tool, and each `tools/call` is a recorded Tollgate run, retried under the tool's
+//! policy, with the run ID in the result's `_meta`.
+//!
+//! Served over stdio, or over streamable HTTP on a local address. The config is read once at
+//! start: changing it means restarting the server (no live reload).
+
+mod server;
+
+pub use server::{ATTEMPT_META, IDEMPOTENCY_KEY_META, McpServer, RUN_ID_META, STATUS_META};
+
+use rmcp::ServiceExt as _;
+use std::net::SocketAddr;
+
+#[derive(Debug, thiserror::Error)]
+pub enum McpError {
+    #[error(
+        "no tool to serve: give each tool a `component = \"path/to/tool.wasm\"` in its [tools.<name>] table"
+    )]
+    NoTools,
+    #[error("tool `{tool}` ({path}): {source}")]
+    Load {
+        tool: String,
+        path: String,
+        source: crate::tool::LoadError,
+    },
+    #[error(
+        "[tools.{configured}] names component {path}, which is the tool `{found}`: point it at the `{configured}` component or rename the table"
+    )]
+    NameMismatch {
+        configured: String,
+        found: String,
+        path: String,
+    },
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("MCP transport failed: {0}")]
+    Transport(String),
+}
+
+/// Serves MCP over stdin/stdout until the client closes it. Logs must go to stderr.
+pub async fn serve_stdio(server: McpServer) -> Result<(), McpError> {
+    let running = server
+        .serve(rmcp::transport::stdio())
+        .await
+        .map_err(|e| McpError::Transport(e.to_string()))?;
+    running
+        .waiting()
+        .await
+        .map_err(|e| McpError::Transport(e.to_string()))?;
+    Ok(())
+}
+
+/// Serves MCP over streamable HTTP at `http://<addr>/mcp` until `shutdown` resolves;
+/// `listening` hears the bound address (useful with port 0).
+pub async fn serve_http(
+    server: McpServer,
+    addr: SocketAddr,
+    listening: impl FnOnce(SocketAddr),
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), McpError> {
+    use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+    use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
+    let service = StreamableHttpService::new(
+        move || Ok(server.clone()),
+        LocalSessionManager::default().into(),
+        StreamableHttpServerConfig::default(),
+    );
+    let app = axum::Router::new().nest_service("/mcp", service);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| McpError::Listen { addr, source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| McpError::Listen { addr, source })?;
+    listening(bound);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|e| McpError::Transport(e.to_string()))
+}

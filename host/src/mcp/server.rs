@@ -1,0 +1,392 @@
+//! The MCP request handler: `tools/list` from each tool's `describe`, `tools/call` as a run.
+//!
+//! Tool failures are MCP tool errors (`isError`, with the failure class and the run ID) so an
+//! agent can reason about them; JSON-RPC errors are kept for protocol problems (an unknown
+//! tool, a malformed `_meta`).
+
+use super::McpError;
+use crate::ledger::LedgerError;
+use crate::runs::{CallKey, RunError, RunOptions, RunReport};
+use crate::tool::LoadedTool;
+use crate::{FailureClass, Runtime};
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
+    JsonObject, ListToolsResult, MetaObject, PaginatedRequestParams, ProgressNotificationParam,
+    ProgressToken, ServerCapabilities, ServerConfig, Tool, ToolAnnotations,
+};
+use rmcp::service::{Peer, RequestContext};
+use rmcp::{ErrorData, RoleServer, ServerHandler};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// `_meta` key of a `tools/call` request: the caller's idempotency key for the whole call.
+/// A repeat with the same key and arguments returns the first run's result (joining it while
+/// it runs) without a new run; other arguments under the key are a `conflict` tool error.
+pub const IDEMPOTENCY_KEY_META: &str = "tollgate/idempotencyKey";
+/// `_meta` keys of a `tools/call` result.
+pub const RUN_ID_META: &str = "tollgate/runId";
+pub const ATTEMPT_META: &str = "tollgate/attempt";
+pub const STATUS_META: &str = "tollgate/status";
+
+const MAX_KEY_BYTES: usize = 512;
+
+struct Served {
+    loaded: Arc<LoadedTool>,
+    tool: Tool,
+}
+
+/// The tools of one config, served over MCP.
+#[derive(Clone)]
+pub struct McpServer {
+    runtime: Runtime,
+    tools: Arc<BTreeMap<String, Served>>,
+}
+
+impl McpServer {
+    /// Loads every tool of the runtime's config that names a `component` (relative paths are
+    /// taken from `config_dir`), holding each to its policy.
+    pub async fn load(runtime: Runtime, config_dir: &Path) -> Result<Self, McpError> {
+        let mut tools = BTreeMap::new();
+        for (name, policy) in &runtime.config().tools {
+            let Some(component) = &policy.component else {
+                continue;
+            };
+            let path = config_dir.join(component);
+            let shown = path.display().to_string();
+            let loaded = runtime.load(&path).await.map_err(|source| McpError::Load {
+                tool: name.clone(),
+                path: shown.clone(),
+                source,
+            })?;
+            if &loaded.descriptor.name != name {
+                return Err(McpError::NameMismatch {
+                    configured: name.clone(),
+                    found: loaded.descriptor.name.clone(),
+                    path: shown,
+                });
+            }
+            let tool = mcp_tool(&loaded);
+            tools.insert(name.clone(), Served { loaded, tool });
+        }
+        if tools.is_empty() {
+            return Err(McpError::NoTools);
+        }
+        Ok(Self {
+            runtime,
+            tools: Arc::new(tools),
+        })
+    }
+
+    /// The names of the tools served.
+    pub fn tool_names(&self) -> Vec<String> {
+        self.tools.keys().cloned().collect()
+    }
+}
+
+/// A tool as MCP lists it. A tool that declares no effects cannot change the outside world
+/// (`readOnlyHint`); one that does is `idempotentHint`, since every effect is key-guarded.
+fn mcp_tool(loaded: &LoadedTool) -> Tool {
+    let d = &loaded.descriptor;
+    let schema: JsonObject = d.input_schema.as_object().cloned().unwrap_or_default();
+    let writes = !d.effects.is_empty();
+    let mut annotations = ToolAnnotations::new().read_only(!writes);
+    if writes {
+        annotations = annotations.idempotent(true);
+    }
+    Tool::new(d.name.clone(), d.description.clone(), Arc::new(schema)).with_annotations(annotations)
+}
+
+impl ServerHandler for McpServer {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new("tollgate", env!("CARGO_PKG_VERSION")))
+            .with_instructions(format!(
+                "Sandboxed tools with exactly-once effects. Each call is a recorded run (its ID is in the result's _meta \"{RUN_ID_META}\"). Pass _meta \"{IDEMPOTENCY_KEY_META}\" to make a whole call safe to repeat."
+            ))
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        Ok(ListToolsResult::with_all_items(
+            self.tools.values().map(|s| s.tool.clone()).collect(),
+        ))
+    }
+
+    fn get_tool(&self, name: &str) -> Option<Tool> {
+        self.tools.get(name).map(|s| s.tool.clone())
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let name = request.name.to_string();
+        let served = self.tools.get(&name).ok_or_else(|| {
+            ErrorData::invalid_params(
+                format!("unknown tool `{name}`: tools/list names the tools served"),
+                None,
+            )
+        })?;
+        let args = Value::Object(request.arguments.unwrap_or_default());
+        let key = idempotency_key(context.meta.get(IDEMPOTENCY_KEY_META))?;
+        let run_id = self
+            .runtime
+            .new_run_id("mcp")
+            .map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
+        let options = RunOptions {
+            prefix: "mcp".into(),
+            run_id: Some(run_id.clone()),
+            call_key: key.clone().map(|key| CallKey {
+                key,
+                args_digest: args_digest(&name, &args),
+            }),
+            ..RunOptions::default()
+        };
+        let progress = context.meta.get_progress_token().map(|token| {
+            Progress::spawn(
+                self.runtime.clone(),
+                run_id.clone(),
+                token,
+                context.peer.clone(),
+            )
+        });
+        let input = args.to_string();
+        let run = self
+            .runtime
+            .run_with_options(&served.loaded, &input, &options, true);
+        let outcome = tokio::select! {
+            outcome = run => Some(outcome),
+            () = context.ct.cancelled() => None,
+        };
+        if let (Some(progress), Some(_)) = (progress, &outcome) {
+            progress.finish().await;
+        }
+        let result = match outcome {
+            // The run's future is gone, so the tool stopped at its last await point.
+            None => {
+                let why = "the MCP client cancelled the call";
+                if let Err(e) = self.runtime.cancelled(&run_id, why).await {
+                    tracing::warn!(run_id, error = %e, "could not record the cancellation");
+                }
+                failure_result(FailureClass::Transient, why, Some(&run_id), None)
+            }
+            Some(Ok(report)) => report_result(&report, false),
+            Some(Err(RunError::Ledger(LedgerError::CallKeyUsed {
+                run_id: first,
+                tool,
+                args_digest: first_digest,
+                ..
+            }))) => {
+                let same = tool == name
+                    && options
+                        .call_key
+                        .is_some_and(|c| c.args_digest == first_digest);
+                if same {
+                    match self.runtime.join(&served.loaded, &first).await {
+                        Ok(report) => report_result(&report, true),
+                        Err(e) => run_error_result(&e),
+                    }
+                } else {
+                    failure_result(
+                        FailureClass::Conflict,
+                        &format!(
+                            "idempotency key `{}` was first used by run {first} for `{tool}` with other arguments; use a new key for a new call",
+                            key.unwrap_or_default()
+                        ),
+                        Some(&first),
+                        None,
+                    )
+                }
+            }
+            Some(Err(e)) => run_error_result(&e),
+        };
+        Ok(result.into())
+    }
+}
+
+fn idempotency_key(value: Option<&Value>) -> Result<Option<String>, ErrorData> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if !s.is_empty() && s.len() <= MAX_KEY_BYTES => Ok(Some(s.clone())),
+        Some(_) => Err(ErrorData::invalid_params(
+            format!(
+                "_meta \"{IDEMPOTENCY_KEY_META}\" must be a string of 1 to {MAX_KEY_BYTES} bytes"
+            ),
+            None,
+        )),
+    }
+}
+
+/// Digest of the tool and its arguments; serde_json's maps are ordered, so equal arguments
+/// hash equal whatever order the caller sent their keys in.
+fn args_digest(tool: &str, args: &Value) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(tool.as_bytes());
+    hasher.update([0]);
+    hasher.update(args.to_string().as_bytes());
+    hex::encode(hasher.finalize())
+}
+
+fn meta(run_id: &str, report: Option<&RunReport>, replayed: bool) -> MetaObject {
+    let mut meta = MetaObject::new();
+    meta.insert(RUN_ID_META.into(), json!(run_id));
+    if let Some(report) = report {
+        meta.insert(ATTEMPT_META.into(), json!(report.attempt));
+        meta.insert(STATUS_META.into(), json!(report.status));
+    }
+    if replayed {
+        meta.insert("tollgate/replayed".into(), json!(true));
+    }
+    meta
+}
+
+/// A run's result: its output as text and `structuredContent`, or its failure as a tool
+/// error; the run ID, attempt and status in `_meta`.
+fn report_result(report: &RunReport, replayed: bool) -> CallToolResult {
+    match &report.result {
+        Ok(output) => {
+            let structured = match output {
+                Value::Object(_) => output.clone(),
+                other => json!({ "result": other }),
+            };
+            CallToolResult::structured(structured).with_meta(Some(meta(
+                &report.run_id,
+                Some(report),
+                replayed,
+            )))
+        }
+        Err(failure) => {
+            let mut result = failure_result(
+                failure.class,
+                &failure.message,
+                Some(&report.run_id),
+                failure.details.clone(),
+            );
+            if let Some(s) = result.structured_content.as_mut() {
+                s["status"] = json!(report.status);
+            }
+            result.with_meta(Some(meta(&report.run_id, Some(report), replayed)))
+        }
+    }
+}
+
+fn failure_result(
+    class: FailureClass,
+    message: &str,
+    run_id: Option<&str>,
+    details: Option<Value>,
+) -> CallToolResult {
+    let text = match run_id {
+        Some(run_id) => format!("{class}: {message} (run {run_id})"),
+        None => format!("{class}: {message}"),
+    };
+    let mut result = CallToolResult::error(vec![ContentBlock::text(text)]);
+    result.structured_content = Some(json!({
+        "class": class,
+        "message": message,
+        "details": details,
+        "run_id": run_id,
+    }));
+    match run_id {
+        Some(run_id) => result.with_meta(Some(meta(run_id, None, false))),
+        None => result,
+    }
+}
+
+/// A call that could not become a run (bad input, an unloadable tool) or whose ledger failed.
+fn run_error_result(error: &RunError) -> CallToolResult {
+    let class = match error {
+        RunError::InputNotJson(_) | RunError::SchemaViolation { .. } | RunError::LockKey(_) => {
+            FailureClass::Validation
+        }
+        RunError::Parked(_) => FailureClass::Conflict,
+        _ => FailureClass::Fatal,
+    };
+    failure_result(class, &error.to_string(), None, None)
+}
+
+/// Forwards a run's milestones (attempts, retries, lock waits, escalations) to the caller as
+/// progress notifications, by following the run's journal. Stops when dropped; [`finish`]
+/// first forwards what the run journaled since the last look.
+///
+/// [`finish`]: Progress::finish
+struct Progress {
+    task: tokio::task::JoinHandle<()>,
+    done: Arc<tokio::sync::Notify>,
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+const MILESTONES: &[&str] = &[
+    "attempt.started",
+    "attempt.failed",
+    "retry.scheduled",
+    "lock.waiting",
+    "lock.acquired",
+    "effect.intent",
+    "effect.redispatch",
+    "escalation.opened",
+];
+
+impl Progress {
+    fn spawn(
+        runtime: Runtime,
+        run_id: String,
+        token: ProgressToken,
+        peer: Peer<RoleServer>,
+    ) -> Self {
+        let done = Arc::new(tokio::sync::Notify::new());
+        let finished = done.clone();
+        let task = tokio::spawn(async move {
+            let mut seen = 0i64;
+            let mut step = 0u32;
+            let mut stopping = false;
+            loop {
+                let last = seen;
+                let entries = runtime
+                    .ledger()
+                    .journal_entries(&run_id)
+                    .unwrap_or_default();
+                for entry in entries.into_iter().filter(|e| e.seq > last) {
+                    seen = entry.seq;
+                    if !MILESTONES.contains(&entry.event.as_str()) {
+                        continue;
+                    }
+                    step += 1;
+                    let note = ProgressNotificationParam::new(token.clone(), f64::from(step))
+                        .with_message(format!("{}: {}", entry.event, entry.message));
+                    if peer.notify_progress(note).await.is_err() {
+                        return;
+                    }
+                }
+                if stopping {
+                    return;
+                }
+                // Asked to stop: one last look, since the run may have journaled more.
+                stopping = tokio::select! {
+                    () = finished.notified() => true,
+                    () = tokio::time::sleep(Duration::from_millis(50)) => false,
+                };
+            }
+        });
+        Self { task, done }
+    }
+
+    /// Forwards the rest of the run's milestones, then stops.
+    async fn finish(mut self) {
+        self.done.notify_one();
+        _ = tokio::time::timeout(Duration::from_secs(2), &mut self.task).await;
+    }
+}
