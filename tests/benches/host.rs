@@ -437,6 +437,12 @@ async fn mcp(dir: &std::path::Path) {
             .percentile(0.5)
             .saturating_sub(direct.percentile(0.5)))
     );
+    // The protocol's own floor: a round trip that runs nothing.
+    let list = measure("MCP tools/list over stdio (no run)", n, || async {
+        client.list_all_tools().await.expect("tools/list");
+    })
+    .await;
+    list.print(Some(&direct));
     _ = client.cancel().await;
 }
 

@@ -43,15 +43,31 @@ pub enum McpError {
 
 /// Serves MCP over stdin/stdout until the client closes it. Logs must go to stderr.
 pub async fn serve_stdio(server: McpServer) -> Result<(), McpError> {
-    let running = server
-        .serve(rmcp::transport::stdio())
-        .await
-        .map_err(|e| McpError::Transport(e.to_string()))?;
+    let running = match pipes() {
+        Some(pipes) => server.serve(pipes).await,
+        None => server.serve(rmcp::transport::stdio()).await,
+    }
+    .map_err(|e| McpError::Transport(e.to_string()))?;
     running
         .waiting()
         .await
         .map_err(|e| McpError::Transport(e.to_string()))?;
     Ok(())
+}
+
+/// stdin and stdout as non-blocking pipes driven by the reactor, when they are pipes (as
+/// for a client that spawned us). tokio's own stdin/stdout hand every read and write to a
+/// blocking thread, which costs a thread wake-up each way on every message.
+fn pipes() -> Option<(
+    tokio::net::unix::pipe::Receiver,
+    tokio::net::unix::pipe::Sender,
+)> {
+    use std::os::fd::AsFd as _;
+    let stdin = std::fs::File::from(std::io::stdin().as_fd().try_clone_to_owned().ok()?);
+    let stdout = std::fs::File::from(std::io::stdout().as_fd().try_clone_to_owned().ok()?);
+    let rx = tokio::net::unix::pipe::Receiver::from_file(stdin).ok()?;
+    let tx = tokio::net::unix::pipe::Sender::from_file(stdout).ok()?;
+    Some((rx, tx))
 }
 
 /// Serves MCP over streamable HTTP at `http://<addr>/mcp` until `shutdown` resolves;
