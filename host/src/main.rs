@@ -422,12 +422,12 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&runs)?);
             } else {
                 println!(
-                    "{:<58} {:<12} {:<10} {:>8}  updated",
+                    "{:<58} {:<16} {:<16} {:>8}  updated",
                     "run", "tool", "status", "attempts"
                 );
                 for run in runs {
                     println!(
-                        "{:<58} {:<12} {:<10} {:>8}  {}",
+                        "{:<58} {:<16} {:<16} {:>8}  {}",
                         run.run_id,
                         run.tool,
                         run.status.to_string(),
