@@ -371,6 +371,9 @@ pub async fn settle(
                 now,
             });
             match &in_doubt {
+                // In doubt, but no longer (another escalation settled the effect): resume,
+                // and the run replays or re-sends it as its record now says.
+                None if esc.reason == EscalationReason::InDoubt => NextStep::Resume,
                 Some(effect) => {
                     ops.extend(settle_effect(
                         effect,
@@ -442,11 +445,10 @@ fn in_doubt_effect(
     ledger: &dyn Ledger,
     esc: &Escalation,
 ) -> Result<Option<EffectRecord>, LedgerError> {
-    if let (Some(kind), Some(key)) = (&esc.effect_kind, &esc.effect_key)
-        && let Some(effect) = ledger.effect(kind, key)?
-        && effect.status == EffectStatus::InDoubt
-    {
-        return Ok(Some(effect));
+    if let (Some(kind), Some(key)) = (&esc.effect_kind, &esc.effect_key) {
+        return Ok(ledger
+            .effect(kind, key)?
+            .filter(|effect| effect.status == EffectStatus::InDoubt));
     }
     Ok(ledger
         .effects_for_run(&esc.run_id)?

@@ -387,7 +387,22 @@ pub(crate) async fn cancelled(inner: &Arc<Inner>, run_id: &str, why: &str) -> Re
     }
     let n = attempt.attempt;
     let message = format!("attempt {n} cancelled: {why}");
-    let ops = vec![
+    let mut ops = Vec::new();
+    // Free the run's business-object lock now rather than when its lease lapses.
+    if let Some(spec) = created_field(inner, run_id, "lock")?
+        .and_then(|v| serde_json::from_value::<LockSpec>(v).ok())
+        && let Some(lock) = inner.ledger.lock(&spec.key)?
+        && lock.run_id == run_id
+        && !lock.released
+    {
+        ops.push(Op::ReleaseLock {
+            key: lock.key,
+            run_id: run_id.to_owned(),
+            fence: lock.fence,
+            now: inner.clock.now_ms(),
+        });
+    }
+    ops.extend([
         Op::EndAttempt {
             run_id: run_id.to_owned(),
             attempt: n,
@@ -405,7 +420,7 @@ pub(crate) async fn cancelled(inner: &Arc<Inner>, run_id: &str, why: &str) -> Re
             message,
             serde_json::json!({ "why": why }),
         )),
-    ];
+    ]);
     ledger::apply(&inner.ledger, ops).await?;
     Ok(())
 }
@@ -455,6 +470,13 @@ fn recorded_ending(run: ledger::Run) -> Result<RunReport, RunError> {
                 LedgerError::Internal(format!("recorded output of {}: {e}", run.run_id))
             })?)
         }
+        status if status.is_parked() => Err(Failure::new(
+            FailureClass::Transient,
+            format!(
+                "run {} is {status}: it waits for a human decision (`tollgate escalations list`)",
+                run.run_id
+            ),
+        )),
         _ => Err(Failure::new(
             run.error_class
                 .as_deref()
@@ -563,6 +585,9 @@ async fn attempt(
             serde_json::json!({ "holder": inner.holder, "digest": tool.digest }),
         ));
         let policy = inner.config.policy_for(&tool.descriptor.name);
+        // The attempt's lease is renewed while it waits for the lock too, so nobody takes
+        // a waiting attempt for a crashed one.
+        let waiting = LeaseRenewer::spawn(inner.clone(), run_id.to_owned(), n, None);
         let held = match &lock {
             Some(spec) => match acquire_lock(inner, run_id, n, spec).await {
                 Ok(held) => Some(held),
@@ -581,6 +606,7 @@ async fn attempt(
         };
         // Dropped with this future: a cancelled attempt stops renewing and its leases lapse.
         let renewer = LeaseRenewer::spawn(inner.clone(), run_id.to_owned(), n, held.clone());
+        drop(waiting);
         let ctx = Arc::new(AttemptContext {
             run_id: run_id.to_owned(),
             attempt: n,
@@ -1035,8 +1061,10 @@ async fn acquire_lock(
                     } else {
                         String::new()
                     };
+                    // Transient: the run stays resumable, and a retry waits out the lease.
+                    let retry_after_ms = lease_until.saturating_sub(now).max(0);
                     return Err(Failure::new(
-                        FailureClass::Conflict,
+                        FailureClass::Transient,
                         format!(
                             "lock `{}` is held by run {other} since {}{waited_for}; try again after it finishes (its lease runs until {})",
                             spec.key,
@@ -1044,7 +1072,7 @@ async fn acquire_lock(
                             crate::clock::format_ms(lease_until)
                         ),
                     )
-                    .with_details(serde_json::json!({ "lock": spec.key, "held_by_run_id": other, "since": since, "lease_until": lease_until })));
+                    .with_details(serde_json::json!({ "lock": spec.key, "held_by_run_id": other, "since": since, "lease_until": lease_until, "retry_after_ms": retry_after_ms })));
                 }
                 if !waited {
                     inner.ledger.journal(entry(

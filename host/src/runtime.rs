@@ -338,12 +338,22 @@ impl Runtime {
         let now = self.inner.clock.now_ms();
         let (escalation, next) =
             escalation::settle(&self.inner.ledger, id, decision, reason, by, now).await?;
+        // Resumed under the tool's retry policy, so a run that fails again retryably is
+        // retried and, if the policy gives up, escalated again rather than left undriven.
         let report = match next {
-            NextStep::Resume => Some(
-                self.resume(&escalation.run_id, None)
-                    .await
-                    .map_err(|e| EscalationError::Resume(Box::new(e)))?,
-            ),
+            NextStep::Resume => {
+                let resume = async {
+                    let path = runs::component_path(&self.inner, &escalation.run_id)?;
+                    let tool = self.load(&path).await?;
+                    let first = runs::resume(&self.inner, &tool, &escalation.run_id).await?;
+                    runs::retry(&self.inner, &tool, first).await
+                };
+                Some(
+                    resume
+                        .await
+                        .map_err(|e: RunError| EscalationError::Resume(Box::new(e)))?,
+                )
+            }
             NextStep::Done => None,
         };
         Ok(Settled { escalation, report })

@@ -90,7 +90,18 @@ async fn a_held_lock_fails_fast_naming_the_holder() {
         .unwrap();
     let first = holder.await.unwrap();
     let f = failure(&second);
-    assert_eq!(f.class, FailureClass::Conflict, "{f}");
+    assert_eq!(f.class, FailureClass::Transient, "{f}");
+    assert_eq!(
+        second.status,
+        RunStatus::Running,
+        "resumable once the lock is free"
+    );
+    assert!(
+        f.details.as_ref().unwrap()["retry_after_ms"]
+            .as_i64()
+            .unwrap()
+            > 0
+    );
     assert!(
         f.message.contains("customer:ACME") && f.message.contains(&first.run_id),
         "names the lock and its holder: {f}"

@@ -138,11 +138,13 @@ async fn approval_gate(ctx: &AttemptContext, kind: &str, key: &str, payload: &st
             format!("ledger unavailable, approval not checked: {e}"),
         ))
     };
+    // A succeeded key is a replay: nothing is dispatched, so nothing needs approving.
     match ctx.ledger.effect(kind, key) {
-        Ok(Some(_)) => return Gate::Proceed,
-        Ok(None) => {}
+        Ok(Some(e)) if e.status == crate::ledger::EffectStatus::Succeeded => return Gate::Proceed,
+        Ok(_) => {}
         Err(e) => return abort(e),
     }
+    let digest = crate::ledger::payload_digest(payload.as_bytes());
     let filter = EscalationFilter {
         status: None,
         run_id: Some(ctx.run_id.clone()),
@@ -152,10 +154,13 @@ async fn approval_gate(ctx: &AttemptContext, kind: &str, key: &str, payload: &st
         Ok(list) => list,
         Err(e) => return abort(e),
     };
+    // An approval covers the payload the approver saw, not just the key: a changed payload
+    // under the same key asks again.
     let asked = escalations.iter().rev().find(|e| {
         e.reason == EscalationReason::Approval
             && e.effect_kind.as_deref() == Some(kind)
             && e.effect_key.as_deref() == Some(key)
+            && e.evidence["action"]["payload_digest"].as_str() == Some(digest.as_str())
     });
     if let Some(esc) = asked {
         match (esc.status, esc.resolution) {
@@ -178,7 +183,7 @@ async fn approval_gate(ctx: &AttemptContext, kind: &str, key: &str, payload: &st
     let action = Action {
         kind: kind.to_owned(),
         key: key.to_owned(),
-        payload_digest: crate::ledger::payload_digest(payload.as_bytes()),
+        payload_digest: digest,
         payload: serde_json::from_str(payload).unwrap_or_default(),
     };
     let packet = match escalation::packet(
