@@ -249,8 +249,7 @@ pub(crate) async fn resume(
     }
     let input: serde_json::Value =
         serde_json::from_str(&run.input).map_err(|e| RunError::InputNotJson(e.to_string()))?;
-    let lock = created_field(inner, run_id, "lock")?
-        .and_then(|v| serde_json::from_value::<LockSpec>(v).ok());
+    let lock = recorded_lock(inner, run_id)?;
     attempt(inner, tool, run_id, input, lock).await
 }
 
@@ -389,8 +388,7 @@ pub(crate) async fn cancelled(inner: &Arc<Inner>, run_id: &str, why: &str) -> Re
     let message = format!("attempt {n} cancelled: {why}");
     let mut ops = Vec::new();
     // Free the run's business-object lock now rather than when its lease lapses.
-    if let Some(spec) = created_field(inner, run_id, "lock")?
-        .and_then(|v| serde_json::from_value::<LockSpec>(v).ok())
+    if let Some(spec) = recorded_lock(inner, run_id)?
         && let Some(lock) = inner.ledger.lock(&spec.key)?
         && lock.run_id == run_id
         && !lock.released
@@ -507,6 +505,11 @@ pub(crate) fn component_path(inner: &Inner, run_id: &str) -> Result<std::path::P
     created_field(inner, run_id, "component")?
         .and_then(|c| c.as_str().map(std::path::PathBuf::from))
         .ok_or_else(|| RunError::UnknownComponent(run_id.to_owned()))
+}
+
+/// The business-object lock the run was started with, as `run.created` recorded it.
+fn recorded_lock(inner: &Inner, run_id: &str) -> Result<Option<LockSpec>, LedgerError> {
+    Ok(created_field(inner, run_id, "lock")?.and_then(|v| serde_json::from_value(v).ok()))
 }
 
 /// A field of the run's `run.created` journal entry: how it was started.

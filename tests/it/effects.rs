@@ -465,12 +465,6 @@ fn ledger_effect(runtime: &tollgate::Runtime, key: &str) -> EffectStatus {
         .status
 }
 
-async fn wait_until(mut cond: impl FnMut() -> bool) {
-    for _ in 0..500 {
-        if cond() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("condition not met within 5 s");
+async fn wait_until(cond: impl FnMut() -> bool) {
+    crate::harness::wait_until(Duration::from_secs(5), cond).await;
 }

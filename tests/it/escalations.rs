@@ -1,24 +1,11 @@
 //! The human queue against a real ERP on 127.0.0.1: in-doubt effects settled by hand,
 //! approval gates, and resolutions that are journaled and cannot be given twice.
 
-use crate::harness::{Env, erp_config, events, failure, invoice, load, output};
-use tollgate::ledger::{
-    EffectStatus, Escalation, EscalationFilter, EscalationReason, EscalationStatus, Resolution,
-    RunStatus,
-};
+use crate::harness::{Env, erp_config, events, failure, invoice, load, open_escalations, output};
+use tollgate::ledger::{EffectStatus, EscalationReason, Resolution, RunStatus};
 use tollgate::{Decision, EscalationError, FailureClass, Runtime};
 use tollgate_tests::erp::{Erp, Faults};
 use tollgate_tests::plugins::INVOICE;
-
-fn open_escalations(runtime: &Runtime, run_id: &str) -> Vec<Escalation> {
-    runtime
-        .escalations(&EscalationFilter {
-            status: Some(EscalationStatus::Open),
-            run_id: Some(run_id.to_owned()),
-            limit: 10,
-        })
-        .unwrap()
-}
 
 /// A run whose posting the ERP books but answers too late, to a downstream that ignores
 /// keys: the outcome is unknown and the run ends in doubt.

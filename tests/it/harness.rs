@@ -122,3 +122,38 @@ pub fn closed_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.local_addr().expect("addr").port()
 }
+
+/// Polls `cond` every 10 ms until it holds; fails the test after `limit`.
+pub async fn wait_until(limit: std::time::Duration, mut cond: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < limit,
+            "condition not met within {limit:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// The real `tollgate` binary with `config`, and the test's ledger and cache.
+pub fn tollgate_with(env: &Env, config: &Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(tollgate_bin());
+    cmd.arg("--config")
+        .arg(config)
+        .arg("--ledger")
+        .arg(env.ledger())
+        .arg("--cache-dir")
+        .arg(env.cache());
+    cmd
+}
+
+/// The run's open escalations.
+pub fn open_escalations(runtime: &Runtime, run_id: &str) -> Vec<tollgate::ledger::Escalation> {
+    runtime
+        .escalations(&tollgate::ledger::EscalationFilter {
+            status: Some(tollgate::ledger::EscalationStatus::Open),
+            run_id: Some(run_id.to_owned()),
+            limit: 10,
+        })
+        .unwrap()
+}

@@ -1,20 +1,16 @@
 //! Business-object locks against a real ERP on 127.0.0.1: overlapping runs on one object
 //! act one at a time, each under a larger fencing token, and a killed holder's lease lapses.
 
-use crate::harness::{Env, erp_config, events, failure, invoice, load, output, tollgate_bin};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use crate::harness::{Env, erp_config, events, failure, invoice, load, output, tollgate_with};
+use std::process::Stdio;
+use std::time::Duration;
 use tollgate::ledger::RunStatus;
 use tollgate::{FailureClass, RunOptions};
 use tollgate_tests::erp::{Erp, Faults};
 use tollgate_tests::plugins::INVOICE;
 
-async fn wait_until(mut ready: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !ready() {
-        assert!(start.elapsed() < Duration::from_secs(30), "timed out");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+async fn wait_until(ready: impl FnMut() -> bool) {
+    crate::harness::wait_until(Duration::from_secs(30), ready).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -131,13 +127,7 @@ async fn killed_lock_holder_lease_expires_and_the_next_run_proceeds() {
         erp_config(&erp.invoices_url(), true, 120_000)
     );
     let config = env.config_file(&toml);
-    let mut child = Command::new(tollgate_bin())
-        .arg("--config")
-        .arg(&config)
-        .arg("--ledger")
-        .arg(env.ledger())
-        .arg("--cache-dir")
-        .arg(env.cache())
+    let mut child = tollgate_with(&env, &config)
         .args(["run", INVOICE, "--input", &invoice("INV-K1")])
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -2,7 +2,7 @@
 //! over stdio and `@modelcontextprotocol/sdk` (Node) over streamable HTTP, both installed
 //! pinned by `tests/mcp/setup.sh`. Each client runs the same scenario and prints what it saw.
 
-use crate::harness::{Env, erp_config, events, invoice, tollgate_bin};
+use crate::harness::{Env, erp_config, events, invoice, tollgate_bin, tollgate_with};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -181,13 +181,7 @@ async fn node_sdk_over_streamable_http_lists_calls_dedupes_and_cancels() {
     let erp = Erp::start(true).unwrap();
     let env = Env::new();
     let config = config(&env, &erp);
-    let mut child = Command::new(tollgate_bin())
-        .arg("--config")
-        .arg(&config)
-        .arg("--ledger")
-        .arg(env.ledger())
-        .arg("--cache-dir")
-        .arg(env.cache())
+    let mut child = tollgate_with(&env, &config)
         .args(["mcp", "--listen", "127.0.0.1:0"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

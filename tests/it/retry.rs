@@ -6,9 +6,7 @@ use crate::harness::{Env, erp_config, events, failure, invoice, load, output};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tollgate::ledger::{
-    BreakerState, Escalation, EscalationFilter, EscalationReason, EscalationStatus, RunStatus,
-};
+use tollgate::ledger::{BreakerState, Escalation, EscalationReason, RunStatus};
 use tollgate::{FailureClass, ManualClock, Runtime, Sleeper};
 use tollgate_tests::erp::{Erp, Faults};
 use tollgate_tests::plugins::INVOICE;
@@ -105,13 +103,7 @@ async fn retry_after_from_a_429_is_honoured() {
 
 /// The run's one open escalation.
 fn open_escalation(runtime: &Runtime, run_id: &str) -> Escalation {
-    let open = runtime
-        .escalations(&EscalationFilter {
-            status: Some(EscalationStatus::Open),
-            run_id: Some(run_id.to_owned()),
-            limit: 10,
-        })
-        .unwrap();
+    let open = crate::harness::open_escalations(runtime, run_id);
     assert_eq!(open.len(), 1, "one open escalation: {open:?}");
     open.into_iter().next().unwrap()
 }
