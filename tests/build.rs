@@ -1,25 +1,19 @@
-//! Builds every plugin in `plugins/` once, compiles every `plugins/fixtures/*.wat`, and writes
+//! Builds every plugin in `plugins/` once, in every language (through `tollgate-plugin-build`,
+//! as `tollgate build-plugins` does), compiles every `plugins/fixtures/*.wat`, and writes
 //! `$OUT_DIR/plugins.rs`: one path constant per artifact plus `foreach_plugin!`, which the
 //! integration tests use so that a plugin without a test fails the build (the model is
 //! wasmtime's `crates/test-programs/artifacts/build.rs`).
 //!
 //! The plugins keep their own target directory (`plugins/target`), so this build and
-//! `cargo build --release --target wasm32-wasip2 --manifest-path plugins/Cargo.toml` share
-//! artifacts, and nothing here depends on the outer build's profile or flags.
+//! `tollgate build-plugins` share artifacts, and nothing here depends on the outer build's
+//! profile or flags.
 
 use std::env;
 use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-const TARGET: &str = "wasm32-wasip2";
-
-/// A Rust plugin: its package name and its built component.
-struct Plugin {
-    package: String,
-    wasm: PathBuf,
-}
+use tollgate_plugin_build::{Built, Language, Workspace};
 
 /// A hand-written WAT fixture compiled to binary.
 struct Fixture {
@@ -35,25 +29,18 @@ fn main() {
         .to_path_buf();
     let plugins_dir = repo.join("plugins");
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets it"));
+    let workspace = Workspace::new(&plugins_dir);
 
-    let members = workspace_members(&plugins_dir);
-    rerun_if_changed(&repo, &plugins_dir, &members);
-
-    build_plugins(&plugins_dir);
-    let release = plugins_dir.join("target").join(TARGET).join("release");
-    let plugins: Vec<Plugin> = members
-        .iter()
-        .map(|member| {
-            let package = package_name(&plugins_dir.join(member));
-            let wasm = release.join(format!("{}.wasm", package.replace('-', "_")));
-            assert!(
-                wasm.is_file(),
-                "plugin `{package}` built, but {} is missing; is it a `cdylib`?",
-                wasm.display()
+    rerun_if_changed(&repo, &workspace);
+    let plugins = workspace
+        .build_all(|source| {
+            println!(
+                "cargo:warning=rebuilt the {} plugin `{}`: its sources changed (pre-initialising an interpreter takes tens of seconds)",
+                source.language.as_str(),
+                source.name
             );
-            Plugin { package, wasm }
         })
-        .collect();
+        .unwrap_or_else(|error| panic!("{error}"));
 
     let fixtures = compile_fixtures(&plugins_dir.join("fixtures"), &out_dir.join("fixtures"));
 
@@ -61,124 +48,29 @@ fn main() {
     fs::write(out_dir.join("plugins.rs"), generated).expect("write $OUT_DIR/plugins.rs");
 }
 
-/// The member directories listed in `plugins/Cargo.toml`, globs (`dir/*`) expanded.
-fn workspace_members(plugins_dir: &Path) -> Vec<String> {
-    let manifest = plugins_dir.join("Cargo.toml");
-    let text = fs::read_to_string(&manifest)
-        .unwrap_or_else(|error| panic!("read {}: {error}", manifest.display()));
-    let value: toml::Table = toml::from_str(&text)
-        .unwrap_or_else(|error| panic!("parse {}: {error}", manifest.display()));
-    let members = value
-        .get("workspace")
-        .and_then(|workspace| workspace.get("members"))
-        .and_then(toml::Value::as_array)
-        .unwrap_or_else(|| panic!("{} has no [workspace] members", manifest.display()));
-
-    let mut dirs = Vec::new();
-    for member in members {
-        let member = member
-            .as_str()
-            .unwrap_or_else(|| panic!("{}: members must be strings", manifest.display()));
-        match member.strip_suffix("/*") {
-            Some(parent) => {
-                let entries = fs::read_dir(plugins_dir.join(parent))
-                    .unwrap_or_else(|error| panic!("list plugins/{parent}: {error}"));
-                let mut found: Vec<String> = entries
-                    .filter_map(Result::ok)
-                    .filter(|entry| entry.path().join("Cargo.toml").is_file())
-                    .map(|entry| format!("{parent}/{}", entry.file_name().to_string_lossy()))
-                    .collect();
-                found.sort();
-                dirs.extend(found);
-            }
-            None => dirs.push(member.to_owned()),
-        }
-    }
-    dirs
-}
-
-/// `[package] name` of the crate in `dir`.
-fn package_name(dir: &Path) -> String {
-    let manifest = dir.join("Cargo.toml");
-    let text = fs::read_to_string(&manifest)
-        .unwrap_or_else(|error| panic!("read {}: {error}", manifest.display()));
-    let value: toml::Table = toml::from_str(&text)
-        .unwrap_or_else(|error| panic!("parse {}: {error}", manifest.display()));
-    value
-        .get("package")
-        .and_then(|package| package.get("name"))
-        .and_then(toml::Value::as_str)
-        .unwrap_or_else(|| panic!("{} has no [package] name", manifest.display()))
-        .to_owned()
-}
-
 /// Directories are fine for `rerun-if-changed` (cargo recurses), but never `plugins/` as a
 /// whole: the inner build writes `plugins/target` and would make every build stale.
-fn rerun_if_changed(repo: &Path, plugins_dir: &Path, members: &[String]) {
+fn rerun_if_changed(repo: &Path, workspace: &Workspace) {
     let mut paths = vec![
-        plugins_dir.join("Cargo.toml"),
-        plugins_dir.join("Cargo.lock"),
-        plugins_dir.join("fixtures"),
-        repo.join("sdk"),
-        repo.join("wit"),
+        workspace.dir.join("Cargo.toml"),
+        workspace.dir.join("Cargo.lock"),
+        workspace.dir.join("fixtures"),
         // The SDK inherits its dependencies from the root workspace.
         repo.join("Cargo.toml"),
     ];
-    paths.extend(members.iter().map(|member| plugins_dir.join(member)));
+    let sources = workspace
+        .sources()
+        .unwrap_or_else(|error| panic!("{error}"));
+    for source in &sources {
+        paths.extend(workspace.inputs(source));
+    }
+    paths.sort();
+    paths.dedup();
     for path in paths {
         println!("cargo:rerun-if-changed={}", path.display());
     }
-}
-
-/// One `cargo build` of the plugins workspace, isolated from the outer build's settings.
-fn build_plugins(plugins_dir: &Path) {
-    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut command = Command::new(cargo);
-    command
-        .arg("build")
-        .arg("--release")
-        .arg("--target")
-        .arg(TARGET)
-        .arg("--manifest-path")
-        .arg(plugins_dir.join("Cargo.toml"))
-        .current_dir(plugins_dir);
-
-    // What the outer cargo sets for this build script must not leak into the inner build: its
-    // flags (coverage, sanitizers) do not apply to wasm, its target dir would move
-    // `plugins/target`, and a workspace wrapper (clippy-driver under `cargo clippy`) would
-    // change the fingerprints and rebuild the plugins on every switch.
-    for key in [
-        "RUSTFLAGS",
-        "CARGO_ENCODED_RUSTFLAGS",
-        "RUSTDOCFLAGS",
-        "CARGO_ENCODED_RUSTDOCFLAGS",
-        "RUSTC_WORKSPACE_WRAPPER",
-        "CARGO_INCREMENTAL",
-        "CARGO_PRIMARY_PACKAGE",
-    ] {
-        command.env_remove(key);
-    }
-    for (key, _) in env::vars_os() {
-        let Some(key) = key.to_str() else { continue };
-        if key.starts_with("CARGO_TARGET_")
-            || key.starts_with("CARGO_BUILD_")
-            || key.starts_with("CARGO_PROFILE_")
-        {
-            command.env_remove(key);
-        }
-    }
-
-    let output = command
-        .output()
-        .unwrap_or_else(|error| panic!("could not run cargo to build the plugins: {error}"));
-    if !output.status.success() {
-        panic!(
-            "building the plugins failed ({}):\n{}\n\nhint: run `rustup target add {TARGET}`, \
-             then `cargo build --release --target {TARGET} --manifest-path plugins/Cargo.toml` \
-             to see the error directly",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
+    for key in ["TOLLGATE_COMPONENTIZE_PY", "TOLLGATE_COMPONENTIZE_JS"] {
+        println!("cargo:rerun-if-env-changed={key}");
     }
 }
 
@@ -211,12 +103,20 @@ fn compile_fixtures(src: &Path, dst: &Path) -> Vec<Fixture> {
         .collect()
 }
 
+fn language(plugin: &Built) -> &'static str {
+    match plugin.language {
+        Language::Rust => "Rust",
+        Language::Python => "Python",
+        Language::JavaScript => "JavaScript",
+    }
+}
+
 /// `fixture-trap` → `FIXTURE_TRAP`.
 fn const_name(name: &str) -> String {
     name.replace('-', "_").to_uppercase()
 }
 
-fn generate(plugins: &[Plugin], fixtures: &[Fixture]) -> String {
+fn generate(plugins: &[Built], fixtures: &[Fixture]) -> String {
     let mut out = String::from(
         "// @generated by tests/build.rs: absolute paths of the built plugins and fixtures.\n\n",
     );
@@ -224,9 +124,10 @@ fn generate(plugins: &[Plugin], fixtures: &[Fixture]) -> String {
     for plugin in plugins {
         writeln!(
             out,
-            "/// `plugins/{}`, built for {TARGET}.\npub const {}: &str = {:?};",
-            plugin.package,
-            const_name(&plugin.package),
+            "/// `plugins/{}`, a {} plugin built into a component.\npub const {}: &str = {:?};",
+            plugin.name,
+            language(plugin),
+            const_name(&plugin.name),
             plugin.wasm.display().to_string(),
         )
         .expect("write to String");
@@ -242,13 +143,13 @@ fn generate(plugins: &[Plugin], fixtures: &[Fixture]) -> String {
         .expect("write to String");
     }
 
-    out.push_str("\n/// Every Rust plugin as `(package name, path)`.\npub const PLUGINS: &[(&str, &str)] = &[\n");
+    out.push_str("\n/// Every plugin, in every language, as `(name, path)`.\npub const PLUGINS: &[(&str, &str)] = &[\n");
     for plugin in plugins {
         writeln!(
             out,
             "    ({:?}, {}),",
-            plugin.package,
-            const_name(&plugin.package)
+            plugin.name,
+            const_name(&plugin.name)
         )
         .expect("write to String");
     }
@@ -265,7 +166,7 @@ fn generate(plugins: &[Plugin], fixtures: &[Fixture]) -> String {
     out.push_str("];\n");
 
     out.push_str(
-        "\n/// Invokes `$mac!(snake_name, CONST_NAME);` once per Rust plugin, e.g.\n\
+        "\n/// Invokes `$mac!(snake_name, CONST_NAME);` once per plugin, e.g.\n\
          /// `$mac!(fixture_trap, FIXTURE_TRAP);`. The test suite uses it to require one test\n\
          /// per plugin.\n\
          #[macro_export]\n\
@@ -275,8 +176,8 @@ fn generate(plugins: &[Plugin], fixtures: &[Fixture]) -> String {
         writeln!(
             out,
             "        $mac!({}, {});",
-            plugin.package.replace('-', "_"),
-            const_name(&plugin.package)
+            plugin.name.replace('-', "_"),
+            const_name(&plugin.name)
         )
         .expect("write to String");
     }

@@ -131,9 +131,11 @@ enum Command {
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
     },
-    /// Build every plugin under a plugins workspace for wasm32-wasip2.
+    /// Build every plugin (Rust, Python, JavaScript) into a wasm32-wasip2 component; Python and
+    /// JavaScript ones only when their sources changed. Needs plugins/setup.sh for those two.
     BuildPlugins {
-        /// The plugins workspace.
+        /// The plugins directory: a cargo workspace of Rust plugins, plus Python (`app.py`)
+        /// and JavaScript (`index.js`) plugin directories.
         #[arg(long, default_value = "plugins")]
         dir: PathBuf,
     },
@@ -630,37 +632,29 @@ fn print_report(report: &RunReport, json: bool) -> Result<ExitCode> {
 }
 
 fn build_plugins(dir: &Path) -> Result<ExitCode> {
-    let manifest = dir.join("Cargo.toml");
-    if !manifest.exists() {
+    let workspace = tollgate_plugin_build::Workspace::new(dir);
+    let built = workspace.build_all(|source| {
+        eprintln!(
+            "building {} ({}, {})",
+            source.name,
+            source.language.as_str(),
+            source.dir.display()
+        );
+    })?;
+    if built.is_empty() {
         bail!(
-            "{} has no Cargo.toml: pass --dir <plugins workspace>",
+            "{} holds no plugin (a Cargo.toml workspace, or directories with app.py or index.js): \
+             pass --dir <plugins directory>",
             dir.display()
         );
     }
-    let status =
-        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args([
-                "build",
-                "--release",
-                "--target",
-                "wasm32-wasip2",
-                "--manifest-path",
-            ])
-            .arg(&manifest)
-            .status()
-            .context("running cargo (is the Rust toolchain installed?)")?;
-    if !status.success() {
-        bail!("plugin build failed (is the target installed? `rustup target add wasm32-wasip2`)");
-    }
-    let out = dir.join("target/wasm32-wasip2/release");
-    let mut built: Vec<_> = std::fs::read_dir(&out)
-        .with_context(|| format!("reading {}", out.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "wasm"))
-        .collect();
-    built.sort();
-    for path in built {
-        println!("{}", path.display());
+    for plugin in built {
+        println!(
+            "{:<11} {:<20} {}",
+            plugin.language.as_str(),
+            plugin.name,
+            plugin.wasm.display()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -229,9 +229,6 @@ fn missing_hint(missing: &[String]) -> String {
     if missing.iter().any(|m| m.starts_with("tollgate:tool/")) {
         return "This host speaks tollgate:tool@0.1.x: rebuild the tool with a matching tollgate-sdk.".into();
     }
-    if missing.iter().any(|m| m.starts_with("wasi:sockets/")) {
-        return "Tools get no sockets: read over wasi:http with an [[tools.<name>.http]] grant, and write through effects.".into();
-    }
     "Tools get only the tollgate:tool interfaces and a minimal WASI; remove the dependency that needs the rest.".into()
 }
 

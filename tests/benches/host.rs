@@ -6,7 +6,10 @@
 //! 3. the sandbox: a policy with grants against none, and a CPU-bound tool with and without
 //!    epoch deadlines;
 //! 4. recorded runs (`hello`, and `invoice` with one effect on a no-op connector) against one
-//!    raw SQLite WAL + `synchronous=FULL` commit, the physical floor of every durable step.
+//!    raw SQLite WAL + `synchronous=FULL` commit, the physical floor of every durable step;
+//! 5. MCP: `tools/call` over stdio against the same run called directly;
+//! 6. the invoice tool in Rust, Python and JavaScript: cold compile against the cache, and
+//!    instantiate-and-call and recorded-run p50, each next to the Rust figure.
 //!
 //! Run: `cargo bench --workspace --bench host` (results: BENCHMARKS.md). Set
 //! `TOLLGATE_BENCH_SCALE=0.1` for a quick smoke run and `TOLLGATE_BENCH=call` for one section.
@@ -365,6 +368,98 @@ async fn recorded_runs(dir: &std::path::Path) {
     figure.print(Some(&raw));
 }
 
+/// The invoice tool in Rust, Python and JavaScript, side by side in one process: component
+/// size, a cold load (compile) against a load from the precompiled cache, a call outside any
+/// run (instantiate, parse, validate; the wrong total is answered before any host call), and a
+/// recorded run posting through a no-op connector.
+async fn polyglot(dir: &std::path::Path) {
+    use tollgate_tests::plugins::{JS_INVOICE, PY_INVOICE};
+    println!("\n6. the invoice tool in three languages");
+    let config = "[connectors.\"erp.post-invoice\"]\ntype = \"noop\"\n\n\
+                  [tools.invoice]\neffects = [\"erp.post-invoice\"]\n\
+                  [tools.py-invoice]\neffects = [\"erp.post-invoice\"]\n\
+                  [tools.js-invoice]\neffects = [\"erp.post-invoice\"]\n";
+    let wrong_total = tollgate_tests::invoice("INV-WRONG").replace("4650", "4651");
+    let mut rust: Option<[Figure; 3]> = None;
+    for (label, path) in [
+        ("Rust", INVOICE),
+        ("Python", PY_INVOICE),
+        ("JavaScript", JS_INVOICE),
+    ] {
+        let size = std::fs::metadata(path).expect("plugin").len();
+        println!(
+            "  {label} invoice ({:.1} MiB)",
+            size as f64 / (1024.0 * 1024.0)
+        );
+        let fresh = Runtime::builder()
+            .ledger_path(dir.join(format!("poly-{label}-fresh.db")))
+            .without_cache()
+            .build()
+            .expect("runtime");
+        let cold = measure(
+            &format!("{label}: load, cache off (compile)"),
+            3,
+            || async {
+                fresh.load(path).await.expect("load");
+            },
+        )
+        .await;
+        let rt = runtime(
+            &dir.join(format!("poly-{label}")),
+            config,
+            EngineOptions::default(),
+        );
+        rt.load(path).await.expect("warm the cache");
+        let cached = measure(
+            &format!("{label}: load from the cache"),
+            iterations(30),
+            || async {
+                let tool = rt.load(path).await.expect("load");
+                assert_eq!(tool.cache, tollgate::engine::CacheOutcome::Hit);
+            },
+        )
+        .await;
+        let tool = rt.load(path).await.expect("load");
+        let call = measure(
+            &format!("{label}: instantiate + call (unrecorded)"),
+            iterations(300),
+            || async {
+                let out = rt.call_unrecorded(&tool, &wrong_total).await.expect("call");
+                assert!(out.is_err(), "the wrong total is refused: {out:?}");
+            },
+        )
+        .await;
+        let mut i = 0u64;
+        let run = measure(
+            &format!("{label}: recorded run, one effect"),
+            iterations(200),
+            || {
+                i += 1;
+                let input = tollgate_tests::invoice(&format!("INV-P{i}-{}", std::process::id()));
+                let (rt, tool) = (&rt, &tool);
+                async move {
+                    let report = rt.run(tool, &input).await.expect("run");
+                    assert!(report.result.is_ok(), "{:?}", report.result);
+                }
+            },
+        )
+        .await;
+        cold.print(None);
+        cached.print(Some(&cold));
+        match &rust {
+            None => {
+                call.print(None);
+                run.print(None);
+                rust = Some([cold, call, run]);
+            }
+            Some([_, rust_call, rust_run]) => {
+                call.print(Some(rust_call));
+                run.print(Some(rust_run));
+            }
+        }
+    }
+}
+
 /// `tools/call` of `hello` through `tollgate mcp` over stdio (a real child process, the rmcp
 /// client), next to the same recorded run called directly through the library.
 async fn mcp(dir: &std::path::Path) {
@@ -479,7 +574,7 @@ fn main() {
         "tollgate host benchmarks ({} cores)",
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
-    // `TOLLGATE_BENCH=call,load,sandbox,runs,mcp` picks sections (default: all), e.g. for profiling.
+    // `TOLLGATE_BENCH=call,load,sandbox,runs,mcp,polyglot` picks sections (default: all), e.g. for profiling.
     let only = std::env::var("TOLLGATE_BENCH").unwrap_or_default();
     let wanted = |section: &str| only.is_empty() || only.split(',').any(|s| s == section);
     rt.block_on(async {
@@ -497,6 +592,9 @@ fn main() {
         }
         if wanted("mcp") {
             mcp(dir.path()).await;
+        }
+        if wanted("polyglot") {
+            polyglot(dir.path()).await;
         }
     });
 }

@@ -157,3 +157,14 @@ pub fn open_escalations(runtime: &Runtime, run_id: &str) -> Vec<tollgate::ledger
         })
         .unwrap()
 }
+
+/// The journal entry of the run's first `policy.denied` event.
+pub fn denial(runtime: &Runtime, run_id: &str) -> serde_json::Value {
+    let story = runtime.story(run_id).unwrap();
+    let entry = story
+        .journal
+        .iter()
+        .find(|e| e.event == "policy.denied")
+        .unwrap_or_else(|| panic!("no policy.denied in {:?}", events(runtime, run_id)));
+    entry.fields.clone()
+}

@@ -3,7 +3,7 @@
 //! harmless success, with the host alive, nothing outside the grants touched, and a
 //! neighbouring run unaffected. Tests are named for the attack they try.
 
-use crate::harness::{Env, closed_port, events, failure, load, output};
+use crate::harness::{Env, closed_port, denial, failure, load, output};
 use std::path::PathBuf;
 use tollgate::engine::EngineOptions;
 use tollgate::{FailureClass, LoadError, RunReport, Runtime};
@@ -25,17 +25,6 @@ async fn compute(runtime: &Runtime, attack_name: &str) -> RunReport {
         serde_json::json!({ "attack": attack_name }),
     )
     .await
-}
-
-/// The journal entry of the run's first `policy.denied` event.
-fn denial(runtime: &Runtime, run_id: &str) -> serde_json::Value {
-    let story = runtime.story(run_id).unwrap();
-    let entry = story
-        .journal
-        .iter()
-        .find(|e| e.event == "policy.denied")
-        .unwrap_or_else(|| panic!("no policy.denied in {:?}", events(runtime, run_id)));
-    entry.fields.clone()
 }
 
 async fn hello_still_runs(runtime: &Runtime) {

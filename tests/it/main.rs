@@ -12,7 +12,9 @@ mod hostile;
 mod locks;
 mod mcp;
 mod plugins;
+mod polyglot;
 mod retry;
+mod sdk;
 
 /// Every plugin under `plugins/` has a test named after it in `plugins.rs`: adding a plugin
 /// without a test fails the build.

@@ -10,6 +10,7 @@ pub mod effects;
 pub mod fs;
 pub mod http;
 pub mod log;
+pub mod sockets;
 pub mod wasi;
 
 use crate::bindings::{Tool, types};
@@ -143,6 +144,7 @@ pub fn linker(engine: &Engine) -> wasmtime::Result<Linker<ToolState>> {
     let mut linker = Linker::new(engine);
     wasi::add_to_linker(&mut linker)?;
     http::add_to_linker(&mut linker)?;
+    sockets::add_to_linker(&mut linker)?;
     Tool::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
     Ok(linker)
 }
@@ -152,7 +154,10 @@ pub fn linker(engine: &Engine) -> wasmtime::Result<Linker<ToolState>> {
 pub fn is_provided(import: &str) -> bool {
     let (name, version) = import.split_once('@').unwrap_or((import, ""));
     let track = |prefix: &str| version.starts_with(prefix);
-    ((wasi::PROVIDED.contains(&name) || http::PROVIDED.contains(&name)) && track("0.2."))
+    ((wasi::PROVIDED.contains(&name)
+        || http::PROVIDED.contains(&name)
+        || sockets::PROVIDED.contains(&name))
+        && track("0.2."))
         || (TOLLGATE_PROVIDED.contains(&name) && track("0.1."))
 }
 

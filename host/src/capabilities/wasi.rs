@@ -1,7 +1,7 @@
 //! The WASI subset every tool gets: clocks, random, stdio captured into the run's journal
 //! (bounded), an environment and a filesystem holding only what the policy grants (nothing by
 //! default, so a Rust tool's standard library links but reaches no file and no variable).
-//! Sockets are not linked at all; HTTP lives in [`super::http`].
+//! Sockets are linked but always refused ([`super::sockets`]); HTTP lives in [`super::http`].
 
 use super::ToolState;
 use crate::policy::{FsMode, Policy};

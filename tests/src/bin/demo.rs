@@ -1,5 +1,6 @@
 //! The Tollgate demo: an agent's invoice tool posts to an ERP that times out after
-//! succeeding. A naive retry would post twice; Tollgate posts exactly once.
+//! succeeding. A naive retry would post twice; Tollgate posts exactly once. The same tool
+//! written in Python and JavaScript shares the same exactly-once record.
 //!
 //! Runs against the embedded SQLite ledger at its default path (.tollgate/ledger.db).
 
@@ -29,6 +30,12 @@ honours_idempotency_keys = true
 
 [tools.invoice]
 effects = ["erp.post-invoice"]
+
+[tools.py-invoice]                 # the same tool, written in Python
+effects = ["erp.post-invoice"]
+
+[tools.js-invoice]                 # and in JavaScript
+effects = ["erp.post-invoice"]
 "#,
         erp.invoices_url()
     );
@@ -50,6 +57,8 @@ effects = ["erp.post-invoice"]
     let a = format!("INV-{batch}-1001");
     let b = format!("INV-{batch}-1002");
     let c = format!("INV-{batch}-1003");
+    let d = format!("INV-{batch}-1004");
+    let e = format!("INV-{batch}-1005");
 
     println!("1. Post invoice {a}.");
     let first = run(&runtime, &tool, &a).await?;
@@ -132,16 +141,38 @@ effects = ["erp.post-invoice"]
         show(report);
     }
 
+    println!(
+        "\n6. The same tool written in Python and in JavaScript (one WIT world, an SDK per \
+         language): each replays {a} and posts one new invoice."
+    );
+    for (language, path, fresh) in [
+        ("Python", plugins::PY_INVOICE, &d),
+        ("JavaScript", plugins::JS_INVOICE, &e),
+    ] {
+        let started = std::time::Instant::now();
+        let tool = runtime.load(path).await?;
+        println!(
+            "   loaded `{}` ({language}, {:.1} MiB) in {:.0?} (precompiled cache: {:?})",
+            tool.descriptor.name,
+            std::fs::metadata(path)?.len() as f64 / (1024.0 * 1024.0),
+            started.elapsed(),
+            tool.cache
+        );
+        show(&run(&runtime, &tool, &a).await?);
+        show(&run(&runtime, &tool, fresh).await?);
+    }
+
     let stats = erp.stats();
     println!(
         "\nERP saw {} requests, answered {} from its key store.",
         stats.requests, stats.replays
     );
-    let counts: Vec<String> = [&a, &b, &c]
+    let invoices = [&a, &b, &c, &d, &e];
+    let counts: Vec<String> = invoices
         .iter()
         .map(|id| format!("{id}={}", erp.postings_for(id)))
         .collect();
-    let exactly_once = [&a, &b, &c].iter().all(|id| erp.postings_for(id) == 1);
+    let exactly_once = invoices.iter().all(|id| erp.postings_for(id) == 1);
     println!(
         "ERP postings: {} — {}",
         counts.join(" "),
