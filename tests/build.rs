@@ -13,7 +13,7 @@ use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use tollgate_plugin_build::{Built, Language, Workspace};
+use tollgate_plugin_build::{Built, Workspace};
 
 /// A hand-written WAT fixture compiled to binary.
 struct Fixture {
@@ -35,8 +35,8 @@ fn main() {
     let plugins = workspace
         .build_all(|source| {
             println!(
-                "cargo:warning=rebuilt the {} plugin `{}`: its sources changed (pre-initialising an interpreter takes tens of seconds)",
-                source.language.as_str(),
+                "cargo:warning=rebuilding the {} plugin `{}`: its sources changed (pre-initialising an interpreter takes tens of seconds)",
+                source.language,
                 source.name
             );
         })
@@ -103,14 +103,6 @@ fn compile_fixtures(src: &Path, dst: &Path) -> Vec<Fixture> {
         .collect()
 }
 
-fn language(plugin: &Built) -> &'static str {
-    match plugin.language {
-        Language::Rust => "Rust",
-        Language::Python => "Python",
-        Language::JavaScript => "JavaScript",
-    }
-}
-
 /// `fixture-trap` → `FIXTURE_TRAP`.
 fn const_name(name: &str) -> String {
     name.replace('-', "_").to_uppercase()
@@ -126,7 +118,7 @@ fn generate(plugins: &[Built], fixtures: &[Fixture]) -> String {
             out,
             "/// `plugins/{}`, a {} plugin built into a component.\npub const {}: &str = {:?};",
             plugin.name,
-            language(plugin),
+            plugin.language,
             const_name(&plugin.name),
             plugin.wasm.display().to_string(),
         )

@@ -1,5 +1,7 @@
-// JSON text exactly as serde_json's compact writer produces it, so a JS tool can send the
-// same effect payload bytes as a Rust tool (the ledger compares payload digests).
+// JSON text exactly as serde_json's compact writer produces it for strings, integers,
+// booleans, null, arrays and objects, so a JS tool can send the same effect payload bytes as a
+// Rust tool (the ledger compares payload digests). Floats differ (JS writes `1.0` as `1`):
+// keep them out of payloads.
 //
 // Strings go through JSON.stringify: ECMAScript escapes `"`, `\`, \b \f \n \r \t and the
 // other C0 controls as lowercase \u00XX, and leaves non-ASCII (and DEL) as is: serde_json's

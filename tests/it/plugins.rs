@@ -140,34 +140,47 @@ pub(crate) async fn fixture_trap() {
     assert_eq!(output(&after)["echo"], "still alive");
 }
 
-/// fixture-ungranted: connects over TCP without any grant. Sockets are linked (interpreters
-/// import them all) but never granted: the connect is refused as `permission`, journaled as
-/// `policy.denied`, and nothing reaches the port.
+/// fixture-ungranted: a TCP connect, a UDP send and a name lookup without any grant. Sockets
+/// are linked (interpreters import them all) but never granted: each is refused as
+/// `permission`, journaled as `policy.denied`, and nothing reaches the port.
 #[tokio::test]
 pub(crate) async fn fixture_ungranted() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    tcp.set_nonblocking(true).unwrap();
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_nonblocking(true).unwrap();
     let env = Env::new();
     let runtime = env.runtime("[tools.fixture-ungranted]\n");
     let tool = load(&runtime, FIXTURE_UNGRANTED).await;
-    let input = serde_json::json!({ "port": listener.local_addr().unwrap().port() }).to_string();
-    let report = runtime.run(&tool, &input).await.unwrap();
-    let failure = failure(&report);
-    assert_eq!(failure.class, FailureClass::Permission, "{failure:?}");
-    assert_eq!(report.status, RunStatus::Failed);
-    let denied = harness::denial(&runtime, &report.run_id);
-    assert_eq!(denied["tool"], "fixture-ungranted");
+    for (mode, port, asked) in [
+        ("tcp", tcp.local_addr().unwrap().port(), "TCP socket"),
+        ("udp", udp.local_addr().unwrap().port(), "UDP socket"),
+        ("lookup", 80, "resolve \"example.com\""),
+    ] {
+        let input = serde_json::json!({ "mode": mode, "port": port }).to_string();
+        let report = runtime.run(&tool, &input).await.unwrap();
+        let failure = failure(&report);
+        assert_eq!(
+            failure.class,
+            FailureClass::Permission,
+            "{mode}: {failure:?}"
+        );
+        assert_eq!(report.status, RunStatus::Failed, "{mode}");
+        let denied = harness::denial(&runtime, &report.run_id);
+        assert_eq!(denied["tool"], "fixture-ungranted", "{mode}");
+        assert!(
+            denied["asked"].as_str().unwrap().contains(asked),
+            "{mode}: {denied}"
+        );
+        assert!(
+            denied["rule"].as_str().unwrap().contains("never granted"),
+            "{mode}: {denied}"
+        );
+    }
+    assert!(tcp.accept().is_err(), "no TCP connection reached the port");
     assert!(
-        denied["asked"].as_str().unwrap().contains("TCP socket"),
-        "{denied}"
-    );
-    assert!(
-        denied["rule"].as_str().unwrap().contains("never granted"),
-        "{denied}"
-    );
-    assert!(
-        listener.accept().is_err(),
-        "nothing may reach the port the tool aimed at"
+        udp.recv_from(&mut [0; 8]).is_err(),
+        "no datagram reached the port"
     );
 }
 

@@ -70,6 +70,15 @@ impl Toolchain {
     }
 }
 
+/// The command line, for a hint a person can paste.
+fn shown(command: &Command) -> String {
+    std::iter::once(command.get_program())
+        .chain(command.get_args())
+        .map(|part| part.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Copies the files under `from` to `to`, leaving out caches.
 fn copy_tree(from: &Path, to: &Path) -> Result<(), BuildError> {
     let io = |path: &Path| {
@@ -105,6 +114,9 @@ pub fn build(ws: &Workspace, source: &Source, wasm: &Path) -> Result<(), BuildEr
         reason: e.to_string(),
     })?;
     let partial = wasm.with_extension("wasm.partial");
+    // The component is stamped with the time its inputs were read, not when the build ended,
+    // so an edit made during the build still makes it stale.
+    let started = std::time::SystemTime::now();
     let mut command = Command::new(&toolchain.program);
     match source.language {
         Language::Python => {
@@ -165,13 +177,23 @@ pub fn build(ws: &Workspace, source: &Source, wasm: &Path) -> Result<(), BuildEr
             status: output.status.to_string(),
             output: text,
             hint: format!(
-                "run `{} …` from {} to see the error directly; the WIT world is {}",
-                toolchain.program.display(),
-                source.dir.display(),
-                ws.wit.display()
+                "the build ran `{}` in {}; run it there to see the error directly",
+                shown(&command),
+                command
+                    .get_current_dir()
+                    .unwrap_or(Path::new("."))
+                    .display()
             ),
         });
     }
+    std::fs::File::options()
+        .write(true)
+        .open(&partial)
+        .and_then(|file| file.set_modified(started))
+        .map_err(|e| BuildError::Io {
+            path: partial.clone(),
+            reason: e.to_string(),
+        })?;
     std::fs::rename(&partial, wasm).map_err(|e| BuildError::Io {
         path: wasm.to_path_buf(),
         reason: e.to_string(),

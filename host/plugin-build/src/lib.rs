@@ -34,12 +34,23 @@ pub enum Language {
 }
 
 impl Language {
+    /// Lower case, for machine-readable output.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Rust => "rust",
             Self::Python => "python",
             Self::JavaScript => "javascript",
         }
+    }
+}
+
+impl std::fmt::Display for Language {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Rust => "Rust",
+            Self::Python => "Python",
+            Self::JavaScript => "JavaScript",
+        })
     }
 }
 
@@ -58,7 +69,8 @@ pub struct Built {
     pub name: String,
     pub language: Language,
     pub wasm: PathBuf,
-    /// False when an up-to-date component was already there (Python, JavaScript).
+    /// False when an up-to-date component was already there (Python, JavaScript). Always
+    /// true for Rust plugins, whose freshness cargo decides.
     pub rebuilt: bool,
 }
 
@@ -212,13 +224,30 @@ impl Workspace {
         Ok(built)
     }
 
-    /// What a plugin's component is built from: a change to any of them rebuilds it.
+    /// What a plugin's component is built from, the pinned toolchain included: a change to
+    /// any of them rebuilds it.
     pub fn inputs(&self, source: &Source) -> Vec<PathBuf> {
         let mut inputs = vec![source.dir.clone(), self.wit.clone()];
         match source.language {
             Language::Rust => inputs.extend(["src", "wit", "Cargo.toml"].map(|p| self.sdk.join(p))),
-            Language::Python => inputs.push(self.sdk.join("python").join("tollgate")),
-            Language::JavaScript => inputs.push(self.sdk.join("js")),
+            Language::Python => {
+                inputs.push(self.sdk.join("python").join("tollgate"));
+                inputs.push(self.dir.join("requirements.txt"));
+            }
+            Language::JavaScript => {
+                // The SDK's modules, not its tests or docs.
+                let sdk = self.sdk.join("js");
+                let mut modules: Vec<PathBuf> = std::fs::read_dir(&sdk)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Result::ok)
+                    .map(|entry| entry.path())
+                    .filter(|path| path.extension().is_some_and(|ext| ext == "js"))
+                    .collect();
+                modules.sort();
+                inputs.extend(modules);
+                inputs.push(self.dir.join("package-lock.json"));
+            }
         }
         inputs
     }

@@ -5,7 +5,10 @@
 //! through a `wasi:http` grant, and changes the world only through effects.
 //!
 //! With no socket ever created, the resource interfaces (`tcp`, `udp`, `network`) are
-//! wasmtime-wasi's own: nothing can reach them but a handle this module never hands out.
+//! wasmtime-wasi's own: their methods need a socket handle, which is never handed out.
+//! `instance-network` does hand out a network handle, but it is only good for name lookup
+//! (refused here) and socket calls (no socket). The context also disallows TCP, UDP and
+//! lookups (`wasi.rs`), so wasmtime would refuse them even without this module.
 
 use super::{AttemptContext, ToolState, journal_denial};
 use crate::failure::{Failure, FailureClass};
@@ -113,7 +116,9 @@ impl ip_name_lookup::Host for DeniedSockets<'_> {
         _network: Resource<sockets::network::Network>,
         name: String,
     ) -> SocketResult<Resource<ip_name_lookup::ResolveAddressStream>> {
-        Err(self.deny(&format!("resolve {name:?}")))
+        // The name is the guest's: bounded before it reaches the journal.
+        let shown: String = name.chars().take(256).collect();
+        Err(self.deny(&format!("resolve {shown:?}")))
     }
 }
 

@@ -24,6 +24,12 @@ class Perform(unittest.TestCase):
         effects.perform("k", "key", '{ "raw" : 1 }')
         self.assertEqual(self.host.performed[-1][2], '{ "raw" : 1 }')
 
+    def test_a_key_that_is_not_utf8_is_refused_before_the_host_sees_it(self):
+        with self.assertRaises(ToolError) as caught:
+            effects.perform("k", "post-invoice:\udcff", {})
+        self.assertEqual(caught.exception.cls, "validation")
+        self.assertNotIn("post-invoice:\udcff", [p[1] for p in self.host.performed])
+
     def test_host_error_is_raised_unchanged(self):
         self.host.error = fakewit.ToolError(fakewit.ErrorClass.CONFLICT, "key reused", '{"key":"k"}')
         with self.assertRaises(ToolError) as caught:

@@ -85,3 +85,13 @@ class FieldText(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class WireTextTest(unittest.TestCase):
+    def test_valid_text_is_unchanged_and_a_lone_surrogate_is_escaped(self):
+        from tollgate.jsontext import wire_text
+
+        self.assertEqual(wire_text("Grüße 東京"), "Grüße 東京")
+        escaped = wire_text("file-\udcff.txt")
+        self.assertEqual(escaped, "file-\\udcff.txt")
+        escaped.encode("utf-8")  # carries over the ABI

@@ -11,13 +11,15 @@ from wit_world.imports import types
 from . import log
 from .context import Context
 from .errors import ToolError
+from .jsontext import wire_text as text
 
-__all__ = ["call", "to_wit", "from_wit", "world_for"]
+__all__ = ["call", "text", "to_wit", "from_wit", "world_for"]
 
 
 def to_wit(error: ToolError) -> "types.ToolError":
-    return types.ToolError(class_=types.ErrorClass[error.cls.upper()], message=error.message,
-                           details=error.details_json)
+    details = None if error.details_json is None else text(error.details_json)
+    return types.ToolError(class_=types.ErrorClass[error.cls.upper()], message=text(error.message),
+                           details=details)
 
 
 def from_wit(error: "types.ToolError") -> ToolError:
@@ -25,7 +27,12 @@ def from_wit(error: "types.ToolError") -> ToolError:
 
 
 def call(function, *args):
-    """Call a host import; its `Err(tool-error)` surfaces as ToolError, unchanged."""
+    """Call a host import; its `Err(tool-error)` surfaces as ToolError, unchanged. A string
+    argument that is not valid UTF-8 is refused here, as `validation`, instead of trapping."""
+    for arg in args:
+        if isinstance(arg, str) and text(arg) != arg:
+            raise ToolError.validation(
+                f"{function.__name__}: {arg[:80]!a} is not valid UTF-8 (a lone surrogate)")
     try:
         return function(*args)
     except Err as err:

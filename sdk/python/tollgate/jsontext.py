@@ -10,7 +10,7 @@ import json
 import math
 from json.encoder import encode_basestring  # escapes the same characters as serde_json
 
-__all__ = ["dumps", "loads", "field_text"]
+__all__ = ["dumps", "loads", "field_text", "wire_text"]
 
 
 def dumps(value) -> str:
@@ -140,3 +140,10 @@ def _unique_object(pairs):
             raise ValueError(f"duplicate field `{key}`")
         obj[key] = value
     return obj
+
+
+def wire_text(value):
+    """`value` as a string the canonical ABI can carry: a lone surrogate (from a
+    `surrogateescape` file name, say) has no UTF-8 form and would trap the lowering, so it is
+    written as its `\\udcxx` escape instead."""
+    return value.encode("utf-8", "backslashreplace").decode("utf-8")

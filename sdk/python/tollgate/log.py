@@ -5,6 +5,7 @@ field values are stringified (strings as is, other values as JSON)."""
 from wit_world.imports import log as _wit
 
 from .jsontext import field_text
+from .jsontext import wire_text as text
 
 __all__ = ["LEVELS", "event", "trace", "debug", "info", "warn", "error"]
 
@@ -15,8 +16,8 @@ def event(level, message, fields=()):
     """Record `message` at `level` (one of LEVELS) with `(key, value)` fields, in order."""
     if level not in LEVELS:
         raise ValueError(f"unknown log level {level!r}; expected one of {', '.join(LEVELS)}")
-    pairs = [(str(key), field_text(value)) for key, value in fields]
-    _wit.event(_wit.Level[level.upper()], str(message), pairs)
+    pairs = [(text(str(key)), text(field_text(value))) for key, value in fields]
+    _wit.event(_wit.Level[level.upper()], text(str(message)), pairs)
 
 
 def trace(message, /, **fields):

@@ -158,8 +158,18 @@ effects = ["erp.post-invoice"]
             started.elapsed(),
             tool.cache
         );
-        show(&run(&runtime, &tool, &a).await?);
-        show(&run(&runtime, &tool, fresh).await?);
+        for (invoice, replay) in [(&a, true), (fresh, false)] {
+            let report = run(&runtime, &tool, invoice).await?;
+            show(&report);
+            let replayed = report
+                .result
+                .as_ref()
+                .ok()
+                .map(|out| out["replayed"] == replay);
+            if replayed != Some(true) {
+                bail!("expected {invoice} through {language} to succeed with replayed = {replay}");
+            }
+        }
     }
 
     let stats = erp.stats();
