@@ -5,7 +5,7 @@
 # Quick when the pinned versions are already installed.
 set -euo pipefail
 cd "$(dirname "$0")"
-want_py=$(sed -n 's/^componentize-py==//p' requirements.txt)
+want_py=$(sed -n 's/^componentize-py==\([^ ]*\).*/\1/p' requirements.txt)
 if [ "$(.venv/bin/componentize-py --version 2>/dev/null)" != "componentize-py $want_py" ]; then
     python3 -m venv .venv
     .venv/bin/pip install --quiet --disable-pip-version-check -r requirements.txt
