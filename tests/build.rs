@@ -13,7 +13,7 @@ use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use tollgate_plugin_build::{Built, Workspace};
+use tollgate_plugin_build::{Built, Source, Workspace};
 
 /// A hand-written WAT fixture compiled to binary.
 struct Fixture {
@@ -31,9 +31,12 @@ fn main() {
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets it"));
     let workspace = Workspace::new(&plugins_dir);
 
-    rerun_if_changed(&repo, &workspace);
+    let sources = workspace
+        .sources()
+        .unwrap_or_else(|error| panic!("{error}"));
+    rerun_if_changed(&repo, &workspace, &sources);
     let plugins = workspace
-        .build_all(|source| {
+        .build(&sources, |source| {
             println!(
                 "cargo:warning=rebuilding the {} plugin `{}`: its sources changed (pre-initialising an interpreter takes tens of seconds)",
                 source.language,
@@ -50,7 +53,7 @@ fn main() {
 
 /// Directories are fine for `rerun-if-changed` (cargo recurses), but never `plugins/` as a
 /// whole: the inner build writes `plugins/target` and would make every build stale.
-fn rerun_if_changed(repo: &Path, workspace: &Workspace) {
+fn rerun_if_changed(repo: &Path, workspace: &Workspace, sources: &[Source]) {
     let mut paths = vec![
         workspace.dir.join("Cargo.toml"),
         workspace.dir.join("Cargo.lock"),
@@ -58,10 +61,7 @@ fn rerun_if_changed(repo: &Path, workspace: &Workspace) {
         // The SDK inherits its dependencies from the root workspace.
         repo.join("Cargo.toml"),
     ];
-    let sources = workspace
-        .sources()
-        .unwrap_or_else(|error| panic!("{error}"));
-    for source in &sources {
+    for source in sources {
         paths.extend(workspace.inputs(source));
     }
     paths.sort();

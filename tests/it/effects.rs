@@ -3,7 +3,8 @@
 //! downstreams, recorded failures, checkpoints across attempts, and bad input.
 
 use crate::harness::{
-    Env, closed_port, erp_config, events, failure, invoice, invoice_with, load, output,
+    Env, checkpoints_saved, closed_port, erp_config, events, failure, invoice, invoice_with, load,
+    output,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -258,15 +259,10 @@ async fn transient_failure_is_retried_under_the_same_key_from_the_checkpoint() {
         (2, Some(true))
     );
     assert_eq!(erp.postings_for("INV-8"), 1);
-    let story = runtime.story(&first.run_id).unwrap();
-    let saved: Vec<_> = story
-        .checkpoints
-        .iter()
-        .map(|c| (c.name.as_str(), c.attempt))
-        .collect();
+    let saved = checkpoints_saved(&runtime, &first.run_id);
     assert_eq!(
         saved,
-        vec![("validated", 1), ("posted", 2)],
+        [("validated".to_owned(), 1), ("posted".to_owned(), 2)],
         "attempt 2 resumed from attempt 1's checkpoint"
     );
 }

@@ -137,14 +137,30 @@ pub async fn wait_until(limit: std::time::Duration, mut cond: impl FnMut() -> bo
 
 /// The real `tollgate` binary with `config`, and the test's ledger and cache.
 pub fn tollgate_with(env: &Env, config: &Path) -> std::process::Command {
+    tollgate_with_cache(env, config, &env.cache())
+}
+
+/// [`tollgate_with`] on another precompiled cache.
+pub fn tollgate_with_cache(env: &Env, config: &Path, cache: &Path) -> std::process::Command {
     let mut cmd = std::process::Command::new(tollgate_bin());
     cmd.arg("--config")
         .arg(config)
         .arg("--ledger")
         .arg(env.ledger())
         .arg("--cache-dir")
-        .arg(env.cache());
+        .arg(cache);
     cmd
+}
+
+/// The run's checkpoints in the order saved, as `(name, attempt that saved it)`.
+pub fn checkpoints_saved(runtime: &Runtime, run_id: &str) -> Vec<(String, u32)> {
+    runtime
+        .story(run_id)
+        .unwrap()
+        .checkpoints
+        .into_iter()
+        .map(|c| (c.name, c.attempt))
+        .collect()
 }
 
 /// The run's open escalations.

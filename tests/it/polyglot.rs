@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::harness::{
-    Env, denial, failure, invoice, invoice_with, output, tollgate_bin, wait_until,
+    Env, checkpoints_saved, denial, failure, invoice, invoice_with, load, output,
+    tollgate_with_cache, wait_until,
 };
 use tollgate::ledger::{EffectStatus, RunStatus};
 use tollgate::{FailureClass, LoadedTool, Runtime};
@@ -57,10 +58,7 @@ async fn runtime_with(env: &Env, toml: &str, plugin: &str) -> (Runtime, Arc<Load
         .build()
         .expect("runtime");
     let _loading = LOADING.lock().await;
-    let tool = runtime
-        .load(plugin)
-        .await
-        .unwrap_or_else(|e| panic!("loading {plugin}: {e}"));
+    let tool = load(&runtime, plugin).await;
     (runtime, tool)
 }
 
@@ -180,14 +178,8 @@ pub(crate) async fn crash_resume(plugin: &str, name: &str) {
     let (runtime, _tool) = runtime_with(&env, &toml, plugin).await;
     let config_path = env.config_file(&toml);
     let cli = |args: &[&str]| {
-        let mut cmd = std::process::Command::new(tollgate_bin());
-        cmd.arg("--config")
-            .arg(&config_path)
-            .arg("--ledger")
-            .arg(env.ledger())
-            .arg("--cache-dir")
-            .arg(shared_cache())
-            .args(args);
+        let mut cmd = tollgate_with_cache(&env, &config_path, &shared_cache());
+        cmd.args(args);
         cmd
     };
 
@@ -235,16 +227,13 @@ pub(crate) async fn crash_resume(plugin: &str, name: &str) {
         "re-sent under the same key"
     );
 
-    let story = runtime.story(&run_id).unwrap();
-    assert_eq!(story.run.status, RunStatus::Succeeded);
-    let saved: Vec<_> = story
-        .checkpoints
-        .iter()
-        .map(|c| (c.name.as_str(), c.attempt))
-        .collect();
     assert_eq!(
-        saved,
-        [("validated", 1), ("posted", 2)],
+        runtime.story(&run_id).unwrap().run.status,
+        RunStatus::Succeeded
+    );
+    assert_eq!(
+        checkpoints_saved(&runtime, &run_id),
+        [("validated".to_owned(), 1), ("posted".to_owned(), 2)],
         "attempt 2 started from attempt 1's checkpoint"
     );
     assert_eq!(

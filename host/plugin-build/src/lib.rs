@@ -185,13 +185,21 @@ impl Workspace {
 
     /// Builds every plugin: one cargo build for the Rust ones, then each stale Python or
     /// JavaScript one. `progress` hears about each interpreted build before it starts.
-    pub fn build_all(&self, mut progress: impl FnMut(&Source)) -> Result<Vec<Built>, BuildError> {
-        let sources = self.sources()?;
+    pub fn build_all(&self, progress: impl FnMut(&Source)) -> Result<Vec<Built>, BuildError> {
+        self.build(&self.sources()?, progress)
+    }
+
+    /// [`Self::build_all`] for sources already found with [`Self::sources`].
+    pub fn build(
+        &self,
+        sources: &[Source],
+        mut progress: impl FnMut(&Source),
+    ) -> Result<Vec<Built>, BuildError> {
         let mut built = Vec::new();
         if sources.iter().any(|s| s.language == Language::Rust) {
             rust::build(&self.dir)?;
         }
-        for source in &sources {
+        for source in sources {
             let wasm = self.artifact(source);
             let rebuilt = match source.language {
                 Language::Rust => {

@@ -7,7 +7,7 @@
 //! A path outside every preopen never reaches the host: the guest's libc finds no preopen to
 //! resolve it against and fails locally, so there is nothing to journal for it.
 
-use super::{AttemptContext, ToolState, journal_denial};
+use super::{AttemptContext, ToolState, journal_denial_if_running};
 use crate::failure::{Failure, FailureClass};
 use wasmtime::component::{HasData, Linker, Resource};
 use wasmtime_wasi::filesystem::{WasiFilesystem, WasiFilesystemCtxView};
@@ -60,12 +60,12 @@ impl GuardedFs<'_> {
                 FailureClass::Permission,
                 format!("{asked}: {code} (outside the tool's fs grants or their mode)"),
             );
-            match self.attempt {
-                Some(ctx) => {
-                    journal_denial(ctx, &asked, &format!("tools.{}.fs", ctx.tool), &failure)
-                }
-                None => tracing::warn!("denied: {}", failure.message),
-            }
+            journal_denial_if_running(
+                self.attempt,
+                &asked,
+                |ctx| format!("tools.{}.fs", ctx.tool),
+                &failure,
+            );
         }
         result
     }

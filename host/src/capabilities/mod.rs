@@ -289,6 +289,20 @@ pub fn from_tool_error(error: types::ToolError) -> crate::failure::Failure {
     }
 }
 
+/// [`journal_denial`] during an attempt; while the host calls `describe` at load time there
+/// is no run to journal against, so the denial is only logged.
+pub fn journal_denial_if_running(
+    attempt: Option<&AttemptContext>,
+    asked: &str,
+    rule: impl FnOnce(&AttemptContext) -> String,
+    failure: &crate::failure::Failure,
+) {
+    match attempt {
+        Some(ctx) => journal_denial(ctx, asked, &rule(ctx), failure),
+        None => tracing::warn!("denied: {}", failure.message),
+    }
+}
+
 /// Journals a policy denial with what was asked and which rule denied it.
 pub fn journal_denial(
     ctx: &AttemptContext,

@@ -10,7 +10,7 @@
 //! (refused here) and socket calls (no socket). The context also disallows TCP, UDP and
 //! lookups (`wasi.rs`), so wasmtime would refuse them even without this module.
 
-use super::{AttemptContext, ToolState, journal_denial};
+use super::{AttemptContext, ToolState, journal_denial_if_running};
 use crate::failure::{Failure, FailureClass};
 use wasmtime::component::{HasData, Linker, Resource};
 use wasmtime_wasi::p2::bindings::sockets::{
@@ -63,10 +63,7 @@ impl DeniedSockets<'_> {
             FailureClass::Permission,
             format!("{asked}: denied (tools get no sockets)"),
         );
-        match self.attempt {
-            Some(ctx) => journal_denial(ctx, asked, RULE, &failure),
-            None => tracing::warn!("denied: {}", failure.message),
-        }
+        journal_denial_if_running(self.attempt, asked, |_| RULE.to_owned(), &failure);
         ErrorCode::AccessDenied.into()
     }
 }
