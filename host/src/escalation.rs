@@ -33,7 +33,13 @@ pub struct EvidencePacket {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failure: Option<Failure>,
     pub attempts: Vec<AttemptEvidence>,
+    /// Older attempts not listed in `attempts`.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub attempts_omitted: usize,
     pub effects: Vec<EffectEvidence>,
+    /// Older effects not listed in `effects` (`tollgate runs show` lists every one).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub effects_omitted: usize,
     pub last_checkpoint: Option<CheckpointEvidence>,
     /// The policy in force for the tool.
     pub policy: Policy,
@@ -45,7 +51,11 @@ pub struct Action {
     pub kind: String,
     pub key: String,
     pub payload_digest: String,
+    /// The payload as parsed (strictly: unique keys, decodable strings) before it was recorded.
     pub payload: serde_json::Value,
+    /// The exact text that is (or was) sent downstream, whose SHA-256 is `payload_digest`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload_text: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -122,7 +132,22 @@ pub enum EscalationError {
     Resume(Box<crate::runs::RunError>),
 }
 
-/// Gathers the evidence for `run_id` from the ledger.
+/// The input as an evidence packet shows it: the run's input when small, else a summary with
+/// its size and digest (the whole input stays in the run record, `tollgate runs show`).
+const MAX_EVIDENCE_INPUT_BYTES: usize = 16 << 10;
+/// A checkpoint's state as an evidence packet shows it.
+const MAX_EVIDENCE_CHECKPOINT_BYTES: usize = 16 << 10;
+/// An effect's response or error as an evidence packet shows it.
+const MAX_EVIDENCE_RESPONSE_BYTES: usize = 1 << 10;
+/// The newest effects an evidence packet lists; it counts the ones it leaves out.
+const MAX_EVIDENCE_EFFECTS: usize = 50;
+/// The newest attempts an evidence packet lists.
+const MAX_EVIDENCE_ATTEMPTS: usize = 20;
+
+/// Gathers the evidence for `run_id` from the ledger. The packet is bounded whatever the tool
+/// did: large inputs, responses and checkpoints appear as clipped summaries with their size
+/// and digest, and only the newest effects and attempts are listed (with how many were left
+/// out), since the packet is stored in the ledger and read by a human.
 pub fn packet(
     ledger: &dyn Ledger,
     run_id: &str,
@@ -139,13 +164,17 @@ pub fn packet(
         })?;
     let attempts = ledger.attempts(run_id)?;
     let component_digest = attempts.first().map(|a| a.component_digest.clone());
+    let attempts_omitted = attempts.len().saturating_sub(MAX_EVIDENCE_ATTEMPTS);
     let attempts = attempts
         .into_iter()
+        .skip(attempts_omitted)
         .map(|a| attempt_evidence(a, ending))
         .collect();
-    let effects = ledger
-        .effects_for_run(run_id)?
+    let effects = ledger.effects_for_run(run_id)?;
+    let effects_omitted = effects.len().saturating_sub(MAX_EVIDENCE_EFFECTS);
+    let effects = effects
         .into_iter()
+        .skip(effects_omitted)
         .map(effect_evidence)
         .collect();
     let last_checkpoint = ledger
@@ -155,12 +184,14 @@ pub fn packet(
         run_id: run.run_id,
         tool: run.tool,
         component_digest,
-        input: serde_json::from_str(&run.input).unwrap_or(serde_json::Value::String(run.input)),
+        input: crate::clip::json_text(&run.input, MAX_EVIDENCE_INPUT_BYTES),
         reason,
         action,
         failure: failure.cloned(),
         attempts,
+        attempts_omitted,
         effects,
+        effects_omitted,
         last_checkpoint,
         policy: policy.clone(),
     })
@@ -187,15 +218,20 @@ fn attempt_evidence(a: Attempt, ending: Option<Ending<'_>>) -> AttemptEvidence {
     e
 }
 
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
 fn effect_evidence(e: EffectRecord) -> EffectEvidence {
+    let clip = |text: String| crate::clip::text(&text, MAX_EVIDENCE_RESPONSE_BYTES);
     EffectEvidence {
         kind: e.kind,
         key: e.key,
         payload_digest: e.payload_digest,
         status: e.status,
-        response: e.response,
+        response: e.response.map(clip),
         error_class: e.error_class,
-        error_message: e.error_message,
+        error_message: e.error_message.map(clip),
         dispatches: e.dispatches,
         first_run_id: e.run_id,
         created_at: e.created_at,
@@ -204,8 +240,15 @@ fn effect_evidence(e: EffectRecord) -> EffectEvidence {
 }
 
 fn checkpoint_evidence(c: Checkpoint) -> CheckpointEvidence {
-    let state = serde_json::from_slice(&c.state)
-        .unwrap_or_else(|_| json!({ "hex": hex::encode(&c.state) }));
+    let state = match std::str::from_utf8(&c.state) {
+        Ok(text) if serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok() => {
+            crate::clip::json_text(text, MAX_EVIDENCE_CHECKPOINT_BYTES)
+        }
+        _ => {
+            let shown = c.state.len().min(MAX_EVIDENCE_CHECKPOINT_BYTES / 2);
+            json!({ "hex": hex::encode(c.state.get(..shown).unwrap_or_default()), "bytes": c.state.len() })
+        }
+    };
     CheckpointEvidence {
         name: c.name,
         attempt: c.attempt,

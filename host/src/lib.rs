@@ -12,6 +12,7 @@
 
 pub mod bindings;
 pub mod capabilities;
+pub mod clip;
 pub mod clock;
 pub mod config;
 pub mod effects;

@@ -162,7 +162,9 @@ pub struct Limits {
     pub cpu_ms: u64,
     /// Bytes of JSON output.
     pub max_output_bytes: u64,
-    /// Bytes of log events and captured stdout/stderr, each.
+    /// Bytes of log events and captured stdout/stderr, each. Log events count as stored:
+    /// their message and fields as JSON plus a fixed cost per event, so empty events are
+    /// not free.
     pub max_log_bytes: u64,
     /// Bytes of one effect payload.
     pub max_payload_bytes: u64,
@@ -170,6 +172,13 @@ pub struct Limits {
     pub max_checkpoint_bytes: u64,
     /// Effects one attempt may perform.
     pub max_effects_per_run: u32,
+    /// Bytes of ledger storage the tool may cause over the whole run, all attempts together:
+    /// log events, captured stdout/stderr, checkpoints, effect payloads and their journal
+    /// entries, and policy denials, each row counted with a fixed overhead. Past it, writes
+    /// are refused (checkpoints, effects) or dropped (logs, denials), noted once.
+    pub max_stored_bytes: u64,
+    /// Bytes of JSON input a run accepts.
+    pub max_input_bytes: u64,
 }
 
 impl Default for Limits {
@@ -186,6 +195,8 @@ impl Default for Limits {
             max_payload_bytes: 256 << 10,
             max_checkpoint_bytes: 1 << 20,
             max_effects_per_run: 100,
+            max_stored_bytes: 8 << 20,
+            max_input_bytes: 1 << 20,
         }
     }
 }
@@ -350,7 +361,7 @@ impl Policy {
                 format!("must be between 1 and {MAX_MEMORY_BYTES}"),
             );
         }
-        let positive: [(&str, u64); 9] = [
+        let positive: [(&str, u64); 11] = [
             ("table_elements", l.table_elements),
             ("instances", u64::from(l.instances)),
             ("max_resources", u64::from(l.max_resources)),
@@ -360,6 +371,8 @@ impl Policy {
             ("max_log_bytes", l.max_log_bytes),
             ("max_payload_bytes", l.max_payload_bytes),
             ("max_checkpoint_bytes", l.max_checkpoint_bytes),
+            ("max_stored_bytes", l.max_stored_bytes),
+            ("max_input_bytes", l.max_input_bytes),
         ];
         for (field, value) in positive {
             if value == 0 {

@@ -6,6 +6,7 @@
 //! hears of it.
 
 use crate::bindings::{Tool, types};
+use crate::capabilities::budget::StorageBudget;
 use crate::capabilities::{
     AttemptAbort, AttemptContext, Deadlines, ToolState, from_tool_error, guarded_store,
 };
@@ -41,6 +42,14 @@ pub struct RunReport {
 pub enum RunError {
     #[error("input is not valid JSON: {0}")]
     InputNotJson(String),
+    #[error(
+        "input is {bytes} bytes, over the {max} that tool `{tool}` accepts (limits.max_input_bytes in its policy)"
+    )]
+    InputTooLarge {
+        tool: String,
+        bytes: usize,
+        max: u64,
+    },
     #[error("input does not match the schema of tool `{tool}`:\n{}", .problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
     SchemaViolation { tool: String, problems: Vec<String> },
     #[error("run prefix `{0}` must be 1-32 lowercase letters, digits or `-`")]
@@ -160,8 +169,8 @@ pub(crate) async fn start(
     input: &str,
     options: &RunOptions,
 ) -> Result<RunReport, RunError> {
-    let value = parse_input(tool, input)?;
     let policy = inner.config.policy_for(&tool.descriptor.name);
+    let value = parse_input(tool, &policy, input)?;
     let lock = lock_spec(&policy, options, &value)?;
     let now = inner.clock.now_ms();
     let run_id = match &options.run_id {
@@ -610,6 +619,23 @@ async fn attempt(
         // Dropped with this future: a cancelled attempt stops renewing and its leases lapse.
         let renewer = LeaseRenewer::spawn(inner.clone(), run_id.to_owned(), n, held.clone());
         drop(waiting);
+        // The budget covers the whole run: this attempt gets what earlier ones left.
+        let stored = match inner.ledger.stored_bytes(run_id) {
+            Ok(stored) => stored,
+            Err(e) => {
+                let end = AttemptEnd {
+                    result: Err(Failure::new(
+                        FailureClass::Transient,
+                        format!("ledger unavailable, attempt not started: {e}"),
+                    )),
+                    stdio: Stdio::default(),
+                    started,
+                    parked: None,
+                    lock: held,
+                };
+                return finish(inner, tool, &policy, run_id, n, end).await;
+            }
+        };
         let ctx = Arc::new(AttemptContext {
             run_id: run_id.to_owned(),
             attempt: n,
@@ -620,6 +646,7 @@ async fn attempt(
             clock: inner.clock.clone(),
             fence: held.as_ref().map(|h| h.fence),
             parked: std::sync::Mutex::new(None),
+            budget: StorageBudget::new(policy.limits.max_stored_bytes, stored),
         });
         let run_ctx = run_context(inner, tool, &policy, run_id, n);
         let (result, stdio) = execute(
@@ -632,6 +659,7 @@ async fn attempt(
         )
         .await;
         drop(renewer);
+        let stdio = within_budget(&ctx, stdio);
         let result =
             result.and_then(|output| checked_output(&output, policy.limits.max_output_bytes));
         let parked = ctx.parked.lock().ok().and_then(|p| *p);
@@ -650,6 +678,33 @@ async fn attempt(
     .await
 }
 
+/// What the tool printed, cut to what the run's storage budget still holds (the cut noted in
+/// the journal), since it is journaled at the attempt's end.
+fn within_budget(ctx: &AttemptContext, mut stdio: Stdio) -> Stdio {
+    for (stream, bytes) in [("stdout", &mut stdio.stdout), ("stderr", &mut stdio.stderr)] {
+        if bytes.is_empty() {
+            continue;
+        }
+        // Measured as stored: invalid UTF-8 is stored as U+FFFD, up to three bytes per byte.
+        let mut text = String::from_utf8_lossy(bytes).into_owned();
+        let row = tollgate_ledger::stored::ROW_COST + 64 + stream.len() as u64;
+        if ctx.budget.charge(row + text.len() as u64).is_err() {
+            let room = usize::try_from(ctx.budget.remaining().saturating_sub(row)).unwrap_or(0);
+            let mut end = room.min(text.len());
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            text.truncate(end);
+            if text.is_empty() || ctx.budget.charge(row + text.len() as u64).is_err() {
+                text.clear();
+            }
+            ctx.note_budget_spent();
+        }
+        *bytes = text.into_bytes();
+    }
+    stdio
+}
+
 /// What the tool printed, for the journal, and the CPU time it used.
 #[derive(Default)]
 struct Stdio {
@@ -666,8 +721,8 @@ pub(crate) async fn call_unrecorded(
     tool: &LoadedTool,
     input: &str,
 ) -> Result<Result<serde_json::Value, Failure>, RunError> {
-    let value = parse_input(tool, input)?;
     let policy = inner.config.policy_for(&tool.descriptor.name);
+    let value = parse_input(tool, &policy, input)?;
     let run_ctx = run_context(inner, tool, &policy, UNRECORDED_RUN_ID, 1);
     let (result, _stdio) = execute(
         inner.engine.engine(),
@@ -705,7 +760,20 @@ fn run_context(
 /// The run ID a tool sees in an unrecorded call.
 pub const UNRECORDED_RUN_ID: &str = "unrecorded";
 
-fn parse_input(tool: &LoadedTool, input: &str) -> Result<serde_json::Value, RunError> {
+fn parse_input(
+    tool: &LoadedTool,
+    policy: &Policy,
+    input: &str,
+) -> Result<serde_json::Value, RunError> {
+    // Before parsing and validating: both cost time and memory in proportion to the input.
+    let max = policy.limits.max_input_bytes;
+    if u64::try_from(input.len()).unwrap_or(u64::MAX) > max {
+        return Err(RunError::InputTooLarge {
+            tool: tool.descriptor.name.clone(),
+            bytes: input.len(),
+            max,
+        });
+    }
     let value: serde_json::Value =
         serde_json::from_str(input).map_err(|e| RunError::InputNotJson(e.to_string()))?;
     tool.validate_input(&value)
@@ -995,7 +1063,8 @@ fn failed_action(inner: &Inner, failure: &Failure) -> Option<crate::escalation::
         kind: kind.to_owned(),
         key: key.to_owned(),
         payload_digest: effect.payload_digest,
-        payload: serde_json::from_str(&effect.payload).unwrap_or_default(),
+        payload: crate::effects::intent::parse_payload(&effect.payload).unwrap_or_default(),
+        payload_text: Some(effect.payload),
     })
 }
 

@@ -17,9 +17,11 @@ pub struct RunStory {
     pub checkpoints: Vec<CheckpointSummary>,
     /// The run's escalations, open and resolved.
     pub escalations: Vec<Escalation>,
-    /// The circuit of each connector the run's effects went through.
+    /// The run's tool's circuit on each connector its effects went through.
     pub circuits: Vec<BreakerRecord>,
     pub journal: Vec<JournalEntry>,
+    /// What the run's rows occupy in the ledger (see `limits.max_stored_bytes`).
+    pub stored_bytes: u64,
 }
 
 /// A checkpoint without its state bytes.
@@ -42,7 +44,7 @@ impl RunStory {
         let circuits = ledger
             .breakers()?
             .into_iter()
-            .filter(|b| effects.iter().any(|e| e.kind == b.connector))
+            .filter(|b| b.tool == run.tool && effects.iter().any(|e| e.kind == b.connector))
             .collect();
         let escalations = ledger.escalations(&EscalationFilter {
             status: None,
@@ -66,6 +68,7 @@ impl RunStory {
                 })
                 .collect(),
             journal: ledger.journal_entries(run_id)?,
+            stored_bytes: ledger.stored_bytes(run_id)?,
         })
     }
 }
@@ -80,9 +83,10 @@ impl fmt::Display for RunStory {
         )?;
         writeln!(
             f,
-            "  created {}  updated {}",
+            "  created {}  updated {}  stored {} bytes",
             format_ms(r.created_at),
-            format_ms(r.updated_at)
+            format_ms(r.updated_at),
+            self.stored_bytes
         )?;
         writeln!(f, "  input  {}", r.input)?;
         if let Some(output) = &r.output {

@@ -634,3 +634,415 @@ pub(crate) async fn attacks_leave_a_concurrent_neighbour_unaffected() {
     }
     hello_still_runs(&runtime).await;
 }
+
+// ---- what a run stores, and what a human is asked to approve --------------------------
+
+mod ledger_bounds {
+    use crate::harness::{Env, events, failure, load, output};
+    use tollgate::capabilities::budget::{ATTEMPT_OVERHEAD_BYTES, ESCALATION_OVERHEAD_BYTES};
+    use tollgate::ledger::stored;
+    use tollgate::{FailureClass, RunError, RunReport, Runtime};
+    use tollgate_tests::erp::{Erp, Faults};
+    use tollgate_tests::plugins::{HOSTILE_LEDGER, INVOICE};
+
+    /// hostile-ledger with a small storage budget, its effects going to a noop connector.
+    fn config(extra: &str) -> String {
+        format!(
+            r#"
+[connectors."sink.write"]
+type = "noop"
+
+[tools.hostile-ledger]
+effects = ["sink.write"]
+
+[tools.hostile-ledger.limits]
+max_stored_bytes = 1048576
+memory_bytes = 67108864
+{extra}
+"#
+        )
+    }
+
+    async fn attack(runtime: &Runtime, input: serde_json::Value) -> RunReport {
+        let tool = load(runtime, HOSTILE_LEDGER).await;
+        runtime.run(&tool, &input.to_string()).await.unwrap()
+    }
+
+    fn stored_bytes(runtime: &Runtime, run_id: &str) -> u64 {
+        runtime.ledger().stored_bytes(run_id).unwrap()
+    }
+
+    /// Everything but the tool's own writes that one failed, escalated attempt may add.
+    const HOST_SHARE: u64 = 1_048_576 + ATTEMPT_OVERHEAD_BYTES + ESCALATION_OVERHEAD_BYTES;
+
+    #[tokio::test]
+    async fn repeated_denials_of_a_huge_kind_store_a_clipped_form_within_the_budget() {
+        let env = Env::new();
+        let runtime = env.runtime(&config(""));
+        let report = attack(
+            &runtime,
+            serde_json::json!({ "attack": "denials", "count": 250, "bytes": 65536 }),
+        )
+        .await;
+        assert_eq!(
+            output(&report)["refused"],
+            250,
+            "every denial still refused"
+        );
+        let story = runtime.story(&report.run_id).unwrap();
+        let denials: Vec<_> = story
+            .journal
+            .iter()
+            .filter(|e| e.event == "policy.denied")
+            .collect();
+        assert!(!denials.is_empty(), "denials are journaled");
+        for d in &denials {
+            let asked = d.fields["asked"].as_str().unwrap();
+            assert!(asked.len() < 400, "asked is clipped: {} bytes", asked.len());
+            assert!(
+                d.message.len() < 700,
+                "message is clipped: {}",
+                d.message.len()
+            );
+        }
+        let stored = stored_bytes(&runtime, &report.run_id);
+        assert!(stored <= 1_048_576, "the run stored {stored} bytes");
+    }
+
+    #[tokio::test]
+    async fn one_checkpoint_name_saved_over_and_over_keeps_one_copy() {
+        let env = Env::new();
+        let runtime = env.runtime(&config(""));
+        let report = attack(
+            &runtime,
+            serde_json::json!({ "attack": "checkpoints", "count": 500, "bytes": 65536 }),
+        )
+        .await;
+        assert_eq!(
+            output(&report)["saved"],
+            500,
+            "replacing a name frees its bytes, so every save fits"
+        );
+        let story = runtime.story(&report.run_id).unwrap();
+        assert_eq!(story.checkpoints.len(), 1);
+        assert_eq!(story.checkpoints[0].bytes, 65536);
+        let stored = stored_bytes(&runtime, &report.run_id);
+        assert!(stored <= 1_048_576, "the run stored {stored} bytes");
+    }
+
+    #[tokio::test]
+    async fn checkpoints_past_the_budget_are_refused_and_the_cut_noted_once() {
+        let env = Env::new();
+        let runtime = env.runtime(&config("max_checkpoint_bytes = 4194304"));
+        let tool = load(&runtime, HOSTILE_LEDGER).await;
+        // A state the checkpoint cap allows but the run's 1 MiB budget cannot hold.
+        let report = runtime
+            .run(
+                &tool,
+                &serde_json::json!({ "attack": "checkpoints", "count": 3, "bytes": 2_000_000 })
+                    .to_string(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            output(&report)["saved"],
+            0,
+            "a 2 MB state never fits in 1 MiB"
+        );
+        let story = runtime.story(&report.run_id).unwrap();
+        assert!(story.checkpoints.is_empty());
+        let noted = story
+            .journal
+            .iter()
+            .filter(|e| e.event == "storage.budget_spent")
+            .count();
+        assert_eq!(noted, 1, "{:?}", events(&runtime, &report.run_id));
+    }
+
+    #[tokio::test]
+    async fn empty_log_events_are_not_free() {
+        let env = Env::new();
+        let runtime = env.runtime(&config("max_log_bytes = 65536"));
+        let report = attack(
+            &runtime,
+            serde_json::json!({ "attack": "empty-logs", "count": 200000 }),
+        )
+        .await;
+        assert_eq!(output(&report)["logged"], 200_000, "harmless success");
+        let story = runtime.story(&report.run_id).unwrap();
+        let rows = story.journal.iter().filter(|e| e.event == "log").count();
+        let most = 65536 / stored::ROW_COST as usize;
+        assert!(
+            rows <= most,
+            "{rows} empty log rows stored, at most {most} fit"
+        );
+    }
+
+    #[tokio::test]
+    async fn log_fields_are_counted_at_their_stored_size() {
+        let env = Env::new();
+        let runtime = env.runtime(&config("max_log_bytes = 65536"));
+        let report = attack(
+            &runtime,
+            serde_json::json!({ "attack": "log-fields", "count": 1000, "bytes": 1000 }),
+        )
+        .await;
+        let story = runtime.story(&report.run_id).unwrap();
+        let stored: usize = story
+            .journal
+            .iter()
+            .filter(|e| e.event == "log")
+            .map(|e| e.message.len() + e.fields.to_string().len())
+            .sum();
+        assert!(stored > 0, "some events fit");
+        assert!(
+            stored <= 65536,
+            "{stored} bytes of log stored under a 64 KiB cap"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_huge_tool_error_is_stored_and_reported_clipped() {
+        let env = Env::new();
+        let runtime = env.runtime(&config(""));
+        let report = attack(
+            &runtime,
+            serde_json::json!({ "attack": "huge-error", "bytes": 4194304 }),
+        )
+        .await;
+        let f = failure(&report);
+        assert_eq!(f.class, FailureClass::Fatal);
+        assert!(
+            f.message.len() <= 4096 + 32,
+            "message of {} bytes",
+            f.message.len()
+        );
+        assert!(
+            f.details.as_ref().unwrap().to_string().len() <= 16384 + 512,
+            "details clipped"
+        );
+        let stored = stored_bytes(&runtime, &report.run_id);
+        assert!(
+            stored <= ATTEMPT_OVERHEAD_BYTES + ESCALATION_OVERHEAD_BYTES,
+            "the failed, escalated run stored {stored} bytes"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_input_over_the_input_cap_is_refused_before_a_run_exists() {
+        let env = Env::new();
+        let runtime = env.runtime(&config("max_input_bytes = 4096"));
+        let tool = load(&runtime, HOSTILE_LEDGER).await;
+        let input = serde_json::json!({ "attack": "stdout", "payload": "x".repeat(5000) });
+        let err = runtime.run(&tool, &input.to_string()).await.unwrap_err();
+        assert!(
+            matches!(err, RunError::InputTooLarge { max: 4096, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("limits.max_input_bytes"), "{err}");
+        let runs = runtime
+            .ledger()
+            .runs(&tollgate::ledger::RunFilter::default())
+            .unwrap();
+        assert!(runs.is_empty(), "nothing recorded");
+    }
+
+    /// The ledger file itself, every page written back from the WAL: what the run cost on disk.
+    fn ledger_file_bytes(env: &Env) -> u64 {
+        let conn = rusqlite::Connection::open(env.ledger()).unwrap();
+        conn.pragma_update(None, "wal_checkpoint", "TRUNCATE")
+            .unwrap();
+        let pages: u64 = conn
+            .pragma_query_value(None, "page_count", |r| r.get(0))
+            .unwrap();
+        let size: u64 = conn
+            .pragma_query_value(None, "page_size", |r| r.get(0))
+            .unwrap();
+        pages * size
+    }
+
+    /// hostile-ledger (`bytes` 8 KiB, `count` 300): denials, checkpoints, empty logs, log
+    /// fields, effects, stdout and a huge error, all in one attempt.
+    #[tokio::test]
+    pub(crate) async fn a_flooding_run_stays_within_the_documented_storage_bound() {
+        let env = Env::new();
+        {
+            let runtime = env.runtime(&config(""));
+            load(&runtime, HOSTILE_LEDGER).await;
+        }
+        let empty = ledger_file_bytes(&env);
+        let run_id = {
+            let runtime = env.runtime(&config(""));
+            let report = attack(
+                &runtime,
+                serde_json::json!({ "attack": "flood", "kind": "sink.write", "count": 300, "bytes": 8192 }),
+            )
+            .await;
+            assert_eq!(failure(&report).class, FailureClass::Fatal);
+            let journal = events(&runtime, &report.run_id);
+            assert!(
+                journal.iter().any(|e| e == "storage.budget_spent"),
+                "{journal:?}"
+            );
+            let stored = stored_bytes(&runtime, &report.run_id);
+            assert!(
+                stored <= HOST_SHARE,
+                "the ledger counts {stored} bytes for the run"
+            );
+            report.run_id
+        };
+        let grown = ledger_file_bytes(&env) - empty;
+        eprintln!("flood: the ledger file grew by {grown} bytes (bound {HOST_SHARE})");
+        assert!(
+            grown <= HOST_SHARE,
+            "run {run_id} grew the ledger file by {grown} bytes, over the bound of {HOST_SHARE}"
+        );
+    }
+
+    // ---- approval evidence -----------------------------------------------------------------
+
+    fn approval_config() -> String {
+        config("[tools.hostile-ledger.approval]\n\"sink.write\" = \"required\"\n")
+    }
+
+    async fn raw_effect(runtime: &Runtime, key: &str, payload: &str) -> RunReport {
+        attack(
+            runtime,
+            serde_json::json!({ "attack": "raw-effect", "kind": "sink.write", "key": key, "payload": payload }),
+        )
+        .await
+    }
+
+    fn approvals(runtime: &Runtime) -> usize {
+        runtime
+            .escalations(&tollgate::ledger::EscalationFilter::default())
+            .unwrap()
+            .iter()
+            .filter(|e| e.reason == tollgate::ledger::EscalationReason::Approval)
+            .count()
+    }
+
+    #[tokio::test]
+    async fn a_payload_with_a_lone_surrogate_is_refused_before_anyone_is_asked_to_approve_it() {
+        let env = Env::new();
+        let runtime = env.runtime(&approval_config());
+        let report = raw_effect(&runtime, "k-1", r#"{"memo":"\ud800","amount":1}"#).await;
+        let f = failure(&report);
+        assert_eq!(f.class, FailureClass::Validation, "{f}");
+        assert!(f.message.contains("not valid JSON"), "{f}");
+        assert_eq!(approvals(&runtime), 0, "nobody is asked to approve it");
+        assert!(runtime.story(&report.run_id).unwrap().effects.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_payload_naming_a_key_twice_is_refused() {
+        let env = Env::new();
+        let runtime = env.runtime(&approval_config());
+        let report = raw_effect(&runtime, "k-1", r#"{"amount":9999999,"amount":1}"#).await;
+        let f = failure(&report);
+        assert_eq!(f.class, FailureClass::Validation, "{f}");
+        assert!(f.message.contains("duplicate key `amount`"), "{f}");
+        assert_eq!(approvals(&runtime), 0);
+        assert!(runtime.story(&report.run_id).unwrap().effects.is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_approval_shows_the_exact_payload_that_would_be_sent() {
+        let env = Env::new();
+        let runtime = env.runtime(&approval_config());
+        let payload = r#"{"amount":12345678901234567890123,"memo":"\u00e9"}"#;
+        let report = raw_effect(&runtime, "k-1", payload).await;
+        assert_eq!(
+            report.status,
+            tollgate::ledger::RunStatus::WaitingApproval,
+            "{:?}",
+            report.result
+        );
+        let escalation = runtime
+            .escalations(&tollgate::ledger::EscalationFilter::default())
+            .unwrap()
+            .pop()
+            .unwrap();
+        let action = &escalation.evidence["action"];
+        assert_eq!(action["payload_text"], payload, "the exact bytes");
+        assert_eq!(action["payload"]["memo"], "é");
+        assert_eq!(
+            action["payload_digest"],
+            tollgate::ledger::payload_digest(payload.as_bytes())
+        );
+    }
+
+    // ---- keys and circuits ------------------------------------------------------------------
+
+    fn erp_config(url: &str) -> String {
+        format!(
+            r#"
+[connectors."erp.post-invoice"]
+type = "http"
+url = "{url}"
+timeout_ms = 2000
+honours_idempotency_keys = false
+
+[tools.invoice]
+effects = ["erp.post-invoice"]
+
+[tools.hostile-ledger]
+effects = ["erp.post-invoice"]
+"#
+        )
+    }
+
+    #[tokio::test]
+    async fn a_key_no_header_can_carry_is_a_validation_error_never_in_doubt() {
+        let erp = Erp::start(false).unwrap();
+        let env = Env::new();
+        let runtime = env.runtime(&erp_config(&erp.invoices_url()));
+        let tool = load(&runtime, HOSTILE_LEDGER).await;
+        for key in ["INV-1\nX-Injected: 1", "INV-1\r", "esc\u{1b}[2J"] {
+            let input = serde_json::json!({ "attack": "raw-effect", "kind": "erp.post-invoice", "key": key, "payload": r#"{"invoice_id":"INV-1"}"# });
+            let report = runtime.run(&tool, &input.to_string()).await.unwrap();
+            let f = failure(&report);
+            assert_eq!(f.class, FailureClass::Validation, "{key:?}: {f}");
+            assert!(f.message.contains("control character"), "{f}");
+            let story = runtime.story(&report.run_id).unwrap();
+            assert!(story.effects.is_empty(), "nothing claimed for {key:?}");
+            assert_ne!(report.status, tollgate::ledger::RunStatus::InDoubt);
+        }
+        assert_eq!(erp.stats().requests, 0, "nothing left the host");
+        assert!(
+            runtime.ledger().breakers().unwrap().is_empty(),
+            "no circuit counted a failure"
+        );
+    }
+
+    #[tokio::test]
+    async fn one_tools_failures_never_open_the_circuit_for_another_tool() {
+        let erp = Erp::start(true).unwrap();
+        erp.inject(Faults {
+            unavailable: 5,
+            ..Faults::default()
+        });
+        let env = Env::new();
+        let runtime = env.runtime(&erp_config(&erp.invoices_url()));
+        let hostile = load(&runtime, HOSTILE_LEDGER).await;
+        for i in 0..5 {
+            let input = serde_json::json!({ "attack": "raw-effect", "kind": "erp.post-invoice", "key": format!("bad-{i}"), "payload": "{}" });
+            let report = runtime.run(&hostile, &input.to_string()).await.unwrap();
+            assert_eq!(failure(&report).class, FailureClass::Transient);
+        }
+        let circuits = runtime.ledger().breakers().unwrap();
+        assert_eq!(circuits.len(), 1);
+        assert_eq!(circuits[0].tool, "hostile-ledger");
+        assert_eq!(circuits[0].state, tollgate::ledger::BreakerState::Open);
+        // The invoice tool's own circuit on the same connector is closed: its effect goes out.
+        let invoice = load(&runtime, INVOICE).await;
+        let report = runtime
+            .run(&invoice, &tollgate_tests::invoice("INV-7"))
+            .await
+            .unwrap();
+        assert_eq!(output(&report)["posted"], true, "{:?}", report.result);
+        assert_eq!(erp.postings_for("INV-7"), 1);
+    }
+}
+
+pub(crate) use ledger_bounds::a_flooding_run_stays_within_the_documented_storage_bound;

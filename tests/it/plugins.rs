@@ -191,6 +191,7 @@ fn chrono_today() -> String {
 // The hostile plugins are each tested attack by attack in `hostile.rs`; these names tie each
 // plugin to one of its tests for `foreach_plugin!`.
 pub(crate) use crate::hostile::{
+    a_flooding_run_stays_within_the_documented_storage_bound as hostile_ledger,
     attacks_leave_a_concurrent_neighbour_unaffected as hostile_compute,
     dotdot_traversal_out_of_a_grant_is_denied as hostile_fs,
     effect_kind_not_granted_is_denied_and_journaled as hostile_effects,

@@ -57,8 +57,16 @@ pub trait Ledger: Send + Sync + 'static {
     /// The lock row for `key`, released or not; `None` if it was never taken.
     fn lock(&self, key: &str) -> Result<Option<LockRecord>, LedgerError>;
 
-    /// Every saved breaker, by connector name.
+    /// Every saved circuit, by connector name, then tool.
     fn breakers(&self) -> Result<Vec<BreakerRecord>, LedgerError>;
+
+    /// One tool's circuit on one connector; `None` if it was never saved (closed).
+    fn breaker(&self, connector: &str, tool: &str) -> Result<Option<BreakerRecord>, LedgerError>;
+
+    /// The bytes the run's rows occupy, counted as [`crate::stored`] counts them: the run,
+    /// its attempts, the effects it owns, its checkpoints, journal, escalations and call keys.
+    /// `RunNotFound` for an unknown run.
+    fn stored_bytes(&self, run_id: &str) -> Result<u64, LedgerError>;
 
     /// The run a caller's idempotency key started, if the key is known.
     fn call_key(&self, key: &str) -> Result<Option<CallKeyRecord>, LedgerError>;

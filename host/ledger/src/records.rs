@@ -147,6 +147,52 @@ pub fn payload_digest(payload: &[u8]) -> String {
     hex::encode(Sha256::digest(payload))
 }
 
+/// What a run's rows occupy in the ledger, as [`crate::Ledger::stored_bytes`] counts it: the
+/// bytes of every text and blob column, plus [`ROW_COST`] per row. The host charges a tool's
+/// writes against its storage budget with these same functions, so the budget it enforces
+/// and the figure the ledger reports agree.
+pub mod stored {
+    use super::NewJournalEntry;
+
+    /// What one row costs besides its text and blobs: its header, its keys (the run id among
+    /// them) and its index entries, rounded up. Counting it keeps empty rows from being free.
+    pub const ROW_COST: u64 = 192;
+
+    fn len(text: &str) -> u64 {
+        u64::try_from(text.len()).unwrap_or(u64::MAX)
+    }
+
+    /// A journal entry, its fields as the JSON text the ledger stores.
+    pub fn journal(entry: &NewJournalEntry, fields_json: &str) -> u64 {
+        ROW_COST
+            .saturating_add(len(&entry.level))
+            .saturating_add(len(&entry.event))
+            .saturating_add(len(&entry.message))
+            .saturating_add(len(fields_json))
+    }
+
+    /// A journal entry, serializing its fields to measure them.
+    pub fn journal_entry(entry: &NewJournalEntry) -> u64 {
+        journal(entry, &entry.fields.to_string())
+    }
+
+    /// A checkpoint of `state_len` bytes.
+    pub fn checkpoint(name: &str, state_len: usize) -> u64 {
+        ROW_COST
+            .saturating_add(len(name))
+            .saturating_add(u64::try_from(state_len).unwrap_or(u64::MAX))
+    }
+
+    /// An effect's claim: its kind, key, payload and payload digest (64 hex digits).
+    pub fn effect_claim(kind: &str, key: &str, payload: &str) -> u64 {
+        ROW_COST
+            .saturating_add(len(kind))
+            .saturating_add(len(key))
+            .saturating_add(64)
+            .saturating_add(len(payload))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewRun {
     pub run_id: String,
@@ -338,10 +384,14 @@ pub struct LockRecord {
     pub released: bool,
 }
 
-/// A connector's circuit breaker, as last saved by the host.
+/// One tool's circuit breaker on one connector, as last saved by a host. Circuits are kept
+/// per tool, so one tool's failures never open the circuit for the other tools using the
+/// connector.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BreakerRecord {
     pub connector: String,
+    /// The tool whose calls this circuit counts.
+    pub tool: String,
     pub state: BreakerState,
     pub consecutive_failures: u32,
     /// While `Open`: when a trial call may be let through.
@@ -457,8 +507,10 @@ pub enum Op {
         attempt: u32,
         now: Millis,
     },
-    /// Saves a checkpoint. The attempt must be the run's `Running` one, else `LeaseLost`: a
-    /// superseded attempt cannot overwrite what its successor resumes from.
+    /// Saves a checkpoint, replacing the run's earlier checkpoints of the same name (so a tool
+    /// that saves one name over and over keeps one copy). The attempt must be the run's
+    /// `Running` one, else `LeaseLost`: a superseded attempt cannot overwrite what its
+    /// successor resumes from.
     SaveCheckpoint {
         run_id: String,
         attempt: u32,
@@ -522,7 +574,7 @@ pub enum Op {
         fence: i64,
         now: Millis,
     },
-    /// Saves a connector's breaker, replacing the one stored under the same connector.
+    /// Saves a circuit, replacing the one stored under the same connector and tool.
     SetBreaker(BreakerRecord),
     /// Records a caller's idempotency key for the run `run_id` (created earlier in the same
     /// batch). A key already recorded is `CallKeyUsed`, naming the first run; since `apply`

@@ -45,6 +45,27 @@ impl checkpoints::Host for ToolState {
         }
         let now = ctx.clock.now_ms();
         let bytes = state.len();
+        let journaled = NewJournalEntry {
+            run_id: ctx.run_id.clone(),
+            attempt: Some(ctx.attempt),
+            at: now,
+            level: "info".into(),
+            event: "checkpoint.saved".into(),
+            message: format!("checkpoint `{name}` saved"),
+            fields: serde_json::json!({ "name": name, "bytes": bytes }),
+        };
+        let cost = tollgate_ledger::stored::checkpoint(&name, bytes)
+            .saturating_add(tollgate_ledger::stored::journal_entry(&journaled));
+        if ctx.budget.charge(cost).is_err() {
+            ctx.note_budget_spent();
+            return Ok(Err(to_tool_error(&Failure::new(
+                FailureClass::Permission,
+                format!(
+                    "checkpoint `{name}` not saved: the run's tool used the {} bytes of ledger storage it may cause (limits.max_stored_bytes)",
+                    ctx.budget.limit()
+                ),
+            ))));
+        }
         let ops = vec![
             Op::SaveCheckpoint {
                 run_id: ctx.run_id.clone(),
@@ -53,15 +74,7 @@ impl checkpoints::Host for ToolState {
                 state,
                 now,
             },
-            Op::Journal(NewJournalEntry {
-                run_id: ctx.run_id.clone(),
-                attempt: Some(ctx.attempt),
-                at: now,
-                level: "info".into(),
-                event: "checkpoint.saved".into(),
-                message: format!("checkpoint `{name}` saved"),
-                fields: serde_json::json!({ "name": name, "bytes": bytes }),
-            }),
+            Op::Journal(journaled),
         ];
         ledger::apply(&ctx.ledger, ops).await.map_err(|e| {
             wasmtime::Error::new(AttemptAbort(Failure::new(
@@ -69,6 +82,12 @@ impl checkpoints::Host for ToolState {
                 format!("ledger unavailable, checkpoint not saved: {e}"),
             )))
         })?;
+        // The ledger keeps one copy per name: what this attempt saved under the name before
+        // is gone, so its bytes are free again.
+        let state_cost = tollgate_ledger::stored::checkpoint(&name, bytes);
+        if let Some(replaced) = self.checkpoint_bytes.insert(name, state_cost) {
+            ctx.budget.refund(replaced);
+        }
         Ok(Ok(()))
     }
 

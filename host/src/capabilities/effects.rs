@@ -3,10 +3,15 @@
 
 use super::{AttemptAbort, AttemptContext, ToolState, journal_denial, to_tool_error};
 use crate::bindings::{effects, types};
-use crate::effects::{EffectError, EffectRequest};
+use crate::effects::{EffectError, EffectRequest, intent};
 use crate::failure::{Failure, FailureClass};
 
-const MAX_KEY_BYTES: usize = 512;
+/// What an effect's journal entries cost against the storage budget, on top of its claim:
+/// up to four rows (intent, outcome, a replay or redispatch note), each quoting the key and
+/// a few host-chosen fields (the connector, a digest, a class).
+fn effect_events_cost(key: &str) -> u64 {
+    4 * (tollgate_ledger::stored::ROW_COST + 512 + u64::try_from(key.len()).unwrap_or(u64::MAX))
+}
 
 impl effects::Host for ToolState {
     async fn perform(
@@ -26,8 +31,10 @@ impl effects::Host for ToolState {
             let failure = Failure::new(
                 FailureClass::Permission,
                 format!(
-                    "tool `{}` is not granted effect kind `{kind}`: add it to `effects` under [tools.{}] in the operator config",
-                    ctx.tool, ctx.tool
+                    "tool `{}` is not granted effect kind `{}`: add it to `effects` under [tools.{}] in the operator config",
+                    ctx.tool,
+                    crate::clip::text(&kind, crate::clip::MAX_ASKED_BYTES),
+                    ctx.tool
                 ),
             );
             journal_denial(
@@ -55,14 +62,11 @@ impl effects::Host for ToolState {
             );
             return refuse(failure);
         }
-        if key.is_empty() || key.len() > MAX_KEY_BYTES {
-            return refuse(Failure::new(
-                FailureClass::Validation,
-                format!(
-                    "idempotency key must be 1 to {MAX_KEY_BYTES} bytes, got {}",
-                    key.len()
-                ),
-            ));
+        // Checked before anything is claimed: a key no connector can carry never becomes a
+        // pending effect, so it can neither be taken for "outcome unknown" nor count against
+        // a circuit breaker.
+        if let Err(failure) = intent::check_key(&key) {
+            return refuse(failure);
         }
         if u64::try_from(payload.len()).unwrap_or(u64::MAX) > limits.max_payload_bytes {
             let failure = Failure::new(
@@ -81,14 +85,31 @@ impl effects::Host for ToolState {
             );
             return refuse(failure);
         }
-        if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&payload) {
+        let parsed = match intent::parse_payload(&payload) {
+            Ok(parsed) => parsed,
+            Err(failure) => return refuse(failure),
+        };
+        // Reserved before dispatch, since an outcome is recorded whatever its size once the
+        // effect went out: the claim, its journal entries and the largest response the
+        // connector records. What the outcome did not use is given back.
+        let claim = tollgate_ledger::stored::effect_claim(&kind, &key, &payload);
+        let response_cap = ctx.effects.response_cap(&kind);
+        let cost = claim
+            .saturating_add(effect_events_cost(&key))
+            .saturating_add(response_cap);
+        if ctx.budget.charge(cost).is_err() {
+            ctx.note_budget_spent();
             return refuse(Failure::new(
-                FailureClass::Validation,
-                format!("effect payload is not valid JSON: {e}"),
+                FailureClass::Permission,
+                format!(
+                    "tool `{}` used the {} bytes of ledger storage its run may cause (limits.max_stored_bytes): effect `{kind}` not performed",
+                    ctx.tool,
+                    ctx.budget.limit()
+                ),
             ));
         }
         if ctx.policy.needs_approval(&kind) {
-            match approval_gate(&ctx, &kind, &key, &payload).await {
+            match approval_gate(&ctx, &kind, &key, &payload, parsed).await {
                 Gate::Proceed => {}
                 Gate::Refuse(failure) => return refuse(failure),
                 Gate::Park(failure) => return Err(wasmtime::Error::new(AttemptAbort(failure))),
@@ -98,12 +119,24 @@ impl effects::Host for ToolState {
         let req = EffectRequest {
             run_id: &ctx.run_id,
             attempt: ctx.attempt,
+            tool: &ctx.tool,
             kind: &kind,
             key: &key,
             payload: &payload,
             fence: ctx.fence,
         };
-        match ctx.effects.perform(req).await {
+        let performed = ctx.effects.perform(req).await;
+        match &performed {
+            // A replay stored nothing but its journal note.
+            Ok(outcome) if outcome.replayed => {
+                ctx.budget.refund(claim.saturating_add(response_cap))
+            }
+            Ok(outcome) => ctx.budget.refund(
+                response_cap.saturating_sub(u64::try_from(outcome.body.len()).unwrap_or(u64::MAX)),
+            ),
+            Err(_) => {}
+        }
+        match performed {
             Ok(outcome) => Ok(Ok(effects::Outcome {
                 body: outcome.body,
                 replayed: outcome.replayed,
@@ -127,7 +160,13 @@ enum Gate {
 /// effect (kind and key) of this run. The first time it is asked for, the run is parked as
 /// `waiting_approval` with an approval escalation; a resume after `tollgate approve` passes.
 /// A key already in the ledger was approved before (or is a replay) and passes too.
-async fn approval_gate(ctx: &AttemptContext, kind: &str, key: &str, payload: &str) -> Gate {
+async fn approval_gate(
+    ctx: &AttemptContext,
+    kind: &str,
+    key: &str,
+    payload: &str,
+    parsed: serde_json::Value,
+) -> Gate {
     use crate::escalation::{self, Action};
     use crate::ledger::{
         EscalationFilter, EscalationReason, EscalationStatus, Resolution, RunStatus,
@@ -180,11 +219,14 @@ async fn approval_gate(ctx: &AttemptContext, kind: &str, key: &str, payload: &st
             (EscalationStatus::Open, _) => {}
         }
     }
+    // The payload was parsed strictly before the gate, so what the approver sees is what
+    // the downstream gets; the exact text goes along too.
     let action = Action {
         kind: kind.to_owned(),
         key: key.to_owned(),
         payload_digest: digest,
-        payload: serde_json::from_str(payload).unwrap_or_default(),
+        payload: parsed,
+        payload_text: Some(payload.to_owned()),
     };
     let packet = match escalation::packet(
         ctx.ledger.as_ref(),

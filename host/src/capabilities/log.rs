@@ -1,5 +1,6 @@
 //! The `log` interface: structured events into the run's journal and the host's tracing,
-//! bounded per run so a flooding tool cannot fill the ledger.
+//! bounded per attempt by `limits.max_log_bytes` and per run by the storage budget, both at
+//! the size the ledger stores, so a flooding tool cannot fill the ledger.
 
 use super::ToolState;
 use crate::bindings::log;
@@ -12,7 +13,6 @@ impl log::Host for ToolState {
         message: String,
         fields: Vec<(String, String)>,
     ) -> wasmtime::Result<()> {
-        let size = message.len() + fields.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
         let (level_name, tracing_level) = match level {
             log::Level::Trace => ("trace", tracing::Level::TRACE),
             log::Level::Debug => ("debug", tracing::Level::DEBUG),
@@ -20,14 +20,28 @@ impl log::Host for ToolState {
             log::Level::Warn => ("warn", tracing::Level::WARN),
             log::Level::Error => ("error", tracing::Level::ERROR),
         };
-        let Some(ctx) = &self.attempt else {
+        let Some(ctx) = self.attempt.clone() else {
             tracing::debug!(level = level_name, "tool log during describe: {message}");
             return Ok(());
         };
+        let fields: serde_json::Map<String, serde_json::Value> = fields
+            .into_iter()
+            .map(|(k, v)| (k, serde_json::Value::String(v)))
+            .collect();
+        let entry = NewJournalEntry {
+            run_id: ctx.run_id.clone(),
+            attempt: Some(ctx.attempt),
+            at: ctx.clock.now_ms(),
+            level: level_name.into(),
+            event: "log".into(),
+            message,
+            fields: serde_json::Value::Object(fields),
+        };
+        // Counted as stored, row cost included: an empty event is not free, and fields
+        // count as the JSON the ledger keeps, escapes and all.
+        let size = tollgate_ledger::stored::journal_entry(&entry);
         let cap = ctx.policy.limits.max_log_bytes;
-        let next = self
-            .log_bytes
-            .saturating_add(u64::try_from(size).unwrap_or(u64::MAX));
+        let next = self.log_bytes.saturating_add(size);
         if next > cap {
             if !self.log_truncated {
                 self.log_truncated = true;
@@ -44,6 +58,7 @@ impl log::Host for ToolState {
             return Ok(());
         }
         self.log_bytes = next;
+        let message = crate::clip::text(&entry.message, 1024);
         match tracing_level {
             tracing::Level::ERROR => {
                 tracing::error!(run_id = %ctx.run_id, tool = %ctx.tool, "{message}")
@@ -56,19 +71,7 @@ impl log::Host for ToolState {
             }
             _ => tracing::debug!(run_id = %ctx.run_id, tool = %ctx.tool, "{message}"),
         }
-        let fields: serde_json::Map<String, serde_json::Value> = fields
-            .into_iter()
-            .map(|(k, v)| (k, serde_json::Value::String(v)))
-            .collect();
-        ctx.ledger.journal(NewJournalEntry {
-            run_id: ctx.run_id.clone(),
-            attempt: Some(ctx.attempt),
-            at: ctx.clock.now_ms(),
-            level: level_name.into(),
-            event: "log".into(),
-            message,
-            fields: serde_json::Value::Object(fields),
-        });
+        ctx.journal_charged(entry);
         Ok(())
     }
 }

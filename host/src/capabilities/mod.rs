@@ -5,6 +5,7 @@
 //! WASI (clocks, random, stdio captured into the journal, and a filesystem with nothing in
 //! it). A component that imports anything else is refused at load.
 
+pub mod budget;
 pub mod checkpoints;
 pub mod effects;
 pub mod fs;
@@ -36,6 +37,44 @@ pub struct AttemptContext {
     pub fence: Option<i64>,
     /// Set when the attempt stopped to wait for a human: the escalation's id.
     pub parked: std::sync::Mutex<Option<i64>>,
+    /// What the run's tool may still make the ledger store.
+    pub budget: budget::StorageBudget,
+}
+
+impl AttemptContext {
+    /// Journals an entry the tool caused, if the run's storage budget has room for it;
+    /// otherwise drops it, and journals once per attempt that the budget is spent. Returns
+    /// whether the entry was journaled.
+    pub fn journal_charged(&self, entry: tollgate_ledger::NewJournalEntry) -> bool {
+        let bytes = tollgate_ledger::stored::journal_entry(&entry);
+        if self.budget.charge(bytes).is_ok() {
+            self.ledger.journal(entry);
+            return true;
+        }
+        self.note_budget_spent();
+        false
+    }
+
+    /// Journals, once per attempt, that the run's storage budget is spent. The note is the
+    /// host's own and bounded (one row per attempt), so it is not charged.
+    pub fn note_budget_spent(&self) {
+        if !self.budget.first_refusal() {
+            return;
+        }
+        let limit = self.budget.limit();
+        tracing::warn!(run_id = %self.run_id, tool = %self.tool, limit, "storage budget spent");
+        self.ledger.journal(tollgate_ledger::NewJournalEntry {
+            run_id: self.run_id.clone(),
+            attempt: Some(self.attempt),
+            at: self.clock.now_ms(),
+            level: "warn".into(),
+            event: "storage.budget_spent".into(),
+            message: format!(
+                "the run's tool used its {limit} bytes of ledger storage (limits.max_stored_bytes); further logs and denials are dropped, checkpoints and effects refused"
+            ),
+            fields: serde_json::json!({ "max_stored_bytes": limit }),
+        });
+    }
 }
 
 /// The data of one run's store.
@@ -51,6 +90,9 @@ pub struct ToolState {
     pub(crate) effects_performed: u32,
     pub(crate) log_bytes: u64,
     pub(crate) log_truncated: bool,
+    /// The storage charged for each checkpoint name this attempt saved, refunded when the
+    /// name is saved again (the ledger keeps one copy per name).
+    pub(crate) checkpoint_bytes: std::collections::HashMap<String, u64>,
     /// Epoch ticks that passed while the tool's own code ran: its CPU time.
     pub(crate) cpu_ticks: u64,
 }
@@ -82,6 +124,7 @@ impl ToolState {
             effects_performed: 0,
             log_bytes: 0,
             log_truncated: false,
+            checkpoint_bytes: std::collections::HashMap::new(),
             cpu_ticks: 0,
         })
     }
@@ -279,12 +322,14 @@ pub fn from_tool_error(error: types::ToolError) -> crate::failure::Failure {
         W::Conflict => C::Conflict,
         W::Fatal => C::Fatal,
     };
+    // Bounded here, where a tool's error enters the host: it is stored in the attempt, the
+    // run, the journal and an escalation, and printed, so its size must not be the tool's.
     let details = error
         .details
-        .map(|d| serde_json::from_str(&d).unwrap_or(serde_json::Value::String(d)));
+        .map(|d| crate::clip::json_text(&d, crate::clip::MAX_ERROR_DETAILS_BYTES));
     crate::failure::Failure {
         class,
-        message: error.message,
+        message: crate::clip::text(&error.message, crate::clip::MAX_ERROR_MESSAGE_BYTES),
         details,
     }
 }
@@ -303,21 +348,26 @@ pub fn journal_denial_if_running(
     }
 }
 
-/// Journals a policy denial with what was asked and which rule denied it.
+/// Journals a policy denial with what was asked and which rule denied it. What was asked
+/// (and the message quoting it) is the tool's, so both are stored clipped, and each denial
+/// is charged to the run's storage budget: a tool repeating a denied request cannot grow the
+/// ledger past it.
 pub fn journal_denial(
     ctx: &AttemptContext,
     asked: &str,
     rule: &str,
     failure: &crate::failure::Failure,
 ) {
-    tracing::warn!(run_id = %ctx.run_id, tool = %ctx.tool, asked, rule, "denied: {}", failure.message);
-    ctx.ledger.journal(tollgate_ledger::NewJournalEntry {
+    let asked = crate::clip::text(asked, crate::clip::MAX_ASKED_BYTES);
+    let message = crate::clip::text(&failure.message, crate::clip::MAX_ASKED_BYTES * 2);
+    tracing::warn!(run_id = %ctx.run_id, tool = %ctx.tool, asked, rule, "denied: {message}");
+    ctx.journal_charged(tollgate_ledger::NewJournalEntry {
         run_id: ctx.run_id.clone(),
         attempt: Some(ctx.attempt),
         at: ctx.clock.now_ms(),
         level: "warn".into(),
         event: "policy.denied".into(),
-        message: failure.message.clone(),
+        message,
         fields: serde_json::json!({ "tool": ctx.tool, "asked": asked, "rule": rule }),
     });
 }

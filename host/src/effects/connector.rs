@@ -42,6 +42,9 @@ pub struct ConnectorError {
     pub body: Option<String>,
     /// True when the request may have taken effect downstream (e.g. a timeout after sending).
     pub outcome_unknown: bool,
+    /// True when the request failed inside the host before anything was sent: it says
+    /// nothing about the downstream, so it never counts toward a circuit breaker.
+    pub before_send: bool,
     /// Downstream asked to wait this long before retrying (`Retry-After`).
     pub retry_after_ms: Option<u64>,
 }
@@ -54,6 +57,7 @@ impl ConnectorError {
             status: None,
             body: None,
             outcome_unknown: false,
+            before_send: false,
             retry_after_ms: None,
         }
     }
@@ -64,6 +68,9 @@ pub trait Connector: Send + Sync + 'static {
     fn honours_idempotency_keys(&self) -> bool;
     /// One line for logs and `runs show`, e.g. `http POST http://127.0.0.1:8080/invoices`.
     fn describe(&self) -> String;
+    /// The most bytes of response (or failure) body the ledger records for one dispatch. A
+    /// tool's storage budget reserves this much for each effect before it is dispatched.
+    fn max_response_bytes(&self) -> u64;
     fn dispatch<'a>(
         &'a self,
         call: Dispatch<'a>,
@@ -116,6 +123,9 @@ impl Connector for NoopConnector {
     }
     fn describe(&self) -> String {
         "noop".to_owned()
+    }
+    fn max_response_bytes(&self) -> u64 {
+        u64::try_from(self.response.len()).unwrap_or(u64::MAX)
     }
     fn dispatch<'a>(
         &'a self,

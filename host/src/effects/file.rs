@@ -111,6 +111,11 @@ impl Connector for FileConnector {
     fn describe(&self) -> String {
         format!("file {}", self.display)
     }
+    fn max_response_bytes(&self) -> u64 {
+        // `{"file": "<name>", "bytes": n}`, the name at most 80 characters of the key (each
+        // up to 4 bytes) plus a digest suffix.
+        512
+    }
     fn dispatch<'a>(
         &'a self,
         call: Dispatch<'a>,

@@ -116,13 +116,26 @@ impl HttpConnector {
             status: Some(code),
             body: Some(body),
             outcome_unknown,
+            before_send: false,
             retry_after_ms,
         })
     }
 
     fn request_error(&self, e: &reqwest::Error) -> ConnectorError {
         let target = format!("{} {}", self.method, self.url);
-        if e.is_connect() {
+        if e.is_builder() {
+            // The request could not even be built: nothing left the host.
+            ConnectorError {
+                before_send: true,
+                ..ConnectorError::new(
+                    FailureClass::Validation,
+                    format!(
+                        "{target}: the request could not be built: {}",
+                        root_cause(e)
+                    ),
+                )
+            }
+        } else if e.is_connect() {
             // Nothing reached downstream: safe to retry whatever the key semantics.
             ConnectorError::new(
                 FailureClass::Transient,
@@ -184,6 +197,12 @@ impl Connector for HttpConnector {
     }
     fn describe(&self) -> String {
         format!("http {} {}", self.method, self.url)
+    }
+    fn max_response_bytes(&self) -> u64 {
+        // The cap, plus the marker a truncated body carries.
+        u64::try_from(self.max_response_bytes)
+            .unwrap_or(u64::MAX)
+            .saturating_add(16)
     }
     fn dispatch<'a>(
         &'a self,

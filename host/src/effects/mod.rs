@@ -10,6 +10,7 @@ pub mod connector;
 pub mod decision;
 pub mod file;
 pub mod http;
+pub mod intent;
 
 use crate::clock::{Clock, Millis};
 use crate::failure::{Failure, FailureClass};
@@ -53,6 +54,8 @@ pub enum EffectError {
 pub struct EffectRequest<'a> {
     pub run_id: &'a str,
     pub attempt: u32,
+    /// The tool performing it: circuits are counted per tool.
+    pub tool: &'a str,
     pub kind: &'a str,
     pub key: &'a str,
     pub payload: &'a str,
@@ -95,13 +98,12 @@ impl EffectEngine {
         self
     }
 
-    /// The circuit of the connector for `kind`, as the ledger (shared by every host) has it.
-    pub fn circuit(&self, kind: &str) -> Result<Circuit, LedgerError> {
+    /// `tool`'s circuit on the connector for `kind`, as the ledger (shared by every host) has
+    /// it. Circuits are per tool, so one tool's failures never close a connector to others.
+    pub fn circuit(&self, kind: &str, tool: &str) -> Result<Circuit, LedgerError> {
         Ok(self
             .ledger
-            .breakers()?
-            .into_iter()
-            .find(|b| b.connector == kind)
+            .breaker(kind, tool)?
             .map(|b| Circuit {
                 state: match b.state {
                     BreakerState::Closed => CircuitState::Closed,
@@ -116,7 +118,7 @@ impl EffectEngine {
 
     /// Fails fast, without claiming the key, while the connector's circuit is open.
     fn admit(&self, req: EffectRequest<'_>) -> Result<Circuit, EffectError> {
-        let circuit = self.circuit(req.kind).map_err(ledger_abort)?;
+        let circuit = self.circuit(req.kind, req.tool).map_err(ledger_abort)?;
         let now = self.clock.now_ms();
         self.breaker.admit(&circuit, now).map_err(|until| {
             let wait = u64::try_from(until.saturating_sub(now)).unwrap_or(0);
@@ -136,7 +138,7 @@ impl EffectEngine {
     /// The op recording the circuit after a call, when the call changed it.
     fn circuit_op(
         &self,
-        kind: &str,
+        req: EffectRequest<'_>,
         before: &Circuit,
         class: Option<FailureClass>,
         now: Millis,
@@ -144,7 +146,8 @@ impl EffectEngine {
         let after = self.breaker.after(before, class, now);
         (after != *before).then(|| {
             Op::SetBreaker(BreakerRecord {
-                connector: kind.to_owned(),
+                connector: req.kind.to_owned(),
+                tool: req.tool.to_owned(),
                 state: match after.state {
                     CircuitState::Closed => BreakerState::Closed,
                     CircuitState::Open => BreakerState::Open,
@@ -159,6 +162,15 @@ impl EffectEngine {
 
     pub fn connector(&self, kind: &str) -> Option<&Arc<dyn Connector>> {
         self.connectors.get(kind)
+    }
+
+    /// The most bytes one dispatch of `kind` can add to the ledger besides its claim: the
+    /// connector's response cap, plus room for a failure message. 0 when no connector is
+    /// configured (nothing is dispatched then).
+    pub fn response_cap(&self, kind: &str) -> u64 {
+        self.connectors
+            .get(kind)
+            .map_or(0, |c| c.max_response_bytes().saturating_add(1024))
     }
 
     /// Performs one effect under the protocol. The caller has already checked the policy.
@@ -300,12 +312,15 @@ impl EffectEngine {
         let span = tracing::info_span!("connector", kind = req.kind, key = req.key, connector = %connector.describe());
         let result = tracing::Instrument::instrument(connector.dispatch(call), span).await;
         let now = self.clock.now_ms();
+        // Only what the downstream did (or failed to do) says anything about its health: a
+        // request that failed inside the host before it was sent leaves the circuit alone.
         let health = match &result {
-            Ok(_) => None,
-            Err(e) if e.outcome_unknown => Some(FailureClass::Timeout),
-            Err(e) => Some(e.class),
+            Ok(_) => Some(None),
+            Err(e) if e.before_send => None,
+            Err(e) if e.outcome_unknown => Some(Some(FailureClass::Timeout)),
+            Err(e) => Some(Some(e.class)),
         };
-        let circuit_op = self.circuit_op(req.kind, &circuit, health, now);
+        let circuit_op = health.and_then(|class| self.circuit_op(req, &circuit, class, now));
         let (status, response, failure) = match result {
             Ok(response) => (EffectStatus::Succeeded, Some(response.body), None),
             Err(e) if e.outcome_unknown && !connector.honours_idempotency_keys() => {

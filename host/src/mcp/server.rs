@@ -304,9 +304,10 @@ fn failure_result(
 /// A call that could not become a run (bad input, an unloadable tool) or whose ledger failed.
 fn run_error_result(error: &RunError) -> CallToolResult {
     let class = match error {
-        RunError::InputNotJson(_) | RunError::SchemaViolation { .. } | RunError::LockKey(_) => {
-            FailureClass::Validation
-        }
+        RunError::InputNotJson(_)
+        | RunError::InputTooLarge { .. }
+        | RunError::SchemaViolation { .. }
+        | RunError::LockKey(_) => FailureClass::Validation,
         RunError::Parked(_) => FailureClass::Conflict,
         _ => FailureClass::Fatal,
     };

@@ -18,6 +18,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_escalations.sql"),
     include_str!("migrations/0004_breakers.sql"),
     include_str!("migrations/0005_call_keys.sql"),
+    include_str!("migrations/0006_breakers_per_tool.sql"),
 ];
 
 /// The schema version this build writes and understands.

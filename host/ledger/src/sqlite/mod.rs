@@ -266,6 +266,17 @@ impl Ledger for SqliteLedger {
         self.read(rows::breakers)
     }
 
+    fn breaker(&self, connector: &str, tool: &str) -> Result<Option<BreakerRecord>, LedgerError> {
+        self.read(|conn| rows::breaker(conn, connector, tool))
+    }
+
+    fn stored_bytes(&self, run_id: &str) -> Result<u64, LedgerError> {
+        self.read(|conn| rows::stored_bytes(conn, run_id))?
+            .ok_or_else(|| LedgerError::RunNotFound {
+                run_id: run_id.to_owned(),
+            })
+    }
+
     fn call_key(&self, key: &str) -> Result<Option<CallKeyRecord>, LedgerError> {
         self.read(|conn| rows::call_key(conn, key))
     }
@@ -529,6 +540,7 @@ mod tests {
         ledger
             .set_breaker(BreakerRecord {
                 connector: "http".into(),
+                tool: "t".into(),
                 state: BreakerState::Closed,
                 consecutive_failures: 0,
                 open_until: None,
@@ -605,7 +617,7 @@ mod tests {
         ledger
             .park_run("a", RunStatus::WaitingApproval, 10)
             .unwrap();
-        ledger.save_checkpoint("a", 1, "c", b"x", 11).unwrap();
+        ledger.save_checkpoint("a", 1, "d", b"x", 11).unwrap();
         drop(ledger);
 
         let conn = Connection::open(&path).unwrap();

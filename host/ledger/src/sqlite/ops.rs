@@ -232,6 +232,11 @@ pub(super) fn apply(conn: &Connection, op: Op) -> Result<Applied, LedgerError> {
                     reason: format!("the attempt already ended as {}", current.status),
                 });
             }
+            // One copy per name: what a resume needs is the newest, and keeping every save
+            // would let a tool grow the ledger by saving one name over and over.
+            conn.prepare_cached("DELETE FROM checkpoints WHERE run_id = ?1 AND name = ?2")
+                .and_then(|mut stmt| stmt.execute(params![run_id, name]))
+                .context("replacing a checkpoint")?;
             conn.prepare_cached(
                 "INSERT INTO checkpoints (run_id, attempt, name, state, created_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -771,14 +776,15 @@ fn release_lock(
 
 fn set_breaker(conn: &Connection, breaker: &BreakerRecord) -> Result<Applied, LedgerError> {
     conn.prepare_cached(
-        "INSERT INTO breakers (connector, state, consecutive_failures, open_until, updated_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (connector) DO UPDATE SET \
+        "INSERT INTO breakers (connector, tool, state, consecutive_failures, open_until, \
+         updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (connector, tool) DO UPDATE SET \
          state = excluded.state, consecutive_failures = excluded.consecutive_failures, \
          open_until = excluded.open_until, updated_at = excluded.updated_at",
     )
     .and_then(|mut stmt| {
         stmt.execute(params![
             breaker.connector,
+            breaker.tool,
             breaker.state,
             breaker.consecutive_failures,
             breaker.open_until,

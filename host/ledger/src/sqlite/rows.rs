@@ -192,10 +192,11 @@ fn lock_from_row(row: &Row<'_>) -> rusqlite::Result<LockRecord> {
 fn breaker_from_row(row: &Row<'_>) -> rusqlite::Result<BreakerRecord> {
     Ok(BreakerRecord {
         connector: row.get(0)?,
-        state: row.get(1)?,
-        consecutive_failures: row.get(2)?,
-        open_until: row.get(3)?,
-        updated_at: row.get(4)?,
+        tool: row.get(1)?,
+        state: row.get(2)?,
+        consecutive_failures: row.get(3)?,
+        open_until: row.get(4)?,
+        updated_at: row.get(5)?,
     })
 }
 
@@ -422,9 +423,67 @@ pub(super) fn call_key(conn: &Connection, key: &str) -> Result<Option<CallKeyRec
 
 pub(super) fn breakers(conn: &Connection) -> Result<Vec<BreakerRecord>, LedgerError> {
     conn.prepare_cached(
-        "SELECT connector, state, consecutive_failures, open_until, updated_at FROM breakers \
-         ORDER BY connector",
+        "SELECT connector, tool, state, consecutive_failures, open_until, updated_at \
+         FROM breakers ORDER BY connector, tool",
     )
     .and_then(|mut stmt| stmt.query_map([], breaker_from_row)?.collect())
     .context("listing breakers")
+}
+
+pub(super) fn breaker(
+    conn: &Connection,
+    connector: &str,
+    tool: &str,
+) -> Result<Option<BreakerRecord>, LedgerError> {
+    conn.prepare_cached(
+        "SELECT connector, tool, state, consecutive_failures, open_until, updated_at \
+         FROM breakers WHERE connector = ?1 AND tool = ?2",
+    )
+    .and_then(|mut stmt| {
+        stmt.query_row([connector, tool], breaker_from_row)
+            .optional()
+    })
+    .context("reading a breaker")
+}
+
+/// The bytes a run's rows occupy; see [`crate::stored`] for how each row is counted (the
+/// same per-row cost, and the byte length of every text and blob column).
+pub(super) fn stored_bytes(conn: &Connection, run_id: &str) -> Result<Option<u64>, LedgerError> {
+    let bytes: Option<i64> = conn
+        .prepare_cached(
+            "SELECT \
+             (SELECT ?2 + octet_length(tool) + octet_length(input) \
+                + coalesce(octet_length(output), 0) + coalesce(octet_length(error_class), 0) \
+                + coalesce(octet_length(error_message), 0) FROM runs WHERE run_id = ?1) \
+             + (SELECT coalesce(sum(?2 + octet_length(component_digest) + octet_length(holder) \
+                + coalesce(octet_length(error_class), 0) \
+                + coalesce(octet_length(error_message), 0)), 0) FROM attempts WHERE run_id = ?1) \
+             + (SELECT coalesce(sum(?2 + octet_length(kind) + octet_length(key) \
+                + octet_length(payload_digest) + octet_length(payload) \
+                + coalesce(octet_length(response), 0) + coalesce(octet_length(error_class), 0) \
+                + coalesce(octet_length(error_message), 0)), 0) FROM effects WHERE run_id = ?1) \
+             + (SELECT coalesce(sum(?2 + octet_length(name) + length(state)), 0) \
+                FROM checkpoints WHERE run_id = ?1) \
+             + (SELECT coalesce(sum(?2 + octet_length(level) + octet_length(event) \
+                + octet_length(message) + octet_length(fields)), 0) FROM journal WHERE run_id = ?1) \
+             + (SELECT coalesce(sum(?2 + octet_length(summary) + octet_length(evidence) \
+                + coalesce(octet_length(effect_kind), 0) + coalesce(octet_length(effect_key), 0) \
+                + coalesce(octet_length(resolution_reason), 0) \
+                + coalesce(octet_length(resolved_by), 0)), 0) FROM escalations WHERE run_id = ?1) \
+             + (SELECT coalesce(sum(?2 + octet_length(idempotency_key) + octet_length(tool) \
+                + octet_length(args_digest)), 0) FROM call_keys WHERE run_id = ?1)",
+        )
+        .and_then(|mut stmt| {
+            stmt.query_row(
+                params![run_id, i64::try_from(crate::stored::ROW_COST).unwrap_or(i64::MAX)],
+                |row| row.get(0),
+            )
+        })
+        .context("measuring a run's storage")?;
+    bytes
+        .map(|b| {
+            u64::try_from(b)
+                .map_err(|_| LedgerError::Internal(format!("run storage of {b} bytes is negative")))
+        })
+        .transpose()
 }

@@ -5,6 +5,7 @@ use crate::{T0, ledger};
 fn breaker(connector: &str, state: BreakerState, failures: u32) -> BreakerRecord {
     BreakerRecord {
         connector: connector.to_owned(),
+        tool: "invoice".to_owned(),
         state,
         consecutive_failures: failures,
         open_until: (state == BreakerState::Open).then_some(T0 + 30_000),
@@ -13,7 +14,7 @@ fn breaker(connector: &str, state: BreakerState, failures: u32) -> BreakerRecord
 }
 
 #[test]
-fn set_breaker_round_trips_and_upserts_by_connector() {
+fn set_breaker_round_trips_and_upserts_by_connector_and_tool() {
     let ledger = ledger();
     assert_eq!(ledger.breakers().unwrap(), []);
     let open = breaker("smtp", BreakerState::Open, 5);
@@ -43,4 +44,26 @@ fn breakers_are_listed_by_connector_name() {
         .map(|b| b.connector)
         .collect();
     assert_eq!(names, ["http", "smtp", "stripe"]);
+}
+
+#[test]
+fn each_tool_has_its_own_circuit_on_a_connector() {
+    let ledger = ledger();
+    let open = breaker("erp", BreakerState::Open, 5);
+    ledger.set_breaker(open.clone()).unwrap();
+    let other = BreakerRecord {
+        tool: "reports".to_owned(),
+        ..breaker("erp", BreakerState::Closed, 0)
+    };
+    ledger.set_breaker(other.clone()).unwrap();
+    assert_eq!(
+        ledger.breaker("erp", "invoice").unwrap(),
+        Some(open.clone())
+    );
+    assert_eq!(
+        ledger.breaker("erp", "reports").unwrap(),
+        Some(other.clone())
+    );
+    assert_eq!(ledger.breaker("erp", "nobody").unwrap(), None);
+    assert_eq!(ledger.breakers().unwrap(), [open, other]);
 }

@@ -34,9 +34,31 @@ fn latest_checkpoint_is_the_newest_overall_or_by_name() {
     );
     assert_eq!(ledger.latest_checkpoint("r2", None).unwrap(), None);
 
+    // One copy per name, oldest first: saving a name again replaced the earlier copy.
     let all = ledger.checkpoints("r1").unwrap();
-    assert_eq!(all.len(), 4);
+    let kept: Vec<(&str, &[u8])> = all
+        .iter()
+        .map(|c| (c.name.as_str(), c.state.as_slice()))
+        .collect();
+    assert_eq!(kept, [("cursor", &b"2"[..]), ("progress", &[0u8, 255][..])]);
     assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
+}
+
+#[test]
+fn saving_one_name_over_and_over_keeps_one_copy() {
+    let ledger = ledger();
+    running(&ledger, "r1");
+    let before = ledger.stored_bytes("r1").unwrap();
+    for i in 0..50u8 {
+        ledger
+            .save_checkpoint("r1", 1, "c", &[i; 1000], T0 + i64::from(i))
+            .unwrap();
+    }
+    assert_eq!(ledger.checkpoints("r1").unwrap().len(), 1);
+    assert_eq!(
+        ledger.stored_bytes("r1").unwrap() - before,
+        tollgate_ledger::stored::checkpoint("c", 1000)
+    );
 }
 
 #[test]

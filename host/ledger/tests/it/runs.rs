@@ -539,3 +539,47 @@ fn reopen_run_is_a_no_op_when_running_and_refuses_succeeded_and_unknown_runs() {
     let err = ledger.reopen_run("ghost", T0).unwrap_err();
     assert!(matches!(err, LedgerError::RunNotFound { .. }), "{err:?}");
 }
+
+#[test]
+fn stored_bytes_counts_every_row_of_the_run_the_way_the_host_charges_it() {
+    use tollgate_ledger::{NewJournalEntry, stored};
+    let ledger = ledger();
+    running(&ledger, "r1");
+    running(&ledger, "other");
+    let start = ledger.stored_bytes("r1").unwrap();
+    // The run row and its first attempt, with the per-row cost each.
+    let run_row = stored::ROW_COST + "echo".len() as u64 + r#"{"x":1}"#.len() as u64;
+    let attempt_row = stored::ROW_COST + "sha256:c0ffee".len() as u64 + "h1".len() as u64;
+    assert_eq!(start, run_row + attempt_row);
+
+    let entry = NewJournalEntry {
+        run_id: "r1".into(),
+        attempt: Some(1),
+        at: T0,
+        level: "info".into(),
+        event: "log".into(),
+        message: String::new(),
+        fields: serde_json::json!({ "k": "v\u{1b}" }),
+    };
+    ledger.apply(vec![Op::Journal(entry.clone())]).unwrap();
+    ledger.save_checkpoint("r1", 1, "c", &[7; 100], T0).unwrap();
+    let digest = tollgate_ledger::payload_digest(br#"{"a":1}"#);
+    ledger
+        .claim_effect("erp.post", "k1", &digest, r#"{"a":1}"#, "r1", 1, T0)
+        .unwrap();
+    let grown = ledger.stored_bytes("r1").unwrap() - start;
+    // An empty log event is not free, and fields count as the JSON text stored.
+    assert!(stored::journal_entry(&entry) > stored::ROW_COST + 12);
+    assert_eq!(
+        grown,
+        stored::journal_entry(&entry)
+            + stored::checkpoint("c", 100)
+            + stored::effect_claim("erp.post", "k1", r#"{"a":1}"#)
+    );
+    // Another run's rows are not counted.
+    assert_eq!(ledger.stored_bytes("other").unwrap(), run_row + attempt_row);
+    assert!(matches!(
+        ledger.stored_bytes("ghost"),
+        Err(LedgerError::RunNotFound { .. })
+    ));
+}
