@@ -27,6 +27,7 @@ pub mod retry;
 pub mod runs;
 mod runtime;
 pub mod story;
+pub mod text;
 pub mod tool;
 
 pub use clock::{Clock, ManualClock, Sleeper, SystemClock, TokioSleeper};

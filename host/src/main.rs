@@ -1,10 +1,17 @@
 //! The `tollgate` command line: parsing and printing only; the work is in the library.
+//!
+//! Everything printed for a human that a tool or a caller chose (descriptor, names, keys,
+//! messages, errors, output) goes through `tollgate::text`, so no line of it can drive the
+//! terminal or pose as a line of ours. JSON (`--json`, and the pretty JSON shown to humans)
+//! is written with `text::to_json_pretty`: valid JSON holding the exact values.
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use tollgate::ledger::{EscalationFilter, EscalationStatus, RunFilter, RunStatus};
+use tollgate::text::{self, Escaped};
 use tollgate::{Config, Decision, RunReport, Runtime};
 
 /// A WebAssembly plugin host for sandboxed AI-agent tools, with exactly-once effects.
@@ -230,7 +237,13 @@ fn main() -> ExitCode {
     match runtime.block_on(dispatch(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // The errors that quote a tool's text escape it where they quote it (only there
+            // is a tool's newline told apart from the error's own lines); this pass catches
+            // controls in text from other crates and keeps the error's own lines.
+            eprintln!(
+                "error: {}",
+                text::escape_keeping_newlines(&format!("{e:#}"))
+            );
             ExitCode::from(1)
         }
     }
@@ -248,7 +261,16 @@ fn init_tracing(verbose: u8, format: LogFormat) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     match format {
-        LogFormat::Text => builder.init(),
+        // Colours only on a terminal (and not under NO_COLOR): a log file or pipe gets no
+        // escape sequences at all, not even ours.
+        LogFormat::Text => builder
+            .fmt_fields(text::LogFields)
+            .with_ansi(
+                std::io::stderr().is_terminal()
+                    && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+            )
+            .init(),
+        // JSON escapes every control inside its strings itself.
         LogFormat::Json => builder.json().init(),
     }
 }
@@ -292,37 +314,43 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                     "policy_skeleton": policy,
                     "refused_by_current_policy": fits,
                 });
-                println!("{}", serde_json::to_string_pretty(&value)?);
+                println!("{}", text::to_json_pretty(&value)?);
             } else {
                 let d = &tool.descriptor;
-                println!("{} {}  {}", d.name, d.version, d.description);
-                println!("component  {}", tool.path.display());
+                println!(
+                    "{} {}  {}",
+                    Escaped(&d.name),
+                    Escaped(&d.version),
+                    Escaped(&d.description)
+                );
+                println!("component  {}", Escaped(tool.path.display().to_string()));
                 println!("sha256     {}", tool.digest);
-                println!("exports    {}", tool.exports.join(", "));
+                println!("exports    {}", Escaped(tool.exports.join(", ")));
                 println!("imports");
                 for import in &tool.imports {
-                    println!("  {import}");
+                    println!("  {}", Escaped(import));
                 }
                 println!(
                     "effects    {}",
-                    if d.effects.is_empty() {
+                    Escaped(if d.effects.is_empty() {
                         "(none)".to_owned()
                     } else {
                         d.effects.join(", ")
-                    }
+                    })
                 );
                 if !d.capabilities.is_empty() {
-                    println!("asks for   {}", d.capabilities.join(", "));
+                    println!("asks for   {}", Escaped(d.capabilities.join(", ")));
                 }
+                println!("input schema\n{}", text::to_json_pretty(&d.input_schema)?);
                 println!(
-                    "input schema\n{}",
-                    serde_json::to_string_pretty(&d.input_schema)?
-                );
-                println!(
-                    "\npolicy it needs (add to tollgate.toml, with a [connectors.\"<kind>\"] per effect):\n{policy}"
+                    "\npolicy it needs (add to tollgate.toml, with a [connectors.\"<kind>\"] per effect):\n{}",
+                    text::escape_keeping_newlines(&policy)
                 );
                 if let Some(refusal) = fits {
-                    println!("the current policy refuses it: {refusal}");
+                    println!(
+                        "the current policy refuses it: {}",
+                        text::escape_keeping_newlines(&refusal)
+                    );
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -421,7 +449,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             let status = status.as_deref().map(parse_status).transpose()?;
             let runs = runtime.ledger().runs(&RunFilter { status, limit })?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&runs)?);
+                println!("{}", text::to_json_pretty(&runs)?);
             } else {
                 println!(
                     "{:<58} {:<16} {:<16} {:>8}  updated",
@@ -430,8 +458,8 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 for run in runs {
                     println!(
                         "{:<58} {:<16} {:<16} {:>8}  {}",
-                        run.run_id,
-                        run.tool,
+                        Escaped(&run.run_id),
+                        Escaped(&run.tool),
                         run.status.to_string(),
                         run.attempts,
                         tollgate::clock::format_ms(run.updated_at)
@@ -446,8 +474,9 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             let runtime = runtime(&cli)?;
             let story = runtime.story(run_id)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&story)?);
+                println!("{}", text::to_json_pretty(&story)?);
             } else {
+                // Escapes what it shows itself (see `RunStory`'s `Display`).
                 print!("{story}");
             }
             Ok(ExitCode::SUCCESS)
@@ -465,7 +494,7 @@ async fn escalations(runtime: &Runtime, command: &EscalationsCommand) -> Result<
             };
             let list = runtime.escalations(&filter)?;
             if *json {
-                println!("{}", serde_json::to_string_pretty(&list)?);
+                println!("{}", text::to_json_pretty(&list)?);
             } else {
                 for e in &list {
                     println!(
@@ -474,7 +503,7 @@ async fn escalations(runtime: &Runtime, command: &EscalationsCommand) -> Result<
                         e.status,
                         e.reason,
                         tollgate::clock::format_ms(e.created_at),
-                        e.summary
+                        Escaped(&e.summary)
                     );
                 }
                 if list.is_empty() {
@@ -487,7 +516,7 @@ async fn escalations(runtime: &Runtime, command: &EscalationsCommand) -> Result<
             let e = runtime
                 .escalation(*id)?
                 .with_context(|| format!("escalation #{id} does not exist"))?;
-            println!("{}", serde_json::to_string_pretty(&e)?);
+            println!("{}", text::to_json_pretty(&e)?);
             Ok(ExitCode::SUCCESS)
         }
         EscalationsCommand::Resolve {
@@ -523,10 +552,11 @@ async fn settle(
     let settled = runtime.settle(id, decision, reason, &by).await?;
     let e = &settled.escalation;
     eprintln!(
-        "escalation #{} resolved: {} by {by} (run {})",
+        "escalation #{} resolved: {} by {} (run {})",
         e.id,
         e.resolution.map_or("?".into(), |r| r.to_string()),
-        e.run_id
+        Escaped(&by),
+        Escaped(&e.run_id)
     );
     match &settled.report {
         Some(report) => print_report(report, false),
@@ -583,35 +613,38 @@ fn print_report(report: &RunReport, json: bool) -> Result<ExitCode> {
     if report.already_finished {
         eprintln!(
             "note: run {} had already finished as {}; nothing was started, this is its recorded ending",
-            report.run_id, report.status
+            Escaped(&report.run_id),
+            report.status
         );
     }
+    let run_id = Escaped(&report.run_id);
     if json {
-        println!("{}", serde_json::to_string_pretty(report)?);
+        println!("{}", text::to_json_pretty(report)?);
     } else {
         match &report.result {
             Ok(output) => {
-                println!("{}", serde_json::to_string_pretty(output)?);
+                println!("{}", text::to_json_pretty(output)?);
                 eprintln!(
-                    "run {} attempt {} succeeded in {} ms",
-                    report.run_id, report.attempt, report.duration_ms
+                    "run {run_id} attempt {} succeeded in {} ms",
+                    report.attempt, report.duration_ms
                 );
             }
             Err(failure) => {
                 eprintln!(
-                    "error: {failure} (run {}, attempt {})",
-                    report.run_id, report.attempt
+                    "error: {}: {} (run {run_id}, attempt {})",
+                    failure.class,
+                    Escaped(&failure.message),
+                    report.attempt
                 );
                 if let Some(details) = &failure.details {
-                    eprintln!("details: {details}");
+                    eprintln!("details: {}", text::to_json(details)?);
                 }
                 match report.status {
                     RunStatus::Running => {
-                        eprintln!("the run can be resumed: tollgate resume {}", report.run_id)
+                        eprintln!("the run can be resumed: tollgate resume {run_id}")
                     }
                     RunStatus::InDoubt => eprintln!(
-                        "the run is in doubt: see `tollgate runs show {}` and `tollgate escalations list`",
-                        report.run_id
+                        "the run is in doubt: see `tollgate runs show {run_id}` and `tollgate escalations list`"
                     ),
                     RunStatus::Escalated | RunStatus::WaitingApproval => eprintln!(
                         "the run waits for a human ({}): `tollgate escalations list`",

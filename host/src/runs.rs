@@ -40,7 +40,7 @@ pub struct RunReport {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    #[error("input is not valid JSON: {0}")]
+    #[error("input is not valid JSON: {}", crate::text::Escaped(.0))]
     InputNotJson(String),
     #[error(
         "input is {bytes} bytes, over the {max} that tool `{tool}` accepts (limits.max_input_bytes in its policy)"
@@ -50,7 +50,7 @@ pub enum RunError {
         bytes: usize,
         max: u64,
     },
-    #[error("input does not match the schema of tool `{tool}`:\n{}", .problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    #[error("input does not match the schema of tool `{tool}`:\n{}", .problems.iter().map(|p| format!("  - {}", crate::text::Escaped(p))).collect::<Vec<_>>().join("\n"))]
     SchemaViolation { tool: String, problems: Vec<String> },
     #[error("run prefix `{0}` must be 1-32 lowercase letters, digits or `-`")]
     BadPrefix(String),
@@ -69,9 +69,9 @@ pub enum RunError {
     Ledger(#[from] LedgerError),
     #[error(transparent)]
     Load(#[from] crate::tool::LoadError),
-    #[error("could not start the tool: {0}")]
+    #[error("could not start the tool: {}", crate::text::Escaped(.0))]
     Instantiate(String),
-    #[error("cannot name the run's lock: {0}; fix `lock.key` in the tool's policy or pass --lock")]
+    #[error("cannot name the run's lock: {}; fix `lock.key` in the tool's policy or pass --lock", crate::text::Escaped(.0))]
     LockKey(String),
     #[error("{0}")]
     Parked(String),

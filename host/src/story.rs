@@ -1,11 +1,16 @@
 //! A run's story, as `tollgate runs show` tells it: the run, each attempt, each effect with its
 //! key and status, the checkpoints, and the journal.
+//!
+//! Its `Display` is for a terminal: every string it shows from the ledger (most of them chosen
+//! by the tool or the caller) is escaped with [`crate::text`], so each line of the story is
+//! one the host wrote.
 
 use crate::clock::format_ms;
 use crate::ledger::{
     Attempt, BreakerRecord, EffectRecord, Escalation, EscalationFilter, JournalEntry, Ledger,
     LedgerError, Run,
 };
+use crate::text::Escaped;
 use serde::Serialize;
 use std::fmt;
 
@@ -79,7 +84,9 @@ impl fmt::Display for RunStory {
         writeln!(
             f,
             "run {}  tool {}  status {:?}",
-            r.run_id, r.tool, r.status
+            Escaped(&r.run_id),
+            Escaped(&r.tool),
+            r.status
         )?;
         writeln!(
             f,
@@ -88,15 +95,16 @@ impl fmt::Display for RunStory {
             format_ms(r.updated_at),
             self.stored_bytes
         )?;
-        writeln!(f, "  input  {}", r.input)?;
+        writeln!(f, "  input  {}", Escaped(&r.input))?;
         if let Some(output) = &r.output {
-            writeln!(f, "  output {output}")?;
+            writeln!(f, "  output {}", Escaped(output))?;
         }
         if let Some(message) = &r.error_message {
             writeln!(
                 f,
-                "  error  {}: {message}",
-                r.error_class.as_deref().unwrap_or("?")
+                "  error  {}: {}",
+                Escaped(r.error_class.as_deref().unwrap_or("?")),
+                Escaped(message)
             )?;
         }
         writeln!(f, "attempts ({})", self.attempts.len())?;
@@ -109,13 +117,14 @@ impl fmt::Display for RunStory {
                 a.status,
                 format_ms(a.started_at),
                 ended,
-                short(&a.component_digest)
+                Escaped(short(&a.component_digest))
             )?;
             if let Some(message) = &a.error_message {
                 write!(
                     f,
-                    "\n      {}: {message}",
-                    a.error_class.as_deref().unwrap_or("?")
+                    "\n      {}: {}",
+                    Escaped(a.error_class.as_deref().unwrap_or("?")),
+                    Escaped(message)
                 )?;
             }
             writeln!(f)?;
@@ -125,18 +134,19 @@ impl fmt::Display for RunStory {
             writeln!(
                 f,
                 "  {} key={} status={:?} dispatches={} attempt={} payload={}",
-                e.kind,
-                e.key,
+                Escaped(&e.kind),
+                Escaped(&e.key),
                 e.status,
                 e.dispatches,
                 e.attempt,
-                short(&e.payload_digest)
+                Escaped(short(&e.payload_digest))
             )?;
             if let Some(message) = &e.error_message {
                 writeln!(
                     f,
-                    "      {}: {message}",
-                    e.error_class.as_deref().unwrap_or("?")
+                    "      {}: {}",
+                    Escaped(e.error_class.as_deref().unwrap_or("?")),
+                    Escaped(message)
                 )?;
             }
         }
@@ -145,18 +155,27 @@ impl fmt::Display for RunStory {
             writeln!(
                 f,
                 "  circuit {} {}  consecutive failures {}  open until {until}",
-                b.connector, b.state, b.consecutive_failures
+                Escaped(&b.connector),
+                b.state,
+                b.consecutive_failures
             )?;
         }
         writeln!(f, "escalations ({})", self.escalations.len())?;
         for e in &self.escalations {
-            write!(f, "  #{} {} {}: {}", e.id, e.status, e.reason, e.summary)?;
+            write!(
+                f,
+                "  #{} {} {}: {}",
+                e.id,
+                e.status,
+                e.reason,
+                Escaped(&e.summary)
+            )?;
             if let Some(resolution) = e.resolution {
                 write!(
                     f,
                     "\n      {resolution} by {}: {}",
-                    e.resolved_by.as_deref().unwrap_or("?"),
-                    e.resolution_reason.as_deref().unwrap_or("")
+                    Escaped(e.resolved_by.as_deref().unwrap_or("?")),
+                    Escaped(e.resolution_reason.as_deref().unwrap_or(""))
                 )?;
             }
             writeln!(f)?;
@@ -166,7 +185,7 @@ impl fmt::Display for RunStory {
             writeln!(
                 f,
                 "  {} ({} bytes) attempt {} at {}",
-                c.name,
+                Escaped(&c.name),
                 c.bytes,
                 c.attempt,
                 format_ms(c.created_at)
@@ -182,9 +201,11 @@ impl fmt::Display for RunStory {
                 f,
                 "  {} {attempt:>3} {:<5} {:<18} {}",
                 format_ms(j.at),
-                j.level,
-                j.event,
-                j.message.lines().next().unwrap_or("")
+                Escaped(&j.level),
+                Escaped(&j.event),
+                // The whole message, `\n` and all: a line the tool logged after its first
+                // is shown, not hidden, and never starts a line of the story.
+                Escaped(&j.message)
             )?;
         }
         Ok(())

@@ -65,24 +65,24 @@ pub enum LoadError {
     )]
     CoreModule(PathBuf),
     #[error(
-        "{path} is not a WebAssembly component (no `\\0asm` header and not valid WAT: {reason}); pass a .wasm file built for wasm32-wasip2"
+        "{path} is not a WebAssembly component (no `\\0asm` header and not valid WAT: {}); pass a .wasm file built for wasm32-wasip2", crate::text::Escaped(.reason)
     )]
     NotWasm { path: PathBuf, reason: String },
-    #[error("{path} is not a valid component: {reason}")]
+    #[error("{path} is not a valid component: {}", crate::text::Escaped(.reason))]
     Invalid { path: PathBuf, reason: String },
-    #[error("{path} imports {} this host does not provide: {}. {hint}", if .missing.len() == 1 { "an interface" } else { "interfaces" }, .missing.join(", "))]
+    #[error("{path} imports {} this host does not provide: {}. {hint}", if .missing.len() == 1 { "an interface" } else { "interfaces" }, crate::text::Escaped(.missing.join(", ")))]
     MissingImports {
         path: PathBuf,
         missing: Vec<String>,
         hint: String,
     },
-    #[error("{path} is not a Tollgate tool: it exports [{}] but a tool exports `describe` and `run` (world tollgate:tool/tool@0.1.0); build it with tollgate-sdk", .exports.join(", "))]
+    #[error("{path} is not a Tollgate tool: it exports [{}] but a tool exports `describe` and `run` (world tollgate:tool/tool@0.1.0); build it with tollgate-sdk", crate::text::Escaped(.exports.join(", ")))]
     NotATool { path: PathBuf, exports: Vec<String> },
-    #[error("{path} could not be linked: {reason}")]
+    #[error("{path} could not be linked: {}", crate::text::Escaped(.reason))]
     Link { path: PathBuf, reason: String },
-    #[error("{path}: `describe` failed: {reason}")]
+    #[error("{path}: `describe` failed: {}", crate::text::Escaped(.reason))]
     Describe { path: PathBuf, reason: String },
-    #[error("{path}: the tool's descriptor is invalid: {problem}")]
+    #[error("{path}: the tool's descriptor is invalid: {}", crate::text::Escaped(.problem))]
     BadDescriptor { path: PathBuf, problem: String },
     #[error(
         "{path} has sha256 {found}, but the policy of `{tool}` pins {pinned}: load the pinned build, or update `digest` under [tools.{tool}] after reviewing this one"
@@ -93,7 +93,7 @@ pub enum LoadError {
         pinned: String,
         found: String,
     },
-    #[error("{path} imports what the policy of `{tool}` does not grant:\n{}", .missing.iter().map(|(import, grant)| format!("  - {import}: grant it with\n{}", grant.lines().map(|l| format!("      {l}")).collect::<Vec<_>>().join("\n"))).collect::<Vec<_>>().join("\n"))]
+    #[error("{path} imports what the policy of `{tool}` does not grant:\n{}", .missing.iter().map(|(import, grant)| format!("  - {}: grant it with\n{}", crate::text::Escaped(import), grant.lines().map(|l| format!("      {l}")).collect::<Vec<_>>().join("\n"))).collect::<Vec<_>>().join("\n"))]
     NotGranted {
         path: PathBuf,
         tool: String,

@@ -3,13 +3,14 @@
 //! harmless success, with the host alive, nothing outside the grants touched, and a
 //! neighbouring run unaffected. Tests are named for the attack they try.
 
-use crate::harness::{Env, closed_port, denial, failure, load, output};
+use crate::harness::{Env, closed_port, denial, failure, load, output, tollgate_with};
 use std::path::PathBuf;
+use std::process::Output;
 use tollgate::engine::EngineOptions;
 use tollgate::{FailureClass, LoadError, RunReport, Runtime};
 use tollgate_tests::plugins::{
     HELLO, HOSTILE_COMPUTE, HOSTILE_EFFECTS, HOSTILE_FS, HOSTILE_INSTANCES, HOSTILE_NET,
-    HOSTILE_TABLE,
+    HOSTILE_TABLE, HOSTILE_TEXT,
 };
 use tollgate_tests::web::{DATA, Web};
 
@@ -1046,3 +1047,357 @@ effects = ["erp.post-invoice"]
 }
 
 pub(crate) use ledger_bounds::a_flooding_run_stays_within_the_documented_storage_bound;
+// ---- text to the operator's terminal -----------------------------------------------------
+
+/// What `hostile-text` puts in every string it hands the host (its `attack!`): OSC 52 (set the
+/// clipboard), OSC 0 (set the window title), a CSI colour, the one-character CSI U+009B, a
+/// bidi override, and two lines posing as `tollgate inspect`'s `sha256` and `component`.
+const ATTACK: &str = concat!(
+    "\x1b]52;c;cHduZWQ=\x07",
+    "\x1b]0;pwned\x07",
+    "\x1b[1;31m",
+    "\u{9b}2J",
+    "\u{202e}",
+    "\nsha256     e3b0c44298fc1c149afbf4c8996fb924",
+    "\ncomponent  /tmp/evil.wasm",
+);
+
+/// [`ATTACK`] as human output shows it.
+const ATTACK_ESCAPED: &str = concat!(
+    r"\u{1b}]52;c;cHduZWQ=\u{7}",
+    r"\u{1b}]0;pwned\u{7}",
+    r"\u{1b}[1;31m",
+    r"\u{9b}2J",
+    r"\u{202e}",
+    r"\nsha256     e3b0c44298fc1c149afbf4c8996fb924",
+    r"\ncomponent  /tmp/evil.wasm",
+);
+
+/// [`ATTACK`] inside a JSON string written for a terminal: C0 as serde_json writes it, the
+/// one-character CSI and the bidi override as `\uXXXX` too.
+const ATTACK_IN_JSON: &str = concat!(
+    r"\u001b]52;c;cHduZWQ=\u0007",
+    r"\u001b]0;pwned\u0007",
+    r"\u001b[1;31m",
+    r"\u009b2J",
+    r"\u202e",
+    r"\nsha256     e3b0c44298fc1c149afbf4c8996fb924",
+    r"\ncomponent  /tmp/evil.wasm",
+);
+
+const TEXT_POLICY: &str = r#"
+[connectors."text.echo"]
+type = "noop"
+
+[tools.hostile-text]
+effects = ["text.echo"]
+"#;
+
+/// The real `tollgate` binary with the test's config, ledger and cache, its stdout and stderr
+/// captured (so neither is a terminal).
+fn text_cli(env: &Env, args: &[&str]) -> Output {
+    let config = env.config_file(TEXT_POLICY);
+    tollgate_with(env, &config)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .current_dir(env.dir.path())
+        .output()
+        .expect("run tollgate")
+}
+
+/// Neither stream holds anything a terminal acts on or hides: no ESC, no BEL, no
+/// one-character CSI, no bidi override; and no line of either is one of the tool's.
+fn assert_inert(what: &str, out: &Output) {
+    for (stream, bytes) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
+        let text = String::from_utf8_lossy(bytes);
+        assert!(!bytes.contains(&0x1b), "{what}: ESC on {stream}:\n{text}");
+        assert!(!bytes.contains(&0x07), "{what}: BEL on {stream}:\n{text}");
+        assert!(
+            !text.contains('\u{9b}'),
+            "{what}: U+009B on {stream}:\n{text}"
+        );
+        assert!(
+            !text.contains('\u{202e}'),
+            "{what}: U+202E on {stream}:\n{text}"
+        );
+        assert!(
+            !text
+                .lines()
+                .any(|l| l.starts_with("sha256     e3b0") || l.starts_with("component  /tmp/evil")),
+            "{what}: a line of the tool's on {stream}:\n{text}"
+        );
+    }
+}
+
+fn text_of(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn json_of(what: &str, out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{what}: stdout is not JSON ({e}):\n{}",
+            text_of(&out.stdout)
+        )
+    })
+}
+
+/// Runs `hostile-text` to its `fatal` failure; its run ID.
+fn failed_text_run(env: &Env) -> String {
+    let out = text_cli(
+        env,
+        &[
+            "run",
+            HOSTILE_TEXT,
+            "--input",
+            r#"{"mode":"fail"}"#,
+            "--json",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", text_of(&out.stderr));
+    let report = json_of("run --json", &out);
+    report["run_id"].as_str().expect("a run ID").to_owned()
+}
+
+#[test]
+pub(crate) fn control_sequences_in_a_descriptor_cannot_forge_inspect_lines() {
+    let env = Env::new();
+    let out = text_cli(&env, &["inspect", HOSTILE_TEXT]);
+    assert!(out.status.success(), "{}", text_of(&out.stderr));
+    assert_inert("inspect", &out);
+    let text = text_of(&out.stdout);
+    let starting = |prefix: &str| text.lines().filter(|l| l.starts_with(prefix)).count();
+    assert_eq!(starting("sha256"), 1, "{text}");
+    assert_eq!(starting("component"), 1, "{text}");
+    assert!(
+        text.starts_with(&format!(
+            "hostile-text 0.1.0{ATTACK_ESCAPED}  Hostile-tool suite: {ATTACK_ESCAPED}\n"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("\nasks for   {ATTACK_ESCAPED}\n")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("\"description\": \"{ATTACK_IN_JSON}\"")),
+        "the input schema: {text}"
+    );
+
+    let out = text_cli(&env, &["inspect", HOSTILE_TEXT, "--json"]);
+    assert!(out.status.success(), "{}", text_of(&out.stderr));
+    assert_inert("inspect --json", &out);
+    let d = &json_of("inspect --json", &out)["descriptor"];
+    assert_eq!(d["version"], format!("0.1.0{ATTACK}"));
+    assert_eq!(d["description"], format!("Hostile-tool suite: {ATTACK}"));
+    assert_eq!(d["capabilities"], serde_json::json!([ATTACK]));
+    assert_eq!(d["input_schema"]["description"], ATTACK);
+}
+
+#[test]
+fn control_sequences_in_a_failing_run_never_reach_the_terminal() {
+    let env = Env::new();
+    let out = text_cli(
+        &env,
+        &["run", HOSTILE_TEXT, "--input", r#"{"mode":"fail"}"#],
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", text_of(&out.stderr));
+    assert_inert("run", &out);
+    let err = text_of(&out.stderr);
+    assert!(
+        err.contains(&format!("\nerror: fatal: {ATTACK_ESCAPED} (run run-")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(r#""text":"{ATTACK_IN_JSON}""#)) && err.contains("\ndetails: {"),
+        "{err}"
+    );
+    // The tool's `warn` event is a host log line at the default level.
+    assert!(
+        err.lines()
+            .any(|l| l.contains(" WARN ") && l.contains(&format!(": {ATTACK_ESCAPED} run_id="))),
+        "{err}"
+    );
+
+    let out = text_cli(
+        &env,
+        &[
+            "run",
+            HOSTILE_TEXT,
+            "--input",
+            r#"{"mode":"fail"}"#,
+            "--json",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", text_of(&out.stderr));
+    assert_inert("run --json", &out);
+    let report = json_of("run --json", &out);
+    let failure = &report["result"]["Err"];
+    assert_eq!(failure["class"], "fatal");
+    assert_eq!(failure["message"], ATTACK);
+    assert_eq!(failure["details"]["text"], ATTACK);
+    assert_eq!(failure["details"][ATTACK], serde_json::json!([ATTACK]));
+}
+
+#[test]
+fn control_sequences_in_tool_logs_are_escaped_in_host_log_lines() {
+    let env = Env::new();
+    let out = text_cli(
+        &env,
+        &["-v", "run", HOSTILE_TEXT, "--input", r#"{"mode":"fail"}"#],
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", text_of(&out.stderr));
+    assert_inert("run -v", &out);
+    let err = text_of(&out.stderr);
+    assert!(
+        err.lines()
+            .any(|l| l.contains("attempt started") && l.contains("run{run_id=run-")),
+        "info lines are on: {err}"
+    );
+    assert!(
+        err.lines().any(|l| l.contains(" WARN ")
+            && l.contains(&format!(": {ATTACK_ESCAPED} run_id=run-"))
+            && l.ends_with(" tool=hostile-text")),
+        "{err}"
+    );
+    // The effect's key is logged with its events, unless the host refused the key.
+    let runs = json_of(
+        "runs list --json",
+        &text_cli(&env, &["runs", "list", "--json"]),
+    );
+    let run_id = runs[0]["run_id"].as_str().expect("a run");
+    let story = json_of(
+        "runs show --json",
+        &text_cli(&env, &["runs", "show", run_id, "--json"]),
+    );
+    if story["effects"][0]["key"] == format!("key{ATTACK}") {
+        assert!(
+            err.contains(&format!(r#"key="key{ATTACK_ESCAPED}""#)),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn control_sequences_in_a_run_record_never_reach_the_terminal() {
+    let env = Env::new();
+    let run_id = failed_text_run(&env);
+
+    let out = text_cli(&env, &["runs", "list"]);
+    assert!(out.status.success(), "{}", text_of(&out.stderr));
+    assert_inert("runs list", &out);
+    assert!(text_of(&out.stdout).contains(&run_id));
+
+    let out = text_cli(&env, &["runs", "show", &run_id]);
+    assert!(out.status.success(), "{}", text_of(&out.stderr));
+    assert_inert("runs show", &out);
+    let shown = text_of(&out.stdout);
+    for expected in [
+        format!("\n  error  fatal: {ATTACK_ESCAPED}\n"),
+        format!("\n      fatal: {ATTACK_ESCAPED}\n"),
+        format!("\n  cp{ATTACK_ESCAPED} ("),
+        format!(" log                {ATTACK_ESCAPED}\n"),
+        format!(" tool.stdout        {ATTACK_ESCAPED}\\n\n"),
+        format!(" tool.stderr        {ATTACK_ESCAPED}\\n\n"),
+        format!(" fatal failure: {ATTACK_ESCAPED}\ncheckpoints"),
+    ] {
+        assert!(shown.contains(&expected), "{expected:?} in:\n{shown}");
+    }
+
+    let out = text_cli(&env, &["runs", "show", &run_id, "--json"]);
+    assert!(out.status.success(), "{}", text_of(&out.stderr));
+    assert_inert("runs show --json", &out);
+    let story = json_of("runs show --json", &out);
+    assert_eq!(story["run"]["error_message"], ATTACK);
+    assert_eq!(story["checkpoints"][0]["name"], format!("cp{ATTACK}"));
+    let journal = story["journal"].as_array().expect("a journal");
+    let log = journal
+        .iter()
+        .find(|e| e["event"] == "log")
+        .expect("the tool's log event");
+    assert_eq!(log["message"], ATTACK);
+    assert_eq!(log["fields"], serde_json::json!({ ATTACK: ATTACK }));
+    let stdout = journal
+        .iter()
+        .find(|e| e["event"] == "tool.stdout")
+        .expect("the tool's stdout");
+    assert_eq!(stdout["message"], format!("{ATTACK}\n"));
+    // Someone may make such keys a `validation` error; a key the host took is shown escaped.
+    if let Some(effect) = story["effects"].as_array().and_then(|e| e.first()) {
+        assert_eq!(effect["key"], format!("key{ATTACK}"));
+        assert!(
+            shown.contains(&format!(" key=key{ATTACK_ESCAPED} status=")),
+            "{shown}"
+        );
+    }
+
+    let out = text_cli(&env, &["escalations", "list"]);
+    assert!(out.status.success(), "{}", text_of(&out.stderr));
+    assert_inert("escalations list", &out);
+    let listed = text_of(&out.stdout);
+    assert_eq!(listed.lines().count(), 1, "{listed}");
+    assert!(
+        listed.ends_with(&format!(" fatal failure: {ATTACK_ESCAPED}\n")),
+        "{listed}"
+    );
+
+    let out = text_cli(&env, &["escalations", "list", "--json"]);
+    assert_inert("escalations list --json", &out);
+    let list = json_of("escalations list --json", &out);
+    let id = list[0]["id"].to_string();
+    let summary = list[0]["summary"].as_str().expect("a summary");
+    assert!(
+        summary.ends_with(&format!(" fatal failure: {ATTACK}")),
+        "{summary}"
+    );
+
+    let out = text_cli(&env, &["escalations", "show", &id]);
+    assert!(out.status.success(), "{}", text_of(&out.stderr));
+    assert_inert("escalations show", &out);
+    assert!(
+        text_of(&out.stdout).contains(&format!(" fatal failure: {ATTACK_IN_JSON}\",")),
+        "{}",
+        text_of(&out.stdout)
+    );
+    let escalation = json_of("escalations show", &out);
+    assert_eq!(escalation["summary"], summary);
+    assert_eq!(escalation["run_id"], run_id.as_str());
+}
+
+#[test]
+fn control_sequences_in_tool_output_are_escaped_in_pretty_json() {
+    let env = Env::new();
+    let out = text_cli(
+        &env,
+        &["run", HOSTILE_TEXT, "--input", r#"{"mode":"echo"}"#],
+    );
+    assert!(out.status.success(), "{}", text_of(&out.stderr));
+    assert_inert("run (output)", &out);
+    assert!(
+        text_of(&out.stdout).contains(&format!("\"text\": \"{ATTACK_IN_JSON}\"")),
+        "{}",
+        text_of(&out.stdout)
+    );
+    assert_eq!(
+        json_of("run (output)", &out),
+        serde_json::json!({ "text": ATTACK, ATTACK: [ATTACK] }),
+        "the output shown is the exact output"
+    );
+}
+
+#[test]
+fn control_sequences_in_a_schema_cannot_forge_error_lines() {
+    let env = Env::new();
+    let out = text_cli(
+        &env,
+        &["run", HOSTILE_TEXT, "--input", r#"{"mode":"other"}"#],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text_of(&out.stderr));
+    assert_inert("schema violation", &out);
+    let err = text_of(&out.stderr);
+    assert!(
+        err.starts_with("error: input does not match the schema of tool `hostile-text`:\n  - "),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 2, "one line per problem: {err}");
+}

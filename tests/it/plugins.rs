@@ -203,3 +203,6 @@ pub(crate) use crate::hostile::{
 pub(crate) use crate::polyglot::{
     javascript::happy_path as js_invoice, python::happy_path as py_invoice,
 };
+
+// hostile-text: its control sequences never reach the terminal (the others in `hostile.rs`).
+pub(crate) use crate::hostile::control_sequences_in_a_descriptor_cannot_forge_inspect_lines as hostile_text;
