@@ -96,6 +96,13 @@ impl Failure {
     }
 }
 
+/// An effect, by its kind and idempotency key: the one a failed attempt was acting on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EffectRef {
+    pub kind: String,
+    pub key: String,
+}
+
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.class, self.message)

@@ -20,23 +20,28 @@ pub mod engine;
 pub mod escalation;
 pub mod failure;
 mod holder;
+pub mod journal;
 pub mod ledger;
-pub mod mcp;
+pub mod locks;
 pub mod policy;
 pub mod retry;
 pub mod runs;
 mod runtime;
+pub mod server;
+mod services;
 pub mod story;
 pub mod text;
 pub mod tool;
 
-pub use clock::{Clock, ManualClock, Sleeper, SystemClock, TokioSleeper};
+pub use clock::{
+    Clock, ManualClock, Random, SeededRandom, Sleeper, SystemClock, ThreadRandom, TokioSleeper,
+};
 pub use config::Config;
 pub use escalation::{Decision, EscalationError, EvidencePacket};
-pub use failure::{Failure, FailureClass};
+pub use failure::{EffectRef, Failure, FailureClass};
 pub use runs::{CallKey, RunError, RunOptions, RunReport};
 pub use runtime::{
-    DEFAULT_CACHE_DIR, DEFAULT_LEDGER, Runtime, RuntimeBuilder, RuntimeError, Settled,
+    DEFAULT_CACHE_DIR, DEFAULT_LEDGER, Runtime, RuntimeBuilder, RuntimeError, SettleError, Settled,
 };
 pub use story::RunStory;
 pub use tool::{Descriptor, LoadError, LoadedTool};

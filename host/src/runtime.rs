@@ -1,11 +1,11 @@
 //! The embedding API: a [`Runtime`] loads tools and runs them against one ledger.
 //! The CLI, the MCP server and library users all go through it.
 
-use crate::capabilities::{self, ToolState};
-use crate::clock::{Clock, Sleeper, SystemClock, TokioSleeper};
+use crate::capabilities;
+use crate::clock::{Clock, Random, Sleeper, SystemClock, ThreadRandom, TokioSleeper};
 use crate::config::Config;
 use crate::effects::EffectEngine;
-use crate::effects::connector::{self, Connector, ConnectorSetupError};
+use crate::effects::connector::{Connector, ConnectorSetupError};
 use crate::engine::{ArtifactCache, CacheError, EngineHandle, EngineOptions};
 use crate::escalation::{self, Decision, EscalationError, NextStep};
 use crate::failure::Failure;
@@ -13,12 +13,12 @@ use crate::ledger::{
     Escalation, EscalationFilter, Ledger, LedgerError, LedgerOptions, SqliteLedger,
 };
 use crate::runs::{self, RunError, RunOptions, RunReport};
+use crate::services::{Parts, Services};
 use crate::story::RunStory;
 use crate::tool::{self, LoadError, LoadedTool};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use wasmtime::component::Linker;
 
 /// Where the ledger lives unless configured otherwise.
 pub const DEFAULT_LEDGER: &str = ".tollgate/ledger.db";
@@ -38,29 +38,16 @@ pub enum RuntimeError {
     Connector(#[from] ConnectorSetupError),
 }
 
-pub(crate) struct Inner {
-    pub engine: EngineHandle,
-    pub linker: Linker<ToolState>,
-    pub cache: Option<ArtifactCache>,
-    pub ledger: Arc<dyn Ledger>,
-    pub effects: Arc<EffectEngine>,
-    pub config: Config,
-    pub clock: Arc<dyn Clock>,
-    pub sleeper: Arc<dyn Sleeper>,
-    pub holder: String,
-    pub lease_ttl_ms: i64,
-}
-
 /// Loads and runs tools. Cheap to clone; share one per process.
 #[derive(Clone)]
 pub struct Runtime {
-    inner: Arc<Inner>,
+    services: Arc<Services>,
 }
 
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Runtime")
-            .field("holder", &self.inner.holder)
+            .field("holder", &self.services.holder())
             .finish_non_exhaustive()
     }
 }
@@ -76,6 +63,8 @@ pub struct RuntimeBuilder {
     cache: bool,
     clock: Arc<dyn Clock>,
     sleeper: Arc<dyn Sleeper>,
+    ticker: Arc<dyn Sleeper>,
+    random: Arc<dyn Random>,
     engine: EngineOptions,
     connectors: BTreeMap<String, Arc<dyn Connector>>,
 }
@@ -91,6 +80,8 @@ impl Default for RuntimeBuilder {
             cache: true,
             clock: Arc::new(SystemClock),
             sleeper: Arc::new(TokioSleeper),
+            ticker: Arc::new(TokioSleeper),
+            random: Arc::new(ThreadRandom),
             engine: EngineOptions::default(),
             connectors: BTreeMap::new(),
         }
@@ -136,6 +127,16 @@ impl RuntimeBuilder {
         self.clock = clock;
         self
     }
+    /// How background lease renewal paces itself; real time by default.
+    pub fn lease_ticker(mut self, ticker: Arc<dyn Sleeper>) -> Self {
+        self.ticker = ticker;
+        self
+    }
+    /// Where jitter and the random part of run IDs come from; seed it for reproducible tests.
+    pub fn random(mut self, random: Arc<dyn Random>) -> Self {
+        self.random = random;
+        self
+    }
     pub fn engine_options(mut self, options: EngineOptions) -> Self {
         self.engine = options;
         self
@@ -172,7 +173,10 @@ impl RuntimeBuilder {
         };
         let mut connectors = BTreeMap::new();
         for (kind, config) in &self.config.connectors {
-            connectors.insert(kind.clone(), Arc::from(connector::build(kind, config)?));
+            connectors.insert(
+                kind.clone(),
+                Arc::from(crate::effects::connector_for(kind, config)?),
+            );
         }
         connectors.extend(self.connectors);
         let effects = Arc::new(
@@ -182,7 +186,7 @@ impl RuntimeBuilder {
         let lease_ttl_ms = i64::try_from(self.config.lease_ttl_ms.unwrap_or(DEFAULT_LEASE_TTL_MS))
             .unwrap_or(i64::MAX);
         Ok(Runtime {
-            inner: Arc::new(Inner {
+            services: Arc::new(Services::new(Parts {
                 engine,
                 linker,
                 cache,
@@ -191,9 +195,11 @@ impl RuntimeBuilder {
                 config: self.config,
                 clock: self.clock,
                 sleeper: self.sleeper,
+                ticker: self.ticker,
+                random: self.random,
                 holder: crate::holder::this_process().to_owned(),
                 lease_ttl_ms,
-            }),
+            })),
         })
     }
 }
@@ -208,18 +214,18 @@ impl Runtime {
     /// its policy fits (pinned digest, a grant for each optional import).
     pub async fn load(&self, path: impl AsRef<Path>) -> Result<Arc<LoadedTool>, LoadError> {
         let tool = self.inspect(path).await?;
-        tool.check_policy(&self.inner.config.policy_for(&tool.descriptor.name))?;
+        tool.check_policy(&self.services.policy_for(&tool.descriptor.name))?;
         Ok(tool)
     }
 
     /// Loads the tool component at `path` without holding it to its policy: for showing what
     /// a tool is and what it would need. It cannot run until [`Runtime::load`] accepts it.
     pub async fn inspect(&self, path: impl AsRef<Path>) -> Result<Arc<LoadedTool>, LoadError> {
-        let inner = &self.inner;
+        let services = &self.services;
         tool::load(
-            inner.engine.engine(),
-            &inner.linker,
-            inner.cache.as_ref(),
+            services.engine(),
+            services.linker(),
+            services.cache(),
             path.as_ref(),
         )
         .await
@@ -228,7 +234,7 @@ impl Runtime {
 
     /// Starts a new run of `tool` on JSON `input`, with run IDs `run-<date>-<uuid>`.
     pub async fn run(&self, tool: &Arc<LoadedTool>, input: &str) -> Result<RunReport, RunError> {
-        runs::start(&self.inner, tool, input, &RunOptions::default()).await
+        runs::start(&self.services, tool, input, &RunOptions::default()).await
     }
 
     /// Starts a new run with `options` (run ID prefix, business-object lock); with `retry`,
@@ -240,9 +246,9 @@ impl Runtime {
         options: &RunOptions,
         retry: bool,
     ) -> Result<RunReport, RunError> {
-        let first = runs::start(&self.inner, tool, input, options).await?;
+        let first = runs::start(&self.services, tool, input, options).await?;
         if retry {
-            runs::retry(&self.inner, tool, first).await
+            runs::retry(&self.services, tool, first).await
         } else {
             Ok(first)
         }
@@ -259,7 +265,7 @@ impl Runtime {
             prefix: prefix.to_owned(),
             ..RunOptions::default()
         };
-        runs::start(&self.inner, tool, input, &options).await
+        runs::start(&self.services, tool, input, &options).await
     }
 
     /// Starts the next attempt of an unfinished run. Without `tool`, loads the component the
@@ -273,12 +279,12 @@ impl Runtime {
         let tool = match tool {
             Some(tool) => tool,
             None => {
-                let path = runs::component_path(&self.inner, run_id)?;
+                let path = runs::component_path(&self.services, run_id)?;
                 loaded = self.load(&path).await?;
                 &loaded
             }
         };
-        runs::resume(&self.inner, tool, run_id).await
+        runs::resume(&self.services, tool, run_id).await
     }
 
     /// Starts a run and, while its attempts fail retryably, resumes it under the tool's
@@ -302,27 +308,27 @@ impl Runtime {
     /// Waits for a run another caller started, and returns how it ended; a run whose driver
     /// died is resumed (and retried under its policy) instead.
     pub async fn join(&self, tool: &Arc<LoadedTool>, run_id: &str) -> Result<RunReport, RunError> {
-        runs::join(&self.inner, tool, run_id).await
+        runs::join(&self.services, tool, run_id).await
     }
 
     /// Records that this host's running attempt of `run_id` was given up by its caller (its
     /// future dropped): the attempt ends `failed` with the reason, and the run stays resumable.
     pub async fn cancelled(&self, run_id: &str, why: &str) -> Result<(), RunError> {
-        runs::cancelled(&self.inner, run_id, why).await
+        runs::cancelled(&self.services, run_id, why).await
     }
 
     /// A fresh run ID with `prefix`, for [`RunOptions::run_id`].
     pub fn new_run_id(&self, prefix: &str) -> Result<String, RunError> {
-        runs::new_run_id(prefix, self.inner.clock.now_ms())
+        runs::new_run_id(prefix, self.services.now(), self.services.random())
     }
 
     /// Escalations matching `filter`, oldest first: the human queue.
     pub fn escalations(&self, filter: &EscalationFilter) -> Result<Vec<Escalation>, LedgerError> {
-        self.inner.ledger.escalations(filter)
+        self.services.ledger().escalations(filter)
     }
 
     pub fn escalation(&self, id: i64) -> Result<Option<Escalation>, LedgerError> {
-        self.inner.ledger.escalation(id)
+        self.services.ledger().escalation(id)
     }
 
     /// Records a human's decision on escalation `id` (with the reason and who decided, both
@@ -334,25 +340,24 @@ impl Runtime {
         decision: Decision,
         reason: &str,
         by: &str,
-    ) -> Result<Settled, EscalationError> {
-        let now = self.inner.clock.now_ms();
+    ) -> Result<Settled, SettleError> {
+        let now = self.services.now();
         let (escalation, next) =
-            escalation::settle(&self.inner.ledger, id, decision, reason, by, now).await?;
+            escalation::settle(self.services.ledger(), id, decision, reason, by, now).await?;
         // Resumed under the tool's retry policy, so a run that fails again retryably is
         // retried and, if the policy gives up, escalated again rather than left undriven.
         let report = match next {
             NextStep::Resume => {
                 let resume = async {
-                    let path = runs::component_path(&self.inner, &escalation.run_id)?;
+                    let path = runs::component_path(&self.services, &escalation.run_id)?;
                     let tool = self.load(&path).await?;
-                    let first = runs::resume(&self.inner, &tool, &escalation.run_id).await?;
-                    runs::retry(&self.inner, &tool, first).await
+                    let first = runs::resume(&self.services, &tool, &escalation.run_id).await?;
+                    runs::retry(&self.services, &tool, first).await
                 };
-                Some(
-                    resume
-                        .await
-                        .map_err(|e: RunError| EscalationError::Resume(Box::new(e)))?,
-                )
+                Some(resume.await.map_err(|e: RunError| SettleError::Resume {
+                    escalation: Box::new(escalation.clone()),
+                    error: Box::new(e),
+                })?)
             }
             NextStep::Done => None,
         };
@@ -367,30 +372,45 @@ impl Runtime {
         tool: &Arc<LoadedTool>,
         input: &str,
     ) -> Result<Result<serde_json::Value, Failure>, RunError> {
-        runs::call_unrecorded(&self.inner, tool, input).await
+        runs::call_unrecorded(&self.services, tool, input).await
     }
 
     /// Everything the ledger knows about a run.
     pub fn story(&self, run_id: &str) -> Result<RunStory, LedgerError> {
-        RunStory::read(self.inner.ledger.as_ref(), run_id)
+        RunStory::read(self.services.ledger().as_ref(), run_id)
     }
 
     pub fn ledger(&self) -> &Arc<dyn Ledger> {
-        &self.inner.ledger
+        self.services.ledger()
     }
 
     pub fn engine(&self) -> &wasmtime::Engine {
-        self.inner.engine.engine()
+        self.services.engine()
     }
 
     pub fn config(&self) -> &Config {
-        &self.inner.config
+        self.services.config()
     }
 
     /// The connector configured for an effect kind.
     pub fn connector(&self, kind: &str) -> Option<&Arc<dyn Connector>> {
-        self.inner.effects.connector(kind)
+        self.services.effects().connector(kind)
     }
+}
+
+/// Why a human's decision could not be carried out.
+#[derive(Debug, thiserror::Error)]
+pub enum SettleError {
+    /// The decision was refused, and nothing was recorded.
+    #[error(transparent)]
+    Escalation(#[from] EscalationError),
+    /// The decision is recorded, but resuming the run it reopened failed; the run stays
+    /// resumable.
+    #[error("the decision on escalation #{} is recorded, but resuming run {} failed: {error}", .escalation.id, .escalation.run_id)]
+    Resume {
+        escalation: Box<Escalation>,
+        error: Box<RunError>,
+    },
 }
 
 /// A settled escalation, and the report of the resume it led to, if any.

@@ -51,9 +51,7 @@ impl std::fmt::Debug for LoadedTool {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error(
-        "no such file: {0} (check the path; `tollgate build-plugins` builds the bundled tools)"
-    )]
+    #[error("no such file: {0} (check the path)")]
     NotFound(PathBuf),
     #[error("cannot read {path}: {source}")]
     Read {

@@ -3,7 +3,7 @@
 
 use crate::harness::{Env, erp_config, events, failure, invoice, load, open_escalations, output};
 use tollgate::ledger::{EffectStatus, EscalationReason, Resolution, RunStatus};
-use tollgate::{Decision, EscalationError, FailureClass, Runtime};
+use tollgate::{Decision, EscalationError, FailureClass, Runtime, SettleError};
 use tollgate_tests::erp::{Erp, Faults};
 use tollgate_tests::plugins::INVOICE;
 
@@ -83,7 +83,10 @@ async fn in_doubt_effect_is_escalated_then_marked_succeeded_and_resumed_without_
         .await
         .unwrap_err();
     assert!(
-        matches!(again, EscalationError::AlreadyResolved { .. }),
+        matches!(
+            again,
+            SettleError::Escalation(EscalationError::AlreadyResolved { .. })
+        ),
         "{again}"
     );
 }
@@ -107,7 +110,10 @@ async fn abandoning_an_escalation_ends_the_run_and_needs_a_reason() {
         .await
         .unwrap_err();
     assert!(
-        matches!(no_reason, EscalationError::NoReason),
+        matches!(
+            no_reason,
+            SettleError::Escalation(EscalationError::NoReason)
+        ),
         "{no_reason}"
     );
     let approve = runtime
@@ -115,7 +121,10 @@ async fn abandoning_an_escalation_ends_the_run_and_needs_a_reason() {
         .await
         .unwrap_err();
     assert!(
-        matches!(approve, EscalationError::NotApproval { .. }),
+        matches!(
+            approve,
+            SettleError::Escalation(EscalationError::NotApproval { .. })
+        ),
         "{approve}"
     );
     let settled = runtime
@@ -169,7 +178,10 @@ async fn approval_gate_pauses_before_dispatch_and_approval_dispatches_once() {
         .await
         .unwrap_err();
     assert!(
-        matches!(retry, EscalationError::IsApproval { .. }),
+        matches!(
+            retry,
+            SettleError::Escalation(EscalationError::IsApproval { .. })
+        ),
         "{retry}"
     );
 

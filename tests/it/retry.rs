@@ -152,7 +152,18 @@ async fn exhausted_attempts_escalate_with_every_attempt_in_the_evidence() {
         .resume(&report.run_id, Some(&tool))
         .await
         .unwrap_err();
-    assert!(refused.to_string().contains("escalations"), "{refused}");
+    assert!(
+        matches!(
+            refused,
+            tollgate::RunError::Parked {
+                status: RunStatus::Escalated,
+                escalation: Some(_),
+                ..
+            }
+        ),
+        "{refused}"
+    );
+    assert!(refused.to_string().contains("on escalation #"), "{refused}");
     let story = runtime.story(&report.run_id).unwrap();
     let stopped = story
         .journal

@@ -80,6 +80,8 @@ fn live_run(ledger: &SqliteLedger, run_id: &str) {
             tool: "bench".to_owned(),
             input: "{}".to_owned(),
             now: 0,
+            component: None,
+            lock: None,
         })
         .expect("create run");
     ledger

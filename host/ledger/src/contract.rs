@@ -133,6 +133,7 @@ pub trait LedgerExt: Ledger {
             status,
             error_class: error_class.map(str::to_owned),
             error_message: error_message.map(str::to_owned),
+            cpu_ms: 0,
             now,
         };
         expect_done(self.apply(vec![op]), "EndAttempt")

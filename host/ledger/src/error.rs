@@ -10,7 +10,7 @@ use crate::records::{EffectStatus, Millis, Resolution, RunStatus};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum LedgerError {
-    #[error("run `{run_id}` does not exist; check the run id (list runs to see the known ones)")]
+    #[error("run `{run_id}` does not exist in this ledger; check the run id and the ledger")]
     RunNotFound { run_id: String },
 
     #[error("run `{run_id}` already exists; use a fresh run id, or resume the existing run")]
@@ -20,8 +20,8 @@ pub enum LedgerError {
     RunFinished { run_id: String, status: RunStatus },
 
     #[error(
-        "run `{run_id}` is waiting for a human decision (status {status}): see `tollgate \
-         escalations list`, then resolve it"
+        "run `{run_id}` is waiting for a human decision (status {status}): settle its open \
+         escalation first"
     )]
     RunParked { run_id: String, status: RunStatus },
 
@@ -68,15 +68,12 @@ pub enum LedgerError {
     )]
     EffectNotFound { kind: String, key: String },
 
-    #[error(
-        "escalation {id} does not exist; check the id (`tollgate escalations list` shows the \
-         known ones)"
-    )]
+    #[error("escalation {id} does not exist; check the id")]
     EscalationNotFound { id: i64 },
 
     #[error(
         "escalation {id} is already resolved as {resolution}; a decision cannot be changed, \
-         check `tollgate escalations list` for the run's current state"
+         look at the run's current state instead"
     )]
     EscalationResolved { id: i64, resolution: Resolution },
 
@@ -123,14 +120,14 @@ pub enum LedgerError {
     },
 
     #[error(
-        "{} is not a Tollgate ledger ({reason}); move it aside or point --ledger elsewhere",
+        "{} is not a Tollgate ledger ({reason}); move it aside, or open another ledger file",
         path.display()
     )]
     NotALedger { path: PathBuf, reason: String },
 
     #[error(
-        "ledger {} is corrupt ({detail}); move it aside and restore a backup, or point --ledger \
-         at a new file",
+        "ledger {} is corrupt ({detail}); move it aside and restore a backup, or open another \
+         ledger file",
         path.display()
     )]
     Corrupt { path: PathBuf, detail: String },
@@ -144,7 +141,7 @@ pub enum LedgerError {
 
     #[error(
         "ledger schema version {found} was written by a newer Tollgate (this build supports up \
-         to {supported}); upgrade tollgate, or point --ledger at another file"
+         to {supported}); upgrade tollgate, or open another ledger file"
     )]
     NewerSchema { found: u32, supported: u32 },
 

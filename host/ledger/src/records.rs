@@ -193,6 +193,17 @@ pub mod stored {
     }
 }
 
+/// The business-object lock a run takes before each of its attempts, so overlapping runs on
+/// one object never act at once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunLock {
+    pub key: String,
+    /// How long an attempt waits for the lock while another run holds it.
+    pub wait_ms: u64,
+    /// The lease an attempt takes on it, renewed while the attempt lives.
+    pub ttl_ms: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewRun {
     pub run_id: String,
@@ -200,6 +211,12 @@ pub struct NewRun {
     /// The tool input, as JSON text.
     pub input: String,
     pub now: Millis,
+    /// The component file the run was started with, so a resume can load it again.
+    #[serde(default)]
+    pub component: Option<String>,
+    /// The lock each attempt of the run takes.
+    #[serde(default)]
+    pub lock: Option<RunLock>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -215,6 +232,10 @@ pub struct Run {
     pub attempts: u32,
     pub created_at: Millis,
     pub updated_at: Millis,
+    /// The component file the run was started with.
+    pub component: Option<String>,
+    /// The lock each attempt of the run takes.
+    pub lock: Option<RunLock>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -231,6 +252,8 @@ pub struct Attempt {
     pub ended_at: Option<Millis>,
     pub error_class: Option<String>,
     pub error_message: Option<String>,
+    /// The tool's own CPU time in the attempt, recorded when it ended.
+    pub cpu_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -319,6 +342,9 @@ pub struct NewEscalation {
     /// The effect the escalation is about, if any.
     pub effect_kind: Option<String>,
     pub effect_key: Option<String>,
+    /// The digest of that effect's payload, as the human saw it: an approval covers exactly
+    /// this payload.
+    pub payload_digest: Option<String>,
     /// The evidence packet a human decides on.
     pub evidence: serde_json::Value,
     pub now: Millis,
@@ -334,6 +360,7 @@ pub struct Escalation {
     pub summary: String,
     pub effect_kind: Option<String>,
     pub effect_key: Option<String>,
+    pub payload_digest: Option<String>,
     pub evidence: serde_json::Value,
     pub status: EscalationStatus,
     /// Set exactly when `status` is `Resolved`.
@@ -434,6 +461,8 @@ pub enum Op {
         status: AttemptStatus,
         error_class: Option<String>,
         error_message: Option<String>,
+        /// The tool's CPU time in the attempt.
+        cpu_ms: u64,
         now: Millis,
     },
     /// Finishes a `Running` or parked run as `Succeeded`, `Failed` or `InDoubt` (ending a

@@ -4,7 +4,8 @@
 use super::{AttemptAbort, ToolState, journal_denial, to_tool_error};
 use crate::bindings::{checkpoints, types};
 use crate::failure::{Failure, FailureClass};
-use crate::ledger::{self, NewJournalEntry, Op};
+use crate::journal::{self, Event};
+use crate::ledger::{self, Op};
 
 const MAX_NAME_BYTES: usize = 128;
 
@@ -45,15 +46,14 @@ impl checkpoints::Host for ToolState {
         }
         let now = ctx.clock.now_ms();
         let bytes = state.len();
-        let journaled = NewJournalEntry {
-            run_id: ctx.run_id.clone(),
-            attempt: Some(ctx.attempt),
-            at: now,
-            level: "info".into(),
-            event: "checkpoint.saved".into(),
-            message: format!("checkpoint `{name}` saved"),
-            fields: serde_json::json!({ "name": name, "bytes": bytes }),
-        };
+        let journaled = journal::entry(
+            ctx.at(),
+            Event::CheckpointSaved {
+                name: name.clone(),
+                bytes,
+            },
+            format!("checkpoint `{name}` saved"),
+        );
         let cost = tollgate_ledger::stored::checkpoint(&name, bytes)
             .saturating_add(tollgate_ledger::stored::journal_entry(&journaled));
         if ctx.budget.charge(cost).is_err() {

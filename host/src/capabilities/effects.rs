@@ -1,9 +1,10 @@
 //! The `effects` interface: policy checks and bounds, then the effect protocol.
 //! A denial is returned to the tool as a `permission` error and journaled with the rule.
 
-use super::{AttemptAbort, AttemptContext, ToolState, journal_denial, to_tool_error};
+use super::{AttemptAbort, ToolState, journal_denial, to_tool_error};
 use crate::bindings::{effects, types};
 use crate::effects::{EffectError, EffectRequest, intent};
+use crate::escalation::{self, Gate};
 use crate::failure::{Failure, FailureClass};
 
 /// What an effect's journal entries cost against the storage budget, on top of its claim:
@@ -109,10 +110,26 @@ impl effects::Host for ToolState {
             ));
         }
         if ctx.policy.needs_approval(&kind) {
-            match approval_gate(&ctx, &kind, &key, &payload, parsed).await {
+            let asking = escalation::Asking {
+                run_id: &ctx.run_id,
+                policy: &ctx.policy,
+                kind: &kind,
+                key: &key,
+                payload: &payload,
+                parsed: &parsed,
+            };
+            match escalation::approval_gate(&ctx.ledger, asking, ctx.clock.now_ms()).await {
                 Gate::Proceed => {}
                 Gate::Refuse(failure) => return refuse(failure),
-                Gate::Park(failure) => return Err(wasmtime::Error::new(AttemptAbort(failure))),
+                Gate::Park {
+                    failure,
+                    escalation,
+                } => {
+                    if let Ok(mut parked) = ctx.parked.lock() {
+                        *parked = escalation;
+                    }
+                    return Err(wasmtime::Error::new(AttemptAbort(failure)));
+                }
             }
         }
         self.effects_performed += 1;
@@ -126,6 +143,9 @@ impl effects::Host for ToolState {
             fence: ctx.fence,
         };
         let performed = ctx.effects.perform(req).await;
+        // Remembered by the host, not read back from what the tool returns: the effect an
+        // escalation's evidence shows as the one the run stopped on.
+        ctx.note_effect_result(&kind, &key, performed.is_ok());
         match &performed {
             // A replay stored nothing but its journal note.
             Ok(outcome) if outcome.replayed => {
@@ -146,118 +166,4 @@ impl effects::Host for ToolState {
             Err(EffectError::Abort(failure)) => Err(wasmtime::Error::new(AttemptAbort(failure))),
         }
     }
-}
-
-/// What the approval gate lets an effect do.
-enum Gate {
-    Proceed,
-    Refuse(Failure),
-    /// The run now waits for a human; the attempt stops here.
-    Park(Failure),
-}
-
-/// An effect kind that needs approval is dispatched only once a human approved this very
-/// effect (kind and key) of this run. The first time it is asked for, the run is parked as
-/// `waiting_approval` with an approval escalation; a resume after `tollgate approve` passes.
-/// A key already in the ledger was approved before (or is a replay) and passes too.
-async fn approval_gate(
-    ctx: &AttemptContext,
-    kind: &str,
-    key: &str,
-    payload: &str,
-    parsed: serde_json::Value,
-) -> Gate {
-    use crate::escalation::{self, Action};
-    use crate::ledger::{
-        EscalationFilter, EscalationReason, EscalationStatus, Resolution, RunStatus,
-    };
-    let abort = |e: crate::ledger::LedgerError| {
-        Gate::Park(Failure::new(
-            FailureClass::Fatal,
-            format!("ledger unavailable, approval not checked: {e}"),
-        ))
-    };
-    // A succeeded key is a replay: nothing is dispatched, so nothing needs approving.
-    match ctx.ledger.effect(kind, key) {
-        Ok(Some(e)) if e.status == crate::ledger::EffectStatus::Succeeded => return Gate::Proceed,
-        Ok(_) => {}
-        Err(e) => return abort(e),
-    }
-    let digest = crate::ledger::payload_digest(payload.as_bytes());
-    let filter = EscalationFilter {
-        status: None,
-        run_id: Some(ctx.run_id.clone()),
-        limit: usize::MAX,
-    };
-    let escalations = match ctx.ledger.escalations(&filter) {
-        Ok(list) => list,
-        Err(e) => return abort(e),
-    };
-    // An approval covers the payload the approver saw, not just the key: a changed payload
-    // under the same key asks again.
-    let asked = escalations.iter().rev().find(|e| {
-        e.reason == EscalationReason::Approval
-            && e.effect_kind.as_deref() == Some(kind)
-            && e.effect_key.as_deref() == Some(key)
-            && e.evidence["action"]["payload_digest"].as_str() == Some(digest.as_str())
-    });
-    if let Some(esc) = asked {
-        match (esc.status, esc.resolution) {
-            (EscalationStatus::Resolved, Some(Resolution::Approved)) => return Gate::Proceed,
-            (EscalationStatus::Resolved, _) => {
-                return Gate::Refuse(Failure::new(
-                    FailureClass::Permission,
-                    format!(
-                        "effect `{kind}` with key `{key}` was rejected by {}: {}",
-                        esc.resolved_by.as_deref().unwrap_or("a human"),
-                        esc.resolution_reason
-                            .as_deref()
-                            .unwrap_or("no reason given")
-                    ),
-                ));
-            }
-            (EscalationStatus::Open, _) => {}
-        }
-    }
-    // The payload was parsed strictly before the gate, so what the approver sees is what
-    // the downstream gets; the exact text goes along too.
-    let action = Action {
-        kind: kind.to_owned(),
-        key: key.to_owned(),
-        payload_digest: digest,
-        payload: parsed,
-        payload_text: Some(payload.to_owned()),
-    };
-    let packet = match escalation::packet(
-        ctx.ledger.as_ref(),
-        &ctx.run_id,
-        &ctx.policy,
-        EscalationReason::Approval,
-        None,
-        Some(action),
-        None,
-    ) {
-        Ok(p) => p,
-        Err(e) => return abort(e),
-    };
-    let now = ctx.clock.now_ms();
-    let summary = format!(
-        "approve effect `{kind}` with key `{key}` of run {}",
-        ctx.run_id
-    );
-    let ops = escalation::open_ops(&packet, summary, Some(RunStatus::WaitingApproval), now);
-    let id = match crate::ledger::apply(&ctx.ledger, ops).await {
-        Ok(applied) => escalation::opened(&applied).map(|e| e.id),
-        Err(e) => return abort(e),
-    };
-    if let Ok(mut parked) = ctx.parked.lock() {
-        *parked = id;
-    }
-    let id = id.map_or_else(|| "?".to_owned(), |id| id.to_string());
-    Gate::Park(Failure::new(
-        FailureClass::Transient,
-        format!(
-            "waiting for approval of effect `{kind}` with key `{key}` (escalation #{id}): `tollgate approve {id}` or `tollgate reject {id}`"
-        ),
-    ))
 }

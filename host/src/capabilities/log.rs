@@ -4,7 +4,7 @@
 
 use super::ToolState;
 use crate::bindings::log;
-use crate::ledger::NewJournalEntry;
+use crate::journal::{self, Event};
 
 impl log::Host for ToolState {
     async fn event(
@@ -28,15 +28,7 @@ impl log::Host for ToolState {
             .into_iter()
             .map(|(k, v)| (k, serde_json::Value::String(v)))
             .collect();
-        let entry = NewJournalEntry {
-            run_id: ctx.run_id.clone(),
-            attempt: Some(ctx.attempt),
-            at: ctx.clock.now_ms(),
-            level: level_name.into(),
-            event: "log".into(),
-            message,
-            fields: serde_json::Value::Object(fields),
-        };
+        let entry = journal::entry_at_level(ctx.at(), level_name, Event::Log(fields), message);
         // Counted as stored, row cost included: an empty event is not free, and fields
         // count as the JSON the ledger keeps, escapes and all.
         let size = tollgate_ledger::stored::journal_entry(&entry);
@@ -45,15 +37,11 @@ impl log::Host for ToolState {
         if next > cap {
             if !self.log_truncated {
                 self.log_truncated = true;
-                ctx.ledger.journal(NewJournalEntry {
-                    run_id: ctx.run_id.clone(),
-                    attempt: Some(ctx.attempt),
-                    at: ctx.clock.now_ms(),
-                    level: "warn".into(),
-                    event: "log.truncated".into(),
-                    message: format!("tool logged more than {cap} bytes; further events dropped"),
-                    fields: serde_json::json!({ "max_log_bytes": cap }),
-                });
+                ctx.ledger.journal(journal::entry(
+                    ctx.at(),
+                    Event::LogTruncated { max_log_bytes: cap },
+                    format!("tool logged more than {cap} bytes; further events dropped"),
+                ));
             }
             return Ok(());
         }

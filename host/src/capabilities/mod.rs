@@ -39,9 +39,28 @@ pub struct AttemptContext {
     pub parked: std::sync::Mutex<Option<i64>>,
     /// What the run's tool may still make the ledger store.
     pub budget: budget::StorageBudget,
+    /// The last effect (kind, key) that failed or aborted the attempt, unless a later effect
+    /// succeeded: what the run was acting on if it stops.
+    pub failed_effect: std::sync::Mutex<Option<(String, String)>>,
 }
 
 impl AttemptContext {
+    /// Where a journal entry of this attempt belongs, stamped now.
+    pub fn at(&self) -> crate::journal::At<'_> {
+        crate::journal::At {
+            run_id: &self.run_id,
+            attempt: Some(self.attempt),
+            at: self.clock.now_ms(),
+        }
+    }
+
+    /// Notes how an effect went, for [`AttemptContext::failed_effect`].
+    pub fn note_effect_result(&self, kind: &str, key: &str, ok: bool) {
+        if let Ok(mut failed) = self.failed_effect.lock() {
+            *failed = (!ok).then(|| (kind.to_owned(), key.to_owned()));
+        }
+    }
+
     /// Journals an entry the tool caused, if the run's storage budget has room for it;
     /// otherwise drops it, and journals once per attempt that the budget is spent. Returns
     /// whether the entry was journaled.
@@ -63,17 +82,15 @@ impl AttemptContext {
         }
         let limit = self.budget.limit();
         tracing::warn!(run_id = %self.run_id, tool = %self.tool, limit, "storage budget spent");
-        self.ledger.journal(tollgate_ledger::NewJournalEntry {
-            run_id: self.run_id.clone(),
-            attempt: Some(self.attempt),
-            at: self.clock.now_ms(),
-            level: "warn".into(),
-            event: "storage.budget_spent".into(),
-            message: format!(
+        self.ledger.journal(crate::journal::entry(
+            self.at(),
+            crate::journal::Event::StorageBudgetSpent {
+                max_stored_bytes: limit,
+            },
+            format!(
                 "the run's tool used its {limit} bytes of ledger storage (limits.max_stored_bytes); further logs and denials are dropped, checkpoints and effects refused"
             ),
-            fields: serde_json::json!({ "max_stored_bytes": limit }),
-        });
+        ));
     }
 }
 
@@ -182,34 +199,80 @@ pub fn guarded_store(
     store
 }
 
-/// The linker every tool is instantiated with.
-pub fn linker(engine: &Engine) -> wasmtime::Result<Linker<ToolState>> {
-    let mut linker = Linker::new(engine);
-    wasi::add_to_linker(&mut linker)?;
-    http::add_to_linker(&mut linker)?;
-    sockets::add_to_linker(&mut linker)?;
-    Tool::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
-    Ok(linker)
+/// A capability the linker can provide: the interfaces it provides (`namespace:package/name`),
+/// the version track it provides them for, and how it adds itself to a linker.
+pub struct Capability {
+    pub name: &'static str,
+    pub interfaces: &'static [&'static str],
+    /// Versions `<track>*` of the interfaces are provided, e.g. `0.2.`.
+    pub track: &'static str,
+    add: fn(&mut Linker<ToolState>) -> wasmtime::Result<()>,
 }
 
-/// Interfaces the linker provides, by `namespace:package/interface` and the version track
-/// they are provided for. Used to name every missing import at load, not only the first.
-pub fn is_provided(import: &str) -> bool {
-    let (name, version) = import.split_once('@').unwrap_or((import, ""));
-    let track = |prefix: &str| version.starts_with(prefix);
-    ((wasi::PROVIDED.contains(&name)
-        || http::PROVIDED.contains(&name)
-        || sockets::PROVIDED.contains(&name))
-        && track("0.2."))
-        || (TOLLGATE_PROVIDED.contains(&name) && track("0.1."))
+impl Capability {
+    /// Whether this capability provides `import` (`wasi:io/streams@0.2.3`).
+    pub fn provides(&self, import: &str) -> bool {
+        let (name, version) = import.split_once('@').unwrap_or((import, ""));
+        self.interfaces.contains(&name) && version.starts_with(self.track)
+    }
 }
 
+/// Every capability the host links, in one list: it drives both [`linker`] and
+/// [`is_provided`], so an interface can never be linked yet reported missing, or the other
+/// way round.
+pub const CAPABILITIES: &[Capability] = &[
+    Capability {
+        name: "wasi",
+        interfaces: wasi::PROVIDED,
+        track: "0.2.",
+        add: wasi::add_to_linker,
+    },
+    Capability {
+        name: "http",
+        interfaces: http::PROVIDED,
+        track: "0.2.",
+        add: http::add_to_linker,
+    },
+    Capability {
+        name: "sockets",
+        interfaces: sockets::PROVIDED,
+        track: "0.2.",
+        add: sockets::add_to_linker,
+    },
+    Capability {
+        name: "tollgate",
+        interfaces: TOLLGATE_PROVIDED,
+        track: "0.1.",
+        add: add_tollgate,
+    },
+];
+
+/// The Tollgate interfaces: effects, checkpoints and log (and their shared types).
 const TOLLGATE_PROVIDED: &[&str] = &[
     "tollgate:tool/types",
     "tollgate:tool/effects",
     "tollgate:tool/checkpoints",
     "tollgate:tool/log",
 ];
+
+fn add_tollgate(linker: &mut Linker<ToolState>) -> wasmtime::Result<()> {
+    Tool::add_to_linker::<_, HasSelf<_>>(linker, |state| state)
+}
+
+/// The linker every tool is instantiated with: every capability in [`CAPABILITIES`].
+pub fn linker(engine: &Engine) -> wasmtime::Result<Linker<ToolState>> {
+    let mut linker = Linker::new(engine);
+    for capability in CAPABILITIES {
+        (capability.add)(&mut linker)?;
+    }
+    Ok(linker)
+}
+
+/// Whether the linker provides `import`. Used to name every missing import at load, not
+/// only the first.
+pub fn is_provided(import: &str) -> bool {
+    CAPABILITIES.iter().any(|c| c.provides(import))
+}
 
 impl types::Host for ToolState {}
 
@@ -361,13 +424,13 @@ pub fn journal_denial(
     let asked = crate::clip::text(asked, crate::clip::MAX_ASKED_BYTES);
     let message = crate::clip::text(&failure.message, crate::clip::MAX_ASKED_BYTES * 2);
     tracing::warn!(run_id = %ctx.run_id, tool = %ctx.tool, asked, rule, "denied: {message}");
-    ctx.journal_charged(tollgate_ledger::NewJournalEntry {
-        run_id: ctx.run_id.clone(),
-        attempt: Some(ctx.attempt),
-        at: ctx.clock.now_ms(),
-        level: "warn".into(),
-        event: "policy.denied".into(),
+    ctx.journal_charged(crate::journal::entry(
+        ctx.at(),
+        crate::journal::Event::PolicyDenied {
+            tool: ctx.tool.clone(),
+            asked,
+            rule: rule.to_owned(),
+        },
         message,
-        fields: serde_json::json!({ "tool": ctx.tool, "asked": asked, "rule": rule }),
-    });
+    ));
 }

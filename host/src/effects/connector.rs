@@ -4,7 +4,6 @@
 //! Each connector declares whether its downstream honours idempotency keys: that single fact
 //! decides whether an effect whose outcome is unknown may be re-sent or must go to a human.
 
-use crate::config::{ConnectorConfig, NoopConnectorConfig};
 use crate::failure::FailureClass;
 use std::future::Future;
 use std::pin::Pin;
@@ -81,61 +80,4 @@ pub trait Connector: Send + Sync + 'static {
 pub enum ConnectorSetupError {
     #[error("connector for `{kind}`: {message}")]
     Invalid { kind: String, message: String },
-}
-
-/// Builds the connector an operator configured for `kind`.
-pub fn build(
-    kind: &str,
-    config: &ConnectorConfig,
-) -> Result<Box<dyn Connector>, ConnectorSetupError> {
-    let invalid = |message: String| ConnectorSetupError::Invalid {
-        kind: kind.to_owned(),
-        message,
-    };
-    Ok(match config {
-        ConnectorConfig::Http(http) => {
-            Box::new(super::http::HttpConnector::new(http).map_err(invalid)?)
-        }
-        ConnectorConfig::File(file) => {
-            Box::new(super::file::FileConnector::open(&file.dir).map_err(invalid)?)
-        }
-        ConnectorConfig::Noop(noop) => Box::new(NoopConnector::new(noop)),
-    })
-}
-
-/// Succeeds at once without side effects.
-#[derive(Debug, Clone)]
-pub struct NoopConnector {
-    response: String,
-}
-
-impl NoopConnector {
-    pub fn new(config: &NoopConnectorConfig) -> Self {
-        Self {
-            response: config.response.clone().unwrap_or_else(|| "{}".to_owned()),
-        }
-    }
-}
-
-impl Connector for NoopConnector {
-    fn honours_idempotency_keys(&self) -> bool {
-        true
-    }
-    fn describe(&self) -> String {
-        "noop".to_owned()
-    }
-    fn max_response_bytes(&self) -> u64 {
-        u64::try_from(self.response.len()).unwrap_or(u64::MAX)
-    }
-    fn dispatch<'a>(
-        &'a self,
-        _call: Dispatch<'a>,
-    ) -> BoxFuture<'a, Result<Response, ConnectorError>> {
-        Box::pin(async move {
-            Ok(Response {
-                status: None,
-                body: self.response.clone(),
-            })
-        })
-    }
 }

@@ -18,7 +18,7 @@ pub struct Caller<'a> {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum Decision {
+pub enum ExistingKey {
     /// Succeeded before: return the recorded outcome, dispatch nothing.
     Replay,
     /// Failed before with a final class: return the recorded failure, dispatch nothing.
@@ -50,13 +50,13 @@ pub fn decide(
     caller: Caller<'_>,
     now: Millis,
     honours_keys: bool,
-) -> Decision {
+) -> ExistingKey {
     if effect.payload_digest != caller.payload_digest {
-        return Decision::PayloadConflict;
+        return ExistingKey::PayloadConflict;
     }
     match effect.status {
-        EffectStatus::Succeeded => Decision::Replay,
-        EffectStatus::InDoubt => Decision::AlreadyInDoubt,
+        EffectStatus::Succeeded => ExistingKey::Replay,
+        EffectStatus::InDoubt => ExistingKey::AlreadyInDoubt,
         EffectStatus::Failed => {
             let class = effect
                 .error_class
@@ -64,11 +64,11 @@ pub fn decide(
                 .and_then(FailureClass::parse)
                 .unwrap_or(FailureClass::Fatal);
             if class.is_retryable() {
-                Decision::Redispatch {
+                ExistingKey::Redispatch {
                     why: Redispatch::RetryableFailure,
                 }
             } else {
-                Decision::ReturnRecordedFailure(class)
+                ExistingKey::ReturnRecordedFailure(class)
             }
         }
         EffectStatus::Pending => {
@@ -76,16 +76,16 @@ pub fn decide(
             let live =
                 owner.is_some_and(|o| o.status == AttemptStatus::Running && o.lease_until > now);
             if live && !same_attempt {
-                Decision::InFlight {
+                ExistingKey::InFlight {
                     run_id: effect.run_id.clone(),
                     attempt: effect.attempt,
                 }
             } else if honours_keys {
-                Decision::Redispatch {
+                ExistingKey::Redispatch {
                     why: Redispatch::UnknownOutcomeKeyHonoured,
                 }
             } else {
-                Decision::MarkInDoubt
+                ExistingKey::MarkInDoubt
             }
         }
     }
@@ -127,6 +127,7 @@ mod tests {
             ended_at: None,
             error_class: None,
             error_message: None,
+            cpu_ms: 0,
         }
     }
 
@@ -147,7 +148,7 @@ mod tests {
             NOW,
             false,
         );
-        assert_eq!(d, Decision::Replay);
+        assert_eq!(d, ExistingKey::Replay);
     }
 
     #[test]
@@ -165,7 +166,7 @@ mod tests {
                 NOW,
                 true,
             );
-            assert_eq!(d, Decision::PayloadConflict, "{status:?}");
+            assert_eq!(d, ExistingKey::PayloadConflict, "{status:?}");
         }
     }
 
@@ -181,7 +182,7 @@ mod tests {
         );
         assert_eq!(
             d,
-            Decision::InFlight {
+            ExistingKey::InFlight {
                 run_id: "run-a".into(),
                 attempt: 1
             }
@@ -200,7 +201,7 @@ mod tests {
         );
         assert_eq!(
             d,
-            Decision::Redispatch {
+            ExistingKey::Redispatch {
                 why: Redispatch::UnknownOutcomeKeyHonoured
             }
         );
@@ -214,7 +215,7 @@ mod tests {
         );
         assert_eq!(
             d,
-            Decision::Redispatch {
+            ExistingKey::Redispatch {
                 why: Redispatch::UnknownOutcomeKeyHonoured
             }
         );
@@ -230,7 +231,7 @@ mod tests {
             NOW,
             false,
         );
-        assert_eq!(d, Decision::MarkInDoubt);
+        assert_eq!(d, ExistingKey::MarkInDoubt);
         let d = decide(
             &effect(EffectStatus::Pending, None),
             None,
@@ -238,7 +239,7 @@ mod tests {
             NOW,
             false,
         );
-        assert_eq!(d, Decision::MarkInDoubt);
+        assert_eq!(d, ExistingKey::MarkInDoubt);
     }
 
     #[test]
@@ -250,7 +251,7 @@ mod tests {
             NOW,
             true,
         );
-        assert_eq!(d, Decision::AlreadyInDoubt);
+        assert_eq!(d, ExistingKey::AlreadyInDoubt);
     }
 
     #[test]
@@ -264,7 +265,7 @@ mod tests {
         );
         assert_eq!(
             d,
-            Decision::Redispatch {
+            ExistingKey::Redispatch {
                 why: Redispatch::RetryableFailure
             }
         );
@@ -277,7 +278,7 @@ mod tests {
         );
         assert_eq!(
             d,
-            Decision::Redispatch {
+            ExistingKey::Redispatch {
                 why: Redispatch::RetryableFailure
             }
         );
@@ -288,7 +289,10 @@ mod tests {
             NOW,
             true,
         );
-        assert_eq!(d, Decision::ReturnRecordedFailure(FailureClass::Validation));
+        assert_eq!(
+            d,
+            ExistingKey::ReturnRecordedFailure(FailureClass::Validation)
+        );
         let d = decide(
             &effect(EffectStatus::Failed, Some("garbage")),
             None,
@@ -296,6 +300,6 @@ mod tests {
             NOW,
             true,
         );
-        assert_eq!(d, Decision::ReturnRecordedFailure(FailureClass::Fatal));
+        assert_eq!(d, ExistingKey::ReturnRecordedFailure(FailureClass::Fatal));
     }
 }

@@ -32,7 +32,7 @@ pub enum CacheOutcome {
 
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
-    #[error("cannot use cache directory {dir}: {source}; pass --cache-dir to use another")]
+    #[error("cannot use cache directory {dir}: {source}; use another cache directory")]
     Dir {
         dir: PathBuf,
         source: std::io::Error,

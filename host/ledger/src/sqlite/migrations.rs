@@ -19,6 +19,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_breakers.sql"),
     include_str!("migrations/0005_call_keys.sql"),
     include_str!("migrations/0006_breakers_per_tool.sql"),
+    include_str!("migrations/0007_typed_run_facts.sql"),
 ];
 
 /// The schema version this build writes and understands.

@@ -517,6 +517,8 @@ mod tests {
                 tool: "t".into(),
                 input: "{}".into(),
                 now: 1,
+                component: None,
+                lock: None,
             })
             .unwrap();
         ledger.begin_attempt("r", "d", "h", 10, false, 1).unwrap();
@@ -532,6 +534,7 @@ mod tests {
                 summary: "s".into(),
                 effect_kind: None,
                 effect_key: None,
+                payload_digest: None,
                 evidence: serde_json::json!({}),
                 now: 2,
             })

@@ -45,14 +45,15 @@ pub(super) fn apply(conn: &Connection, op: Op) -> Result<Applied, LedgerError> {
             status,
             error_class,
             error_message,
+            cpu_ms,
             now,
         } => end_attempt(
             conn,
             &run_id,
             attempt,
             status,
-            error_class.as_deref(),
-            error_message.as_deref(),
+            [error_class.as_deref(), error_message.as_deref()],
+            cpu_ms,
             now,
         ),
         Op::EndRun {
@@ -314,11 +315,24 @@ fn create_run(conn: &Connection, run: &NewRun) -> Result<Applied, LedgerError> {
             run_id: run.run_id.clone(),
         });
     }
+    let lock = run.lock.as_ref();
     conn.prepare_cached(
-        "INSERT INTO runs (run_id, tool, input, status, attempts, created_at, updated_at) \
-         VALUES (?1, ?2, ?3, 'running', 0, ?4, ?4)",
+        "INSERT INTO runs (run_id, tool, input, status, attempts, created_at, updated_at, \
+         component, lock_key, lock_wait_ms, lock_ttl_ms) \
+         VALUES (?1, ?2, ?3, 'running', 0, ?4, ?4, ?5, ?6, ?7, ?8)",
     )
-    .and_then(|mut stmt| stmt.execute(params![run.run_id, run.tool, run.input, run.now]))
+    .and_then(|mut stmt| {
+        stmt.execute(params![
+            run.run_id,
+            run.tool,
+            run.input,
+            run.now,
+            run.component,
+            lock.map(|l| &l.key),
+            lock.map(|l| l.wait_ms),
+            lock.map(|l| l.ttl_ms),
+        ])
+    })
     .context("creating a run")?;
     Ok(Applied::Done)
 }
@@ -396,6 +410,7 @@ fn begin_attempt(
         ended_at: None,
         error_class: None,
         error_message: None,
+        cpu_ms: 0,
     };
     conn.prepare_cached(
         "INSERT INTO attempts (run_id, attempt, component_digest, holder, status, started_at, \
@@ -463,15 +478,17 @@ fn renew_lease(
     Ok(Applied::Done)
 }
 
+/// `error` is (error_class, error_message).
 fn end_attempt(
     conn: &Connection,
     run_id: &str,
     attempt: u32,
     status: AttemptStatus,
-    error_class: Option<&str>,
-    error_message: Option<&str>,
+    error: [Option<&str>; 2],
+    cpu_ms: u64,
     now: Millis,
 ) -> Result<Applied, LedgerError> {
+    let [error_class, error_message] = error;
     let current = live_attempt(conn, run_id, attempt)?;
     if status == AttemptStatus::Running {
         return Err(LedgerError::InvalidTransition {
@@ -493,8 +510,8 @@ fn end_attempt(
         });
     }
     conn.prepare_cached(
-        "UPDATE attempts SET status = ?3, ended_at = ?4, error_class = ?5, error_message = ?6 \
-         WHERE run_id = ?1 AND attempt = ?2",
+        "UPDATE attempts SET status = ?3, ended_at = ?4, error_class = ?5, error_message = ?6, \
+         cpu_ms = ?7 WHERE run_id = ?1 AND attempt = ?2",
     )
     .and_then(|mut stmt| {
         stmt.execute(params![
@@ -503,7 +520,8 @@ fn end_attempt(
             status,
             now,
             error_class,
-            error_message
+            error_message,
+            cpu_ms
         ])
     })
     .context("ending an attempt")?;
@@ -570,7 +588,7 @@ fn open_escalation(conn: &Connection, new: &NewEscalation) -> Result<Applied, Le
     })?;
     conn.prepare_cached(
         "INSERT INTO escalations (run_id, reason, summary, effect_kind, effect_key, evidence, \
-         status, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'open', ?7)",
+         status, created_at, payload_digest) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'open', ?7, ?8)",
     )
     .and_then(|mut stmt| {
         stmt.execute(params![
@@ -580,7 +598,8 @@ fn open_escalation(conn: &Connection, new: &NewEscalation) -> Result<Applied, Le
             new.effect_kind,
             new.effect_key,
             evidence,
-            new.now
+            new.now,
+            new.payload_digest
         ])
     })
     .context("opening an escalation")?;

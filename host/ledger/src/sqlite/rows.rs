@@ -10,7 +10,7 @@ use crate::error::{LedgerError, SqlContext};
 use crate::records::{
     Attempt, AttemptStatus, BreakerRecord, BreakerState, CallKeyRecord, Checkpoint, EffectRecord,
     EffectStatus, Escalation, EscalationFilter, EscalationReason, EscalationStatus, JournalEntry,
-    LockRecord, Resolution, Run, RunFilter, RunStatus,
+    LockRecord, Resolution, Run, RunFilter, RunLock, RunStatus,
 };
 
 macro_rules! sql_status {
@@ -45,13 +45,13 @@ sql_status!(BreakerState);
 macro_rules! run_select {
     () => {
         "SELECT run_id, tool, input, status, output, error_class, error_message, attempts, \
-         created_at, updated_at FROM runs"
+         created_at, updated_at, component, lock_key, lock_wait_ms, lock_ttl_ms FROM runs"
     };
 }
 macro_rules! attempt_select {
     () => {
         "SELECT run_id, attempt, component_digest, holder, status, started_at, lease_until, \
-         ended_at, error_class, error_message FROM attempts"
+         ended_at, error_class, error_message, cpu_ms FROM attempts"
     };
 }
 macro_rules! effect_select {
@@ -69,7 +69,8 @@ macro_rules! checkpoint_select {
 macro_rules! escalation_select {
     () => {
         "SELECT id, run_id, reason, summary, effect_kind, effect_key, evidence, status, \
-         resolution, resolution_reason, resolved_by, created_at, resolved_at FROM escalations"
+         resolution, resolution_reason, resolved_by, created_at, resolved_at, payload_digest \
+         FROM escalations"
     };
 }
 macro_rules! lock_select {
@@ -98,6 +99,15 @@ fn run_from_row(row: &Row<'_>) -> rusqlite::Result<Run> {
         attempts: row.get(7)?,
         created_at: row.get(8)?,
         updated_at: row.get(9)?,
+        component: row.get(10)?,
+        lock: match row.get::<_, Option<String>>(11)? {
+            Some(key) => Some(RunLock {
+                key,
+                wait_ms: row.get::<_, Option<u64>>(12)?.unwrap_or(0),
+                ttl_ms: row.get::<_, Option<u64>>(13)?.unwrap_or(15_000),
+            }),
+            None => None,
+        },
     })
 }
 
@@ -113,6 +123,7 @@ fn attempt_from_row(row: &Row<'_>) -> rusqlite::Result<Attempt> {
         ended_at: row.get(7)?,
         error_class: row.get(8)?,
         error_message: row.get(9)?,
+        cpu_ms: row.get(10)?,
     })
 }
 
@@ -174,6 +185,7 @@ fn escalation_from_row(row: &Row<'_>) -> rusqlite::Result<Escalation> {
         resolved_by: row.get(10)?,
         created_at: row.get(11)?,
         resolved_at: row.get(12)?,
+        payload_digest: row.get(13)?,
     })
 }
 

@@ -182,6 +182,8 @@ fn a_used_call_key_undoes_the_run_created_in_the_same_batch() {
             tool: "invoice".into(),
             input: "{}".into(),
             now: T0 + 1,
+            component: None,
+            lock: None,
         }),
         Op::ClaimCallKey {
             key: "k".into(),

@@ -23,6 +23,8 @@ fn create(run_id: String) -> Op {
         tool: "t".into(),
         input: "{}".into(),
         now: T0,
+        component: None,
+        lock: None,
     })
 }
 
@@ -140,6 +142,8 @@ fn concurrent_claims_of_one_key_yield_exactly_one_fresh() {
             tool: "t".into(),
             input: "{}".into(),
             now: T0,
+            component: None,
+            lock: None,
         })
         .unwrap();
     let claims = together(&ledger, |ledger, i| {

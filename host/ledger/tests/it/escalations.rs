@@ -13,6 +13,7 @@ fn new_escalation(run_id: &str, reason: EscalationReason, now: i64) -> NewEscala
         summary: format!("{run_id} needs a decision"),
         effect_kind: Some("http".to_owned()),
         effect_key: Some("INV-1".to_owned()),
+        payload_digest: None,
         evidence: json!({ "attempts": [1, 2], "error": { "class": "permanent" } }),
         now,
     }

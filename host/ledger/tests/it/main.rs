@@ -10,6 +10,7 @@ mod journal;
 mod locks;
 mod open;
 mod runs;
+mod typed_facts;
 
 use tollgate_ledger::{Attempt, LedgerExt, NewRun, SqliteLedger};
 
@@ -26,6 +27,8 @@ pub fn new_run(ledger: &SqliteLedger, run_id: &str) {
             tool: "echo".to_owned(),
             input: r#"{"x":1}"#.to_owned(),
             now: T0,
+            component: None,
+            lock: None,
         })
         .expect("create run");
 }

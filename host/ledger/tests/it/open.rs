@@ -27,6 +27,8 @@ fn committed_and_queued_writes_survive_drop_and_reopen() {
                 tool: "t".into(),
                 input: "{}".into(),
                 now: T0,
+                component: None,
+                lock: None,
             })
             .unwrap();
         ledger
@@ -83,7 +85,7 @@ fn garbage_file_is_not_a_ledger_and_is_left_untouched() {
     assert!(matches!(err, LedgerError::NotALedger { .. }), "{err:?}");
     assert!(
         err.to_string()
-            .contains("move it aside or point --ledger elsewhere")
+            .contains("move it aside, or open another ledger file")
     );
     assert_eq!(fs::read(&path).unwrap(), content);
 }
@@ -158,6 +160,8 @@ fn damaged_pages_are_reported_as_corrupt() {
                     tool: "t".repeat(200),
                     input: "{}".into(),
                     now: T0,
+                    component: None,
+                    lock: None,
                 })
                 .unwrap();
         }
@@ -193,6 +197,8 @@ fn write_lock_held_elsewhere_beyond_the_timeout_is_busy() {
             tool: "t".into(),
             input: "{}".into(),
             now: T0,
+            component: None,
+            lock: None,
         })
         .unwrap_err();
     assert!(matches!(err, LedgerError::Busy { .. }), "{err:?}");
@@ -209,6 +215,8 @@ fn write_lock_held_elsewhere_beyond_the_timeout_is_busy() {
             tool: "t".into(),
             input: "{}".into(),
             now: T0,
+            component: None,
+            lock: None,
         })
         .unwrap();
 }

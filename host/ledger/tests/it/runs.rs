@@ -27,6 +27,8 @@ fn creating_a_taken_run_id_is_run_exists() {
             tool: "other".into(),
             input: "{}".into(),
             now: T0,
+            component: None,
+            lock: None,
         })
         .unwrap_err();
     assert!(matches!(err, LedgerError::RunExists { run_id } if run_id == "r1"));
@@ -43,6 +45,8 @@ fn runs_lists_newest_first_filtered_and_limited() {
                 tool: "t".into(),
                 input: "{}".into(),
                 now: T0 + i as i64,
+                component: None,
+                lock: None,
             })
             .unwrap();
     }
@@ -176,6 +180,7 @@ fn finished_run_refuses_new_attempts() {
                 status: AttemptStatus::Succeeded,
                 error_class: None,
                 error_message: None,
+                cpu_ms: 0,
                 now: T0 + 1,
             },
             Op::EndRun {
@@ -292,6 +297,8 @@ fn a_failing_op_rolls_back_the_whole_apply() {
                 tool: "t".into(),
                 input: "{}".into(),
                 now: T0,
+                component: None,
+                lock: None,
             }),
             Op::BeginAttempt {
                 run_id: "missing".into(),
@@ -414,7 +421,7 @@ fn begin_attempt_on_a_parked_run_is_run_parked() {
         text.contains("run `r1` is waiting for a human decision (status escalated)"),
         "{text}"
     );
-    assert!(text.contains("tollgate escalations list"), "{text}");
+    assert!(text.contains("settle its open escalation first"), "{text}");
     assert_eq!(ledger.run("r1").unwrap().unwrap().attempts, 1);
 }
 

@@ -6,261 +6,53 @@
 //! batch, and every resolution (with its reason and who gave it) is journaled in the same
 //! batch as the change it makes, so the queue and the runs never disagree.
 
+mod approval;
+mod evidence;
+
+pub use approval::{Asking, Gate, approval_gate};
+pub use evidence::{
+    Action, AttemptEvidence, CheckpointEvidence, EffectEvidence, Ending, EvidencePacket, packet,
+};
+
 use crate::clock::Millis;
 use crate::failure::Failure;
+use crate::journal::{self, Event};
 use crate::ledger::{
-    self, Attempt, AttemptStatus, Checkpoint, EffectRecord, EffectStatus, Escalation,
-    EscalationReason, EscalationStatus, Ledger, LedgerError, NewEscalation, NewJournalEntry, Op,
-    Resolution, RunStatus,
+    self, EffectRecord, EffectStatus, Escalation, EscalationReason, EscalationStatus, Ledger,
+    LedgerError, NewEscalation, Op, Resolution, RunStatus,
 };
 use crate::policy::Policy;
-use serde::Serialize;
-use serde_json::json;
 use std::sync::Arc;
-
-/// Everything a human needs to settle a run without opening the ledger.
-#[derive(Debug, Clone, Serialize)]
-pub struct EvidencePacket {
-    pub run_id: String,
-    pub tool: String,
-    pub component_digest: Option<String>,
-    pub input: serde_json::Value,
-    pub reason: EscalationReason,
-    /// The effect the run was attempting when it stopped, if one was.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub action: Option<Action>,
-    /// How the last attempt failed.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub failure: Option<Failure>,
-    pub attempts: Vec<AttemptEvidence>,
-    /// Older attempts not listed in `attempts`.
-    #[serde(skip_serializing_if = "is_zero")]
-    pub attempts_omitted: usize,
-    pub effects: Vec<EffectEvidence>,
-    /// Older effects not listed in `effects` (`tollgate runs show` lists every one).
-    #[serde(skip_serializing_if = "is_zero")]
-    pub effects_omitted: usize,
-    pub last_checkpoint: Option<CheckpointEvidence>,
-    /// The policy in force for the tool.
-    pub policy: Policy,
-}
-
-/// The effect a run attempted.
-#[derive(Debug, Clone, Serialize)]
-pub struct Action {
-    pub kind: String,
-    pub key: String,
-    pub payload_digest: String,
-    /// The payload as parsed (strictly: unique keys, decodable strings) before it was recorded.
-    pub payload: serde_json::Value,
-    /// The exact text that is (or was) sent downstream, whose SHA-256 is `payload_digest`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub payload_text: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct AttemptEvidence {
-    pub attempt: u32,
-    pub status: AttemptStatus,
-    pub class: Option<String>,
-    pub error: Option<String>,
-    pub started_at: Millis,
-    pub ended_at: Option<Millis>,
-    pub duration_ms: Option<Millis>,
-    pub holder: String,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct EffectEvidence {
-    pub kind: String,
-    pub key: String,
-    pub payload_digest: String,
-    pub status: EffectStatus,
-    pub response: Option<String>,
-    pub error_class: Option<String>,
-    pub error_message: Option<String>,
-    pub dispatches: u32,
-    pub first_run_id: String,
-    pub created_at: Millis,
-    pub updated_at: Millis,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct CheckpointEvidence {
-    pub name: String,
-    pub attempt: u32,
-    pub seq: i64,
-    pub bytes: usize,
-    /// The state as JSON when it is JSON, else `{"hex": "…"}`.
-    pub state: serde_json::Value,
-    pub created_at: Millis,
-}
-
-/// How an attempt that has not been recorded as ended yet did end, so the packet built in
-/// the same batch as its end already shows it.
-#[derive(Debug, Clone, Copy)]
-pub struct Ending<'a> {
-    pub attempt: u32,
-    pub failure: &'a Failure,
-    pub at: Millis,
-}
 
 /// Why an escalation cannot be settled as asked.
 #[derive(Debug, thiserror::Error)]
 pub enum EscalationError {
-    #[error("escalation #{0} does not exist: `tollgate escalations list` shows the open ones")]
+    #[error("escalation #{0} does not exist")]
     NotFound(i64),
-    #[error("escalation #{id} was already resolved ({resolution}); nothing to do")]
-    AlreadyResolved { id: i64, resolution: String },
-    #[error(
-        "escalation #{id} is an approval request: answer it with `tollgate approve {id}` or `tollgate reject {id}`"
-    )]
+    #[error("escalation #{id} was already resolved ({resolution}) by {by}; nothing to do")]
+    AlreadyResolved {
+        id: i64,
+        resolution: String,
+        by: String,
+    },
+    #[error("escalation #{id} is an approval request: approve or reject it")]
     IsApproval { id: i64 },
     #[error(
-        "escalation #{id} is not an approval request ({reason}): settle it with `tollgate escalations resolve {id}`"
+        "escalation #{id} is not an approval request ({reason}): retry, mark it succeeded or abandon it"
     )]
     NotApproval { id: i64, reason: EscalationReason },
     #[error(
         "the outcome must be JSON (what downstream returned, e.g. '{{\"id\":\"INV-1\"}}'): {0}"
     )]
     OutcomeNotJson(String),
-    #[error("a resolution needs a reason (`--reason`), which is journaled with it")]
+    #[error("a resolution needs a reason, which is journaled with it")]
     NoReason,
     #[error(transparent)]
     Ledger(#[from] LedgerError),
-    #[error("the decision is recorded, but resuming the run failed: {0}")]
-    Resume(Box<crate::runs::RunError>),
-}
-
-/// The input as an evidence packet shows it: the run's input when small, else a summary with
-/// its size and digest (the whole input stays in the run record, `tollgate runs show`).
-const MAX_EVIDENCE_INPUT_BYTES: usize = 16 << 10;
-/// A checkpoint's state as an evidence packet shows it.
-const MAX_EVIDENCE_CHECKPOINT_BYTES: usize = 16 << 10;
-/// An effect's response or error as an evidence packet shows it.
-const MAX_EVIDENCE_RESPONSE_BYTES: usize = 1 << 10;
-/// The newest effects an evidence packet lists; it counts the ones it leaves out.
-const MAX_EVIDENCE_EFFECTS: usize = 50;
-/// The newest attempts an evidence packet lists.
-const MAX_EVIDENCE_ATTEMPTS: usize = 20;
-
-/// Gathers the evidence for `run_id` from the ledger. The packet is bounded whatever the tool
-/// did: large inputs, responses and checkpoints appear as clipped summaries with their size
-/// and digest, and only the newest effects and attempts are listed (with how many were left
-/// out), since the packet is stored in the ledger and read by a human.
-pub fn packet(
-    ledger: &dyn Ledger,
-    run_id: &str,
-    policy: &Policy,
-    reason: EscalationReason,
-    failure: Option<&Failure>,
-    action: Option<Action>,
-    ending: Option<Ending<'_>>,
-) -> Result<EvidencePacket, LedgerError> {
-    let run = ledger
-        .run(run_id)?
-        .ok_or_else(|| LedgerError::RunNotFound {
-            run_id: run_id.to_owned(),
-        })?;
-    let attempts = ledger.attempts(run_id)?;
-    let component_digest = attempts.first().map(|a| a.component_digest.clone());
-    let attempts_omitted = attempts.len().saturating_sub(MAX_EVIDENCE_ATTEMPTS);
-    let attempts = attempts
-        .into_iter()
-        .skip(attempts_omitted)
-        .map(|a| attempt_evidence(a, ending))
-        .collect();
-    let effects = ledger.effects_for_run(run_id)?;
-    let effects_omitted = effects.len().saturating_sub(MAX_EVIDENCE_EFFECTS);
-    let effects = effects
-        .into_iter()
-        .skip(effects_omitted)
-        .map(effect_evidence)
-        .collect();
-    let last_checkpoint = ledger
-        .latest_checkpoint(run_id, None)?
-        .map(checkpoint_evidence);
-    Ok(EvidencePacket {
-        run_id: run.run_id,
-        tool: run.tool,
-        component_digest,
-        input: crate::clip::json_text(&run.input, MAX_EVIDENCE_INPUT_BYTES),
-        reason,
-        action,
-        failure: failure.cloned(),
-        attempts,
-        attempts_omitted,
-        effects,
-        effects_omitted,
-        last_checkpoint,
-        policy: policy.clone(),
-    })
-}
-
-fn attempt_evidence(a: Attempt, ending: Option<Ending<'_>>) -> AttemptEvidence {
-    let mut e = AttemptEvidence {
-        attempt: a.attempt,
-        status: a.status,
-        class: a.error_class,
-        error: a.error_message,
-        started_at: a.started_at,
-        ended_at: a.ended_at,
-        duration_ms: a.ended_at.map(|end| end - a.started_at),
-        holder: a.holder,
-    };
-    if let Some(end) = ending.filter(|end| end.attempt == a.attempt) {
-        e.status = AttemptStatus::Failed;
-        e.class = Some(end.failure.class.as_str().to_owned());
-        e.error = Some(end.failure.message.clone());
-        e.ended_at = Some(end.at);
-        e.duration_ms = Some(end.at - a.started_at);
-    }
-    e
-}
-
-fn is_zero(n: &usize) -> bool {
-    *n == 0
-}
-
-fn effect_evidence(e: EffectRecord) -> EffectEvidence {
-    let clip = |text: String| crate::clip::text(&text, MAX_EVIDENCE_RESPONSE_BYTES);
-    EffectEvidence {
-        kind: e.kind,
-        key: e.key,
-        payload_digest: e.payload_digest,
-        status: e.status,
-        response: e.response.map(clip),
-        error_class: e.error_class,
-        error_message: e.error_message.map(clip),
-        dispatches: e.dispatches,
-        first_run_id: e.run_id,
-        created_at: e.created_at,
-        updated_at: e.updated_at,
-    }
-}
-
-fn checkpoint_evidence(c: Checkpoint) -> CheckpointEvidence {
-    let state = match std::str::from_utf8(&c.state) {
-        Ok(text) if serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok() => {
-            crate::clip::json_text(text, MAX_EVIDENCE_CHECKPOINT_BYTES)
-        }
-        _ => {
-            let shown = c.state.len().min(MAX_EVIDENCE_CHECKPOINT_BYTES / 2);
-            json!({ "hex": hex::encode(c.state.get(..shown).unwrap_or_default()), "bytes": c.state.len() })
-        }
-    };
-    CheckpointEvidence {
-        name: c.name,
-        attempt: c.attempt,
-        seq: c.seq,
-        bytes: c.state.len(),
-        state,
-        created_at: c.created_at,
-    }
 }
 
 /// The ops that open an escalation for a packet (and journal it); `park` also parks the run.
-pub fn open_ops(
+fn open_ops(
     packet: &EvidencePacket,
     summary: String,
     park: Option<RunStatus>,
@@ -274,29 +66,107 @@ pub fn open_ops(
             now,
         });
     }
+    let action = packet.action.as_ref();
     ops.push(Op::OpenEscalation(NewEscalation {
         run_id: packet.run_id.clone(),
         reason: packet.reason,
         summary: summary.clone(),
-        effect_kind: packet.action.as_ref().map(|a| a.kind.clone()),
-        effect_key: packet.action.as_ref().map(|a| a.key.clone()),
+        effect_kind: action.map(|a| a.kind.clone()),
+        effect_key: action.map(|a| a.key.clone()),
+        payload_digest: action.map(|a| a.payload_digest.clone()),
         evidence: serde_json::to_value(packet)
-            .unwrap_or_else(|e| json!({ "error": e.to_string() })),
+            .unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() })),
         now,
     }));
-    ops.push(journal(
-        &packet.run_id,
-        now,
-        "warn",
-        "escalation.opened",
+    ops.push(Op::Journal(journal::entry(
+        journal::At {
+            run_id: &packet.run_id,
+            attempt: None,
+            at: now,
+        },
+        Event::EscalationOpened {
+            reason: packet.reason,
+        },
         summary,
-        json!({ "reason": packet.reason }),
-    ));
+    )));
     ops
 }
 
+/// The run that ended on `failure`.
+#[derive(Debug, Clone, Copy)]
+pub struct Stopped<'a> {
+    pub run_id: &'a str,
+    pub tool: &'a str,
+    pub policy: &'a Policy,
+    pub failure: &'a Failure,
+    /// The effect the run was acting on when it stopped, if one failed.
+    pub action: Option<&'a EffectRecord>,
+}
+
+/// The ops that escalate a run whose attempt `ending` just failed for good (`failed`) or
+/// left an effect in doubt (`in_doubt`), to commit in the same batch as the attempt's end.
+pub fn on_final_failure(
+    ledger: &dyn Ledger,
+    stopped: Stopped<'_>,
+    in_doubt: bool,
+    ending: Ending<'_>,
+    now: Millis,
+) -> Result<Vec<Op>, LedgerError> {
+    let reason = if in_doubt {
+        EscalationReason::InDoubt
+    } else {
+        EscalationReason::NonRetryable
+    };
+    let packet = packet(
+        ledger,
+        stopped.run_id,
+        stopped.policy,
+        reason,
+        Some(stopped.failure),
+        stopped.action.map(Action::of_effect),
+        Some(ending),
+    )?;
+    let summary = format!(
+        "run {} of `{}` stopped: {} failure: {}",
+        stopped.run_id, stopped.tool, stopped.failure.class, stopped.failure.message
+    );
+    Ok(open_ops(&packet, summary, None, now))
+}
+
+/// Parks a run its retry policy stopped retrying, with an escalation, so a human decides.
+pub async fn on_retries_stopped(
+    ledger: &Arc<dyn Ledger>,
+    stopped: Stopped<'_>,
+    attempts: u32,
+    now: Millis,
+) -> Result<(), LedgerError> {
+    let failure = stopped.failure;
+    let retryable = failure.class.is_retryable()
+        && !stopped.policy.retry.non_retryable.contains(&failure.class);
+    let reason = if retryable {
+        EscalationReason::RetriesExhausted
+    } else {
+        EscalationReason::NonRetryable
+    };
+    let packet = packet(
+        ledger.as_ref(),
+        stopped.run_id,
+        stopped.policy,
+        reason,
+        Some(failure),
+        stopped.action.map(Action::of_effect),
+        None,
+    )?;
+    let summary = format!(
+        "run {} of `{}` stopped retrying after {attempts} attempt(s): {}: {}",
+        stopped.run_id, stopped.tool, failure.class, failure.message
+    );
+    let ops = open_ops(&packet, summary, Some(RunStatus::Escalated), now);
+    ledger::apply(ledger, ops).await.map(drop)
+}
+
 /// The escalation an `apply` of [`open_ops`] returned.
-pub fn opened(applied: &[ledger::Applied]) -> Option<Escalation> {
+fn opened(applied: &[ledger::Applied]) -> Option<Escalation> {
     applied.iter().find_map(|a| match a {
         ledger::Applied::Escalation(e) => Some(e.clone()),
         _ => None,
@@ -358,6 +228,7 @@ pub async fn settle(
         return Err(EscalationError::AlreadyResolved {
             id,
             resolution: esc.resolution.map_or("?".into(), |r| r.to_string()),
+            by: esc.resolved_by.unwrap_or_else(|| "?".into()),
         });
     }
     let approval = esc.reason == EscalationReason::Approval;
@@ -465,17 +336,23 @@ pub async fn settle(
             NextStep::Done
         }
     };
-    ops.push(journal(
-        &run_id,
-        now,
-        "info",
-        "escalation.resolved",
+    ops.push(Op::Journal(journal::entry(
+        journal::At {
+            run_id: &run_id,
+            attempt: None,
+            at: now,
+        },
+        Event::EscalationResolved {
+            id,
+            resolution: decision.resolution(),
+            by: by.to_owned(),
+            reason: reason.to_owned(),
+        },
         format!(
             "escalation #{id} resolved as {} by {by}: {reason}",
             decision.resolution()
         ),
-        json!({ "id": id, "resolution": decision.resolution(), "by": by, "reason": reason }),
-    ));
+    )));
     ledger::apply(ledger, ops).await?;
     let esc = ledger
         .escalation(id)?
@@ -534,32 +411,18 @@ fn settle_effect(
             error_message: failed.then(|| message.clone()),
             now,
         },
-        journal(
-            run_id,
-            now,
-            "warn",
-            "effect.settled",
+        Op::Journal(journal::entry(
+            journal::At {
+                run_id,
+                attempt: None,
+                at: now,
+            },
+            Event::EffectSettled {
+                kind: effect.kind.clone(),
+                key: effect.key.clone(),
+                status,
+            },
             message,
-            json!({ "kind": effect.kind, "key": effect.key, "status": status }),
-        ),
+        )),
     ]
-}
-
-fn journal(
-    run_id: &str,
-    now: Millis,
-    level: &str,
-    event: &str,
-    message: String,
-    fields: serde_json::Value,
-) -> Op {
-    Op::Journal(NewJournalEntry {
-        run_id: run_id.to_owned(),
-        attempt: None,
-        at: now,
-        level: level.to_owned(),
-        event: event.to_owned(),
-        message,
-        fields,
-    })
 }

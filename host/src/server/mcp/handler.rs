@@ -5,6 +5,7 @@
 //! tool, a malformed `_meta`).
 
 use super::McpError;
+use crate::journal::EventName;
 use crate::ledger::LedgerError;
 use crate::runs::{CallKey, RunError, RunOptions, RunReport};
 use crate::tool::LoadedTool;
@@ -308,7 +309,7 @@ fn run_error_result(error: &RunError) -> CallToolResult {
         | RunError::InputTooLarge { .. }
         | RunError::SchemaViolation { .. }
         | RunError::LockKey(_) => FailureClass::Validation,
-        RunError::Parked(_) => FailureClass::Conflict,
+        RunError::Parked { .. } => FailureClass::Conflict,
         _ => FailureClass::Fatal,
     };
     failure_result(class, &error.to_string(), None, None)
@@ -330,15 +331,15 @@ impl Drop for Progress {
     }
 }
 
-const MILESTONES: &[&str] = &[
-    "attempt.started",
-    "attempt.failed",
-    "retry.scheduled",
-    "lock.waiting",
-    "lock.acquired",
-    "effect.intent",
-    "effect.redispatch",
-    "escalation.opened",
+const MILESTONES: &[EventName] = &[
+    EventName::AttemptStarted,
+    EventName::AttemptFailed,
+    EventName::RetryScheduled,
+    EventName::LockWaiting,
+    EventName::LockAcquired,
+    EventName::EffectIntent,
+    EventName::EffectRedispatch,
+    EventName::EscalationOpened,
 ];
 
 impl Progress {
@@ -362,7 +363,9 @@ impl Progress {
                     .unwrap_or_default();
                 for entry in entries.into_iter().filter(|e| e.seq > last) {
                     seen = entry.seq;
-                    if !MILESTONES.contains(&entry.event.as_str()) {
+                    let milestone =
+                        EventName::parse(&entry.event).is_some_and(|e| MILESTONES.contains(&e));
+                    if !milestone {
                         continue;
                     }
                     step += 1;

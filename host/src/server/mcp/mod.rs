@@ -5,9 +5,9 @@
 //! Served over stdio, or over streamable HTTP on a local address. The config is read once at
 //! start: changing it means restarting the server (no live reload).
 
-mod server;
+mod handler;
 
-pub use server::{ATTEMPT_META, IDEMPOTENCY_KEY_META, McpServer, RUN_ID_META, STATUS_META};
+pub use handler::{ATTEMPT_META, IDEMPOTENCY_KEY_META, McpServer, RUN_ID_META, STATUS_META};
 
 use rmcp::ServiceExt as _;
 use std::net::SocketAddr;

@@ -1,0 +1,32 @@
+//! `tollgate mcp`: serve the config's tools over MCP, on stdio or streamable HTTP.
+
+use super::{ExitStatus, Global};
+use anyhow::Result;
+use tollgate::server::mcp;
+
+#[derive(clap::Args)]
+pub struct McpArgs {
+    /// Serve streamable HTTP on this local address (e.g. 127.0.0.1:8765) instead of stdio.
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+}
+
+pub async fn mcp(global: &Global, args: McpArgs) -> Result<ExitStatus> {
+    let server = mcp::McpServer::load(global.runtime()?, &global.config_dir()).await?;
+    match args.listen {
+        None => mcp::serve_stdio(server).await?,
+        Some(addr) => {
+            let names = server.tool_names().join(", ");
+            mcp::serve_http(
+                server,
+                addr,
+                |bound| eprintln!("tollgate mcp: serving {names} on http://{bound}/mcp"),
+                async {
+                    _ = tokio::signal::ctrl_c().await;
+                },
+            )
+            .await?;
+        }
+    }
+    Ok(ExitStatus::Success)
+}

@@ -1,0 +1,576 @@
+//! The effect engine: the protocol that turns one effect request into at most one downstream
+//! action per key, whatever crashed or retried before.
+//!
+//! Invariant: an effect is dispatched only after its intent (kind, key, payload digest, owning
+//! attempt) is durable, and its outcome is durable before the tool sees it. A key whose
+//! outcome is unknown is re-sent only to a downstream that honours keys; otherwise it is marked
+//! in doubt and the attempt stops.
+
+use super::connector::{Connector, Dispatch};
+use super::decision::{Caller, ExistingKey, decide};
+use crate::clock::{Clock, Millis};
+use crate::failure::{Failure, FailureClass};
+use crate::journal::{self, Event};
+use crate::ledger;
+use crate::retry::{BreakerPolicy, Circuit, CircuitState};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tollgate_ledger::{
+    BreakerRecord, BreakerState, EffectRecord, EffectStatus, Ledger, LedgerError, NewJournalEntry,
+    Op,
+};
+
+/// How many times a perform re-reads the ledger after losing a race for a key.
+const MAX_RACES: usize = 8;
+
+/// What a tool gets back from a performed effect.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EffectOutcome {
+    pub body: String,
+    pub replayed: bool,
+    pub dispatches: u32,
+}
+
+/// Why a perform did not return an outcome.
+#[derive(Debug, thiserror::Error)]
+pub enum EffectError {
+    /// Returned to the tool as a classified `tool-error`; the tool may handle it.
+    #[error("{0}")]
+    Refused(Failure),
+    /// Ends the attempt: the tool must not continue (in-doubt effect, ledger unavailable).
+    #[error("{0}")]
+    Abort(Failure),
+}
+
+/// One effect request from one attempt.
+#[derive(Debug, Clone, Copy)]
+pub struct EffectRequest<'a> {
+    pub run_id: &'a str,
+    pub attempt: u32,
+    /// The tool performing it: circuits are counted per tool.
+    pub tool: &'a str,
+    pub kind: &'a str,
+    pub key: &'a str,
+    pub payload: &'a str,
+    /// The fencing token of the run's business-object lock, if it holds one.
+    pub fence: Option<i64>,
+}
+
+pub struct EffectEngine {
+    ledger: Arc<dyn Ledger>,
+    connectors: BTreeMap<String, Arc<dyn Connector>>,
+    clock: Arc<dyn Clock>,
+    breaker: BreakerPolicy,
+}
+
+impl std::fmt::Debug for EffectEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EffectEngine")
+            .field("kinds", &self.connectors.keys())
+            .finish_non_exhaustive()
+    }
+}
+
+impl EffectEngine {
+    pub fn new(
+        ledger: Arc<dyn Ledger>,
+        connectors: BTreeMap<String, Arc<dyn Connector>>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            ledger,
+            connectors,
+            clock,
+            breaker: BreakerPolicy::default(),
+        }
+    }
+
+    /// Sets the circuit breaker every connector gets.
+    pub fn with_breaker(mut self, breaker: BreakerPolicy) -> Self {
+        self.breaker = breaker;
+        self
+    }
+
+    /// `tool`'s circuit on the connector for `kind`, as the ledger (shared by every host) has
+    /// it. Circuits are per tool, so one tool's failures never close a connector to others.
+    pub fn circuit(&self, kind: &str, tool: &str) -> Result<Circuit, LedgerError> {
+        Ok(self
+            .ledger
+            .breaker(kind, tool)?
+            .map(|b| Circuit {
+                state: match b.state {
+                    BreakerState::Closed => CircuitState::Closed,
+                    BreakerState::Open => CircuitState::Open,
+                    BreakerState::HalfOpen => CircuitState::HalfOpen,
+                },
+                consecutive_failures: b.consecutive_failures,
+                open_until: b.open_until,
+            })
+            .unwrap_or_default())
+    }
+
+    /// Fails fast, without claiming the key, while the connector's circuit is open.
+    fn admit(&self, req: EffectRequest<'_>) -> Result<Circuit, EffectError> {
+        let circuit = self.circuit(req.kind, req.tool).map_err(ledger_abort)?;
+        let now = self.clock.now_ms();
+        self.breaker.admit(&circuit, now).map_err(|until| {
+            let wait = u64::try_from(until.saturating_sub(now)).unwrap_or(0);
+            let failure = Failure::new(
+                FailureClass::Transient,
+                format!(
+                    "circuit for `{}` is open after {} consecutive failures: not calling downstream for another {wait} ms",
+                    req.kind, circuit.consecutive_failures
+                ),
+            )
+            .with_details(json!({ "kind": req.kind, "circuit": "open", "open_until": until, "retry_after_ms": wait }));
+            self.note(req, Event::EffectCircuitOpen { kind: req.kind.to_owned(), open_until: until }, &failure.message);
+            EffectError::Refused(failure)
+        })
+    }
+
+    /// The op recording the circuit after a call, when the call changed it.
+    fn circuit_op(
+        &self,
+        req: EffectRequest<'_>,
+        before: &Circuit,
+        class: Option<FailureClass>,
+        now: Millis,
+    ) -> Option<Op> {
+        let after = self.breaker.after(before, class, now);
+        (after != *before).then(|| {
+            Op::SetBreaker(BreakerRecord {
+                connector: req.kind.to_owned(),
+                tool: req.tool.to_owned(),
+                state: match after.state {
+                    CircuitState::Closed => BreakerState::Closed,
+                    CircuitState::Open => BreakerState::Open,
+                    CircuitState::HalfOpen => BreakerState::HalfOpen,
+                },
+                consecutive_failures: after.consecutive_failures,
+                open_until: after.open_until,
+                updated_at: now,
+            })
+        })
+    }
+
+    pub fn connector(&self, kind: &str) -> Option<&Arc<dyn Connector>> {
+        self.connectors.get(kind)
+    }
+
+    /// The most bytes one dispatch of `kind` can add to the ledger besides its claim: the
+    /// connector's response cap, plus room for a failure message. 0 when no connector is
+    /// configured (nothing is dispatched then).
+    pub fn response_cap(&self, kind: &str) -> u64 {
+        self.connectors
+            .get(kind)
+            .map_or(0, |c| c.max_response_bytes().saturating_add(1024))
+    }
+
+    /// Performs one effect under the protocol. The caller has already checked the policy.
+    pub async fn perform(&self, req: EffectRequest<'_>) -> Result<EffectOutcome, EffectError> {
+        let connector = self.connectors.get(req.kind).cloned().ok_or_else(|| {
+            EffectError::Refused(Failure::new(
+                FailureClass::Fatal,
+                format!(
+                    "no connector is configured for effect kind `{}`: add a [connectors.\"{}\"] table to the operator config",
+                    req.kind, req.kind
+                ),
+            ))
+        })?;
+        let digest = hex::encode(Sha256::digest(req.payload.as_bytes()));
+        let caller = Caller {
+            run_id: req.run_id,
+            attempt: req.attempt,
+            payload_digest: &digest,
+        };
+        for _ in 0..MAX_RACES {
+            let existing = self
+                .ledger
+                .effect(req.kind, req.key)
+                .map_err(ledger_abort)?;
+            let ops = match existing {
+                None => vec![
+                    Op::ClaimEffect {
+                        kind: req.kind.to_owned(),
+                        key: req.key.to_owned(),
+                        payload_digest: digest.clone(),
+                        payload: req.payload.to_owned(),
+                        run_id: req.run_id.to_owned(),
+                        attempt: req.attempt,
+                        now: self.clock.now_ms(),
+                    },
+                    self.mark_dispatched(req),
+                    self.entry(
+                        req,
+                        Event::EffectIntent {
+                            kind: req.kind.to_owned(),
+                            key: req.key.to_owned(),
+                            payload_digest: digest.clone(),
+                            connector: connector.describe(),
+                        },
+                        "intent recorded; dispatching",
+                    ),
+                ],
+                Some(effect) => {
+                    let owner = self.owner_of(&effect)?;
+                    let now = self.clock.now_ms();
+                    match decide(
+                        &effect,
+                        owner.as_ref(),
+                        caller,
+                        now,
+                        connector.honours_idempotency_keys(),
+                    ) {
+                        ExistingKey::Replay => return Ok(self.replay(req, &effect)),
+                        ExistingKey::ReturnRecordedFailure(class) => {
+                            self.note(
+                                req,
+                                Event::EffectReplayed {
+                                    kind: req.kind.to_owned(),
+                                    key: req.key.to_owned(),
+                                    first_run_id: effect.run_id.clone(),
+                                    class: Some(class),
+                                },
+                                "returned the recorded failure without dispatch",
+                            );
+                            return Err(EffectError::Refused(recorded_failure(&effect, class)));
+                        }
+                        ExistingKey::PayloadConflict => {
+                            let failure = Failure::new(
+                                FailureClass::Conflict,
+                                format!(
+                                    "idempotency key `{}` for `{}` was first used by run {} with a different payload; use a new key for a new intent",
+                                    req.key, req.kind, effect.run_id
+                                ),
+                            )
+                            .with_details(json!({ "key": req.key, "first_run_id": effect.run_id, "recorded_payload_digest": effect.payload_digest, "payload_digest": digest }));
+                            self.note(
+                                req,
+                                Event::EffectConflict {
+                                    kind: req.kind.to_owned(),
+                                    key: req.key.to_owned(),
+                                    other_run_id: effect.run_id.clone(),
+                                },
+                                &failure.message,
+                            );
+                            return Err(EffectError::Refused(failure));
+                        }
+                        ExistingKey::InFlight { run_id, attempt } => {
+                            let failure = Failure::new(
+                                FailureClass::Conflict,
+                                format!(
+                                    "idempotency key `{}` for `{}` is in flight in run {run_id} (attempt {attempt}); wait for it to finish",
+                                    req.key, req.kind
+                                ),
+                            )
+                            .with_details(json!({ "key": req.key, "held_by_run_id": run_id, "held_by_attempt": attempt }));
+                            self.note(
+                                req,
+                                Event::EffectConflict {
+                                    kind: req.kind.to_owned(),
+                                    key: req.key.to_owned(),
+                                    other_run_id: run_id.clone(),
+                                },
+                                &failure.message,
+                            );
+                            return Err(EffectError::Refused(failure));
+                        }
+                        ExistingKey::AlreadyInDoubt => {
+                            return Err(EffectError::Abort(in_doubt_failure(req, &effect)));
+                        }
+                        ExistingKey::MarkInDoubt => {
+                            let ops = vec![
+                                Op::MarkInDoubt {
+                                    kind: req.kind.to_owned(),
+                                    key: req.key.to_owned(),
+                                    run_id: effect.run_id.clone(),
+                                    attempt: effect.attempt,
+                                    now,
+                                },
+                                self.entry(req, Event::EffectInDoubt { kind: req.kind.to_owned(), key: req.key.to_owned(), owner_run_id: effect.run_id.clone(), owner_attempt: effect.attempt, status: None }, "outcome unknown and downstream does not honour idempotency keys; not re-sent"),
+                            ];
+                            match ledger::apply(&self.ledger, ops).await {
+                                Ok(_) => {
+                                    return Err(EffectError::Abort(in_doubt_failure(req, &effect)));
+                                }
+                                Err(
+                                    LedgerError::OwnershipLost { .. }
+                                    | LedgerError::InvalidTransition { .. },
+                                ) => continue,
+                                Err(e) => return Err(ledger_abort(e)),
+                            }
+                        }
+                        ExistingKey::Redispatch { why } => vec![
+                            Op::TakeOverEffect {
+                                kind: req.kind.to_owned(),
+                                key: req.key.to_owned(),
+                                expected_run_id: effect.run_id.clone(),
+                                expected_attempt: effect.attempt,
+                                expected_status: effect.status,
+                                run_id: req.run_id.to_owned(),
+                                attempt: req.attempt,
+                                now,
+                            },
+                            self.mark_dispatched(req),
+                            self.entry(
+                                req,
+                                Event::EffectRedispatch {
+                                    kind: req.kind.to_owned(),
+                                    key: req.key.to_owned(),
+                                    why: format!("{why:?}"),
+                                    previous_run_id: effect.run_id.clone(),
+                                    previous_attempt: effect.attempt,
+                                    previous_status: effect.status,
+                                },
+                                "re-sending under the same idempotency key",
+                            ),
+                        ],
+                    }
+                }
+            };
+            let circuit = self.admit(req)?;
+            match ledger::apply(&self.ledger, ops).await {
+                Ok(_) => return self.dispatch(req, connector.as_ref(), circuit).await,
+                // Another attempt claimed or moved the key between our read and our write.
+                Err(LedgerError::OwnershipLost { .. }) => continue,
+                Err(e) => return Err(ledger_abort(e)),
+            }
+        }
+        Err(EffectError::Refused(Failure::new(
+            FailureClass::Conflict,
+            format!(
+                "idempotency key `{}` for `{}` is contended by other runs; retry later",
+                req.key, req.kind
+            ),
+        )))
+    }
+
+    /// Steps (c) and (d): dispatch with the key, then make the outcome durable.
+    async fn dispatch(
+        &self,
+        req: EffectRequest<'_>,
+        connector: &dyn Connector,
+        circuit: Circuit,
+    ) -> Result<EffectOutcome, EffectError> {
+        let call = Dispatch {
+            run_id: req.run_id,
+            attempt: req.attempt,
+            kind: req.kind,
+            key: req.key,
+            payload: req.payload,
+            fence: req.fence,
+        };
+        let span = tracing::info_span!("connector", kind = req.kind, key = req.key, connector = %connector.describe());
+        let result = tracing::Instrument::instrument(connector.dispatch(call), span).await;
+        let now = self.clock.now_ms();
+        // Only what the downstream did (or failed to do) says anything about its health: a
+        // request that failed inside the host before it was sent leaves the circuit alone.
+        let health = match &result {
+            Ok(_) => Some(None),
+            Err(e) if e.before_send => None,
+            Err(e) if e.outcome_unknown => Some(Some(FailureClass::Timeout)),
+            Err(e) => Some(Some(e.class)),
+        };
+        let circuit_op = health.and_then(|class| self.circuit_op(req, &circuit, class, now));
+        let (status, response, failure) = match result {
+            Ok(response) => (EffectStatus::Succeeded, Some(response.body), None),
+            Err(e) if e.outcome_unknown && !connector.honours_idempotency_keys() => {
+                let mut ops = vec![
+                    Op::MarkInDoubt {
+                        kind: req.kind.to_owned(),
+                        key: req.key.to_owned(),
+                        run_id: req.run_id.to_owned(),
+                        attempt: req.attempt,
+                        now,
+                    },
+                    self.entry(
+                        req,
+                        Event::EffectInDoubt {
+                            kind: req.kind.to_owned(),
+                            key: req.key.to_owned(),
+                            owner_run_id: req.run_id.to_owned(),
+                            owner_attempt: req.attempt,
+                            status: e.status,
+                        },
+                        &format!(
+                            "{}; downstream does not honour idempotency keys, so it is not re-sent",
+                            e.message
+                        ),
+                    ),
+                ];
+                ops.extend(circuit_op);
+                ledger::apply(&self.ledger, ops)
+                    .await
+                    .map_err(ledger_abort)?;
+                let effect = self
+                    .ledger
+                    .effect(req.kind, req.key)
+                    .map_err(ledger_abort)?;
+                return Err(EffectError::Abort(match effect {
+                    Some(effect) => in_doubt_failure(req, &effect),
+                    None => Failure::new(FailureClass::InDoubt, e.message),
+                }));
+            }
+            Err(e) => {
+                let mut details = json!({ "kind": req.kind, "key": req.key, "status": e.status, "outcome_unknown": e.outcome_unknown });
+                if let Some(body) = &e.body {
+                    details["body"] = json!(body);
+                }
+                if let Some(ms) = e.retry_after_ms {
+                    details["retry_after_ms"] = json!(ms);
+                }
+                (
+                    EffectStatus::Failed,
+                    e.body.clone(),
+                    Some(Failure::new(e.class, e.message.clone()).with_details(details)),
+                )
+            }
+        };
+        let (kind, key, class) = (
+            req.kind.to_owned(),
+            req.key.to_owned(),
+            failure.as_ref().map(|f| f.class),
+        );
+        let (event, message) = match &failure {
+            None => (
+                Event::EffectSucceeded { kind, key, class },
+                "outcome recorded".to_owned(),
+            ),
+            Some(f) => (Event::EffectFailed { kind, key, class }, f.message.clone()),
+        };
+        let mut ops = vec![
+            Op::RecordOutcome {
+                kind: req.kind.to_owned(),
+                key: req.key.to_owned(),
+                run_id: req.run_id.to_owned(),
+                attempt: req.attempt,
+                status,
+                response: response.clone(),
+                error_class: failure.as_ref().map(|f| f.class.as_str().to_owned()),
+                error_message: failure.as_ref().map(|f| f.message.clone()),
+                now,
+            },
+            self.entry(req, event, &message),
+        ];
+        ops.extend(circuit_op);
+        ledger::apply(&self.ledger, ops)
+            .await
+            .map_err(ledger_abort)?;
+        if let Some(failure) = failure {
+            return Err(EffectError::Refused(failure));
+        }
+        let dispatches = self
+            .ledger
+            .effect(req.kind, req.key)
+            .ok()
+            .flatten()
+            .map_or(1, |e| e.dispatches);
+        Ok(EffectOutcome {
+            body: response.unwrap_or_default(),
+            replayed: false,
+            dispatches,
+        })
+    }
+
+    fn replay(&self, req: EffectRequest<'_>, effect: &EffectRecord) -> EffectOutcome {
+        self.note(
+            req,
+            Event::EffectReplayed {
+                kind: req.kind.to_owned(),
+                key: req.key.to_owned(),
+                first_run_id: effect.run_id.clone(),
+                class: None,
+            },
+            "returned the recorded outcome without dispatch",
+        );
+        EffectOutcome {
+            body: effect.response.clone().unwrap_or_default(),
+            replayed: true,
+            dispatches: effect.dispatches,
+        }
+    }
+
+    fn owner_of(
+        &self,
+        effect: &EffectRecord,
+    ) -> Result<Option<tollgate_ledger::Attempt>, EffectError> {
+        let attempts = self.ledger.attempts(&effect.run_id).map_err(ledger_abort)?;
+        Ok(attempts.into_iter().find(|a| a.attempt == effect.attempt))
+    }
+
+    fn mark_dispatched(&self, req: EffectRequest<'_>) -> Op {
+        Op::MarkDispatched {
+            kind: req.kind.to_owned(),
+            key: req.key.to_owned(),
+            run_id: req.run_id.to_owned(),
+            attempt: req.attempt,
+            now: self.clock.now_ms(),
+        }
+    }
+
+    fn entry(&self, req: EffectRequest<'_>, event: Event, message: &str) -> Op {
+        Op::Journal(self.journal_entry(req, event, message))
+    }
+
+    /// Journals without waiting for a commit: for paths that change no effect state.
+    fn note(&self, req: EffectRequest<'_>, event: Event, message: &str) {
+        self.ledger.journal(self.journal_entry(req, event, message));
+    }
+
+    fn journal_entry(
+        &self,
+        req: EffectRequest<'_>,
+        event: Event,
+        message: &str,
+    ) -> NewJournalEntry {
+        tracing::info!(
+            run_id = req.run_id,
+            attempt = req.attempt,
+            kind = req.kind,
+            key = req.key,
+            event = %event.name(),
+            "{message}"
+        );
+        let at = journal::At {
+            run_id: req.run_id,
+            attempt: Some(req.attempt),
+            at: self.clock.now_ms(),
+        };
+        journal::entry(at, event, message)
+    }
+}
+
+fn recorded_failure(effect: &EffectRecord, class: FailureClass) -> Failure {
+    Failure::new(
+        class,
+        format!(
+            "{} (recorded for key `{}` by run {}; not re-sent)",
+            effect.error_message.as_deref().unwrap_or("effect failed"),
+            effect.key,
+            effect.run_id
+        ),
+    )
+    .with_details(
+        json!({ "key": effect.key, "first_run_id": effect.run_id, "body": effect.response }),
+    )
+}
+
+fn in_doubt_failure(req: EffectRequest<'_>, effect: &EffectRecord) -> Failure {
+    Failure::new(
+        FailureClass::InDoubt,
+        format!(
+            "effect `{}` with key `{}` may or may not have happened downstream (dispatched by run {} attempt {}), and its downstream does not honour idempotency keys: check downstream and settle it by hand",
+            req.kind, req.key, effect.run_id, effect.attempt
+        ),
+    )
+    .with_details(json!({ "kind": req.kind, "key": req.key, "run_id": effect.run_id, "attempt": effect.attempt, "payload_digest": effect.payload_digest }))
+}
+
+fn ledger_abort(e: LedgerError) -> EffectError {
+    EffectError::Abort(Failure::new(
+        FailureClass::Fatal,
+        format!("ledger unavailable, effect not performed: {e}"),
+    ))
+}

@@ -1,0 +1,145 @@
+//! Approval gates: an effect kind that needs a human's approval is dispatched only once a
+//! human approved this very effect (kind, key and payload) of this run.
+//!
+//! Invariant: an approval covers the payload digest the approver saw, recorded as a column
+//! of the escalation; a changed payload under the same key asks again, and a rejection is
+//! final for that payload.
+
+use super::{Action, open_ops, packet};
+use crate::clock::Millis;
+use crate::failure::{Failure, FailureClass};
+use crate::ledger::{
+    self, EffectStatus, EscalationFilter, EscalationReason, EscalationStatus, Ledger, LedgerError,
+    Resolution, RunStatus,
+};
+use crate::policy::Policy;
+use std::sync::Arc;
+
+/// What the approval gate lets an effect do.
+#[derive(Debug)]
+pub enum Gate {
+    Proceed,
+    /// A human rejected this payload: the tool gets the failure.
+    Refuse(Failure),
+    /// The run now waits for a human (on escalation `escalation`, when it was opened); the
+    /// attempt stops here.
+    Park {
+        failure: Failure,
+        escalation: Option<i64>,
+    },
+}
+
+/// The effect asking to pass the gate.
+#[derive(Debug, Clone, Copy)]
+pub struct Asking<'a> {
+    pub run_id: &'a str,
+    pub policy: &'a Policy,
+    pub kind: &'a str,
+    pub key: &'a str,
+    /// The exact payload text, and its strict parse.
+    pub payload: &'a str,
+    pub parsed: &'a serde_json::Value,
+}
+
+/// The first time an effect asks, the run is parked as `waiting_approval` with an approval
+/// escalation; a resume after the approval passes. A key already in the ledger as succeeded
+/// is a replay: nothing is dispatched, so nothing needs approving.
+pub async fn approval_gate(ledger: &Arc<dyn Ledger>, asking: Asking<'_>, now: Millis) -> Gate {
+    match decide(ledger.as_ref(), asking) {
+        Ok(Some(gate)) => gate,
+        Ok(None) => park(ledger, asking, now).await,
+        Err(e) => unavailable(e),
+    }
+}
+
+fn unavailable(e: LedgerError) -> Gate {
+    Gate::Park {
+        failure: Failure::new(
+            FailureClass::Fatal,
+            format!("ledger unavailable, approval not checked: {e}"),
+        ),
+        escalation: None,
+    }
+}
+
+/// What earlier decisions say about this effect; `None` when it has not been asked yet (or
+/// is still waiting).
+fn decide(ledger: &dyn Ledger, asking: Asking<'_>) -> Result<Option<Gate>, LedgerError> {
+    let Asking { kind, key, .. } = asking;
+    if ledger
+        .effect(kind, key)?
+        .is_some_and(|e| e.status == EffectStatus::Succeeded)
+    {
+        return Ok(Some(Gate::Proceed));
+    }
+    let digest = ledger::payload_digest(asking.payload.as_bytes());
+    let escalations = ledger.escalations(&EscalationFilter {
+        status: None,
+        run_id: Some(asking.run_id.to_owned()),
+        limit: usize::MAX,
+    })?;
+    let asked = escalations.iter().rev().find(|e| {
+        e.reason == EscalationReason::Approval
+            && e.effect_kind.as_deref() == Some(kind)
+            && e.effect_key.as_deref() == Some(key)
+            && e.payload_digest.as_deref() == Some(digest.as_str())
+    });
+    Ok(asked.and_then(|esc| match (esc.status, esc.resolution) {
+        (EscalationStatus::Resolved, Some(Resolution::Approved)) => Some(Gate::Proceed),
+        (EscalationStatus::Resolved, _) => Some(Gate::Refuse(Failure::new(
+            FailureClass::Permission,
+            format!(
+                "effect `{kind}` with key `{key}` was rejected by {}: {}",
+                esc.resolved_by.as_deref().unwrap_or("a human"),
+                esc.resolution_reason
+                    .as_deref()
+                    .unwrap_or("no reason given")
+            ),
+        ))),
+        (EscalationStatus::Open, _) => None,
+    }))
+}
+
+async fn park(ledger: &Arc<dyn Ledger>, asking: Asking<'_>, now: Millis) -> Gate {
+    let Asking {
+        run_id, kind, key, ..
+    } = asking;
+    // The payload was parsed strictly before the gate, so what the approver sees is what
+    // the downstream gets; the exact text goes along too.
+    let action = Action {
+        kind: kind.to_owned(),
+        key: key.to_owned(),
+        payload_digest: ledger::payload_digest(asking.payload.as_bytes()),
+        payload: asking.parsed.clone(),
+        payload_text: Some(asking.payload.to_owned()),
+    };
+    let packet = match packet(
+        ledger.as_ref(),
+        run_id,
+        asking.policy,
+        EscalationReason::Approval,
+        None,
+        Some(action),
+        None,
+    ) {
+        Ok(p) => p,
+        Err(e) => return unavailable(e),
+    };
+    let summary = format!("approve effect `{kind}` with key `{key}` of run {run_id}");
+    let ops = open_ops(&packet, summary, Some(RunStatus::WaitingApproval), now);
+    let escalation = match ledger::apply(ledger, ops).await {
+        Ok(applied) => super::opened(&applied).map(|e| e.id),
+        Err(e) => return unavailable(e),
+    };
+    let shown = escalation.map_or_else(|| "?".to_owned(), |id| id.to_string());
+    Gate::Park {
+        failure: Failure::new(
+            FailureClass::Transient,
+            format!(
+                "waiting for approval of effect `{kind}` with key `{key}` (escalation #{shown})"
+            ),
+        )
+        .with_details(serde_json::json!({ "escalation_id": escalation, "kind": kind, "key": key })),
+        escalation,
+    }
+}

@@ -1,0 +1,576 @@
+//! A run's lifecycle: create → attempt → (resume → attempt)* → finished, with the retry loop
+//! that drives resumes under the tool's policy, joining a run another caller drives, and
+//! recording a cancelled attempt.
+//!
+//! Invariants: a run exists in the ledger before its first instruction executes; an attempt
+//! holds a lease, renewed while it runs, so another process can tell a live attempt from a
+//! crashed one; the attempt's end (and the run's, when final) is durable before the caller
+//! hears of it. One attempt is [`attempt`]; the sandbox call inside it is [`sandbox`].
+
+mod attempt;
+pub mod sandbox;
+
+pub use sandbox::UNRECORDED_RUN_ID;
+
+use crate::clock::Millis;
+use crate::escalation;
+use crate::failure::{Failure, FailureClass};
+use crate::journal::{self, Event};
+use crate::ledger::{self, AttemptStatus, LedgerError, Op, RunStatus};
+use crate::locks;
+use crate::policy::Policy;
+use crate::retry::{History, Verdict};
+use crate::services::Services;
+use crate::tool::LoadedTool;
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The result of one attempt of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub run_id: String,
+    pub attempt: u32,
+    pub tool: String,
+    /// The tool's JSON output, or its classified failure.
+    pub result: Result<serde_json::Value, Failure>,
+    /// Whether the run is finished, or may be resumed.
+    pub status: RunStatus,
+    pub duration_ms: u64,
+    /// A resume found the run already finished: this is its recorded ending, and no attempt
+    /// was started.
+    pub already_finished: bool,
+    /// The effect this attempt failed on, as the host saw it (not as the tool reported it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failed_effect: Option<crate::failure::EffectRef>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("input is not valid JSON: {}", crate::text::Escaped(.0))]
+    InputNotJson(String),
+    #[error(
+        "input is {bytes} bytes, over the {max} that tool `{tool}` accepts (limits.max_input_bytes in its policy)"
+    )]
+    InputTooLarge {
+        tool: String,
+        bytes: usize,
+        max: u64,
+    },
+    #[error("input does not match the schema of tool `{tool}`:\n{}", .problems.iter().map(|p| format!("  - {}", crate::text::Escaped(p))).collect::<Vec<_>>().join("\n"))]
+    SchemaViolation { tool: String, problems: Vec<String> },
+    #[error("run prefix `{0}` must be 1-32 lowercase letters, digits or `-`")]
+    BadPrefix(String),
+    #[error(
+        "run {run_id} was started with component {expected} but {path} has digest {found}: resume with the same build of the tool"
+    )]
+    DigestMismatch {
+        run_id: String,
+        expected: String,
+        found: String,
+        path: String,
+    },
+    #[error(
+        "run {0} has no record of the component it was started with; give the component to resume it"
+    )]
+    UnknownComponent(String),
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error(transparent)]
+    Load(#[from] crate::tool::LoadError),
+    #[error("could not start the tool: {}", crate::text::Escaped(.0))]
+    Instantiate(String),
+    #[error("cannot name the run's lock: {}; fix `lock.key` in the tool's policy or name the lock for the run", crate::text::Escaped(.0))]
+    LockKey(String),
+    #[error("run {run_id} is {status}{}: a human must settle it before the run can continue", .escalation.map(|id| format!(" on escalation #{id}")).unwrap_or_default())]
+    Parked {
+        run_id: String,
+        status: RunStatus,
+        escalation: Option<i64>,
+    },
+}
+
+/// `<prefix>-<yyyy-mm-dd>-<uuid v7>`: sortable by time, unique without coordination. The
+/// date and the UUID's time are `now`; its random part comes from `random`.
+pub fn new_run_id(
+    prefix: &str,
+    now: Millis,
+    random: &dyn crate::clock::Random,
+) -> Result<String, RunError> {
+    let ok = !prefix.is_empty()
+        && prefix.len() <= 32
+        && prefix
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if !ok {
+        return Err(RunError::BadPrefix(prefix.to_owned()));
+    }
+    let date = chrono::DateTime::from_timestamp_millis(now)
+        .map(|t| t.format("%Y-%m-%d").to_string())
+        .unwrap_or_else(|| "1970-01-01".into());
+    Ok(format!(
+        "{prefix}-{date}-{}",
+        crate::clock::uuid_v7(now, random)
+    ))
+}
+
+/// How a run is started.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Run IDs are `<prefix>-<date>-<uuid>`.
+    pub prefix: String,
+    /// Holds this business-object lock while acting, instead of the policy's `lock.key`.
+    pub lock: Option<String>,
+    /// How long to wait for the lock, instead of the policy's `lock.wait_ms`.
+    pub lock_wait_ms: Option<u64>,
+    /// Use this run ID (see [`new_run_id`]) instead of a fresh one, e.g. to watch the run's
+    /// journal while it runs.
+    pub run_id: Option<String>,
+    /// A caller's idempotency key for the whole call, recorded atomically with the run: a
+    /// second start with the same key fails with `LedgerError::CallKeyUsed` naming this run.
+    pub call_key: Option<CallKey>,
+}
+
+/// A caller-supplied idempotency key for a whole run, with the digest of what it was for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallKey {
+    pub key: String,
+    /// Digest of the tool name and the canonical arguments.
+    pub args_digest: String,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            prefix: "run".into(),
+            lock: None,
+            lock_wait_ms: None,
+            run_id: None,
+            call_key: None,
+        }
+    }
+}
+
+/// Creates the run record, then runs its first attempt.
+pub(crate) async fn start(
+    services: &Arc<Services>,
+    tool: &Arc<LoadedTool>,
+    input: &str,
+    options: &RunOptions,
+) -> Result<RunReport, RunError> {
+    let policy = services.policy_for(&tool.descriptor.name);
+    let value = parse_input(tool, &policy, input)?;
+    let lock = locks::spec_for(
+        &policy,
+        options.lock.as_deref(),
+        options.lock_wait_ms,
+        &value,
+    )
+    .map_err(|e| RunError::LockKey(e.0))?;
+    let now = services.now();
+    let run_id = match &options.run_id {
+        Some(id) => id.clone(),
+        None => new_run_id(&options.prefix, now, services.random())?,
+    };
+    let component = tool.path.display().to_string();
+    let at = journal::At {
+        run_id: &run_id,
+        attempt: None,
+        at: now,
+    };
+    let mut ops = vec![
+        Op::CreateRun(ledger::NewRun {
+            run_id: run_id.clone(),
+            tool: tool.descriptor.name.clone(),
+            input: value.to_string(),
+            now,
+            component: Some(component.clone()),
+            lock: lock.clone(),
+        }),
+        Op::Journal(journal::entry(
+            at,
+            Event::RunCreated {
+                component,
+                digest: tool.digest.clone(),
+                version: tool.descriptor.version.clone(),
+                lock: lock.as_ref().map(|l| l.key.clone()),
+            },
+            format!(
+                "run of `{}` {} created",
+                tool.descriptor.name, tool.descriptor.version
+            ),
+        )),
+    ];
+    if let Some(call) = &options.call_key {
+        ops.push(Op::ClaimCallKey {
+            key: call.key.clone(),
+            tool: tool.descriptor.name.clone(),
+            args_digest: call.args_digest.clone(),
+            run_id: run_id.clone(),
+            now,
+        });
+    }
+    ledger::apply(services.ledger(), ops).await?;
+    attempt::run(services, tool, &run_id, value, lock).await
+}
+
+/// Starts the next attempt of an unfinished run. A finished run gets its recorded ending (a
+/// supervisor that crashed after the run ended may resume again), and nothing is started.
+pub(crate) async fn resume(
+    services: &Arc<Services>,
+    tool: &Arc<LoadedTool>,
+    run_id: &str,
+) -> Result<RunReport, RunError> {
+    let run = existing(services, run_id)?;
+    if run.status.is_parked() {
+        let open = services.ledger().escalations(&ledger::EscalationFilter {
+            status: Some(ledger::EscalationStatus::Open),
+            run_id: Some(run_id.to_owned()),
+            limit: 1,
+        })?;
+        return Err(RunError::Parked {
+            run_id: run_id.to_owned(),
+            status: run.status,
+            escalation: open.first().map(|e| e.id),
+        });
+    }
+    if run.status != RunStatus::Running {
+        return recorded_ending(run);
+    }
+    if let Some(first) = services.ledger().attempts(run_id)?.first()
+        && first.component_digest != tool.digest
+    {
+        return Err(RunError::DigestMismatch {
+            run_id: run_id.to_owned(),
+            expected: first.component_digest.clone(),
+            found: tool.digest.clone(),
+            path: tool.path.display().to_string(),
+        });
+    }
+    let input: serde_json::Value =
+        serde_json::from_str(&run.input).map_err(|e| RunError::InputNotJson(e.to_string()))?;
+    attempt::run(services, tool, run_id, input, run.lock).await
+}
+
+fn existing(services: &Services, run_id: &str) -> Result<ledger::Run, RunError> {
+    Ok(services
+        .ledger()
+        .run(run_id)?
+        .ok_or_else(|| LedgerError::RunNotFound {
+            run_id: run_id.to_owned(),
+        })?)
+}
+
+/// Resumes a run whose attempt failed retryably, for as long as its tool's retry policy
+/// allows, waiting out each backoff on the runtime's sleeper. Every decision is journaled; a
+/// run the policy stops retrying is escalated.
+pub(crate) async fn retry(
+    services: &Arc<Services>,
+    tool: &Arc<LoadedTool>,
+    mut report: RunReport,
+) -> Result<RunReport, RunError> {
+    let policy = services.policy_for(&tool.descriptor.name);
+    loop {
+        let Err(failure) = &report.result else {
+            return Ok(report);
+        };
+        if report.status != RunStatus::Running {
+            return Ok(report);
+        }
+        let run = existing(services, &report.run_id)?;
+        let attempts = services.ledger().attempts(&report.run_id)?;
+        let effects = services.ledger().effects_for_run(&report.run_id)?.len();
+        let history = History {
+            attempts: run.attempts,
+            started_at_ms: run.created_at,
+            now_ms: services.now(),
+            effects: u32::try_from(effects).unwrap_or(u32::MAX),
+            cpu_ms: attempts.iter().map(|a| a.cpu_ms).sum(),
+            last: failure,
+        };
+        let verdict = policy.retry.decide(&history, services.random().unit());
+        let (event, message) = match &verdict {
+            Verdict::Retry { after_ms } => (
+                Event::RetryScheduled {
+                    after_ms: *after_ms,
+                    class: failure.class,
+                },
+                format!(
+                    "attempt {} failed ({}); retrying in {after_ms} ms",
+                    run.attempts, failure.class
+                ),
+            ),
+            Verdict::Stop { reason } => (
+                Event::RetryStopped {
+                    reason: reason.clone(),
+                    class: failure.class,
+                },
+                format!("not retrying: {reason}"),
+            ),
+        };
+        tracing::info!(run_id = %report.run_id, "{message}");
+        let at = journal::At {
+            run_id: &report.run_id,
+            attempt: Some(run.attempts),
+            at: services.now(),
+        };
+        ledger::apply(
+            services.ledger(),
+            vec![Op::Journal(journal::entry(at, event, message))],
+        )
+        .await?;
+        let Verdict::Retry { after_ms } = verdict else {
+            return escalate_stopped(services, tool, &policy, report).await;
+        };
+        services
+            .sleeper()
+            .sleep(Duration::from_millis(after_ms))
+            .await;
+        report = resume(services, tool, &report.run_id).await?;
+    }
+}
+
+/// Parks a run its retry policy gave up on, with an escalation, so a human decides.
+async fn escalate_stopped(
+    services: &Services,
+    tool: &LoadedTool,
+    policy: &Policy,
+    mut report: RunReport,
+) -> Result<RunReport, RunError> {
+    let Err(failure) = &report.result else {
+        return Ok(report);
+    };
+    let action = match &report.failed_effect {
+        Some(effect) => services.ledger().effect(&effect.kind, &effect.key)?,
+        None => None,
+    };
+    let stopped = escalation::Stopped {
+        run_id: &report.run_id,
+        tool: &tool.descriptor.name,
+        policy,
+        failure,
+        action: action.as_ref(),
+    };
+    escalation::on_retries_stopped(services.ledger(), stopped, report.attempt, services.now())
+        .await?;
+    report.status = RunStatus::Escalated;
+    Ok(report)
+}
+
+/// Waits for a run another caller started to end, and returns its ending. A run whose
+/// driver died (its attempt's lease lapsed) is resumed here instead of waited on forever.
+pub(crate) async fn join(
+    services: &Arc<Services>,
+    tool: &Arc<LoadedTool>,
+    run_id: &str,
+) -> Result<RunReport, RunError> {
+    // Between attempts, its driver may be waiting out a backoff: give it that long.
+    let max_backoff = i64::try_from(
+        services
+            .policy_for(&tool.descriptor.name)
+            .retry
+            .max_interval_ms,
+    )
+    .unwrap_or(i64::MAX);
+    loop {
+        let run = existing(services, run_id)?;
+        if run.status != RunStatus::Running {
+            return recorded_ending(run);
+        }
+        let now = services.now();
+        let driven = services
+            .ledger()
+            .attempts(run_id)?
+            .last()
+            .is_some_and(|a| match a.status {
+                AttemptStatus::Running => a.lease_until > now,
+                _ => a.ended_at.is_some_and(|end| {
+                    end.saturating_add(max_backoff)
+                        .saturating_add(services.lease_ttl_ms())
+                        > now
+                }),
+            });
+        if !driven {
+            let report = resume(services, tool, run_id).await?;
+            return retry(services, tool, report).await;
+        }
+        services.sleeper().sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Ends this host's running attempt of `run_id` after its caller gave up on it (the attempt's
+/// future was dropped at an await point, so the tool stopped there), freeing its lock at
+/// once. The run stays resumable.
+pub(crate) async fn cancelled(
+    services: &Services,
+    run_id: &str,
+    why: &str,
+) -> Result<(), RunError> {
+    let Some(attempt) = services.ledger().attempts(run_id)?.pop() else {
+        return Ok(());
+    };
+    if attempt.status != AttemptStatus::Running || attempt.holder != services.holder() {
+        return Ok(());
+    }
+    let n = attempt.attempt;
+    let now = services.now();
+    let message = format!("attempt {n} cancelled: {why}");
+    let mut ops = Vec::new();
+    if let Some(spec) = existing(services, run_id)?.lock
+        && let Some(lock) = services.ledger().lock(&spec.key)?
+        && lock.run_id == run_id
+        && !lock.released
+    {
+        ops.push(Op::ReleaseLock {
+            key: lock.key,
+            run_id: run_id.to_owned(),
+            fence: lock.fence,
+            now,
+        });
+    }
+    ops.extend([
+        Op::EndAttempt {
+            run_id: run_id.to_owned(),
+            attempt: n,
+            status: AttemptStatus::Failed,
+            error_class: Some(FailureClass::Transient.as_str().to_owned()),
+            error_message: Some(message.clone()),
+            cpu_ms: 0,
+            now,
+        },
+        Op::Journal(journal::entry(
+            journal::At {
+                run_id,
+                attempt: Some(n),
+                at: now,
+            },
+            Event::AttemptCancelled {
+                why: why.to_owned(),
+            },
+            message,
+        )),
+    ]);
+    ledger::apply(services.ledger(), ops).await?;
+    Ok(())
+}
+
+/// The report of a finished run, from its ledger record.
+pub(crate) fn recorded_ending(run: ledger::Run) -> Result<RunReport, RunError> {
+    let result = match run.status {
+        RunStatus::Succeeded => {
+            let output = run.output.as_deref().unwrap_or("null");
+            Ok(serde_json::from_str(output).map_err(|e| {
+                LedgerError::Internal(format!("recorded output of {}: {e}", run.run_id))
+            })?)
+        }
+        status if status.is_parked() => Err(Failure::new(
+            FailureClass::Transient,
+            format!(
+                "run {} is {status}: it waits for a human decision",
+                run.run_id
+            ),
+        )),
+        _ => Err(Failure::new(
+            run.error_class
+                .as_deref()
+                .and_then(FailureClass::parse)
+                .unwrap_or(FailureClass::Fatal),
+            run.error_message.unwrap_or_default(),
+        )),
+    };
+    Ok(RunReport {
+        run_id: run.run_id,
+        attempt: run.attempts,
+        tool: run.tool,
+        result,
+        status: run.status,
+        duration_ms: 0,
+        already_finished: true,
+        failed_effect: None,
+    })
+}
+
+/// The component file a run was started with.
+pub(crate) fn component_path(
+    services: &Services,
+    run_id: &str,
+) -> Result<std::path::PathBuf, RunError> {
+    existing(services, run_id)?
+        .component
+        .map(std::path::PathBuf::from)
+        .ok_or_else(|| RunError::UnknownComponent(run_id.to_owned()))
+}
+
+/// Calls a tool once outside any run: input checked as for a run, nothing recorded, and
+/// effects and checkpoints refused. For dry runs of read-only tools and for measuring the
+/// sandbox apart from the ledger.
+pub(crate) async fn call_unrecorded(
+    services: &Services,
+    tool: &LoadedTool,
+    input: &str,
+) -> Result<Result<serde_json::Value, Failure>, RunError> {
+    let policy = services.policy_for(&tool.descriptor.name);
+    let value = parse_input(tool, &policy, input)?;
+    let run_ctx = sandbox::run_context(services.now(), tool, &policy, UNRECORDED_RUN_ID, 1);
+    let (result, _stdio) = sandbox::execute(
+        services.engine(),
+        tool,
+        &policy,
+        run_ctx,
+        None,
+        &value.to_string(),
+    )
+    .await;
+    Ok(result.and_then(|output| sandbox::checked_output(&output, policy.limits.max_output_bytes)))
+}
+
+fn parse_input(
+    tool: &LoadedTool,
+    policy: &Policy,
+    input: &str,
+) -> Result<serde_json::Value, RunError> {
+    // Before parsing and validating: both cost time and memory in proportion to the input.
+    let max = policy.limits.max_input_bytes;
+    if u64::try_from(input.len()).unwrap_or(u64::MAX) > max {
+        return Err(RunError::InputTooLarge {
+            tool: tool.descriptor.name.clone(),
+            bytes: input.len(),
+            max,
+        });
+    }
+    let value: serde_json::Value =
+        serde_json::from_str(input).map_err(|e| RunError::InputNotJson(e.to_string()))?;
+    tool.validate_input(&value)
+        .map_err(|problems| RunError::SchemaViolation {
+            tool: tool.descriptor.name.clone(),
+            problems,
+        })?;
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_id_has_prefix_date_and_uuid_v7() {
+        let random = crate::clock::SeededRandom::new(1);
+        let id = new_run_id("run", 1_764_331_200_000, &random).unwrap();
+        assert!(id.starts_with("run-2025-11-28-"), "{id}");
+        let uuid = uuid::Uuid::parse_str(id.trim_start_matches("run-2025-11-28-")).unwrap();
+        assert_eq!(uuid.get_version_num(), 7);
+    }
+
+    #[test]
+    fn run_id_prefix_is_checked() {
+        let random = crate::clock::SeededRandom::new(1);
+        assert!(matches!(
+            new_run_id("Bad Prefix", 0, &random),
+            Err(RunError::BadPrefix(_))
+        ));
+        assert!(matches!(
+            new_run_id("", 0, &random),
+            Err(RunError::BadPrefix(_))
+        ));
+    }
+}

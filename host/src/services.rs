@@ -1,0 +1,104 @@
+//! What every run of one runtime shares: the engine and its linker, the precompiled cache, the
+//! ledger, the effect engine, the operator config, this process's holder identity, and time,
+//! waiting and chance as injected dependencies.
+//!
+//! Built once by [`crate::RuntimeBuilder`] and never changed after; runs, locks and
+//! escalations reach it only through these methods, so what they depend on is visible here.
+
+use crate::capabilities::ToolState;
+use crate::clock::{Clock, Millis, Random, Sleeper};
+use crate::config::Config;
+use crate::effects::EffectEngine;
+use crate::engine::{ArtifactCache, EngineHandle};
+use crate::ledger::Ledger;
+use crate::policy::Policy;
+use std::sync::Arc;
+use wasmtime::component::Linker;
+
+/// See the module docs; fields are reached through methods only.
+pub(crate) struct Services {
+    parts: Parts,
+}
+
+/// The parts [`Services`] is built from.
+pub(crate) struct Parts {
+    pub engine: EngineHandle,
+    pub linker: Linker<ToolState>,
+    pub cache: Option<ArtifactCache>,
+    pub ledger: Arc<dyn Ledger>,
+    pub effects: Arc<EffectEngine>,
+    pub config: Config,
+    pub clock: Arc<dyn Clock>,
+    pub sleeper: Arc<dyn Sleeper>,
+    pub ticker: Arc<dyn Sleeper>,
+    pub random: Arc<dyn Random>,
+    pub holder: String,
+    pub lease_ttl_ms: Millis,
+}
+
+impl Services {
+    pub fn new(parts: Parts) -> Self {
+        Self { parts }
+    }
+
+    pub fn engine(&self) -> &wasmtime::Engine {
+        self.parts.engine.engine()
+    }
+
+    pub fn linker(&self) -> &Linker<ToolState> {
+        &self.parts.linker
+    }
+
+    pub fn cache(&self) -> Option<&ArtifactCache> {
+        self.parts.cache.as_ref()
+    }
+
+    pub fn ledger(&self) -> &Arc<dyn Ledger> {
+        &self.parts.ledger
+    }
+
+    pub fn effects(&self) -> &Arc<EffectEngine> {
+        &self.parts.effects
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.parts.config
+    }
+
+    /// The policy of `tool`: its table in the config, or deny-by-default.
+    pub fn policy_for(&self, tool: &str) -> Policy {
+        self.parts.config.policy_for(tool)
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.parts.clock
+    }
+
+    pub fn now(&self) -> Millis {
+        self.parts.clock.now_ms()
+    }
+
+    /// How retry backoff and lock polls wait.
+    pub fn sleeper(&self) -> &Arc<dyn Sleeper> {
+        &self.parts.sleeper
+    }
+
+    /// How background lease renewal paces itself (real time unless a test says otherwise).
+    pub fn ticker(&self) -> &Arc<dyn Sleeper> {
+        &self.parts.ticker
+    }
+
+    pub fn random(&self) -> &dyn Random {
+        self.parts.random.as_ref()
+    }
+
+    /// Who this process is, as recorded on the attempts and locks it holds.
+    pub fn holder(&self) -> &str {
+        &self.parts.holder
+    }
+
+    /// How long an attempt's lease lasts without renewal.
+    pub fn lease_ttl_ms(&self) -> Millis {
+        self.parts.lease_ttl_ms
+    }
+}
