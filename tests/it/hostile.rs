@@ -634,3 +634,31 @@ pub(crate) async fn attacks_leave_a_concurrent_neighbour_unaffected() {
     }
     hello_still_runs(&runtime).await;
 }
+
+// ---- the precompiled cache ---------------------------------------------------------------
+
+#[tokio::test]
+async fn key_planted_in_a_cache_dir_others_can_write_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let cache = env.cache();
+    // A cache directory another local user made (or can write), holding a key they chose:
+    // with it they could sign an artifact of their own native code.
+    std::fs::create_dir(&cache).unwrap();
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::write(cache.join("cache.key"), [7u8; 32]).unwrap();
+    let Err(err) = env.builder("").build() else {
+        panic!("a cache directory others can write was trusted");
+    };
+    let text = err.to_string();
+    assert!(text.contains(&cache.display().to_string()), "{text}");
+    assert!(text.contains("0777"), "{text}");
+    assert!(
+        text.contains(&format!("chmod 700 {}", cache.display())),
+        "{text}"
+    );
+    assert!(text.contains("--no-cache"), "{text}");
+    // Without the cache the host still runs tools.
+    let runtime = env.builder("").without_cache().build().unwrap();
+    hello_still_runs(&runtime).await;
+}

@@ -6,7 +6,7 @@
 
 mod cache;
 
-pub use cache::{ArtifactCache, CacheError, CacheOutcome};
+pub use cache::{ArtifactCache, CacheError, CacheOutcome, Exposure};
 
 use crate::policy::MAX_MEMORY_BYTES;
 use std::sync::Arc;
