@@ -147,9 +147,10 @@ fn read_methods() -> Vec<String> {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
-    /// Bytes of linear memory, over all of the tool's memories.
+    /// Bytes of memory in all, at any moment of a run: the sum of all of the tool's linear
+    /// memories (every core instance's) and its wasm-GC heap.
     pub memory_bytes: u64,
-    /// Elements in any one table.
+    /// Table elements in all: the sum over all of the tool's tables.
     pub table_elements: u64,
     /// Core and component instances.
     pub instances: u32,

@@ -1401,3 +1401,91 @@ fn control_sequences_in_a_schema_cannot_forge_error_lines() {
     );
     assert_eq!(err.lines().count(), 2, "one line per problem: {err}");
 }
+
+// ---- totals: all memories and the GC heap, all tables -------------------------------------
+
+use tollgate_tests::plugins::{HOSTILE_GC, HOSTILE_MEMORIES, HOSTILE_TABLES};
+
+/// The number right after `marker` in a limit failure (`asked for N`, `holding N`).
+fn number_after(message: &str, marker: &str) -> Option<u64> {
+    let rest = &message[message.find(marker)? + marker.len()..];
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+/// Asserts a limit failure names its rule and reports a total over `limit` asked for while
+/// the tool held no more than `limit`.
+fn stopped_at_the_total(report: &RunReport, rule: &str, limit: u64) {
+    let f = failure(report);
+    assert_eq!(f.class, FailureClass::ResourceExhausted, "{f}");
+    assert!(f.message.contains(rule), "{f}");
+    let asked = number_after(&f.message, "asked for ").unwrap_or_else(|| panic!("{f}"));
+    let holding = number_after(&f.message, "holding ").unwrap_or_else(|| panic!("{f}"));
+    assert!(asked > limit, "the refused total is over the limit: {f}");
+    assert!(
+        holding <= limit,
+        "what the tool held stayed within the limit: {f}"
+    );
+}
+
+#[tokio::test]
+async fn memory_split_across_four_memories_stops_at_the_memory_total() {
+    let env = Env::new();
+    let runtime = env.runtime("[tools.hostile-memories.limits]\nmemory_bytes = 16777216\n");
+    let report = attack(&runtime, HOSTILE_MEMORIES, serde_json::json!({})).await;
+    stopped_at_the_total(&report, "limits.memory_bytes", 16 << 20);
+    assert!(
+        failure(&report)
+            .message
+            .contains("memory limit of 16777216 bytes"),
+        "{}",
+        failure(&report)
+    );
+    hello_still_runs(&runtime).await;
+}
+
+#[tokio::test]
+async fn gc_heap_beside_linear_memory_stops_at_the_memory_total() {
+    let env = Env::new();
+    let runtime = env.runtime("[tools.hostile-gc.limits]\nmemory_bytes = 16777216\n");
+    let report = attack(&runtime, HOSTILE_GC, serde_json::json!({})).await;
+    stopped_at_the_total(&report, "limits.memory_bytes", 16 << 20);
+    hello_still_runs(&runtime).await;
+}
+
+#[tokio::test]
+async fn table_split_across_four_tables_stops_at_the_table_total() {
+    let env = Env::new();
+    let runtime = env.runtime("[tools.hostile-tables.limits]\ntable_elements = 5000\n");
+    let report = attack(&runtime, HOSTILE_TABLES, serde_json::json!({})).await;
+    stopped_at_the_total(&report, "limits.table_elements", 5000);
+    hello_still_runs(&runtime).await;
+}
+
+// ---- the precompiled cache ---------------------------------------------------------------
+
+#[tokio::test]
+async fn key_planted_in_a_cache_dir_others_can_write_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let cache = env.cache();
+    // A cache directory another local user made (or can write), holding a key they chose:
+    // with it they could sign an artifact of their own native code.
+    std::fs::create_dir(&cache).unwrap();
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::write(cache.join("cache.key"), [7u8; 32]).unwrap();
+    let Err(err) = env.builder("").build() else {
+        panic!("a cache directory others can write was trusted");
+    };
+    let text = err.to_string();
+    assert!(text.contains(&cache.display().to_string()), "{text}");
+    assert!(text.contains("0777"), "{text}");
+    assert!(
+        text.contains(&format!("chmod 700 {}", cache.display())),
+        "{text}"
+    );
+    assert!(text.contains("another cache directory, or none"), "{text}");
+    // Without the cache the host still runs tools.
+    let runtime = env.builder("").without_cache().build().unwrap();
+    hello_still_runs(&runtime).await;
+}

@@ -206,3 +206,42 @@ pub(crate) use crate::polyglot::{
 
 // hostile-text: its control sequences never reach the terminal (the others in `hostile.rs`).
 pub(crate) use crate::hostile::control_sequences_in_a_descriptor_cannot_forge_inspect_lines as hostile_text;
+
+// The hostile WAT fixtures below are attacked in `hostile.rs`; these tests run each one under
+// limits that fit it, so a refusal there is the limit's doing, not a broken fixture.
+
+/// hostile-memories: with room for all four memories (64 MiB), each grows to 15 MiB.
+#[tokio::test]
+async fn hostile_memories() {
+    use tollgate_tests::plugins::HOSTILE_MEMORIES;
+    let env = Env::new();
+    let runtime = env.runtime("[tools.hostile-memories.limits]\nmemory_bytes = 67108864\n");
+    let tool = load(&runtime, HOSTILE_MEMORIES).await;
+    assert_eq!(tool.descriptor.name, "hostile-memories");
+    let report = runtime.run(&tool, "{}").await.unwrap();
+    assert_eq!(output(&report)["grown"], true);
+}
+
+/// hostile-gc: with room for both heaps (64 MiB), 11 MiB of memory and 6 MiB of GC arrays.
+#[tokio::test]
+async fn hostile_gc() {
+    use tollgate_tests::plugins::HOSTILE_GC;
+    let env = Env::new();
+    let runtime = env.runtime("[tools.hostile-gc.limits]\nmemory_bytes = 67108864\n");
+    let tool = load(&runtime, HOSTILE_GC).await;
+    assert_eq!(tool.descriptor.name, "hostile-gc");
+    let report = runtime.run(&tool, "{}").await.unwrap();
+    assert_eq!(output(&report)["allocated"], true);
+}
+
+/// hostile-tables: with room for all four tables (20000 elements), each grows to 4000.
+#[tokio::test]
+async fn hostile_tables() {
+    use tollgate_tests::plugins::HOSTILE_TABLES;
+    let env = Env::new();
+    let runtime = env.runtime("[tools.hostile-tables.limits]\ntable_elements = 20000\n");
+    let tool = load(&runtime, HOSTILE_TABLES).await;
+    assert_eq!(tool.descriptor.name, "hostile-tables");
+    let report = runtime.run(&tool, "{}").await.unwrap();
+    assert_eq!(output(&report)["grown"], true);
+}

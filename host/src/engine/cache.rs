@@ -2,21 +2,34 @@
 //!
 //! Deserializing a precompiled artifact runs native code the engine trusts blindly, so the
 //! cache only ever loads bytes it wrote itself: each artifact carries an HMAC-SHA256 under a
-//! secret key that lives in the cache directory (mode 0600). The file name is keyed by the
-//! component's sha256, the wasmtime version and the engine's configuration, so a change to
-//! any of them is a miss, never a mismatched load.
+//! secret key that lives in the cache directory. The file name is keyed by the component's
+//! sha256, the wasmtime version and the engine's configuration, so a change to any of them is
+//! a miss, never a mismatched load.
+//!
+//! Invariant: the key is secret to the user running the host. It is read only from a
+//! directory that user owns and no other user can write, and only from a file that user owns
+//! with no group or other permission bits (the rule ssh applies to `~/.ssh`); anything else is
+//! refused, because whoever can plant or read the key can sign their own native code as the
+//! artifact of any component. New cache directories are created 0700 and new keys 0600.
 
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
+use std::fs::{DirBuilder, File, Metadata, OpenOptions, Permissions};
 use std::hash::{Hash, Hasher};
-use std::io::Write;
+use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
 type HmacSha256 = Hmac<Sha256>;
 const MAC_LEN: usize = 32;
+const KEY_LEN: usize = 32;
 const KEY_FILE: &str = "cache.key";
+/// Bits a trusted cache directory must not have: group or world write.
+const DIR_FORBIDDEN: u32 = 0o022;
+/// Bits a trusted key must not have: any group or world permission.
+const KEY_FORBIDDEN: u32 = 0o077;
 
 /// Whether a load was served from the cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -30,6 +43,18 @@ pub enum CacheOutcome {
     Disabled,
 }
 
+/// Why a cache directory or key cannot be trusted with native code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exposure {
+    /// Owned by `owner`, not by the user running the host (`user`, the effective uid).
+    Owner { owner: u32, user: u32 },
+    /// Its permission bits (`mode`) let other users write the directory, or read or write
+    /// the key.
+    Mode { mode: u32 },
+    /// The directory is not a directory, or the key not a regular file.
+    Kind,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
     #[error("cannot use cache directory {dir}: {source}; use another cache directory")]
@@ -40,13 +65,81 @@ pub enum CacheError {
     #[error(
         "cache key {path} is damaged ({len} bytes, expected 32): delete it and the cache is rebuilt"
     )]
-    BadKey { path: PathBuf, len: usize },
+    BadKey { path: PathBuf, len: u64 },
+    #[error("refusing cache directory {dir}: {}", dir_problem(.dir, *.exposure))]
+    UntrustedDir { dir: PathBuf, exposure: Exposure },
+    #[error("refusing cache key {path}: {}", key_problem(.path, *.exposure))]
+    UntrustedKey { path: PathBuf, exposure: Exposure },
+}
+
+const FORGERY: &str = "could plant a cache key and have forged native code run as any component";
+const ELSEWHERE: &str = "or use another cache directory, or none";
+
+fn dir_problem(dir: &Path, exposure: Exposure) -> String {
+    match exposure {
+        Exposure::Owner { owner, user } => format!(
+            "it is owned by uid {owner}, not by this user (uid {user}), and its owner {FORGERY}; \
+             use a directory of your own, or no cache"
+        ),
+        Exposure::Mode { mode } => format!(
+            "its mode is {mode:04o}, so other users can write it and {FORGERY}; run \
+             `chmod 700 {}`, {ELSEWHERE}",
+            dir.display()
+        ),
+        Exposure::Kind => "it is not a directory; use another cache directory, or none".to_owned(),
+    }
+}
+
+fn key_problem(path: &Path, exposure: Exposure) -> String {
+    const RENEW: &str = "delete it (a new key is made and the cache rebuilt)";
+    match exposure {
+        Exposure::Owner { owner, user } => format!(
+            "it is owned by uid {owner}, not by this user (uid {user}), so its owner knows it \
+             and could sign forged native code; {RENEW}, {ELSEWHERE}"
+        ),
+        Exposure::Mode { mode } => format!(
+            "its mode is {mode:04o}, so other users can read or change it and sign forged \
+             native code; run `chmod 600 {}` if no one else can have read it, else {RENEW}, \
+             {ELSEWHERE}",
+            path.display()
+        ),
+        Exposure::Kind => format!("it is not a regular file; {RENEW}, {ELSEWHERE}"),
+    }
+}
+
+/// What, if anything, lets another user in: checked on metadata of the directory or of the
+/// open key file. Ownership comes first since a chmod cannot fix it.
+fn exposure(meta: &Metadata, right_kind: bool, user: u32, forbidden: u32) -> Option<Exposure> {
+    if !right_kind {
+        Some(Exposure::Kind)
+    } else if meta.uid() != user {
+        Some(Exposure::Owner {
+            owner: meta.uid(),
+            user,
+        })
+    } else if meta.mode() & forbidden != 0 {
+        Some(Exposure::Mode {
+            mode: meta.mode() & 0o7777,
+        })
+    } else {
+        None
+    }
+}
+
+/// The effective uid of this process: the user a cache must belong to.
+#[expect(
+    unsafe_code,
+    reason = "geteuid(2) takes no arguments, cannot fail and touches no memory"
+)]
+fn effective_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions; it only reads this process's credentials.
+    unsafe { libc::geteuid() }
 }
 
 #[derive(Clone)]
 pub struct ArtifactCache {
     dir: PathBuf,
-    key: [u8; 32],
+    key: [u8; KEY_LEN],
     engine_hash: String,
 }
 
@@ -59,20 +152,35 @@ impl std::fmt::Debug for ArtifactCache {
 }
 
 impl ArtifactCache {
+    /// Opens the cache in `dir`, creating it (and any missing parent) owner-only, after
+    /// checking that no other user can plant or read its key.
     pub fn open(dir: &Path, engine: &Engine) -> Result<Self, CacheError> {
         let dir_err = |source| CacheError::Dir {
             dir: dir.to_owned(),
             source,
         };
-        std::fs::create_dir_all(dir).map_err(dir_err)?;
-        let key = load_or_create_key(dir)?;
-        let mut hasher = ShaHasher::default();
-        engine.precompile_compatibility_hash().hash(&mut hasher);
-        let engine_hash = hex::encode(hasher.0.finalize());
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(dir_err)?;
+        let user = effective_uid();
+        let meta = std::fs::metadata(dir).map_err(dir_err)?;
+        if let Some(exposure) = exposure(&meta, meta.is_dir(), user, DIR_FORBIDDEN) {
+            return Err(CacheError::UntrustedDir {
+                dir: dir.to_owned(),
+                exposure,
+            });
+        }
+        // The parents of `dir` are not checked: whoever could swap `dir` for another
+        // directory between this check and the key read still cannot make the read succeed
+        // with a key they know, since the key itself is checked on the open file below, and
+        // after that every artifact is verified against the key held in memory.
+        let key = load_or_create_key(dir, user)?;
         Ok(Self {
             dir: dir.to_owned(),
             key,
-            engine_hash,
+            engine_hash: engine_hash(engine),
         })
     }
 
@@ -114,6 +222,10 @@ impl ArtifactCache {
     }
 
     fn try_load(&self, engine: &Engine, digest: &str, path: &Path) -> Option<Component> {
+        // Artifacts need no owner or mode check of their own: each is verified against the
+        // key, which `open` made sure only this user knows, so bytes anyone else wrote or
+        // changed fail verification and are compiled over; and they hold compiled code of
+        // components, nothing secret.
         let file = std::fs::read(path).ok()?;
         let split = file.len().checked_sub(MAC_LEN)?;
         let (artifact, tag) = file.split_at(split);
@@ -121,7 +233,7 @@ impl ArtifactCache {
             tracing::warn!(path = %path.display(), "precompiled component failed its integrity check; recompiling");
             return None;
         }
-        // The HMAC proves this process's cache wrote these exact bytes for this engine
+        // The HMAC proves this user's cache wrote these exact bytes for this engine
         // configuration, which is the precondition `deserialize` requires.
         #[expect(unsafe_code, reason = "artifact authenticated by HMAC above")]
         let loaded = unsafe { Component::deserialize(engine, artifact) };
@@ -147,32 +259,75 @@ impl ArtifactCache {
     }
 }
 
-fn load_or_create_key(dir: &Path) -> Result<[u8; 32], CacheError> {
+/// The engine's precompile compatibility hash, stable across processes.
+fn engine_hash(engine: &Engine) -> String {
+    let mut hasher = ShaHasher::default();
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    hex::encode(hasher.0.finalize())
+}
+
+fn load_or_create_key(dir: &Path, user: u32) -> Result<[u8; KEY_LEN], CacheError> {
     let path = dir.join(KEY_FILE);
     let dir_err = |source| CacheError::Dir {
         dir: dir.to_owned(),
         source,
     };
-    match std::fs::read(&path) {
-        Ok(bytes) => {
-            let len = bytes.len();
-            bytes
-                .try_into()
-                .map_err(|_| CacheError::BadKey { path, len })
-        }
+    match open_key(&path) {
+        Ok(file) => read_key(file, &path, user),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let key: [u8; 32] = rand::random();
-            let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(dir_err)?;
-            // NamedTempFile is created 0600 on Unix: only this user can read the key.
+            let key: [u8; KEY_LEN] = rand::random();
+            let mut tmp = tempfile::Builder::new()
+                .prefix(".cache.key")
+                .permissions(Permissions::from_mode(0o600))
+                .tempfile_in(dir)
+                .map_err(dir_err)?;
             tmp.write_all(&key).map_err(dir_err)?;
             match tmp.persist_noclobber(&path) {
                 Ok(_) => Ok(key),
-                // Another process created the key first: use theirs.
-                Err(_) => load_or_create_key(dir),
+                // Another process created the key first: use theirs, checked like any other.
+                Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let file = open_key(&path).map_err(dir_err)?;
+                    read_key(file, &path, user)
+                }
+                Err(e) => Err(dir_err(e.error)),
             }
         }
         Err(e) => Err(dir_err(e)),
     }
+}
+
+/// Opens the key without blocking: a FIFO in its place fails the kind check instead of
+/// stalling the host.
+fn open_key(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+}
+
+/// Reads the key from `file` once its owner, mode and kind pass. They are checked on the open
+/// file, not on the path, so the file checked is the file read.
+fn read_key(file: File, path: &Path, user: u32) -> Result<[u8; KEY_LEN], CacheError> {
+    let io_err = |source| CacheError::Dir {
+        dir: path.parent().unwrap_or(path).to_owned(),
+        source,
+    };
+    let meta = file.metadata().map_err(io_err)?;
+    if let Some(exposure) = exposure(&meta, meta.is_file(), user, KEY_FORBIDDEN) {
+        return Err(CacheError::UntrustedKey {
+            path: path.to_owned(),
+            exposure,
+        });
+    }
+    let mut bytes = Vec::with_capacity(KEY_LEN + 1);
+    // Read one byte past a key so an oversized file is reported, never read whole.
+    file.take(KEY_LEN as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io_err)?;
+    bytes.try_into().map_err(|_| CacheError::BadKey {
+        path: path.to_owned(),
+        len: meta.len(),
+    })
 }
 
 /// Feeds `Hash` output into SHA-256, for a cache key stable across processes.
@@ -185,5 +340,304 @@ impl Hasher for ShaHasher {
     }
     fn write(&mut self, bytes: &[u8]) {
         self.0.update(bytes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use wasmtime::Store;
+    use wasmtime::component::Linker;
+
+    /// Two components with the same interface and different code: `answer` returns 1 or 2.
+    const A: &str = r#"(component
+        (core module $m (func (export "answer") (result i32) (i32.const 1)))
+        (core instance $i (instantiate $m))
+        (func (export "answer") (result u32) (canon lift (core func $i "answer"))))"#;
+    const B: &str = r#"(component
+        (core module $m (func (export "answer") (result i32) (i32.const 2)))
+        (core instance $i (instantiate $m))
+        (func (export "answer") (result u32) (canon lift (core func $i "answer"))))"#;
+
+    /// The uid of a user other than this one, for files the tests hand over with `chown`.
+    const NOBODY: u32 = 65534;
+
+    fn engine() -> Engine {
+        Engine::default()
+    }
+
+    fn digest(bytes: &[u8]) -> String {
+        hex::encode(Sha256::digest(bytes))
+    }
+
+    fn answer(engine: &Engine, component: &Component) -> u32 {
+        let mut store = Store::new(engine, ());
+        let instance = Linker::new(engine)
+            .instantiate(&mut store, component)
+            .unwrap();
+        let f = instance
+            .get_typed_func::<(), (u32,)>(&mut store, "answer")
+            .unwrap();
+        f.call(&mut store, ()).unwrap().0
+    }
+
+    fn chmod(path: &Path, mode: u32) {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    fn mode(path: &Path) -> String {
+        format!("{:04o}", fs::metadata(path).unwrap().mode() & 0o7777)
+    }
+
+    /// The uid this process creates files as (its effective uid), learnt from a file it made.
+    fn my_uid(made: &Path) -> u32 {
+        fs::metadata(made).unwrap().uid()
+    }
+
+    /// What another local user can do with a cache directory they can write, or a key they can
+    /// read: plant a 32-byte key they know in `dir`, and under it an artifact of B's native
+    /// code, named and authenticated as the artifact of A. Returns A's digest.
+    fn plant_forgery(dir: &Path, engine: &Engine) -> String {
+        let key = [7u8; 32];
+        fs::write(dir.join(KEY_FILE), key).unwrap();
+        let attacker = ArtifactCache {
+            dir: dir.to_owned(),
+            key,
+            engine_hash: engine_hash(engine),
+        };
+        let digest_a = digest(A.as_bytes());
+        let forged = Component::new(engine, B).unwrap().serialize().unwrap();
+        let tag = attacker.mac(&digest_a, &forged).finalize().into_bytes();
+        fs::write(
+            attacker.artifact_path(&digest_a),
+            [&forged[..], &tag[..]].concat(),
+        )
+        .unwrap();
+        digest_a
+    }
+
+    /// Opens `dir` as a cache and expects a refusal whose message contains every one of
+    /// `expected`; if the cache is opened instead, says what loading A then ran.
+    fn refused(dir: &Path, engine: &Engine, expected: &[&str]) -> CacheError {
+        match ArtifactCache::open(dir, engine) {
+            Err(e) => {
+                let text = e.to_string();
+                for part in expected {
+                    assert!(text.contains(part), "{part:?} missing from: {text}");
+                }
+                e
+            }
+            Ok(cache) => {
+                let digest_a = digest(A.as_bytes());
+                let (component, outcome) = cache
+                    .load_or_compile(engine, &digest_a, A.as_bytes())
+                    .unwrap();
+                panic!(
+                    "cache {} was trusted; loading A ({outcome:?}) answered {} (A answers 1, B 2)",
+                    dir.display(),
+                    answer(engine, &component)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn forged_artifact_under_a_key_planted_in_a_world_writable_dir_never_runs() {
+        let engine = engine();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("cache");
+        fs::create_dir(&dir).unwrap();
+        chmod(&dir, 0o777);
+        plant_forgery(&dir, &engine);
+        let shown = dir.display().to_string();
+        let err = refused(
+            &dir,
+            &engine,
+            &[&shown, "0777", &format!("chmod 700 {shown}"), "or none"],
+        );
+        assert!(
+            matches!(
+                err,
+                CacheError::UntrustedDir {
+                    exposure: Exposure::Mode { mode: 0o777 },
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn forged_artifact_under_a_key_others_can_read_never_runs() {
+        let engine = engine();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("cache");
+        fs::create_dir(&dir).unwrap();
+        chmod(&dir, 0o700);
+        plant_forgery(&dir, &engine);
+        let key = dir.join(KEY_FILE);
+        chmod(&key, 0o644);
+        let shown = key.display().to_string();
+        let err = refused(
+            &dir,
+            &engine,
+            &[&shown, "0644", &format!("chmod 600 {shown}"), "or none"],
+        );
+        assert!(
+            matches!(
+                err,
+                CacheError::UntrustedKey {
+                    exposure: Exposure::Mode { mode: 0o644 },
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn group_writable_cache_dir_is_refused() {
+        let engine = engine();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("cache");
+        fs::create_dir(&dir).unwrap();
+        chmod(&dir, 0o770);
+        let err = refused(&dir, &engine, &["0770", "chmod 700"]);
+        assert!(
+            matches!(
+                err,
+                CacheError::UntrustedDir {
+                    exposure: Exposure::Mode { mode: 0o770 },
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn cache_dir_owned_by_another_user_is_refused() {
+        let engine = engine();
+        let tmp = tempfile::tempdir().unwrap();
+        let me = my_uid(tmp.path());
+        let (dir, owner) = if me == 0 {
+            // Root can hand a private directory to another user.
+            let dir = tmp.path().join("cache");
+            fs::create_dir(&dir).unwrap();
+            chmod(&dir, 0o700);
+            std::os::unix::fs::chown(&dir, Some(NOBODY), None).unwrap();
+            (dir, NOBODY)
+        } else {
+            // Anyone else already has a directory owned by another user: the root directory.
+            let root = PathBuf::from("/");
+            let owner = fs::metadata(&root).unwrap().uid();
+            assert_ne!(
+                owner, me,
+                "the test needs a directory owned by someone else"
+            );
+            (root, owner)
+        };
+        let err = refused(
+            &dir,
+            &engine,
+            &[&format!("owned by uid {owner}"), &format!("uid {me}")],
+        );
+        assert!(
+            matches!(err, CacheError::UntrustedDir { exposure: Exposure::Owner { owner: o, user: u }, .. } if o == owner && u == me),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn cache_key_owned_by_another_user_is_refused() {
+        let engine = engine();
+        let tmp = tempfile::tempdir().unwrap();
+        let me = my_uid(tmp.path());
+        let dir = tmp.path().join("cache");
+        fs::create_dir(&dir).unwrap();
+        chmod(&dir, 0o700);
+        let key = dir.join(KEY_FILE);
+        let owner = if me == 0 {
+            fs::write(&key, [7u8; 32]).unwrap();
+            chmod(&key, 0o600);
+            std::os::unix::fs::chown(&key, Some(NOBODY), None).unwrap();
+            NOBODY
+        } else {
+            // Without root, a key owned by someone else is reached through a link to their file.
+            let theirs = Path::new("/etc/passwd");
+            std::os::unix::fs::symlink(theirs, &key).unwrap();
+            let owner = fs::metadata(theirs).unwrap().uid();
+            assert_ne!(owner, me, "the test needs a file owned by someone else");
+            owner
+        };
+        let err = refused(
+            &dir,
+            &engine,
+            &[&key.display().to_string(), &format!("owned by uid {owner}")],
+        );
+        assert!(
+            matches!(err, CacheError::UntrustedKey { exposure: Exposure::Owner { owner: o, user: u }, .. } if o == owner && u == me),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn cache_key_that_is_not_a_regular_file_is_refused() {
+        let engine = engine();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("cache");
+        fs::create_dir_all(dir.join(KEY_FILE)).unwrap();
+        chmod(&dir, 0o700);
+        let err = refused(&dir, &engine, &["not a regular file"]);
+        assert!(
+            matches!(
+                err,
+                CacheError::UntrustedKey {
+                    exposure: Exposure::Kind,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn new_cache_dirs_and_key_are_private() {
+        let engine = engine();
+        let tmp = tempfile::tempdir().unwrap();
+        let parent = tmp.path().join(".tollgate");
+        let dir = parent.join("cache");
+        let cache = ArtifactCache::open(&dir, &engine).unwrap();
+        assert_eq!(mode(&parent), "0700", "a parent the cache created");
+        assert_eq!(mode(&dir), "0700");
+        assert_eq!(mode(&dir.join(KEY_FILE)), "0600");
+        let digest_a = digest(A.as_bytes());
+        let (_, first) = cache
+            .load_or_compile(&engine, &digest_a, A.as_bytes())
+            .unwrap();
+        let (component, second) = cache
+            .load_or_compile(&engine, &digest_a, A.as_bytes())
+            .unwrap();
+        assert_eq!((first, second), (CacheOutcome::Miss, CacheOutcome::Hit));
+        assert_eq!(answer(&engine, &component), 1);
+    }
+
+    #[test]
+    fn existing_cache_dir_others_can_only_read_is_used() {
+        let engine = engine();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("cache");
+        fs::create_dir(&dir).unwrap();
+        chmod(&dir, 0o755);
+        let first = ArtifactCache::open(&dir, &engine).unwrap();
+        drop(first);
+        let cache = ArtifactCache::open(&dir, &engine).unwrap();
+        let digest_a = digest(A.as_bytes());
+        let (component, _) = cache
+            .load_or_compile(&engine, &digest_a, A.as_bytes())
+            .unwrap();
+        assert_eq!(answer(&engine, &component), 1);
     }
 }

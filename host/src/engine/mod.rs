@@ -6,7 +6,7 @@
 
 mod cache;
 
-pub use cache::{ArtifactCache, CacheError, CacheOutcome};
+pub use cache::{ArtifactCache, CacheError, CacheOutcome, Exposure};
 
 use crate::policy::MAX_MEMORY_BYTES;
 use std::sync::Arc;
@@ -68,11 +68,20 @@ impl EngineHandle {
             // A Rust tool is a few core instances (the tool plus adapter shims).
             pool.max_core_instances_per_component(32);
             pool.total_core_instances(n.saturating_mul(8));
+            // These bound how many pool slots one tool can hold; how many bytes and elements
+            // it holds across all of them is `limits.memory_bytes` / `limits.table_elements`,
+            // enforced as totals by the store's limiter (`capabilities::Limiter`).
             pool.max_memories_per_component(4);
             pool.total_memories(n.saturating_mul(2));
             pool.max_tables_per_component(8);
             pool.total_tables(n.saturating_mul(4));
+            // A store whose tool uses wasm GC gets one GC heap, which also takes a slot of the
+            // memory pool (so `max_memory_size` caps it too) and counts in the same total as
+            // the tool's linear memories.
+            pool.total_gc_heaps(n);
             pool.total_stacks(n);
+            // The slot size, hence the most any one memory or GC heap can reach; a policy's
+            // `memory_bytes` cannot exceed it, so a growth the limiter allows always fits.
             pool.max_memory_size(usize::try_from(MAX_MEMORY_BYTES).unwrap_or(usize::MAX));
             pool.table_elements(100_000);
             // Reset a slot by zeroing only the pages the last run dirtied (found with the

@@ -12,6 +12,7 @@ mod writer;
 use std::fmt;
 use std::fs;
 use std::io::Read;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Sender};
@@ -109,9 +110,14 @@ impl SqliteLedger {
             source: Arc::new(source),
         };
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            fs::create_dir_all(parent).map_err(io_error)?;
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)
+                .map_err(io_error)?;
         }
         let existing_len = check_header(path)?;
+        create_owner_only(path).map_err(io_error)?;
 
         let mut conn = open_connection(path, options.busy_timeout)?;
         let version = recognise(&conn, path)?;
@@ -301,6 +307,22 @@ pub(crate) fn refine(err: LedgerError, path: &Path) -> LedgerError {
             reason: format!("SQLite says: {source}"),
         },
         _ => err,
+    }
+}
+
+/// Creates `path` empty with mode 0600 if it does not exist yet: the ledger holds tool inputs,
+/// effect payloads and responses, and SQLite gives the -wal and -shm files it creates the
+/// database file's mode, so all three stay owner-only. An existing file keeps its mode.
+fn create_owner_only(path: &Path) -> std::io::Result<()> {
+    match fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(err) => Err(err),
     }
 }
 
@@ -724,6 +746,33 @@ mod tests {
         exercise(&SqliteLedger::open(&path, LedgerOptions::default()).unwrap());
         let ledger = SqliteLedger::open(&path, LedgerOptions::default()).unwrap();
         assert!(ledger.run("r").unwrap().is_some());
+    }
+
+    #[test]
+    fn a_new_ledger_and_its_wal_are_private_to_their_owner() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |path: &Path| {
+            format!(
+                "{:04o}",
+                fs::metadata(path).unwrap().permissions().mode() & 0o7777
+            )
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let parent = dir.path().join("state");
+        let path = parent.join("ledger.db");
+        let ledger = SqliteLedger::open(&path, LedgerOptions::default()).unwrap();
+        exercise(&ledger);
+        assert_eq!(mode(&path), "0600");
+        assert_eq!(mode(&parent), "0700", "a directory the ledger created");
+        // SQLite gives the -wal and -shm files the database file's mode.
+        let wal = parent.join("ledger.db-wal");
+        assert!(wal.exists(), "the ledger is open in WAL mode");
+        assert_eq!(mode(&wal), "0600");
+        let shm = parent.join("ledger.db-shm");
+        if shm.exists() {
+            assert_eq!(mode(&shm), "0600");
+        }
+        drop(ledger);
     }
 
     #[test]
