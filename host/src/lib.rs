@@ -27,6 +27,7 @@ pub mod policy;
 pub mod retry;
 pub mod runs;
 mod runtime;
+pub mod schema;
 pub mod server;
 mod services;
 pub mod story;

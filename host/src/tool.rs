@@ -7,6 +7,7 @@ use crate::bindings::{Tool, ToolPre, types};
 use crate::capabilities::{Deadlines, ToolState, guarded_store, is_provided};
 use crate::engine::{ArtifactCache, CacheOutcome};
 use crate::policy::{Policy, is_valid_effect_kind};
+use crate::schema::{InputSchema, SchemaError};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -36,7 +37,7 @@ pub struct LoadedTool {
     /// Whether the compiled code came from the precompiled cache.
     pub cache: CacheOutcome,
     pub(crate) pre: ToolPre<ToolState>,
-    pub(crate) validator: jsonschema::Validator,
+    pub(crate) validator: InputSchema,
 }
 
 impl std::fmt::Debug for LoadedTool {
@@ -82,6 +83,12 @@ pub enum LoadError {
     Describe { path: PathBuf, reason: String },
     #[error("{path}: the tool's descriptor is invalid: {}", crate::text::Escaped(.problem))]
     BadDescriptor { path: PathBuf, problem: String },
+    #[error("{path}: the input schema of `{tool}` is refused: {error}")]
+    BadInputSchema {
+        path: PathBuf,
+        tool: String,
+        error: Box<SchemaError>,
+    },
     #[error(
         "{path} has sha256 {found}, but the policy of `{tool}` pins {pinned}: load the pinned build, or update `digest` under [tools.{tool}] after reviewing this one"
     )]
@@ -180,11 +187,7 @@ pub(crate) async fn load(
             path: path.to_owned(),
             reason: e,
         })?;
-    let (descriptor, validator) =
-        check_descriptor(raw).map_err(|problem| LoadError::BadDescriptor {
-            path: path.to_owned(),
-            problem,
-        })?;
+    let (descriptor, validator) = check_descriptor(path, raw)?;
     Ok(LoadedTool {
         path: path.to_owned(),
         digest,
@@ -331,7 +334,14 @@ async fn describe(engine: &Engine, pre: &ToolPre<ToolState>) -> Result<types::De
     }
 }
 
-fn check_descriptor(raw: types::Descriptor) -> Result<(Descriptor, jsonschema::Validator), String> {
+fn check_descriptor(
+    path: &Path,
+    raw: types::Descriptor,
+) -> Result<(Descriptor, InputSchema), LoadError> {
+    let bad = |problem: String| LoadError::BadDescriptor {
+        path: path.to_owned(),
+        problem,
+    };
     let name_ok = !raw.name.is_empty()
         && raw.name.len() <= 64
         && raw
@@ -339,20 +349,24 @@ fn check_descriptor(raw: types::Descriptor) -> Result<(Descriptor, jsonschema::V
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
     if !name_ok {
-        return Err(format!(
+        return Err(bad(format!(
             "name `{}` must be 1-64 lowercase letters, digits, `-` or `_`",
             raw.name
-        ));
+        )));
     }
-    if let Some(bad) = raw.effects.iter().find(|k| !is_valid_effect_kind(k)) {
-        return Err(format!(
-            "effect kind `{bad}` is not valid (e.g. `erp.post-invoice`)"
-        ));
+    if let Some(bad_kind) = raw.effects.iter().find(|k| !is_valid_effect_kind(k)) {
+        return Err(bad(format!(
+            "effect kind `{bad_kind}` is not valid (e.g. `erp.post-invoice`)"
+        )));
     }
-    let schema: serde_json::Value = serde_json::from_str(&raw.input_schema)
-        .map_err(|e| format!("input schema is not JSON: {e}"))?;
-    let validator = jsonschema::validator_for(&schema)
-        .map_err(|e| format!("input schema is not a valid JSON Schema: {e}"))?;
+    // The schema is checked before anything validates against it: a tool controls it, and
+    // validation runs on the host, outside every limit the tool runs under.
+    let (schema, validator) =
+        crate::schema::compile(&raw.input_schema).map_err(|error| LoadError::BadInputSchema {
+            path: path.to_owned(),
+            tool: raw.name.clone(),
+            error: Box::new(error),
+        })?;
     Ok((
         Descriptor {
             name: raw.name,
@@ -367,24 +381,9 @@ fn check_descriptor(raw: types::Descriptor) -> Result<(Descriptor, jsonschema::V
 }
 
 impl LoadedTool {
-    /// Checks `input` against the tool's schema; returns every violation, one per line.
+    /// Checks `input` against the tool's schema; returns every violation, one per line (as
+    /// many as can be listed within bounded memory).
     pub fn validate_input(&self, input: &serde_json::Value) -> Result<(), Vec<String>> {
-        let errors: Vec<String> = self
-            .validator
-            .iter_errors(input)
-            .map(|e| {
-                let at = e.instance_path.to_string();
-                if at.is_empty() {
-                    e.to_string()
-                } else {
-                    format!("{at}: {e}")
-                }
-            })
-            .collect();
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(errors)
-        }
+        self.validator.violations(input)
     }
 }

@@ -1489,3 +1489,113 @@ async fn key_planted_in_a_cache_dir_others_can_write_is_refused() {
     let runtime = env.builder("").without_cache().build().unwrap();
     hello_still_runs(&runtime).await;
 }
+
+// ---- input schemas ---------------------------------------------------------------------
+// The host validates every input against the schema a tool describes before the tool runs,
+// so no tool limit applies there: the schema itself must be bounded at load.
+
+/// The `hostile-schema` component describes `{"$ref":"#/$defs/a","$defs":{"a":{"$ref":
+/// "#/$defs/b"},"b":{"$ref":"#/$defs/a"}}}`.
+const LOOPING_SCHEMA: &str = tollgate_tests::plugins::HOSTILE_SCHEMA;
+
+/// The refusal names every step of the loop and says how to break it, on one line.
+fn assert_names_the_loop(message: &str) {
+    assert!(
+        message.contains("#/$defs/a") && message.contains("#/$defs/b"),
+        "names the loop: {message}"
+    );
+    assert!(message.contains("$ref"), "names the keyword: {message}");
+    assert!(
+        message.contains("properties") && message.contains("items"),
+        "says how to break the loop: {message}"
+    );
+    assert!(!message.trim_end().contains('\n'), "one line: {message}");
+}
+
+#[tokio::test]
+pub(crate) async fn ref_loop_in_the_input_schema_is_refused_at_load() {
+    let env = Env::new();
+    let runtime = env.runtime("");
+    let err = match runtime.load(LOOPING_SCHEMA).await {
+        Err(err) => err,
+        // Accepted, the attack goes on: every input is validated against the loop.
+        Ok(tool) => {
+            let run = runtime.run(&tool, "{}").await;
+            panic!("the looping schema loaded, and a run returned {run:?}")
+        }
+    };
+    assert!(
+        matches!(&err, LoadError::BadInputSchema { tool, .. } if tool == "hostile-schema"),
+        "{err}"
+    );
+    assert_names_the_loop(&err.to_string());
+    hello_still_runs(&runtime).await;
+}
+
+#[test]
+fn ref_loop_in_the_input_schema_makes_inspect_exit_1_with_the_refusal() {
+    let env = Env::new();
+    let out = std::process::Command::new(crate::harness::tollgate_bin())
+        .args(["inspect", LOOPING_SCHEMA])
+        .env("TOLLGATE_LEDGER", env.ledger())
+        .env("TOLLGATE_CACHE_DIR", env.cache())
+        .env_remove("TOLLGATE_CONFIG")
+        .env_remove("RUST_LOG")
+        .current_dir(env.dir.path())
+        .output()
+        .expect("run tollgate");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "stdout: {stdout}\nstderr: {stderr}"
+    );
+    assert!(stdout.is_empty(), "no descriptor printed: {stdout}");
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    assert_names_the_loop(&stderr);
+}
+
+#[test]
+fn ref_loop_in_the_input_schema_stops_mcp_from_starting() {
+    use std::io::Write;
+    let env = Env::new();
+    let config = env.config_file(&format!(
+        "[tools.hello]\ncomponent = {HELLO:?}\n\n[tools.hostile-schema]\ncomponent = {LOOPING_SCHEMA:?}\n"
+    ));
+    let mut child = crate::harness::tollgate_with(&env, &config)
+        .arg("mcp")
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start tollgate mcp");
+    // What an agent would send: the handshake, then one call to the looping tool. A server
+    // that refuses to start never reads it, so a failed write is expected.
+    let call = [
+        r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"hostile-suite","version":"1"}}}"#,
+        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+        r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"hostile-schema","arguments":{}}}"#,
+    ];
+    if let Some(mut stdin) = child.stdin.take() {
+        for line in call {
+            if writeln!(stdin, "{line}").is_err() {
+                break;
+            }
+        }
+    }
+    let out = child.wait_with_output().expect("tollgate mcp exits");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "stdout: {stdout}\nstderr: {stderr}"
+    );
+    assert!(
+        stderr.contains("tool `hostile-schema`"),
+        "names the tool: {stderr}"
+    );
+    assert_names_the_loop(&stderr);
+}

@@ -245,3 +245,7 @@ async fn hostile_tables() {
     let report = runtime.run(&tool, "{}").await.unwrap();
     assert_eq!(output(&report)["grown"], true);
 }
+
+// hostile-schema is refused at load (its input schema loops); the test in `hostile.rs` that
+// proves it stands for it here.
+pub(crate) use crate::hostile::ref_loop_in_the_input_schema_is_refused_at_load as hostile_schema;
