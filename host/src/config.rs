@@ -216,8 +216,11 @@ impl Config {
                     bad(&full, problem);
                 }
             }
+            // An invalid kind is reported by the policy's own check; asking for a connector
+            // named after it would only repeat the mistake.
             for kind in &policy.effects {
-                if !self.connectors.contains_key(kind) {
+                if crate::policy::is_valid_effect_kind(kind) && !self.connectors.contains_key(kind)
+                {
                     bad(
                         &["tools", tool, "effects"],
                         format!("`{kind}` has no connector: add a [connectors.\"{kind}\"] table"),
@@ -271,6 +274,16 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("honours_idempotency_keys"), "{err}");
+    }
+
+    #[test]
+    fn an_invalid_effect_kind_is_reported_once() {
+        let text = "[tools.invoice]\neffects = [\"Bad Kind\"]\n";
+        let err = Config::parse(text, Path::new("t.toml"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err.matches("`Bad Kind`").count(), 1, "{err}");
+        assert!(!err.contains("[connectors."), "{err}");
     }
 
     #[test]

@@ -15,6 +15,7 @@ mod plugins;
 mod polyglot;
 mod retry;
 mod sdk;
+mod snapshots;
 
 /// Every plugin under `plugins/` has a test named after it in `plugins.rs`: adding a plugin
 /// without a test fails the build.

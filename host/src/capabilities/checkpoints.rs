@@ -121,3 +121,121 @@ impl ToolState {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{Harness, RUN_ID};
+    use crate::bindings::checkpoints::Host as _;
+    use crate::bindings::types::ErrorClass;
+    use crate::journal::EventName;
+
+    #[tokio::test]
+    async fn a_save_is_in_the_ledger_when_it_returns_and_loads_by_name_and_as_latest() {
+        let mut h = Harness::new("", 1 << 20);
+        h.state
+            .save("first".into(), b"1".to_vec())
+            .await
+            .unwrap()
+            .unwrap();
+        h.state
+            .save("second".into(), b"2".to_vec())
+            .await
+            .unwrap()
+            .unwrap();
+        // Read back from the ledger itself, not from anything the store keeps.
+        let saved = h.ledger.checkpoints(RUN_ID).unwrap();
+        assert_eq!(saved.len(), 2, "{saved:?}");
+        let first = h.state.get("first".into()).await.unwrap().unwrap();
+        assert_eq!(first.state, b"1");
+        let latest = h.state.latest().await.unwrap().unwrap();
+        assert_eq!(
+            (latest.name.as_str(), latest.state.as_slice()),
+            ("second", &b"2"[..])
+        );
+        assert_eq!(h.count(EventName::CheckpointSaved), 2);
+    }
+
+    #[tokio::test]
+    async fn saving_a_name_again_replaces_it_and_gives_its_bytes_back() {
+        // 40 saves of 1,000 bytes would need 40,000 bytes of a 32 KiB budget if each were
+        // kept; one copy per name plus the journal rows fits.
+        let mut h = Harness::new("", 32 << 10);
+        for i in 0..40u8 {
+            h.state
+                .save("step".into(), vec![i; 1_000])
+                .await
+                .unwrap()
+                .unwrap_or_else(|e| panic!("save {i}: {}", e.message));
+        }
+        let saved = h.ledger.checkpoints(RUN_ID).unwrap();
+        assert_eq!(saved.len(), 1, "one copy per name");
+        assert_eq!(saved[0].state, vec![39u8; 1_000]);
+    }
+
+    #[tokio::test]
+    async fn a_checkpoint_over_the_cap_is_denied_journaled_and_not_saved() {
+        let mut h = Harness::new("[limits]\nmax_checkpoint_bytes = 10\n", 1 << 20);
+        let err = h
+            .state
+            .save("big".into(), vec![0; 11])
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(err.class, ErrorClass::Permission);
+        assert!(
+            err.message.contains("over the cap of 10"),
+            "{}",
+            err.message
+        );
+        assert!(h.ledger.checkpoints(RUN_ID).unwrap().is_empty());
+        let denial = h
+            .journal()
+            .into_iter()
+            .find(|e| e.event == EventName::PolicyDenied.as_str())
+            .expect("the denial is journaled");
+        assert_eq!(
+            denial.fields["rule"],
+            "tools.demo.limits.max_checkpoint_bytes"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_bad_name_is_a_validation_error() {
+        let mut h = Harness::new("", 1 << 20);
+        for name in [String::new(), "n".repeat(129)] {
+            let err = h.state.save(name, vec![1]).await.unwrap().unwrap_err();
+            assert_eq!(err.class, ErrorClass::Validation);
+        }
+        assert!(h.ledger.checkpoints(RUN_ID).unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn saves_past_the_storage_budget_are_refused_and_the_cut_noted_once() {
+        let mut h = Harness::new("", 3_000);
+        h.state
+            .save("a".into(), vec![0; 1_500])
+            .await
+            .unwrap()
+            .unwrap();
+        for name in ["b", "c"] {
+            let err = h
+                .state
+                .save(name.into(), vec![0; 1_500])
+                .await
+                .unwrap()
+                .unwrap_err();
+            assert_eq!(err.class, ErrorClass::Permission);
+            assert!(err.message.contains("max_stored_bytes"), "{}", err.message);
+        }
+        assert_eq!(h.ledger.checkpoints(RUN_ID).unwrap().len(), 1);
+        assert_eq!(h.count(EventName::StorageBudgetSpent), 1);
+    }
+
+    #[tokio::test]
+    async fn outside_a_run_saves_are_refused_and_loads_find_nothing() {
+        let mut state = Harness::unrecorded("");
+        let err = state.save("a".into(), vec![1]).await.unwrap().unwrap_err();
+        assert_eq!(err.class, ErrorClass::Permission);
+        assert!(state.latest().await.unwrap().is_none());
+    }
+}

@@ -167,3 +167,159 @@ impl effects::Host for ToolState {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{Harness, KIND, RUN_ID};
+    use crate::bindings::effects::Host as _;
+    use crate::bindings::types::ErrorClass;
+    use crate::journal::EventName;
+    use tollgate_ledger::EffectStatus;
+
+    const GRANTED: &str = "effects = [\"demo.act\"]\n";
+
+    #[tokio::test]
+    async fn an_ungranted_kind_is_denied_without_claiming_the_key() {
+        let mut h = Harness::new("", 1 << 20);
+        let err = h
+            .state
+            .perform(KIND.into(), "k-1".into(), "{}".into())
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(err.class, ErrorClass::Permission);
+        assert!(err.message.contains("[tools.demo]"), "{}", err.message);
+        assert!(h.ledger.effect(KIND, "k-1").unwrap().is_none());
+        assert_eq!(h.count(EventName::PolicyDenied), 1);
+    }
+
+    #[tokio::test]
+    async fn a_key_is_dispatched_once_and_replayed_after() {
+        let mut h = Harness::new(GRANTED, 1 << 20);
+        let first = h
+            .state
+            .perform(KIND.into(), "k-1".into(), "{\"n\":1}".into())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((first.replayed, first.dispatches), (false, 1));
+        let again = h
+            .state
+            .perform(KIND.into(), "k-1".into(), "{\"n\":1}".into())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((again.replayed, again.dispatches), (true, 1));
+        assert_eq!(again.body, first.body);
+        let effect = h.ledger.effect(KIND, "k-1").unwrap().unwrap();
+        assert_eq!(
+            (effect.status, effect.run_id.as_str()),
+            (EffectStatus::Succeeded, RUN_ID)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_key_reused_with_another_payload_is_a_conflict() {
+        let mut h = Harness::new(GRANTED, 1 << 20);
+        h.state
+            .perform(KIND.into(), "k-1".into(), "{\"n\":1}".into())
+            .await
+            .unwrap()
+            .unwrap();
+        let err = h
+            .state
+            .perform(KIND.into(), "k-1".into(), "{\"n\":2}".into())
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(err.class, ErrorClass::Conflict);
+        assert_eq!(h.ledger.effect(KIND, "k-1").unwrap().unwrap().dispatches, 1);
+    }
+
+    #[tokio::test]
+    async fn the_per_run_cap_and_payload_cap_deny_before_any_claim() {
+        let policy =
+            format!("{GRANTED}[limits]\nmax_effects_per_run = 1\nmax_payload_bytes = 16\n");
+        let mut h = Harness::new(&policy, 1 << 20);
+        let big = format!("{{\"pad\":\"{}\"}}", "x".repeat(32));
+        let err = h
+            .state
+            .perform(KIND.into(), "big".into(), big)
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(err.class, ErrorClass::Permission);
+        h.state
+            .perform(KIND.into(), "k-1".into(), "{}".into())
+            .await
+            .unwrap()
+            .unwrap();
+        let err = h
+            .state
+            .perform(KIND.into(), "k-2".into(), "{}".into())
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert!(err.message.contains("cap of 1 effects"), "{}", err.message);
+        assert!(h.ledger.effect(KIND, "big").unwrap().is_none());
+        assert!(h.ledger.effect(KIND, "k-2").unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_malformed_payload_or_key_is_refused_before_any_claim() {
+        let mut h = Harness::new(GRANTED, 1 << 20);
+        let err = h
+            .state
+            .perform(KIND.into(), "k-1".into(), "{\"a\":1,\"a\":2}".into())
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(err.class, ErrorClass::Validation);
+        let err = h
+            .state
+            .perform(KIND.into(), String::new(), "{}".into())
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(err.class, ErrorClass::Validation);
+        assert!(h.ledger.effects_for_run(RUN_ID).unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_effect_needing_approval_parks_the_attempt_with_an_open_escalation() {
+        let policy = format!("{GRANTED}[approval]\n\"demo.act\" = \"required\"\n");
+        let mut h = Harness::new(&policy, 1 << 20);
+        let stopped = h
+            .state
+            .perform(KIND.into(), "k-1".into(), "{}".into())
+            .await
+            .expect_err("the attempt stops to wait for a human");
+        assert!(
+            stopped.downcast_ref::<super::AttemptAbort>().is_some(),
+            "{stopped:?}"
+        );
+        let parked = h
+            .ctx
+            .parked
+            .lock()
+            .unwrap()
+            .expect("the escalation is noted");
+        let escalation = h.ledger.escalation(parked).unwrap().unwrap();
+        assert_eq!(escalation.run_id, RUN_ID);
+        assert!(
+            h.ledger.effect(KIND, "k-1").unwrap().is_none(),
+            "nothing dispatched"
+        );
+    }
+
+    #[tokio::test]
+    async fn outside_a_run_effects_are_refused() {
+        let mut state = Harness::unrecorded(GRANTED);
+        let err = state
+            .perform(KIND.into(), "k-1".into(), "{}".into())
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(err.class, ErrorClass::Permission);
+    }
+}

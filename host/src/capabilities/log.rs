@@ -63,3 +63,74 @@ impl log::Host for ToolState {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::Harness;
+    use crate::bindings::log::{Host as _, Level};
+    use crate::journal::EventName;
+
+    #[tokio::test]
+    async fn events_are_journaled_at_their_level_with_their_fields() {
+        let mut h = Harness::new("", 1 << 20);
+        h.state
+            .event(
+                Level::Warn,
+                "low stock".into(),
+                vec![("sku".into(), "A-1".into())],
+            )
+            .await
+            .unwrap();
+        let entry = h
+            .journal()
+            .into_iter()
+            .find(|e| e.event == EventName::Log.as_str())
+            .expect("journaled");
+        assert_eq!(
+            (entry.level.as_str(), entry.message.as_str()),
+            ("warn", "low stock")
+        );
+        assert_eq!(entry.fields["sku"], "A-1");
+    }
+
+    #[tokio::test]
+    async fn empty_events_count_against_the_cap_at_their_stored_size() {
+        let mut h = Harness::new("[limits]\nmax_log_bytes = 4096\n", 1 << 20);
+        for _ in 0..1_000 {
+            h.state
+                .event(Level::Info, String::new(), Vec::new())
+                .await
+                .unwrap();
+        }
+        let logged: u64 = h
+            .journal()
+            .iter()
+            .filter(|e| e.event == EventName::Log.as_str())
+            .map(|e| tollgate_ledger::stored::journal_entry(&to_new(e)))
+            .sum();
+        assert!(logged > 0 && logged <= 4096, "{logged} bytes logged");
+        assert_eq!(h.count(EventName::LogTruncated), 1, "the cut is noted once");
+    }
+
+    #[tokio::test]
+    async fn outside_a_run_events_go_nowhere_durable() {
+        let mut state = Harness::unrecorded("");
+        state
+            .event(Level::Error, "describe".into(), Vec::new())
+            .await
+            .unwrap();
+        assert_eq!(state.log_bytes, 0);
+    }
+
+    fn to_new(e: &tollgate_ledger::JournalEntry) -> tollgate_ledger::NewJournalEntry {
+        tollgate_ledger::NewJournalEntry {
+            run_id: e.run_id.clone(),
+            attempt: e.attempt,
+            at: e.at,
+            level: e.level.clone(),
+            event: e.event.clone(),
+            message: e.message.clone(),
+            fields: e.fields.clone(),
+        }
+    }
+}

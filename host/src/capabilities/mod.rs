@@ -10,18 +10,22 @@ pub mod checkpoints;
 pub mod effects;
 pub mod fs;
 pub mod http;
+pub mod limiter;
 pub mod log;
 pub mod sockets;
+#[cfg(test)]
+mod testing;
 pub mod wasi;
 
 use crate::bindings::{Tool, types};
 use crate::clock::Clock;
 use crate::effects::EffectEngine;
 use crate::policy::Policy;
+use limiter::Limiter;
 use std::sync::Arc;
 use tollgate_ledger::Ledger;
+use wasmtime::Engine;
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
-use wasmtime::{Engine, ResourceLimiter};
 use wasmtime_wasi::WasiCtx;
 
 /// The attempt a store belongs to: shared, read-only facts for the capabilities.
@@ -284,106 +288,6 @@ impl ToolState {
     }
 }
 
-/// Enforces the policy's memory, table and instance bounds on a whole store (one call of a
-/// tool), and remembers which one was hit so the failure is classified as resource exhaustion
-/// rather than a generic trap.
-///
-/// Invariant: `memory_held` is at least the bytes of every linear memory plus the wasm-GC heap
-/// in the store, `table_held` at least the elements of every table, and neither passes its
-/// limit. wasmtime reports the creation (as growth from 0) and each growth of every one of
-/// them to the store's limiter, the GC heap included: in wasmtime 48 the heap is a
-/// `vm::Memory` allocated and grown with the store's limiter (`StoreOpaque::allocate_gc_store`
-/// and `grow_gc_heap`). It does not say which one is growing, so the limiter sums the growths
-/// it allows. Nothing in a store ever shrinks, so the sum only rises. A growth allowed here
-/// that then fails elsewhere is not taken back: wasmtime also reports failures of growths the
-/// limiter never saw, so subtracting could let a tool hold more than the count says, while
-/// keeping it only makes a tool whose growth already failed hit the limit sooner.
-pub struct Limiter {
-    memory_bytes: usize,
-    table_elements: usize,
-    instances: usize,
-    memory_held: usize,
-    table_held: usize,
-    pub(crate) exceeded: Option<String>,
-}
-
-impl Limiter {
-    fn new(policy: &Policy) -> Self {
-        let l = &policy.limits;
-        Self {
-            memory_bytes: usize::try_from(l.memory_bytes).unwrap_or(usize::MAX),
-            table_elements: usize::try_from(l.table_elements).unwrap_or(usize::MAX),
-            instances: usize::try_from(l.instances).unwrap_or(usize::MAX),
-            memory_held: 0,
-            table_held: 0,
-            exceeded: None,
-        }
-    }
-}
-
-impl ResourceLimiter for Limiter {
-    fn memory_growing(
-        &mut self,
-        current: usize,
-        desired: usize,
-        maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        // Past a memory's own declared maximum the engine refuses the growth anyway. That is
-        // the tool's bound, not the policy's: neither counted nor reported as the limit.
-        if maximum.is_some_and(|max| desired > max) {
-            return Ok(false);
-        }
-        let total = self
-            .memory_held
-            .saturating_add(desired.saturating_sub(current));
-        if total > self.memory_bytes {
-            self.exceeded = Some(format!(
-                "memory limit of {} bytes (limits.memory_bytes, over all its memories and GC \
-                 heap): asked for {total} bytes in all while holding {}",
-                self.memory_bytes, self.memory_held
-            ));
-            return Ok(false);
-        }
-        self.memory_held = total;
-        Ok(true)
-    }
-
-    fn table_growing(
-        &mut self,
-        current: usize,
-        desired: usize,
-        maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        // As for memories: past the table's own maximum (or the pool's) it fails anyway.
-        if maximum.is_some_and(|max| desired > max) {
-            return Ok(false);
-        }
-        let total = self
-            .table_held
-            .saturating_add(desired.saturating_sub(current));
-        if total > self.table_elements {
-            self.exceeded = Some(format!(
-                "table limit of {} elements (limits.table_elements, over all its tables): \
-                 asked for {total} elements in all while holding {}",
-                self.table_elements, self.table_held
-            ));
-            return Ok(false);
-        }
-        self.table_held = total;
-        Ok(true)
-    }
-
-    fn instances(&self) -> usize {
-        self.instances
-    }
-    fn tables(&self) -> usize {
-        self.instances
-    }
-    fn memories(&self) -> usize {
-        self.instances
-    }
-}
-
 /// A host-side failure that ends the attempt; raised as a trap so the tool cannot swallow it.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -468,4 +372,44 @@ pub fn journal_denial(
         },
         message,
     ));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_listed_interface_is_provided_on_its_track_only() {
+        for capability in CAPABILITIES {
+            for interface in capability.interfaces {
+                let on_track = format!("{interface}@{}9", capability.track);
+                assert!(is_provided(&on_track), "{on_track} ({})", capability.name);
+                assert!(!is_provided(&format!("{interface}@9.9.9")), "{interface}");
+            }
+        }
+    }
+
+    #[test]
+    fn anything_unlisted_is_not_provided() {
+        for import in [
+            "wasi:sockets/tcp-extra@0.2.0",
+            "wasi:keyvalue/store@0.2.0",
+            "tollgate:tool/admin@0.1.0",
+            "wasi:http/types",
+        ] {
+            assert!(!is_provided(import), "{import}");
+        }
+    }
+
+    #[test]
+    fn the_linker_adds_every_capability_once() {
+        // Two capabilities defining one interface would fail here with a duplicate definition.
+        let options = crate::engine::EngineOptions {
+            max_instances: 1,
+            pooling: false,
+            deadlines: true,
+        };
+        let engine = crate::engine::EngineHandle::new(&options).expect("engine");
+        linker(engine.engine()).expect("every capability links");
+    }
 }

@@ -153,3 +153,40 @@ pub fn add_to_linker(l: &mut Linker<ToolState>) -> wasmtime::Result<()> {
     sockets::instance_network::add_to_linker::<T, WasiSockets>(l, T::sockets)?;
     sockets::network::add_to_linker::<T, WasiSockets>(l, &Default::default(), T::sockets)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::Harness;
+    use super::*;
+    use crate::journal::EventName;
+    use sockets::network::IpAddressFamily;
+    use tcp_create_socket::Host as _;
+
+    #[tokio::test]
+    async fn every_socket_is_refused_as_access_denied_and_journaled() {
+        let mut h = Harness::new("", 1 << 20);
+        let mut view = denied_sockets(&mut h.state);
+        let tcp = view.create_tcp_socket(IpAddressFamily::Ipv4);
+        let udp =
+            udp_create_socket::Host::create_udp_socket(&mut view, IpAddressFamily::Ipv6).await;
+        for refused in [tcp.err(), udp.err()] {
+            let code = refused.expect("refused").downcast().expect("an error code");
+            assert_eq!(code, ErrorCode::AccessDenied);
+        }
+        let denials: Vec<_> = h
+            .journal()
+            .into_iter()
+            .filter(|e| e.event == EventName::PolicyDenied.as_str())
+            .collect();
+        assert_eq!(denials.len(), 2);
+        assert!(denials[0].fields["asked"].as_str().unwrap().contains("TCP"));
+        assert_eq!(denials[1].fields["rule"], RULE);
+    }
+
+    #[test]
+    fn outside_a_run_sockets_are_still_refused() {
+        let mut state = Harness::unrecorded("");
+        let mut view = denied_sockets(&mut state);
+        assert!(view.create_tcp_socket(IpAddressFamily::Ipv4).is_err());
+    }
+}

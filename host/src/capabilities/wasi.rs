@@ -128,3 +128,59 @@ pub fn add_to_linker(l: &mut Linker<ToolState>) -> wasmtime::Result<()> {
     cli::terminal_stderr::add_to_linker::<T, WasiCli>(l, T::cli)?;
     super::fs::add_to_linker(l)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::Harness;
+    use super::*;
+    use wasmtime_wasi::filesystem::WasiFilesystemView as _;
+    use wasmtime_wasi::p2::bindings::cli::environment::Host as _;
+    use wasmtime_wasi::p2::bindings::filesystem::preopens::Host as _;
+
+    #[test]
+    fn nothing_is_granted_by_default() {
+        let mut state = Harness::unrecorded("");
+        assert!(state.cli().get_environment().unwrap().is_empty());
+        assert!(state.cli().get_arguments().unwrap().is_empty());
+        assert!(state.filesystem().get_directories().unwrap().is_empty());
+    }
+
+    #[test]
+    fn only_granted_environment_variables_reach_the_tool() {
+        // PATH and HOME are set for any test process; only the granted one is passed.
+        let mut state = Harness::unrecorded("env = [\"PATH\"]\n");
+        let env = state.cli().get_environment().unwrap();
+        let names: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, ["PATH"]);
+        assert_eq!(env[0].1, std::env::var("PATH").unwrap());
+    }
+
+    #[test]
+    fn a_granted_directory_is_preopened_at_its_guest_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let toml = format!(
+            "[[fs]]\nhost = {:?}\nguest = \"/data\"\nmode = \"ro\"\n",
+            dir.path().display().to_string()
+        );
+        let mut state = Harness::unrecorded(&toml);
+        let dirs = state.filesystem().get_directories().unwrap();
+        let guests: Vec<&str> = dirs.iter().map(|(_, g)| g.as_str()).collect();
+        assert_eq!(guests, ["/data"]);
+    }
+
+    #[test]
+    fn a_grant_of_a_missing_directory_names_it_and_the_fix() {
+        let policy: Policy =
+            toml::from_str("[[fs]]\nhost = \"/nonexistent/tollgate-test\"\nguest = \"/data\"\n")
+                .unwrap();
+        let Err(err) = context(&policy) else {
+            panic!("a missing directory cannot be granted");
+        };
+        let text = err.to_string();
+        assert!(
+            text.contains("/nonexistent/tollgate-test") && text.contains("/data"),
+            "{text}"
+        );
+        assert!(text.contains("fix the directory or the grant"), "{text}");
+    }
+}

@@ -8,19 +8,16 @@
 
 use super::connector::{Connector, Dispatch};
 use super::decision::{Caller, ExistingKey, decide};
-use crate::clock::{Clock, Millis};
+use crate::clock::Clock;
 use crate::failure::{Failure, FailureClass};
 use crate::journal::{self, Event};
 use crate::ledger;
-use crate::retry::{BreakerPolicy, Circuit, CircuitState};
+use crate::retry::{BreakerPolicy, Circuit};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use tollgate_ledger::{
-    BreakerRecord, BreakerState, EffectRecord, EffectStatus, Ledger, LedgerError, NewJournalEntry,
-    Op,
-};
+use tollgate_ledger::{EffectRecord, EffectStatus, Ledger, LedgerError, NewJournalEntry, Op};
 
 /// How many times a perform re-reads the ledger after losing a race for a key.
 const MAX_RACES: usize = 8;
@@ -59,10 +56,10 @@ pub struct EffectRequest<'a> {
 }
 
 pub struct EffectEngine {
-    ledger: Arc<dyn Ledger>,
-    connectors: BTreeMap<String, Arc<dyn Connector>>,
-    clock: Arc<dyn Clock>,
-    breaker: BreakerPolicy,
+    pub(super) ledger: Arc<dyn Ledger>,
+    pub(super) connectors: BTreeMap<String, Arc<dyn Connector>>,
+    pub(super) clock: Arc<dyn Clock>,
+    pub(super) breaker: BreakerPolicy,
 }
 
 impl std::fmt::Debug for EffectEngine {
@@ -91,68 +88,6 @@ impl EffectEngine {
     pub fn with_breaker(mut self, breaker: BreakerPolicy) -> Self {
         self.breaker = breaker;
         self
-    }
-
-    /// `tool`'s circuit on the connector for `kind`, as the ledger (shared by every host) has
-    /// it. Circuits are per tool, so one tool's failures never close a connector to others.
-    pub fn circuit(&self, kind: &str, tool: &str) -> Result<Circuit, LedgerError> {
-        Ok(self
-            .ledger
-            .breaker(kind, tool)?
-            .map(|b| Circuit {
-                state: match b.state {
-                    BreakerState::Closed => CircuitState::Closed,
-                    BreakerState::Open => CircuitState::Open,
-                    BreakerState::HalfOpen => CircuitState::HalfOpen,
-                },
-                consecutive_failures: b.consecutive_failures,
-                open_until: b.open_until,
-            })
-            .unwrap_or_default())
-    }
-
-    /// Fails fast, without claiming the key, while the connector's circuit is open.
-    fn admit(&self, req: EffectRequest<'_>) -> Result<Circuit, EffectError> {
-        let circuit = self.circuit(req.kind, req.tool).map_err(ledger_abort)?;
-        let now = self.clock.now_ms();
-        self.breaker.admit(&circuit, now).map_err(|until| {
-            let wait = u64::try_from(until.saturating_sub(now)).unwrap_or(0);
-            let failure = Failure::new(
-                FailureClass::Transient,
-                format!(
-                    "circuit for `{}` is open after {} consecutive failures: not calling downstream for another {wait} ms",
-                    req.kind, circuit.consecutive_failures
-                ),
-            )
-            .with_details(json!({ "kind": req.kind, "circuit": "open", "open_until": until, "retry_after_ms": wait }));
-            self.note(req, Event::EffectCircuitOpen { kind: req.kind.to_owned(), open_until: until }, &failure.message);
-            EffectError::Refused(failure)
-        })
-    }
-
-    /// The op recording the circuit after a call, when the call changed it.
-    fn circuit_op(
-        &self,
-        req: EffectRequest<'_>,
-        before: &Circuit,
-        class: Option<FailureClass>,
-        now: Millis,
-    ) -> Option<Op> {
-        let after = self.breaker.after(before, class, now);
-        (after != *before).then(|| {
-            Op::SetBreaker(BreakerRecord {
-                connector: req.kind.to_owned(),
-                tool: req.tool.to_owned(),
-                state: match after.state {
-                    CircuitState::Closed => BreakerState::Closed,
-                    CircuitState::Open => BreakerState::Open,
-                    CircuitState::HalfOpen => BreakerState::HalfOpen,
-                },
-                consecutive_failures: after.consecutive_failures,
-                open_until: after.open_until,
-                updated_at: now,
-            })
-        })
     }
 
     pub fn connector(&self, kind: &str) -> Option<&Arc<dyn Connector>> {
@@ -515,7 +450,7 @@ impl EffectEngine {
     }
 
     /// Journals without waiting for a commit: for paths that change no effect state.
-    fn note(&self, req: EffectRequest<'_>, event: Event, message: &str) {
+    pub(super) fn note(&self, req: EffectRequest<'_>, event: Event, message: &str) {
         self.ledger.journal(self.journal_entry(req, event, message));
     }
 
@@ -568,7 +503,7 @@ fn in_doubt_failure(req: EffectRequest<'_>, effect: &EffectRecord) -> Failure {
     .with_details(json!({ "kind": req.kind, "key": req.key, "run_id": effect.run_id, "attempt": effect.attempt, "payload_digest": effect.payload_digest }))
 }
 
-fn ledger_abort(e: LedgerError) -> EffectError {
+pub(super) fn ledger_abort(e: LedgerError) -> EffectError {
     EffectError::Abort(Failure::new(
         FailureClass::Fatal,
         format!("ledger unavailable, effect not performed: {e}"),

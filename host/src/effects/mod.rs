@@ -6,6 +6,7 @@
 //! [`connector`] carries an effect out, one per effect kind as the operator configured it
 //! ([`http`], [`file`], [`noop`]).
 
+mod circuits;
 pub mod connector;
 pub mod decision;
 mod engine;

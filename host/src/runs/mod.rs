@@ -8,11 +8,14 @@
 //! hears of it. One attempt is [`attempt`]; the sandbox call inside it is [`sandbox`].
 
 mod attempt;
+mod options;
+mod report;
 pub mod sandbox;
 
+pub use options::{CallKey, RunOptions, new_run_id};
+pub use report::{RunError, RunReport};
 pub use sandbox::UNRECORDED_RUN_ID;
 
-use crate::clock::Millis;
 use crate::escalation;
 use crate::failure::{Failure, FailureClass};
 use crate::journal::{self, Event};
@@ -22,134 +25,8 @@ use crate::policy::Policy;
 use crate::retry::{History, Verdict};
 use crate::services::Services;
 use crate::tool::LoadedTool;
-use serde::Serialize;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// The result of one attempt of a run.
-#[derive(Debug, Clone, Serialize)]
-pub struct RunReport {
-    pub run_id: String,
-    pub attempt: u32,
-    pub tool: String,
-    /// The tool's JSON output, or its classified failure.
-    pub result: Result<serde_json::Value, Failure>,
-    /// Whether the run is finished, or may be resumed.
-    pub status: RunStatus,
-    pub duration_ms: u64,
-    /// A resume found the run already finished: this is its recorded ending, and no attempt
-    /// was started.
-    pub already_finished: bool,
-    /// The effect this attempt failed on, as the host saw it (not as the tool reported it).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub failed_effect: Option<crate::failure::EffectRef>,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    #[error("input is not valid JSON: {}", crate::text::Escaped(.0))]
-    InputNotJson(String),
-    #[error(
-        "input is {bytes} bytes, over the {max} that tool `{tool}` accepts (limits.max_input_bytes in its policy)"
-    )]
-    InputTooLarge {
-        tool: String,
-        bytes: usize,
-        max: u64,
-    },
-    #[error("input does not match the schema of tool `{tool}`:\n{}", .problems.iter().map(|p| format!("  - {}", crate::text::Escaped(p))).collect::<Vec<_>>().join("\n"))]
-    SchemaViolation { tool: String, problems: Vec<String> },
-    #[error("run prefix `{0}` must be 1-32 lowercase letters, digits or `-`")]
-    BadPrefix(String),
-    #[error(
-        "run {run_id} was started with component {expected} but {path} has digest {found}: resume with the same build of the tool"
-    )]
-    DigestMismatch {
-        run_id: String,
-        expected: String,
-        found: String,
-        path: String,
-    },
-    #[error(
-        "run {0} has no record of the component it was started with; give the component to resume it"
-    )]
-    UnknownComponent(String),
-    #[error(transparent)]
-    Ledger(#[from] LedgerError),
-    #[error(transparent)]
-    Load(#[from] crate::tool::LoadError),
-    #[error("could not start the tool: {}", crate::text::Escaped(.0))]
-    Instantiate(String),
-    #[error("cannot name the run's lock: {}; fix `lock.key` in the tool's policy or name the lock for the run", crate::text::Escaped(.0))]
-    LockKey(String),
-    #[error("run {run_id} is {status}{}: a human must settle it before the run can continue", .escalation.map(|id| format!(" on escalation #{id}")).unwrap_or_default())]
-    Parked {
-        run_id: String,
-        status: RunStatus,
-        escalation: Option<i64>,
-    },
-}
-
-/// `<prefix>-<yyyy-mm-dd>-<uuid v7>`: sortable by time, unique without coordination. The
-/// date and the UUID's time are `now`; its random part comes from `random`.
-pub fn new_run_id(
-    prefix: &str,
-    now: Millis,
-    random: &dyn crate::clock::Random,
-) -> Result<String, RunError> {
-    let ok = !prefix.is_empty()
-        && prefix.len() <= 32
-        && prefix
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    if !ok {
-        return Err(RunError::BadPrefix(prefix.to_owned()));
-    }
-    let date = chrono::DateTime::from_timestamp_millis(now)
-        .map(|t| t.format("%Y-%m-%d").to_string())
-        .unwrap_or_else(|| "1970-01-01".into());
-    Ok(format!(
-        "{prefix}-{date}-{}",
-        crate::clock::uuid_v7(now, random)
-    ))
-}
-
-/// How a run is started.
-#[derive(Debug, Clone)]
-pub struct RunOptions {
-    /// Run IDs are `<prefix>-<date>-<uuid>`.
-    pub prefix: String,
-    /// Holds this business-object lock while acting, instead of the policy's `lock.key`.
-    pub lock: Option<String>,
-    /// How long to wait for the lock, instead of the policy's `lock.wait_ms`.
-    pub lock_wait_ms: Option<u64>,
-    /// Use this run ID (see [`new_run_id`]) instead of a fresh one, e.g. to watch the run's
-    /// journal while it runs.
-    pub run_id: Option<String>,
-    /// A caller's idempotency key for the whole call, recorded atomically with the run: a
-    /// second start with the same key fails with `LedgerError::CallKeyUsed` naming this run.
-    pub call_key: Option<CallKey>,
-}
-
-/// A caller-supplied idempotency key for a whole run, with the digest of what it was for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CallKey {
-    pub key: String,
-    /// Digest of the tool name and the canonical arguments.
-    pub args_digest: String,
-}
-
-impl Default for RunOptions {
-    fn default() -> Self {
-        Self {
-            prefix: "run".into(),
-            lock: None,
-            lock_wait_ms: None,
-            run_id: None,
-            call_key: None,
-        }
-    }
-}
 
 /// Creates the run record, then runs its first attempt.
 pub(crate) async fn start(
@@ -546,31 +423,4 @@ fn parse_input(
             problems,
         })?;
     Ok(value)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn run_id_has_prefix_date_and_uuid_v7() {
-        let random = crate::clock::SeededRandom::new(1);
-        let id = new_run_id("run", 1_764_331_200_000, &random).unwrap();
-        assert!(id.starts_with("run-2025-11-28-"), "{id}");
-        let uuid = uuid::Uuid::parse_str(id.trim_start_matches("run-2025-11-28-")).unwrap();
-        assert_eq!(uuid.get_version_num(), 7);
-    }
-
-    #[test]
-    fn run_id_prefix_is_checked() {
-        let random = crate::clock::SeededRandom::new(1);
-        assert!(matches!(
-            new_run_id("Bad Prefix", 0, &random),
-            Err(RunError::BadPrefix(_))
-        ));
-        assert!(matches!(
-            new_run_id("", 0, &random),
-            Err(RunError::BadPrefix(_))
-        ));
-    }
 }

@@ -1,0 +1,295 @@
+use super::*;
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use wasmtime::Store;
+use wasmtime::component::Linker;
+
+/// Two components with the same interface and different code: `answer` returns 1 or 2.
+const A: &str = r#"(component
+    (core module $m (func (export "answer") (result i32) (i32.const 1)))
+    (core instance $i (instantiate $m))
+    (func (export "answer") (result u32) (canon lift (core func $i "answer"))))"#;
+const B: &str = r#"(component
+    (core module $m (func (export "answer") (result i32) (i32.const 2)))
+    (core instance $i (instantiate $m))
+    (func (export "answer") (result u32) (canon lift (core func $i "answer"))))"#;
+
+/// The uid of a user other than this one, for files the tests hand over with `chown`.
+const NOBODY: u32 = 65534;
+
+fn engine() -> Engine {
+    Engine::default()
+}
+
+fn digest(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+fn answer(engine: &Engine, component: &Component) -> u32 {
+    let mut store = Store::new(engine, ());
+    let instance = Linker::new(engine)
+        .instantiate(&mut store, component)
+        .unwrap();
+    let f = instance
+        .get_typed_func::<(), (u32,)>(&mut store, "answer")
+        .unwrap();
+    f.call(&mut store, ()).unwrap().0
+}
+
+fn chmod(path: &Path, mode: u32) {
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+fn mode(path: &Path) -> String {
+    format!("{:04o}", fs::metadata(path).unwrap().mode() & 0o7777)
+}
+
+/// The uid this process creates files as (its effective uid), learnt from a file it made.
+fn my_uid(made: &Path) -> u32 {
+    fs::metadata(made).unwrap().uid()
+}
+
+/// What another local user can do with a cache directory they can write, or a key they can
+/// read: plant a 32-byte key they know in `dir`, and under it an artifact of B's native
+/// code, named and authenticated as the artifact of A. Returns A's digest.
+fn plant_forgery(dir: &Path, engine: &Engine) -> String {
+    let key = [7u8; 32];
+    fs::write(dir.join(KEY_FILE), key).unwrap();
+    let attacker = ArtifactCache {
+        dir: dir.to_owned(),
+        key,
+        engine_hash: engine_hash(engine),
+    };
+    let digest_a = digest(A.as_bytes());
+    let forged = Component::new(engine, B).unwrap().serialize().unwrap();
+    let tag = attacker.mac(&digest_a, &forged).finalize().into_bytes();
+    fs::write(
+        attacker.artifact_path(&digest_a),
+        [&forged[..], &tag[..]].concat(),
+    )
+    .unwrap();
+    digest_a
+}
+
+/// Opens `dir` as a cache and expects a refusal whose message contains every one of
+/// `expected`; if the cache is opened instead, says what loading A then ran.
+fn refused(dir: &Path, engine: &Engine, expected: &[&str]) -> CacheError {
+    match ArtifactCache::open(dir, engine) {
+        Err(e) => {
+            let text = e.to_string();
+            for part in expected {
+                assert!(text.contains(part), "{part:?} missing from: {text}");
+            }
+            e
+        }
+        Ok(cache) => {
+            let digest_a = digest(A.as_bytes());
+            let (component, outcome) = cache
+                .load_or_compile(engine, &digest_a, A.as_bytes())
+                .unwrap();
+            panic!(
+                "cache {} was trusted; loading A ({outcome:?}) answered {} (A answers 1, B 2)",
+                dir.display(),
+                answer(engine, &component)
+            );
+        }
+    }
+}
+
+#[test]
+fn forged_artifact_under_a_key_planted_in_a_world_writable_dir_never_runs() {
+    let engine = engine();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cache");
+    fs::create_dir(&dir).unwrap();
+    chmod(&dir, 0o777);
+    plant_forgery(&dir, &engine);
+    let shown = dir.display().to_string();
+    let err = refused(
+        &dir,
+        &engine,
+        &[&shown, "0777", &format!("chmod 700 {shown}"), "or none"],
+    );
+    assert!(
+        matches!(
+            err,
+            CacheError::UntrustedDir {
+                exposure: Exposure::Mode { mode: 0o777 },
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn forged_artifact_under_a_key_others_can_read_never_runs() {
+    let engine = engine();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cache");
+    fs::create_dir(&dir).unwrap();
+    chmod(&dir, 0o700);
+    plant_forgery(&dir, &engine);
+    let key = dir.join(KEY_FILE);
+    chmod(&key, 0o644);
+    let shown = key.display().to_string();
+    let err = refused(
+        &dir,
+        &engine,
+        &[&shown, "0644", &format!("chmod 600 {shown}"), "or none"],
+    );
+    assert!(
+        matches!(
+            err,
+            CacheError::UntrustedKey {
+                exposure: Exposure::Mode { mode: 0o644 },
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn group_writable_cache_dir_is_refused() {
+    let engine = engine();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cache");
+    fs::create_dir(&dir).unwrap();
+    chmod(&dir, 0o770);
+    let err = refused(&dir, &engine, &["0770", "chmod 700"]);
+    assert!(
+        matches!(
+            err,
+            CacheError::UntrustedDir {
+                exposure: Exposure::Mode { mode: 0o770 },
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn cache_dir_owned_by_another_user_is_refused() {
+    let engine = engine();
+    let tmp = tempfile::tempdir().unwrap();
+    let me = my_uid(tmp.path());
+    let (dir, owner) = if me == 0 {
+        // Root can hand a private directory to another user.
+        let dir = tmp.path().join("cache");
+        fs::create_dir(&dir).unwrap();
+        chmod(&dir, 0o700);
+        std::os::unix::fs::chown(&dir, Some(NOBODY), None).unwrap();
+        (dir, NOBODY)
+    } else {
+        // Anyone else already has a directory owned by another user: the root directory.
+        let root = PathBuf::from("/");
+        let owner = fs::metadata(&root).unwrap().uid();
+        assert_ne!(
+            owner, me,
+            "the test needs a directory owned by someone else"
+        );
+        (root, owner)
+    };
+    let err = refused(
+        &dir,
+        &engine,
+        &[&format!("owned by uid {owner}"), &format!("uid {me}")],
+    );
+    assert!(
+        matches!(err, CacheError::UntrustedDir { exposure: Exposure::Owner { owner: o, user: u }, .. } if o == owner && u == me),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn cache_key_owned_by_another_user_is_refused() {
+    let engine = engine();
+    let tmp = tempfile::tempdir().unwrap();
+    let me = my_uid(tmp.path());
+    let dir = tmp.path().join("cache");
+    fs::create_dir(&dir).unwrap();
+    chmod(&dir, 0o700);
+    let key = dir.join(KEY_FILE);
+    let owner = if me == 0 {
+        fs::write(&key, [7u8; 32]).unwrap();
+        chmod(&key, 0o600);
+        std::os::unix::fs::chown(&key, Some(NOBODY), None).unwrap();
+        NOBODY
+    } else {
+        // Without root, a key owned by someone else is reached through a link to their file.
+        let theirs = Path::new("/etc/passwd");
+        std::os::unix::fs::symlink(theirs, &key).unwrap();
+        let owner = fs::metadata(theirs).unwrap().uid();
+        assert_ne!(owner, me, "the test needs a file owned by someone else");
+        owner
+    };
+    let err = refused(
+        &dir,
+        &engine,
+        &[&key.display().to_string(), &format!("owned by uid {owner}")],
+    );
+    assert!(
+        matches!(err, CacheError::UntrustedKey { exposure: Exposure::Owner { owner: o, user: u }, .. } if o == owner && u == me),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn cache_key_that_is_not_a_regular_file_is_refused() {
+    let engine = engine();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cache");
+    fs::create_dir_all(dir.join(KEY_FILE)).unwrap();
+    chmod(&dir, 0o700);
+    let err = refused(&dir, &engine, &["not a regular file"]);
+    assert!(
+        matches!(
+            err,
+            CacheError::UntrustedKey {
+                exposure: Exposure::Kind,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn new_cache_dirs_and_key_are_private() {
+    let engine = engine();
+    let tmp = tempfile::tempdir().unwrap();
+    let parent = tmp.path().join(".tollgate");
+    let dir = parent.join("cache");
+    let cache = ArtifactCache::open(&dir, &engine).unwrap();
+    assert_eq!(mode(&parent), "0700", "a parent the cache created");
+    assert_eq!(mode(&dir), "0700");
+    assert_eq!(mode(&dir.join(KEY_FILE)), "0600");
+    let digest_a = digest(A.as_bytes());
+    let (_, first) = cache
+        .load_or_compile(&engine, &digest_a, A.as_bytes())
+        .unwrap();
+    let (component, second) = cache
+        .load_or_compile(&engine, &digest_a, A.as_bytes())
+        .unwrap();
+    assert_eq!((first, second), (CacheOutcome::Miss, CacheOutcome::Hit));
+    assert_eq!(answer(&engine, &component), 1);
+}
+
+#[test]
+fn existing_cache_dir_others_can_only_read_is_used() {
+    let engine = engine();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cache");
+    fs::create_dir(&dir).unwrap();
+    chmod(&dir, 0o755);
+    let first = ArtifactCache::open(&dir, &engine).unwrap();
+    drop(first);
+    let cache = ArtifactCache::open(&dir, &engine).unwrap();
+    let digest_a = digest(A.as_bytes());
+    let (component, _) = cache
+        .load_or_compile(&engine, &digest_a, A.as_bytes())
+        .unwrap();
+    assert_eq!(answer(&engine, &component), 1);
+}
