@@ -31,6 +31,10 @@ struct Cli {
     /// Compile components on every load instead of using the cache.
     #[arg(long, global = true)]
     no_cache: bool,
+    /// Start a new ledger in the empty file at the ledger path. An empty file is otherwise
+    /// refused: it is what a truncated ledger looks like.
+    #[arg(long, global = true)]
+    init: bool,
     /// What a command prints on stdout: text for people, or JSON for scripts.
     #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Text)]
     output_format: OutputFormat,
@@ -144,6 +148,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitStatus> {
         ledger: cli.ledger,
         cache_dir: cli.cache_dir,
         no_cache: cli.no_cache,
+        init: cli.init,
         output: if cli.json {
             OutputFormat::Json
         } else {

@@ -289,3 +289,65 @@ fn approval_and_escalation_commands_drive_the_human_queue() {
     let open = run(&["escalations", "list", "--json"]);
     assert_eq!(stdout(&open).trim(), "[]");
 }
+
+#[test]
+fn read_only_commands_on_a_missing_ledger_say_so_and_create_nothing() {
+    let env = Env::new();
+    for args in [
+        &["runs", "list"][..],
+        &["runs", "show", "run-2020-01-01-nope"],
+        &["escalations", "list"],
+        &["resume", "run-2020-01-01-nope"],
+        &["approve", "1"],
+    ] {
+        let out = tollgate(&env, args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains("no ledger at"), "{args:?}: {err}");
+        assert!(
+            err.contains("hint: run from the directory"),
+            "{args:?}: {err}"
+        );
+        assert!(!env.ledger().exists(), "{args:?} created a ledger");
+    }
+    // `inspect` needs no ledger at all.
+    let out = tollgate(&env, &["inspect", HELLO]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!env.ledger().exists(), "inspect created a ledger");
+}
+
+#[test]
+fn a_truncated_ledger_is_refused_and_nothing_is_posted_again() {
+    let erp = Erp::start(false).unwrap();
+    let env = Env::new();
+    let config = env.config_file(&erp_config(&erp.invoices_url(), false, 5_000));
+    let config = config.to_str().unwrap();
+    let input = invoice("INV-TRUNC");
+    let run = |extra: &[&str]| {
+        let mut args = vec!["--config", config];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["run", INVOICE, "--input", &input]);
+        tollgate(&env, &args)
+    };
+    let first = run(&[]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert_eq!(erp.postings_for("INV-TRUNC"), 1);
+
+    // A bad restore leaves the ledger file empty.
+    std::fs::File::create(env.ledger()).unwrap();
+    let again = run(&[]);
+    let err = stderr(&again);
+    assert_eq!(again.status.code(), Some(1), "{err}");
+    assert!(err.contains("is an empty file, not a ledger"), "{err}");
+    assert!(err.contains("--init"), "the hint names the way out: {err}");
+    assert_eq!(erp.postings_for("INV-TRUNC"), 1, "not posted a second time");
+    let listed = tollgate(&env, &["runs", "list"]);
+    assert_eq!(listed.status.code(), Some(1), "{}", stdout(&listed));
+    assert_eq!(std::fs::metadata(env.ledger()).unwrap().len(), 0);
+
+    // Only an explicit --init makes the empty file a ledger.
+    let init = tollgate(&env, &["--init", "--json", "runs", "list"]);
+    assert!(init.status.success(), "{}", stderr(&init));
+    assert_eq!(stdout(&init).trim(), "[]");
+    assert!(std::fs::metadata(env.ledger()).unwrap().len() > 0);
+}

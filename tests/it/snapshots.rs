@@ -227,6 +227,10 @@ fn errors_say_what_was_wrong_and_how_to_fix_it() {
         ),
     ];
     let mut all = String::new();
+    all.push_str("=== no ledger yet: tollgate runs list\n");
+    all.push_str(&shown(&tollgate(&env, &["runs", "list"])));
+    let hello = tollgate(&env, &["run", HELLO, "--input", "{\"message\": \"snap\"}"]);
+    assert!(hello.status.success(), "{}", shown(&hello));
     for (name, args) in cases {
         all.push_str(&format!("=== {name}: tollgate {}\n", args.join(" ")));
         all.push_str(&shown(&tollgate(&env, &args)));

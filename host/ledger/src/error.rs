@@ -133,11 +133,26 @@ pub enum LedgerError {
     Corrupt { path: PathBuf, detail: String },
 
     #[error(
-        "ledger {} is busy: another process holds a write lock beyond the busy timeout; stop \
-         the other tollgate process using this ledger, or raise the busy timeout",
+        "ledger {} is busy: another process held its write lock for longer than this one waits; \
+         let the other tollgate process using this ledger finish, or stop it",
         path.display()
     )]
     Busy { path: PathBuf },
+
+    #[error(
+        "{} is an empty file, not a ledger: a ledger is never empty, so this is a truncated \
+         ledger or a placeholder; restore the ledger from a backup, or initialise a new one \
+         there explicitly",
+        path.display()
+    )]
+    EmptyFile { path: PathBuf },
+
+    #[error(
+        "no ledger at {}: nothing has been recorded there; check the ledger path and the \
+         directory this runs in",
+        path.display()
+    )]
+    Missing { path: PathBuf },
 
     #[error(
         "ledger schema version {found} was written by a newer Tollgate (this build supports up \

@@ -18,4 +18,4 @@ pub use records::{
     JournalEntry, LockRecord, Millis, NewEscalation, NewJournalEntry, NewRun, Op, Resolution, Run,
     RunFilter, RunLock, RunStatus, payload_digest, stored,
 };
-pub use sqlite::{LedgerOptions, LedgerStats, SqliteLedger};
+pub use sqlite::{Create, LedgerOptions, LedgerStats, SqliteLedger};

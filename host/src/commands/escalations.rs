@@ -2,7 +2,7 @@
 //! `reject`.
 
 use super::run::print_report;
-use super::{ExitStatus, Global, print_json};
+use super::{ExitStatus, Global, LedgerUse, print_json};
 use anyhow::{Result, bail};
 use tollgate::Decision;
 use tollgate::ledger::{EscalationFilter, EscalationStatus};
@@ -69,7 +69,7 @@ pub struct RejectArgs {
 }
 
 pub async fn escalations(global: &Global, command: EscalationsCommand) -> Result<ExitStatus> {
-    let runtime = global.runtime()?;
+    let runtime = global.runtime(LedgerUse::Reads)?;
     match command {
         EscalationsCommand::List { all, limit } => {
             let filter = EscalationFilter {
@@ -140,7 +140,7 @@ async fn settle(
     decision: Decision,
     decider: Decider,
 ) -> Result<ExitStatus> {
-    let runtime = global.runtime()?;
+    let runtime = global.runtime(LedgerUse::Reads)?;
     let by = decider
         .by
         .or_else(|| std::env::var("USER").ok())

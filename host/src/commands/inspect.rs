@@ -1,6 +1,6 @@
 //! `tollgate inspect`: what a tool is, what it imports, and the policy it would need.
 
-use super::{ExitStatus, Global, print_json};
+use super::{ExitStatus, Global, LedgerUse, print_json};
 use anyhow::Result;
 use std::path::PathBuf;
 use tollgate::text::{self, Escaped};
@@ -12,7 +12,7 @@ pub struct InspectArgs {
 }
 
 pub async fn inspect(global: &Global, args: InspectArgs) -> Result<ExitStatus> {
-    let runtime = global.runtime()?;
+    let runtime = global.runtime(LedgerUse::Ignores)?;
     let tool = runtime.inspect(&args.plugin).await?;
     let policy = tool.policy_skeleton();
     let fits = tool

@@ -1,6 +1,6 @@
 //! `tollgate mcp`: serve the config's tools over MCP, on stdio or streamable HTTP.
 
-use super::{ExitStatus, Global};
+use super::{ExitStatus, Global, LedgerUse};
 use anyhow::Result;
 use tollgate::server::mcp;
 
@@ -12,7 +12,8 @@ pub struct McpArgs {
 }
 
 pub async fn mcp(global: &Global, args: McpArgs) -> Result<ExitStatus> {
-    let server = mcp::McpServer::load(global.runtime()?, &global.config_dir()).await?;
+    let server =
+        mcp::McpServer::load(global.runtime(LedgerUse::Records)?, &global.config_dir()).await?;
     match args.listen {
         None => mcp::serve_stdio(server).await?,
         Some(addr) => {

@@ -13,7 +13,8 @@ pub mod runs;
 use anyhow::Result;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use tollgate::ledger::LedgerError;
+use std::sync::Arc;
+use tollgate::ledger::{Create, LedgerError, LedgerOptions, SqliteLedger};
 use tollgate::text;
 use tollgate::{Config, EscalationError, LoadError, RunError, Runtime};
 
@@ -71,6 +72,20 @@ pub struct Global {
     pub cache_dir: Option<PathBuf>,
     pub no_cache: bool,
     pub output: OutputFormat,
+    /// Initialise an empty file at the ledger path as a new ledger (`--init`).
+    pub init: bool,
+}
+
+/// What a command needs of the ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LedgerUse {
+    /// It records runs: the ledger is made if there is none yet.
+    Records,
+    /// It reads or settles what is recorded: with no ledger there is nothing to read, and
+    /// making one would show an empty ledger instead of saying the path is wrong.
+    Reads,
+    /// It never touches the ledger (`inspect`): a private scratch ledger stands in.
+    Ignores,
 }
 
 impl Global {
@@ -98,11 +113,24 @@ impl Global {
             .unwrap_or_default()
     }
 
-    pub fn runtime(&self) -> Result<Runtime> {
+    pub fn runtime(&self, ledger: LedgerUse) -> Result<Runtime> {
         let mut builder = Runtime::builder().config(self.config()?);
-        if let Some(ledger) = &self.ledger {
-            builder = builder.ledger_path(ledger);
+        if let Some(path) = &self.ledger {
+            builder = builder.ledger_path(path);
         }
+        let create = match (ledger, self.init) {
+            (_, true) => Create::IfAbsentOrEmpty,
+            (LedgerUse::Records, false) => Create::IfAbsent,
+            (LedgerUse::Reads, false) => Create::Never,
+            (LedgerUse::Ignores, false) => {
+                builder = builder.ledger(Arc::new(SqliteLedger::open_in_memory()?));
+                Create::Never
+            }
+        };
+        builder = builder.ledger_options(LedgerOptions {
+            create,
+            ..LedgerOptions::default()
+        });
         if let Some(dir) = &self.cache_dir {
             builder = builder.cache_dir(dir);
         }
@@ -138,6 +166,11 @@ pub fn report_error(error: &anyhow::Error) {
 fn hint(error: &anyhow::Error) -> Option<String> {
     for cause in error.chain() {
         if let Some(e) = cause.downcast_ref::<LedgerError>() {
+            return ledger_hint(e);
+        }
+        // Transparent variants forward `source()` past the error they wrap, so the chain
+        // never shows it: unwrap them here.
+        if let Some(tollgate::RuntimeError::Ledger(e)) = cause.downcast_ref() {
             return ledger_hint(e);
         }
         if let Some(e) = cause.downcast_ref::<EscalationError>() {
@@ -184,6 +217,14 @@ fn ledger_hint(e: &LedgerError) -> Option<String> {
         | LedgerError::NewerSchema { .. } => {
             Some("point --ledger (or TOLLGATE_LEDGER) at another file".into())
         }
+        LedgerError::EmptyFile { .. } => Some(
+            "restore the ledger, point --ledger (or TOLLGATE_LEDGER) at it, or pass --init to start a new ledger in this empty file"
+                .into(),
+        ),
+        LedgerError::Missing { .. } => Some(
+            "run from the directory that holds .tollgate/, or point --ledger (or TOLLGATE_LEDGER) at the ledger"
+                .into(),
+        ),
         LedgerError::RunNotFound { .. } => {
             Some("`tollgate runs list` shows the runs this ledger knows".into())
         }

@@ -1,6 +1,6 @@
 //! `tollgate run` and `tollgate resume`: one run of a tool, and what its report says.
 
-use super::{ExitStatus, Global, print_json};
+use super::{ExitStatus, Global, LedgerUse, print_json};
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 use tollgate::RunReport;
@@ -44,7 +44,7 @@ pub struct ResumeArgs {
 
 pub async fn run(global: &Global, args: RunArgs) -> Result<ExitStatus> {
     let input = read_input(args.input.as_deref(), args.input_file.as_deref())?;
-    let runtime = global.runtime()?;
+    let runtime = global.runtime(LedgerUse::Records)?;
     let tool = runtime.load(&args.plugin).await?;
     let options = tollgate::RunOptions {
         prefix: args.run_prefix,
@@ -59,7 +59,7 @@ pub async fn run(global: &Global, args: RunArgs) -> Result<ExitStatus> {
 }
 
 pub async fn resume(global: &Global, args: ResumeArgs) -> Result<ExitStatus> {
-    let runtime = global.runtime()?;
+    let runtime = global.runtime(LedgerUse::Reads)?;
     let tool = match &args.plugin {
         Some(path) => Some(runtime.load(path).await?),
         None => None,

@@ -1,6 +1,6 @@
 //! `tollgate runs list` and `tollgate runs show`: what the ledger recorded.
 
-use super::{ExitStatus, Global, print_json};
+use super::{ExitStatus, Global, LedgerUse, print_json};
 use anyhow::{Result, anyhow};
 use tollgate::ledger::{RunFilter, RunStatus};
 use tollgate::text::Escaped;
@@ -25,7 +25,7 @@ pub enum RunsCommand {
 }
 
 pub fn runs(global: &Global, command: RunsCommand) -> Result<ExitStatus> {
-    let runtime = global.runtime()?;
+    let runtime = global.runtime(LedgerUse::Reads)?;
     match command {
         RunsCommand::List { status, limit } => {
             let status = status.as_deref().map(parse_status).transpose()?;

@@ -2,7 +2,10 @@
 //!
 //! Invariant: only the writer thread ever writes the file (plus migrations at open, before it
 //! starts), every write commits with `synchronous=FULL` before its caller is answered, and a
-//! file is written only after it has been recognised as a Tollgate ledger (or was empty).
+//! file is written only after it has been recognised as a Tollgate ledger. A new ledger is
+//! made beside its path and linked into place complete, so the path holds nothing or a whole
+//! ledger: an empty file there is never one of ours, and is refused rather than taken for a
+//! new ledger.
 
 mod migrations;
 mod ops;
@@ -36,8 +39,23 @@ const QUICK_CHECK_MAX_BYTES: u64 = 64 * 1024 * 1024;
 
 const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
 
+/// When opening may make a new ledger.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Create {
+    /// Where no file exists (commands that record runs).
+    #[default]
+    IfAbsent,
+    /// Never: open only an existing ledger (commands that read or settle what is recorded).
+    Never,
+    /// Where no file exists, or over an empty file, which is otherwise refused (an
+    /// operator's explicit initialisation).
+    IfAbsentOrEmpty,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LedgerOptions {
+    /// When opening may make a new ledger.
+    pub create: Create,
     /// How long a write waits for another process's lock before failing with `Busy`.
     pub busy_timeout: Duration,
     /// Commit every request queued at the same moment in one transaction (one fsync). Off
@@ -50,6 +68,7 @@ pub struct LedgerOptions {
 impl Default for LedgerOptions {
     fn default() -> Self {
         Self {
+            create: Create::IfAbsent,
             busy_timeout: Duration::from_secs(5),
             group_commit: true,
             max_batch: 256,
@@ -86,7 +105,8 @@ impl fmt::Debug for SqliteLedger {
 }
 
 impl SqliteLedger {
-    /// Opens (creating if absent) the ledger at `path`, migrating it to the current schema.
+    /// Opens the ledger at `path`, making it first if `options.create` allows, and migrates
+    /// it to the current schema.
     pub fn open(path: &Path, options: LedgerOptions) -> Result<Self, LedgerError> {
         Self::open_inner(path, options, None)
     }
@@ -95,9 +115,13 @@ impl SqliteLedger {
     /// deleted on drop. It is a real file (not `:memory:`) so the writer thread and the reader
     /// connection share it through WAL exactly as in production.
     pub fn open_in_memory() -> Result<Self, LedgerError> {
-        let scratch = ScratchFile::create()?;
+        let scratch = ScratchFile::create(&std::env::temp_dir(), "tollgate-ledger")?;
         let path = scratch.path.clone();
-        Self::open_inner(&path, LedgerOptions::default(), Some(scratch))
+        let options = LedgerOptions {
+            create: Create::IfAbsentOrEmpty,
+            ..LedgerOptions::default()
+        };
+        Self::open_inner(&path, options, Some(scratch))
     }
 
     fn open_inner(
@@ -109,19 +133,28 @@ impl SqliteLedger {
             path: path.to_owned(),
             source: Arc::new(source),
         };
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(parent)
-                .map_err(io_error)?;
+        match (check_header(path)?, options.create) {
+            (Found::Ledger, _) => {}
+            (Found::Nothing, Create::Never) => {
+                return Err(LedgerError::Missing {
+                    path: path.to_owned(),
+                });
+            }
+            (Found::Empty, Create::Never | Create::IfAbsent) => {
+                return Err(LedgerError::EmptyFile {
+                    path: path.to_owned(),
+                });
+            }
+            (Found::Nothing, _) => create_ledger(path, options.busy_timeout, Place::IfAbsent)?,
+            (Found::Empty, Create::IfAbsentOrEmpty) => {
+                create_ledger(path, options.busy_timeout, Place::OverEmpty)?;
+            }
         }
-        let existing_len = check_header(path)?;
-        create_owner_only(path).map_err(io_error)?;
+        let existing_len = fs::metadata(path).map(|m| m.len()).map_err(io_error)?;
 
         let mut conn = open_connection(path, options.busy_timeout)?;
         let version = recognise(&conn, path)?;
-        if existing_len > 0 && existing_len <= QUICK_CHECK_MAX_BYTES {
+        if existing_len <= QUICK_CHECK_MAX_BYTES {
             quick_check(&conn, path)?;
         }
         configure_writer(&conn, path)?;
@@ -310,32 +343,86 @@ pub(crate) fn refine(err: LedgerError, path: &Path) -> LedgerError {
     }
 }
 
-/// Creates `path` empty with mode 0600 if it does not exist yet: the ledger holds tool inputs,
-/// effect payloads and responses, and SQLite gives the -wal and -shm files it creates the
-/// database file's mode, so all three stay owner-only. An existing file keeps its mode.
-fn create_owner_only(path: &Path) -> std::io::Result<()> {
-    match fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
+/// Where a made ledger goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    /// Only if nothing is at the path; a ledger another process placed first wins.
+    IfAbsent,
+    /// Over the empty file at the path.
+    OverEmpty,
+}
+
+/// Makes a ledger at the latest schema beside `path` and moves it into place whole, so no
+/// process ever sees a half-made ledger (or an empty file it might take for one). The file
+/// is owner-only: the ledger holds tool inputs, effect payloads and responses, and SQLite
+/// gives the -wal and -shm files it creates the database file's mode.
+fn create_ledger(path: &Path, busy_timeout: Duration, place: Place) -> Result<(), LedgerError> {
+    let io_error = |source: std::io::Error| LedgerError::Io {
+        path: path.to_owned(),
+        source: Arc::new(source),
+    };
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(parent)
+        .map_err(io_error)?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "ledger".to_owned());
+    let made = ScratchFile::create(parent, &format!(".{name}.new"))?;
     {
-        Ok(_) => Ok(()),
-        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(err) => Err(err),
+        let mut conn = open_connection(&made.path, busy_timeout)?;
+        configure_writer(&conn, &made.path)?;
+        migrations::migrate_to(&mut conn, migrations::LATEST_VERSION)
+            .map_err(|err| refine(err, &made.path))?;
+        // Everything into the main file, so the file alone is the ledger once moved.
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .context("checkpointing the new ledger")
+            .map_err(|err| refine(err, &made.path))?;
     }
+    fs::File::open(&made.path)
+        .and_then(|file| file.sync_all())
+        .map_err(io_error)?;
+    match place {
+        // A link fails if anything is at the path: the first of several processes making
+        // the same ledger places it, and the others open that one.
+        Place::IfAbsent => match fs::hard_link(&made.path, path) {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(err) => return Err(io_error(err)),
+        },
+        Place::OverEmpty => fs::rename(&made.path, path).map_err(io_error)?,
+    }
+    // The new name must survive a crash as well as the file's content.
+    fs::File::open(parent)
+        .and_then(|dir| dir.sync_all())
+        .map_err(io_error)
+}
+
+/// What is at a ledger's path before it is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Found {
+    Nothing,
+    Empty,
+    /// A file that starts as a SQLite database does (recognised as ours once open).
+    Ledger,
 }
 
 /// Rejects a non-empty file that does not start with the SQLite header, before SQLite touches
-/// it. Returns the file's length (0 if absent).
-fn check_header(path: &Path) -> Result<u64, LedgerError> {
+/// it.
+fn check_header(path: &Path) -> Result<Found, LedgerError> {
     let not_ours = |reason: String| LedgerError::NotALedger {
         path: path.to_owned(),
         reason,
     };
     let meta = match fs::metadata(path) {
         Ok(meta) => meta,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Found::Nothing),
         Err(err) => {
             return Err(LedgerError::Io {
                 path: path.to_owned(),
@@ -347,7 +434,7 @@ fn check_header(path: &Path) -> Result<u64, LedgerError> {
         return Err(not_ours("it is a directory".to_owned()));
     }
     if meta.len() == 0 {
-        return Ok(0);
+        return Ok(Found::Empty);
     }
     let mut header = [0u8; 16];
     let read = fs::File::open(path)
@@ -366,13 +453,13 @@ fn check_header(path: &Path) -> Result<u64, LedgerError> {
             "it is not a SQLite database: the file does not start with the SQLite header".into(),
         ));
     }
-    Ok(meta.len())
+    Ok(Found::Ledger)
 }
 
 fn open_connection(path: &Path, busy_timeout: Duration) -> Result<Connection, LedgerError> {
-    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
-        | OpenFlags::SQLITE_OPEN_CREATE
-        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    // Never SQLITE_OPEN_CREATE: a ledger is made only by `create_ledger`, and a file that
+    // vanished since it was checked is an error, not a new empty database.
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags)
         .context("opening the ledger file")
         .map_err(|err| refine(err, path))?;
@@ -383,8 +470,9 @@ fn open_connection(path: &Path, busy_timeout: Duration) -> Result<Connection, Le
     Ok(conn)
 }
 
-/// Decides whether the open file is a Tollgate ledger (or empty, hence ours to initialise)
-/// without writing to it, and returns its schema version.
+/// Decides whether the open file is a Tollgate ledger without writing to it, and returns its
+/// schema version. Every ledger is marked before it is placed, so an unmarked database is
+/// never ours, even one without tables.
 fn recognise(conn: &Connection, path: &Path) -> Result<u32, LedgerError> {
     let not_ours = |reason: String| LedgerError::NotALedger {
         path: path.to_owned(),
@@ -414,17 +502,14 @@ fn recognise(conn: &Connection, path: &Path) -> Result<u32, LedgerError> {
         .and_then(|mut stmt| stmt.query_map([], |row| row.get(0))?.collect())
         .context("listing tables")
         .map_err(|err| refine(err, path))?;
-    if !tables.is_empty() || version != 0 {
-        return Err(not_ours(format!(
-            "it is a SQLite database without the Tollgate mark (tables: {})",
-            if tables.is_empty() {
-                "none".to_owned()
-            } else {
-                tables.join(", ")
-            }
-        )));
-    }
-    Ok(0)
+    Err(not_ours(format!(
+        "it is a SQLite database without the Tollgate mark (tables: {})",
+        if tables.is_empty() {
+            "none".to_owned()
+        } else {
+            tables.join(", ")
+        }
+    )))
 }
 
 fn quick_check(conn: &Connection, path: &Path) -> Result<(), LedgerError> {
@@ -461,24 +546,26 @@ fn configure_writer(conn: &Connection, path: &Path) -> Result<(), LedgerError> {
         .map_err(|err| refine(err, path))
 }
 
-/// A uniquely named file in the temp directory, removed (with its WAL files) on drop.
+/// A uniquely named file, removed (with its WAL files) on drop: a scratch ledger, or a new
+/// ledger until it is placed.
 struct ScratchFile {
     path: PathBuf,
 }
 
 impl ScratchFile {
-    fn create() -> Result<Self, LedgerError> {
+    /// A new owner-only file `<prefix>-<pid>-<n>.db` in `dir`.
+    fn create(dir: &Path, prefix: &str) -> Result<Self, LedgerError> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
-        let dir = std::env::temp_dir();
         let pid = std::process::id();
         let mut last_error = None;
         // A leftover file from an earlier process with the same pid just moves us on.
         for _ in 0..1000 {
             let n = NEXT.fetch_add(1, Ordering::Relaxed);
-            let path = dir.join(format!("tollgate-ledger-{pid}-{n}.db"));
+            let path = dir.join(format!("{prefix}-{pid}-{n}.db"));
             match fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
+                .mode(0o600)
                 .open(&path)
             {
                 Ok(_) => return Ok(Self { path }),
@@ -494,7 +581,7 @@ impl ScratchFile {
             }
         }
         Err(LedgerError::Io {
-            path: dir,
+            path: dir.to_owned(),
             source: Arc::new(
                 last_error.unwrap_or_else(|| std::io::Error::other("no free scratch file name")),
             ),
@@ -724,7 +811,9 @@ mod tests {
     #[test]
     fn opening_migrates_a_file_left_at_every_previous_version() {
         let dir = tempfile::tempdir().unwrap();
-        for version in 0..migrations::LATEST_VERSION {
+        // Version 0 (no tables, no mark) was never a ledger: it is what a crash while
+        // creating one used to leave, and is refused (`an_unmarked_database_is_not_a_ledger`).
+        for version in 1..migrations::LATEST_VERSION {
             let path = dir.path().join(format!("v{version}.db"));
             file_at_version(&path, version);
             let ledger = SqliteLedger::open(&path, LedgerOptions::default()).unwrap();

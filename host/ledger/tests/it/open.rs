@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tollgate_ledger::{
-    EffectStatus, Ledger, LedgerError, LedgerExt, LedgerOptions, NewJournalEntry, NewRun,
+    Create, EffectStatus, Ledger, LedgerError, LedgerExt, LedgerOptions, NewJournalEntry, NewRun,
     SqliteLedger,
 };
 
@@ -205,7 +205,7 @@ fn write_lock_held_elsewhere_beyond_the_timeout_is_busy() {
     assert!(started.elapsed() >= Duration::from_millis(90));
     assert!(
         err.to_string()
-            .contains("another process holds a write lock")
+            .contains("another process held its write lock")
     );
     // Once the other process lets go, the same ledger works again.
     other.execute_batch("ROLLBACK").unwrap();
@@ -228,4 +228,125 @@ fn scratch_ledger_deletes_its_file_on_drop() {
     assert!(path.exists());
     drop(ledger);
     assert!(!path.exists());
+}
+
+fn new_run(id: &str) -> NewRun {
+    NewRun {
+        run_id: id.into(),
+        tool: "t".into(),
+        input: "{}".into(),
+        now: T0,
+        component: None,
+        lock: None,
+    }
+}
+
+#[test]
+fn an_empty_file_is_refused_and_left_as_it_was() {
+    // A truncated ledger (a bad restore, an operator slip) must not be taken for a new one:
+    // an empty ledger would let a retry post what the lost one had recorded as done.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    fs::write(&path, b"").unwrap();
+    let err = open(&path).unwrap_err();
+    assert!(matches!(err, LedgerError::EmptyFile { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains("empty") && text.contains("backup"), "{text}");
+    assert_eq!(fs::metadata(&path).unwrap().len(), 0, "left untouched");
+    for side in ["ledger.db-wal", "ledger.db-shm"] {
+        assert!(!dir.path().join(side).exists(), "{side} created");
+    }
+}
+
+#[test]
+fn an_empty_file_becomes_a_ledger_only_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    fs::write(&path, b"").unwrap();
+    let options = LedgerOptions {
+        create: Create::IfAbsentOrEmpty,
+        ..LedgerOptions::default()
+    };
+    let ledger = SqliteLedger::open(&path, options).unwrap();
+    ledger.create_run(new_run("r1")).unwrap();
+    drop(ledger);
+    // Once initialised it is a ledger like any other.
+    assert!(open(&path).unwrap().run("r1").unwrap().is_some());
+}
+
+#[test]
+fn an_empty_sqlite_database_without_the_mark_is_not_a_ledger() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("blank.db");
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch("VACUUM")
+        .unwrap();
+    let err = open(&path).unwrap_err();
+    assert!(matches!(err, LedgerError::NotALedger { .. }), "{err:?}");
+}
+
+#[test]
+fn opening_without_create_never_makes_a_file_or_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("elsewhere/ledger.db");
+    let options = LedgerOptions {
+        create: Create::Never,
+        ..LedgerOptions::default()
+    };
+    let err = SqliteLedger::open(&path, options).unwrap_err();
+    assert!(matches!(err, LedgerError::Missing { .. }), "{err:?}");
+    assert!(err.to_string().contains("no ledger"), "{err}");
+    assert!(!dir.path().join("elsewhere").exists());
+}
+
+#[test]
+fn a_new_ledger_appears_whole_or_not_at_all() {
+    // The file is made aside and moved into place complete, so no other process can find
+    // it half-made: the path holds nothing, or a ledger at the latest schema.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    drop(open(&path).unwrap());
+    let names: Vec<String> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["ledger.db"], "no leftovers beside it");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let version: u32 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert!(version >= 7, "migrated before it appeared: {version}");
+}
+
+#[test]
+fn many_openers_of_a_new_path_all_get_the_same_ledger() {
+    // Processes started together on a path that does not exist yet: every one opens the
+    // one ledger, none is told it is "not a Tollgate ledger" or busy.
+    const OPENERS: usize = 8;
+    const ROUNDS: usize = 25;
+    let dir = tempfile::tempdir().unwrap();
+    for round in 0..ROUNDS {
+        let path = dir.path().join(format!("ledger-{round}.db"));
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(OPENERS));
+        let openers: Vec<_> = (0..OPENERS)
+            .map(|i| {
+                let path = path.clone();
+                let barrier = barrier.clone();
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    let ledger = open(&path)?;
+                    ledger.create_run(new_run(&format!("r{i}")))
+                })
+            })
+            .collect();
+        for (i, opener) in openers.into_iter().enumerate() {
+            let result = opener.join().unwrap();
+            assert!(result.is_ok(), "round {round}, opener {i}: {result:?}");
+        }
+        let ledger = open(&path).unwrap();
+        for i in 0..OPENERS {
+            assert!(ledger.run(&format!("r{i}")).unwrap().is_some(), "r{i} lost");
+        }
+    }
 }
