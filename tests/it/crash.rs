@@ -1,6 +1,12 @@
 //! Crash safety with real processes: many invoice runs of the real `tollgate` binary,
 //! `kill -9`ed at random moments, resumed until every run completes. The seed is printed
 //! (and can be set with TOLLGATE_CRASH_SEED) so a failure can be replayed.
+//!
+//! Some kills are aimed rather than timed: at the moment the ERP sees the request, and at the
+//! moment it has booked (or replayed) it, while it holds the answer back. Every kill is then
+//! placed in a window from what the ERP had seen just before the signal and what the dead
+//! process left in the ledger, counting only what that process itself did, and each campaign
+//! prints and asserts how many kills landed in the windows its claim rests on.
 
 use crate::harness::{Env, erp_config, invoice, tollgate_bin};
 use rand::rngs::StdRng;
@@ -16,6 +22,22 @@ const PARALLEL: usize = 4;
 /// After this many attempts at one invoice, stop killing it so the campaign ends.
 const KILLED_TRIES: u32 = 4;
 
+// Where a kill landed, in the order of an attempt's life.
+const BEFORE_RUN: &str = "before the run was recorded";
+const BEFORE_CHECKPOINT: &str = "before the first checkpoint";
+const BEFORE_INTENT: &str = "after a checkpoint, before the intent";
+/// A resume killed before it took over the effect an earlier attempt left pending.
+const BEFORE_TAKEOVER: &str = "before this attempt acted on the effect an earlier one left pending";
+const BEFORE_ARRIVAL: &str = "after this attempt's intent, before its request arrived";
+/// The request arrived and the ERP has not acted on it yet.
+const BEFORE_BOOKING: &str = "after its request arrived, before the ERP booked or replayed it";
+/// The dangerous window: downstream has acted, the ledger does not know.
+const BEFORE_OUTCOME: &str = "after the ERP booked or replayed it, before the outcome was recorded";
+const BEFORE_RUN_END: &str = "after the outcome, before the run ended";
+const AFTER_RUN_END: &str = "after the run ended";
+const AFTER_FAILED: &str = "after a failed outcome";
+const AFTER_IN_DOUBT: &str = "after the effect went in doubt";
+
 #[derive(Debug, Default)]
 struct InvoiceState {
     run_id: Option<String>,
@@ -24,8 +46,10 @@ struct InvoiceState {
     outcome: Option<RunStatus>,
     /// A kill landed while its effect was pending (outcome unknown).
     killed_while_pending: bool,
-    /// A process reported success to its caller.
-    acknowledged: bool,
+    /// A kill landed after the ERP acted and before the outcome was recorded.
+    killed_before_outcome: bool,
+    /// The report the CLI printed when it exited with its final status.
+    report: Option<serde_json::Value>,
 }
 
 struct Active {
@@ -33,6 +57,18 @@ struct Active {
     child: Child,
     spawned: Instant,
     kill: Kill,
+    before: Seen,
+}
+
+/// What the ERP and the ledger held for an invoice at one moment.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    /// Requests the ERP received for the invoice's key.
+    arrivals: u64,
+    /// Of those, requests it booked or answered from its idempotency store.
+    settled: u64,
+    /// The ledger effect's dispatch count, if there is an effect.
+    dispatches: Option<u32>,
 }
 
 /// When an active process gets its `kill -9`.
@@ -44,6 +80,12 @@ enum Kill {
     /// kill lands while the request is in flight, whatever the machine's load does to the
     /// timing of everything else.
     OnArrival {
+        seen: u64,
+    },
+    /// As soon as the ERP has booked or replayed its request (more than `seen` settled for
+    /// its key), while it holds the answer back: downstream has acted, the host does not
+    /// know yet.
+    OnSettled {
         seen: u64,
     },
 }
@@ -58,6 +100,7 @@ struct Findings {
     kill_points: BTreeMap<&'static str, u32>,
     erp: tollgate_tests::erp::Stats,
     ledger: SqliteLedger,
+    seed: u64,
 }
 
 fn seed() -> u64 {
@@ -80,9 +123,11 @@ fn run_campaign(campaign: &Campaign) -> Findings {
     );
     let mut rng = StdRng::seed_from_u64(seed);
     let erp = Erp::start(campaign.honours_keys).unwrap();
-    // Widen the window between dispatch and outcome, as a real ERP would.
+    // Widen the windows between dispatch and booking and between booking and the answer,
+    // as a real ERP would.
     erp.inject(Faults {
-        delay_ms: 20,
+        delay_ms: 10,
+        delay_after_booking_ms: 20,
         ..Faults::default()
     });
     let env = Env::new();
@@ -135,6 +180,7 @@ fn run_campaign(campaign: &Campaign) -> Findings {
                     &invoice(&id),
                 ]),
             };
+            let before = seen(&erp, &reader, &id);
             let spawned = Instant::now();
             let child = cmd
                 .stdout(Stdio::piped())
@@ -143,9 +189,13 @@ fn run_campaign(campaign: &Campaign) -> Findings {
                 .unwrap();
             let kill = if state.tries > KILLED_TRIES || !rng.random_bool(0.6) {
                 Kill::Never
-            } else if rng.random_bool(0.25) {
+            } else if rng.random_bool(0.3) {
                 Kill::OnArrival {
-                    seen: arrivals(&erp, &id),
+                    seen: before.arrivals,
+                }
+            } else if rng.random_bool(0.45) {
+                Kill::OnSettled {
+                    seen: before.settled,
                 }
             } else {
                 Kill::At(
@@ -158,6 +208,7 @@ fn run_campaign(campaign: &Campaign) -> Findings {
                 child,
                 spawned,
                 kill,
+                before,
             });
         }
         if active.is_empty() {
@@ -175,9 +226,11 @@ fn run_campaign(campaign: &Campaign) -> Findings {
                 if let Some(run_id) = report.as_ref().and_then(|r| r["run_id"].as_str()) {
                     state.run_id = Some(run_id.to_owned());
                 }
+                if matches!(status.code(), Some(0 | 5)) {
+                    state.report = report;
+                }
                 match status.code() {
                     Some(0) => {
-                        state.acknowledged = true;
                         state.outcome = Some(RunStatus::Succeeded);
                         // Spawn to exit, as this loop sees it: kills aim across that span.
                         lifetime_ms =
@@ -193,49 +246,108 @@ fn run_campaign(campaign: &Campaign) -> Findings {
                 }
                 continue;
             }
+            let now = erp_seen(&erp, &a.id);
             let due = match a.kill {
                 Kill::Never => false,
                 Kill::At(t) => Instant::now() >= t,
-                Kill::OnArrival { seen } => arrivals(&erp, &a.id) > seen,
+                Kill::OnArrival { seen } => now.0 > seen,
+                Kill::OnSettled { seen } => now.1 > seen,
             };
             if due {
                 let mut a = active.swap_remove(i);
+                // What the ERP had seen before the signal: anything it sees later may be a
+                // request still in the socket buffers of the dead process, not a kill
+                // after it.
+                let at_kill = erp_seen(&erp, &a.id);
                 a.child.kill().unwrap(); // SIGKILL
                 a.child.wait().unwrap();
-                let point = classify_kill(&reader, &erp, &a.id, states.get_mut(&a.id).unwrap());
+                let point = classify_kill(
+                    &reader,
+                    &a.id,
+                    states.get_mut(&a.id).unwrap(),
+                    &a.before,
+                    at_kill,
+                );
                 *kill_points.entry(point).or_default() += 1;
                 continue;
             }
             i += 1;
         }
     }
+    let erp_stats = erp.stats();
     println!(
-        "finished in {:.1}s; kill points: {kill_points:?}",
-        started.elapsed().as_secs_f64()
+        "finished in {:.1}s; {} kills; ERP: {} requests, {} postings, {} replays",
+        started.elapsed().as_secs_f64(),
+        kill_points.values().sum::<u32>(),
+        erp_stats.requests,
+        erp_stats.postings,
+        erp_stats.replays,
+    );
+    println!("kills per window (seed {seed}):");
+    for window in [
+        BEFORE_RUN,
+        BEFORE_CHECKPOINT,
+        BEFORE_INTENT,
+        BEFORE_TAKEOVER,
+        BEFORE_ARRIVAL,
+        BEFORE_BOOKING,
+        BEFORE_OUTCOME,
+        BEFORE_RUN_END,
+        AFTER_RUN_END,
+        AFTER_FAILED,
+        AFTER_IN_DOUBT,
+    ] {
+        println!(
+            "  {:>4}  {window}",
+            kill_points.get(window).copied().unwrap_or(0)
+        );
+    }
+    assert_eq!(
+        erp_stats.without_key, 0,
+        "every request carries its Idempotency-Key, which the kill points are read from"
     );
     Findings {
         states,
         kill_points,
-        erp: erp.stats(),
+        erp: erp_stats,
         ledger: reader,
+        seed,
     }
 }
 
-/// Requests the ERP has received for an invoice's key.
-fn arrivals(erp: &Erp, id: &str) -> u64 {
-    erp.stats()
-        .requests_by_key
-        .get(&format!("post-invoice:{id}"))
-        .copied()
-        .unwrap_or(0)
+/// Requests the ERP has received for an invoice's key, and of those, the ones it booked or
+/// replayed.
+fn erp_seen(erp: &Erp, id: &str) -> (u64, u64) {
+    let stats = erp.stats();
+    let key = format!("post-invoice:{id}");
+    (
+        stats.requests_by_key.get(&key).copied().unwrap_or(0),
+        stats.settled_by_key.get(&key).copied().unwrap_or(0),
+    )
 }
 
-/// Where did the kill land? Read from the ledger and the ERP right after the process died.
+fn seen(erp: &Erp, ledger: &SqliteLedger, id: &str) -> Seen {
+    let (arrivals, settled) = erp_seen(erp, id);
+    let dispatches = ledger
+        .effect("erp.post-invoice", &format!("post-invoice:{id}"))
+        .unwrap()
+        .map(|e| e.dispatches);
+    Seen {
+        arrivals,
+        settled,
+        dispatches,
+    }
+}
+
+/// Where did the kill land? `before` is what the ERP and the ledger held when the process
+/// was spawned, `at_kill` what the ERP had seen (arrivals, settled) just before the signal;
+/// the ledger is read after the process died, so it holds everything the process recorded.
 fn classify_kill(
     ledger: &SqliteLedger,
-    erp: &Erp,
     id: &str,
     state: &mut InvoiceState,
+    before: &Seen,
+    at_kill: (u64, u64),
 ) -> &'static str {
     if state.run_id.is_none() {
         let runs = ledger
@@ -250,31 +362,81 @@ fn classify_kill(
             .map(|r| r.run_id);
     }
     let Some(run_id) = &state.run_id else {
-        return "before the run was recorded";
+        return BEFORE_RUN;
     };
     let key = format!("post-invoice:{id}");
     let checkpoints = ledger.checkpoints(run_id).unwrap();
-    match ledger
-        .effect("erp.post-invoice", &key)
-        .unwrap()
-        .map(|e| e.status)
-    {
-        None if checkpoints.is_empty() => "before the first checkpoint",
-        None => "after a checkpoint, before the intent",
-        Some(EffectStatus::Pending) => {
+    let Some(effect) = ledger.effect("erp.post-invoice", &key).unwrap() else {
+        return if checkpoints.is_empty() {
+            BEFORE_CHECKPOINT
+        } else {
+            BEFORE_INTENT
+        };
+    };
+    match effect.status {
+        EffectStatus::Pending => {
+            // Every claim and take-over marks a dispatch in the same commit: a pending effect
+            // whose count did not move was left by an earlier attempt, not this one.
+            if before.dispatches.is_some_and(|d| effect.dispatches <= d) {
+                return BEFORE_TAKEOVER;
+            }
             state.killed_while_pending = true;
-            if arrivals(erp, id) == 0 {
-                "between intent and dispatch"
+            let (arrivals, settled) = at_kill;
+            if settled > before.settled {
+                state.killed_before_outcome = true;
+                BEFORE_OUTCOME
+            } else if arrivals > before.arrivals {
+                BEFORE_BOOKING
             } else {
-                "between dispatch and outcome"
+                BEFORE_ARRIVAL
             }
         }
-        Some(EffectStatus::Succeeded) => match ledger.run(run_id).unwrap().map(|r| r.status) {
-            Some(RunStatus::Running) => "after the outcome, before the run ended",
-            _ => "after the run ended",
+        EffectStatus::Succeeded => match ledger.run(run_id).unwrap().map(|r| r.status) {
+            Some(RunStatus::Running) => BEFORE_RUN_END,
+            _ => AFTER_RUN_END,
         },
-        Some(EffectStatus::Failed) => "after a failed outcome",
-        Some(EffectStatus::InDoubt) => "after the effect went in doubt",
+        EffectStatus::Failed => AFTER_FAILED,
+        EffectStatus::InDoubt => AFTER_IN_DOUBT,
+    }
+}
+
+fn kills(f: &Findings, window: &str) -> u32 {
+    f.kill_points.get(window).copied().unwrap_or(0)
+}
+
+/// Fails unless at least `min` kills landed in `window`.
+fn assert_kills_at_least(f: &Findings, window: &str, min: u32) {
+    let n = kills(f, window);
+    assert!(
+        n >= min,
+        "{n} kills landed {window}, fewer than {min} (seed {}): {:?}",
+        f.seed,
+        f.kill_points
+    );
+}
+
+/// The run's report as the CLI printed it on exit: its run, status and the posting the ERP
+/// returned, matching what the ledger recorded.
+fn assert_reported(f: &Findings, id: &str, state: &InvoiceState, status: &str) {
+    let report = state
+        .report
+        .as_ref()
+        .unwrap_or_else(|| panic!("{id}: the CLI printed no JSON report on its final exit"));
+    let run_id = state.run_id.as_deref().unwrap();
+    assert_eq!(report["run_id"], run_id, "{id}: {report}");
+    assert_eq!(report["status"], status, "{id}: {report}");
+    if status == "succeeded" {
+        let effect = f
+            .ledger
+            .effect("erp.post-invoice", &format!("post-invoice:{id}"))
+            .unwrap()
+            .unwrap();
+        let recorded: serde_json::Value =
+            serde_json::from_str(effect.response.as_deref().unwrap()).unwrap();
+        assert_eq!(
+            report["result"]["Ok"]["erp"], recorded,
+            "{id}: the caller was told the outcome the ledger holds"
+        );
     }
 }
 
@@ -328,21 +490,32 @@ fn kill9_campaign_with_key_honouring_downstream_posts_every_invoice_exactly_once
             effect.response.as_deref().unwrap_or("").contains("ERP-"),
             "{id}: outcome recorded"
         );
-        assert!(state.acknowledged);
+        assert_eq!(state.outcome, Some(RunStatus::Succeeded), "{id}");
+        assert_reported(&f, id, state, "succeeded");
+        if state.killed_before_outcome {
+            // Booked, then killed before the outcome was recorded: the run could only end
+            // by sending again under the same key and being answered from the ERP's store.
+            assert!(
+                f.erp.requests_by_invoice[id] >= 2,
+                "{id} was killed after booking and never re-sent: {:?}",
+                f.erp.requests_by_invoice.get(id)
+            );
+        }
     }
-    let pending_kills = f
-        .kill_points
-        .get("between intent and dispatch")
-        .copied()
-        .unwrap_or(0)
-        + f.kill_points
-            .get("between dispatch and outcome")
-            .copied()
-            .unwrap_or(0);
+    // The claim rests on kills after the ERP booked and before the outcome was recorded:
+    // there, only the re-send under the same key, answered from the ERP's idempotency
+    // store, keeps the invoice from being booked twice.
+    assert_kills_at_least(&f, BEFORE_OUTCOME, 20);
+    assert_kills_at_least(&f, BEFORE_BOOKING, 20);
+    let resent_after_booking = f
+        .states
+        .values()
+        .filter(|s| s.killed_before_outcome)
+        .count() as u64;
     assert!(
-        pending_kills > 0,
-        "no kill landed while an effect was pending: {:?}",
-        f.kill_points
+        f.erp.replays >= resent_after_booking,
+        "{resent_after_booking} invoices were killed after booking but the ERP replayed only {}",
+        f.erp.replays
     );
     assert!(
         f.kill_points.values().sum::<u32>() >= 100,
@@ -354,9 +527,18 @@ fn kill9_campaign_with_key_honouring_downstream_posts_every_invoice_exactly_once
 #[test]
 fn kill9_campaign_without_key_support_sends_nothing_twice_and_escalates_the_unknown() {
     let f = run_campaign(&Campaign {
-        invoices: 60,
+        invoices: 300,
         honours_keys: false,
     });
+    // Sends, not postings: a request the ERP received but had not booked when its sender
+    // died still counts, so a host that re-sent it would fail here.
+    let resent: Vec<_> = f
+        .erp
+        .requests_by_invoice
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .collect();
+    assert!(resent.is_empty(), "sent twice: {resent:?}");
     let duplicates: Vec<_> = f.erp.by_invoice.iter().filter(|(_, n)| **n > 1).collect();
     assert!(duplicates.is_empty(), "executed twice: {duplicates:?}");
     for (id, state) in &f.states {
@@ -372,15 +554,22 @@ fn kill9_campaign_without_key_support_sends_nothing_twice_and_escalates_the_unkn
                 "{id}: unknown outcome escalated"
             );
             assert_eq!(status, Some(EffectStatus::InDoubt), "{id}");
+            assert_reported(&f, id, state, "in_doubt");
         } else {
             assert_eq!(state.outcome, Some(RunStatus::Succeeded), "{id}");
             assert_eq!(status, Some(EffectStatus::Succeeded), "{id}");
             assert_eq!(f.erp.by_invoice.get(id), Some(&1), "{id}");
+            assert_eq!(f.erp.requests_by_invoice.get(id), Some(&1), "{id}");
+            assert_reported(&f, id, state, "succeeded");
         }
     }
+    // A re-send after these kills would reach the ERP a second time: after the request
+    // arrived (booked or not yet), and after the ERP booked it.
+    assert_kills_at_least(&f, BEFORE_BOOKING, 20);
+    assert_kills_at_least(&f, BEFORE_OUTCOME, 20);
     assert!(
-        f.states.values().any(|s| s.killed_while_pending),
-        "no kill landed while pending: {:?}",
+        f.kill_points.values().sum::<u32>() >= 100,
+        "too few kills to mean much: {:?}",
         f.kill_points
     );
 }

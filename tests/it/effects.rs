@@ -8,7 +8,7 @@ use crate::harness::{
 };
 use std::sync::Arc;
 use std::time::Duration;
-use tollgate::ledger::{EffectStatus, LedgerError, RunStatus, SqliteLedger};
+use tollgate::ledger::{EffectStatus, Ledger, LedgerError, RunStatus, SqliteLedger};
 use tollgate::{FailureClass, ManualClock, RunError};
 use tollgate_tests::erp::{Erp, Faults};
 use tollgate_tests::plugins::{HELLO, INVOICE};
@@ -300,7 +300,10 @@ async fn validation_failure_is_recorded_and_returned_without_resending() {
 #[tokio::test]
 async fn unreachable_connector_is_transient_and_resumable() {
     let env = Env::new();
-    let url = format!("http://127.0.0.1:{}/invoices", closed_port());
+    let port = closed_port();
+    let url = format!("http://127.0.0.1:{port}/invoices");
+    // A downstream that does not honour keys: the resume below may send only because the
+    // first attempt provably never reached it.
     let runtime = env.runtime(&erp_config(&url, false, 2_000));
     let tool = load(&runtime, INVOICE).await;
     let report = runtime.run(&tool, &invoice("INV-10")).await.unwrap();
@@ -311,6 +314,25 @@ async fn unreachable_connector_is_transient_and_resumable() {
         report.status,
         RunStatus::Running,
         "nothing reached downstream: safe to resume"
+    );
+    // The downstream comes up where the connector points, and the run resumes to its end.
+    let erp = Erp::start_on(false, port).unwrap();
+    let resumed = runtime.resume(&report.run_id, Some(&tool)).await.unwrap();
+    assert_eq!(resumed.run_id, report.run_id);
+    assert_eq!(resumed.attempt, 2);
+    assert_eq!(resumed.status, RunStatus::Succeeded);
+    assert_eq!(output(&resumed)["posted"], true);
+    assert_eq!(output(&resumed)["erp"]["invoice_id"], "INV-10");
+    assert_eq!(erp.stats().requests, 1, "sent once, by the resume");
+    assert_eq!(erp.postings_for("INV-10"), 1);
+    let effect = runtime
+        .ledger()
+        .effect("erp.post-invoice", "post-invoice:INV-10")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (effect.status, effect.attempt),
+        (EffectStatus::Succeeded, 2)
     );
 }
 
@@ -413,8 +435,10 @@ async fn corrupt_ledger_file_is_refused_and_left_untouched() {
     );
 }
 
-/// 64 concurrent runs in one process: every effect is durable before its tool sees it, and
-/// the single writer batches their commits.
+/// 64 concurrent runs in one process: the single writer batches their durable requests
+/// into fewer commits, and every outcome is on disk afterwards, read back through a
+/// connection of its own. (That an outcome is durable before its tool sees it is what the
+/// `kill -9` campaigns in `crash.rs` prove.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_runs_share_commits() {
     let env = Env::new();
@@ -446,19 +470,16 @@ async fn concurrent_runs_share_commits() {
         commits < requests,
         "{commits} commits for {requests} requests: no batching"
     );
+    let on_disk = SqliteLedger::open(&env.ledger(), Default::default()).unwrap();
     for i in 0..64 {
-        let effect = ledger_effect(&runtime, &format!("post-invoice:INV-C{i}"));
-        assert_eq!(effect, EffectStatus::Succeeded);
+        let key = format!("post-invoice:INV-C{i}");
+        let effect = on_disk
+            .effect("erp.post-invoice", &key)
+            .unwrap()
+            .unwrap_or_else(|| panic!("{key} is not on disk"));
+        assert_eq!(effect.status, EffectStatus::Succeeded, "{key}");
+        assert!(effect.response.is_some(), "{key}: outcome recorded");
     }
-}
-
-fn ledger_effect(runtime: &tollgate::Runtime, key: &str) -> EffectStatus {
-    runtime
-        .ledger()
-        .effect("erp.post-invoice", key)
-        .unwrap()
-        .unwrap()
-        .status
 }
 
 async fn wait_until(cond: impl FnMut() -> bool) {

@@ -135,19 +135,34 @@ async fn stdout_flood_is_cut_at_the_log_cap() {
     let env = Env::new();
     let runtime = env.runtime("[tools.hostile-compute.limits]\nmax_log_bytes = 16384\n");
     let report = compute(&runtime, "stdout-flood").await;
+    // The tool tried to write 64 MiB; the host let through no more than the cap.
     let written = output(&report)["written"].as_u64().unwrap();
     assert!(written <= 16384, "stdout accepted {written} bytes");
     let story = runtime.story(&report.run_id).unwrap();
-    let captured: usize = story
+    let stdout: Vec<_> = story
         .journal
         .iter()
         .filter(|e| e.event == "tool.stdout")
-        .map(|e| e.message.len())
-        .sum();
-    assert!(
-        captured <= 16384,
-        "journal holds {captured} bytes of stdout"
+        .collect();
+    // Not dropped: the journal holds the first 16384 bytes the tool wrote, cut exactly at
+    // the cap, and says how many it kept.
+    assert_eq!(
+        stdout.len(),
+        1,
+        "stdout is journaled once, at the attempt's end"
     );
+    let captured = &stdout[0];
+    assert_eq!(
+        captured.message.len(),
+        16384,
+        "journal holds {} bytes of stdout",
+        captured.message.len()
+    );
+    assert!(
+        captured.message.bytes().all(|b| b == b'x'),
+        "the tool's own bytes"
+    );
+    assert_eq!(captured.fields["bytes"], 16384);
 }
 
 #[tokio::test]
@@ -595,29 +610,42 @@ async fn policy_digest_pin_refuses_any_other_build() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 pub(crate) async fn attacks_leave_a_concurrent_neighbour_unaffected() {
+    use std::time::{Duration, Instant};
     let env = Env::new();
     let runtime = env.runtime(
         "[tools.hostile-compute.limits]\ncpu_ms = 500\nmax_log_bytes = 4096\nmax_resources = 500\n",
     );
     let hostile = load(&runtime, HOSTILE_COMPUTE).await;
     let hello = load(&runtime, HELLO).await;
+    // Each attack and how it must end: stopped with its class and the rule it broke, or (the
+    // log flood) a harmless success cut at the log cap.
     let attacks = [
-        "infinite-loop",
-        "memory-grow",
-        "log-flood",
-        "resource-flood",
-        "deep-recursion",
+        (
+            "infinite-loop",
+            Some((FailureClass::Timeout, "limits.cpu_ms")),
+        ),
+        (
+            "memory-grow",
+            Some((FailureClass::ResourceExhausted, "memory limit")),
+        ),
+        ("log-flood", None),
+        (
+            "resource-flood",
+            Some((FailureClass::ResourceExhausted, "limits.max_resources")),
+        ),
+        (
+            "deep-recursion",
+            Some((FailureClass::ResourceExhausted, "stack")),
+        ),
     ];
-    let mut tasks = Vec::new();
-    for name in attacks {
-        let (runtime, tool) = (runtime.clone(), hostile.clone());
-        tasks.push(tokio::spawn(async move {
-            let input = serde_json::json!({ "attack": name }).to_string();
-            runtime.run(&tool, &input).await.unwrap()
-        }));
-    }
-    for i in 0..20 {
+    let t0 = Instant::now();
+    let since = move || t0.elapsed();
+    // Neighbours run back to back from before the first attack starts until the last one
+    // ends, so that every attack has neighbours running beside it.
+    let mut neighbours: Vec<(Duration, Duration)> = Vec::new();
+    let neighbour = async |i: usize, spans: &mut Vec<(Duration, Duration)>| {
         let message = format!("neighbour {i}");
+        let start = since();
         let report = runtime
             .run(
                 &hello,
@@ -625,13 +653,73 @@ pub(crate) async fn attacks_leave_a_concurrent_neighbour_unaffected() {
             )
             .await
             .unwrap();
+        spans.push((start, since()));
         assert_eq!(output(&report)["echo"], message.as_str());
+    };
+    neighbour(0, &mut neighbours).await;
+    let mut tasks = Vec::new();
+    for (name, _) in attacks {
+        let (runtime, tool) = (runtime.clone(), hostile.clone());
+        tasks.push(tokio::spawn(async move {
+            let input = serde_json::json!({ "attack": name }).to_string();
+            let start = since();
+            let report = runtime.run(&tool, &input).await.unwrap();
+            (report, (start, since()))
+        }));
     }
-    for (task, name) in tasks.into_iter().zip(attacks) {
-        let report = task.await.unwrap();
-        if name != "log-flood" {
-            failure(&report);
+    while neighbours.len() < 20 || tasks.iter().any(|t| !t.is_finished()) {
+        assert!(
+            neighbours.len() < 100_000,
+            "the attacks never ended: {} neighbours ran meanwhile",
+            neighbours.len()
+        );
+        neighbour(neighbours.len(), &mut neighbours).await;
+    }
+    for (task, (name, expected)) in tasks.into_iter().zip(attacks) {
+        let (report, (start, end)) = task.await.unwrap();
+        match expected {
+            Some((class, rule)) => {
+                let f = failure(&report);
+                assert_eq!(f.class, class, "{name}: {f}");
+                assert!(f.message.contains(rule), "{name}: {f}");
+            }
+            None => {
+                assert_eq!(
+                    output(&report)["logged"],
+                    200_000,
+                    "{name}: harmless success"
+                );
+                let story = runtime.story(&report.run_id).unwrap();
+                let logged: usize = story
+                    .journal
+                    .iter()
+                    .filter(|e| e.event == "log")
+                    .map(|e| e.message.len())
+                    .sum();
+                assert!(
+                    (1..=4096).contains(&logged),
+                    "{name}: journal holds {logged} bytes of tool logs"
+                );
+                let cuts = story
+                    .journal
+                    .iter()
+                    .filter(|e| e.event == "log.truncated")
+                    .count();
+                assert_eq!(cuts, 1, "{name}: the cut is journaled once");
+            }
         }
+        let beside = neighbours
+            .iter()
+            .filter(|(s, e)| *s < end && *e > start)
+            .count();
+        println!(
+            "{name}: {:?}, {beside} neighbours ran beside it",
+            end - start
+        );
+        assert!(
+            beside > 0,
+            "{name} ran from {start:?} to {end:?} with no neighbour beside it"
+        );
     }
     hello_still_runs(&runtime).await;
 }

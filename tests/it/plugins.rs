@@ -10,7 +10,13 @@ use tollgate_tests::plugins::{FIXTURE_TRAP, FIXTURE_UNGRANTED, HELLO, INVOICE};
 #[tokio::test]
 pub(crate) async fn hello() {
     let env = Env::new();
-    let runtime = env.runtime("");
+    // The run ID's date is the runtime's clock's: a millisecond before midnight UTC.
+    let clock = tollgate::ManualClock::new(LAST_MS_OF_2026_03_14);
+    let runtime = env
+        .builder("")
+        .clock(std::sync::Arc::new(clock))
+        .build()
+        .unwrap();
     let tool = load(&runtime, HELLO).await;
     assert_eq!(tool.descriptor.name, "hello");
     assert!(tool.descriptor.effects.is_empty());
@@ -26,9 +32,8 @@ pub(crate) async fn hello() {
         "the tool sees the run ID the host assigned"
     );
     assert_eq!(out["attempt"], 1);
-    let today = chrono_today();
     assert!(
-        report.run_id.starts_with(&format!("run-{today}-")),
+        report.run_id.starts_with("run-2026-03-14-"),
         "{}",
         report.run_id
     );
@@ -184,9 +189,8 @@ pub(crate) async fn fixture_ungranted() {
     );
 }
 
-fn chrono_today() -> String {
-    chrono::Utc::now().format("%Y-%m-%d").to_string()
-}
+/// 2026-03-14T23:59:59.999Z.
+const LAST_MS_OF_2026_03_14: i64 = 1_773_532_799_999;
 
 // The hostile plugins are each tested attack by attack in `hostile.rs`; these names tie each
 // plugin to one of its tests for `foreach_plugin!`.

@@ -3,13 +3,16 @@
 //! `POST /invoices` books a posting. With keys honoured (the default) a repeated
 //! `Idempotency-Key` returns the first response and books nothing; without, every request
 //! books. Faults can be injected to reproduce production: answer only after the client has
-//! given up ("timeout after success"), fail before booking, or slow every request down.
+//! given up ("timeout after success"), fail before booking, or slow every request down. The
+//! random faults draw from a generator that a test can seed, so a run's faults repeat.
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -30,6 +33,10 @@ pub struct Faults {
     pub unavailable: u32,
     /// Every request waits this long before booking.
     pub delay_ms: u64,
+    /// Every request that books, or is answered from the idempotency store, then waits this
+    /// long before answering: the window in which downstream has acted and the client does
+    /// not yet know.
+    pub delay_after_booking_ms: u64,
     /// The next N requests answer 422 without booking.
     pub reject: u32,
     /// The next N requests answer 429 with `Retry-After: retry_after_s`, without booking.
@@ -40,6 +47,9 @@ pub struct Faults {
     /// Every request, with this probability in percent, books and then holds its answer
     /// for `hold_ms` (past the client's timeout).
     pub flaky_timeout_pct: u32,
+    /// Seeds the generator the `flaky_*` faults draw from (from the OS when `None`), so
+    /// the same requests meet the same faults.
+    pub seed: Option<u64>,
 }
 
 /// What the ERP has seen.
@@ -57,19 +67,28 @@ pub struct Stats {
     pub run_ids: Vec<String>,
     /// Requests received per Idempotency-Key, counted on arrival.
     pub requests_by_key: BTreeMap<String, u64>,
+    /// Requests received per `invoice_id` of their body, counted on arrival (before any
+    /// fault or delay), keys or not: every send, booked or not.
+    pub requests_by_invoice: BTreeMap<String, u64>,
+    /// Requests per Idempotency-Key that booked or were answered from the idempotency
+    /// store, counted the moment downstream acted (before `delay_after_booking_ms`).
+    pub settled_by_key: BTreeMap<String, u64>,
+    /// Requests that booked and then held their answer for `hold_ms` (timeouts after
+    /// success, counted and flaky).
+    pub held: u64,
     /// `X-Tollgate-Fence` of each request that carried one, in arrival order.
     pub fences: Vec<i64>,
     /// The most requests ever handled at once.
     pub max_in_flight: u64,
 }
 
-#[derive(Default)]
 struct Inner {
     in_flight: u64,
     honour_keys: bool,
     faults: Faults,
     stats: Stats,
     by_key: BTreeMap<String, serde_json::Value>,
+    rng: StdRng,
 }
 
 #[derive(Clone)]
@@ -91,16 +110,25 @@ pub struct Erp {
 impl Erp {
     /// Starts a server on an ephemeral port of 127.0.0.1, on its own thread and runtime.
     pub fn start(honour_keys: bool) -> std::io::Result<Self> {
+        Self::start_on(honour_keys, 0)
+    }
+
+    /// [`Erp::start`] on a given port (0 for an ephemeral one), e.g. one a run found closed.
+    pub fn start_on(honour_keys: bool, port: u16) -> std::io::Result<Self> {
         let shared = Shared(Arc::new(Mutex::new(Inner {
+            in_flight: 0,
             honour_keys,
-            ..Inner::default()
+            faults: Faults::default(),
+            stats: Stats::default(),
+            by_key: BTreeMap::new(),
+            rng: StdRng::from_os_rng(),
         })));
         let app = Router::new()
             .route("/invoices", post(book))
             .route("/stats", get(stats))
             .with_state(shared.clone());
         Ok(Self {
-            server: Server::start("erp", app)?,
+            server: Server::start_on("erp", port, app)?,
             shared,
         })
     }
@@ -114,8 +142,13 @@ impl Erp {
         format!("http://{}/invoices", self.server.addr())
     }
 
+    /// Replaces the faults; a `seed` also restarts the faults' generator from it.
     pub fn inject(&self, faults: Faults) {
-        self.shared.lock().faults = faults;
+        let mut s = self.shared.lock();
+        if let Some(seed) = faults.seed {
+            s.rng = StdRng::seed_from_u64(seed);
+        }
+        s.faults = faults;
     }
 
     pub fn stats(&self) -> Stats {
@@ -160,7 +193,6 @@ async fn book(State(shared): State<Shared>, headers: HeaderMap, body: String) ->
     {
         shared.lock().stats.fences.push(fence);
     }
-    let roll = rand::random::<u32>() % 100;
     let key = headers
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
@@ -169,9 +201,16 @@ async fn book(State(shared): State<Shared>, headers: HeaderMap, body: String) ->
         .get("x-tollgate-run-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let (delay, unavailable, reject, throttle) = {
+    let arriving = serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v.get("invoice_id")?.as_str().map(str::to_owned));
+    let (delay, unavailable, reject, throttle, roll) = {
         let mut s = shared.lock();
+        let roll = s.rng.random_range(0..100u32);
         s.stats.requests += 1;
+        if let Some(invoice_id) = arriving {
+            *s.stats.requests_by_invoice.entry(invoice_id).or_default() += 1;
+        }
         if let Some(run_id) = run_id {
             s.stats.run_ids.push(run_id);
         }
@@ -191,7 +230,7 @@ async fn book(State(shared): State<Shared>, headers: HeaderMap, body: String) ->
             s.faults.throttle -= 1;
             s.faults.retry_after_s
         });
-        (s.faults.delay_ms, unavailable, reject, throttle)
+        (s.faults.delay_ms, unavailable, reject, throttle, roll)
     };
     if let Some(seconds) = throttle {
         return (
@@ -239,18 +278,22 @@ async fn book(State(shared): State<Shared>, headers: HeaderMap, body: String) ->
         )
             .into_response();
     };
-    let (response, hold) = {
+    let (response, hold, after) = {
         let mut s = shared.lock();
         if key.is_none() {
             s.stats.without_key += 1;
         }
+        if let Some(key) = &key {
+            *s.stats.settled_by_key.entry(key.clone()).or_default() += 1;
+        }
+        let after = Duration::from_millis(s.faults.delay_after_booking_ms);
         let replayed = match (&key, s.honour_keys) {
             (Some(key), true) => s.by_key.get(key).cloned(),
             _ => None,
         };
         if let Some(previous) = replayed {
             s.stats.replays += 1;
-            (previous, None)
+            (previous, None, after)
         } else {
             s.stats.postings += 1;
             let n = s.stats.postings;
@@ -267,9 +310,15 @@ async fn book(State(shared): State<Shared>, headers: HeaderMap, body: String) ->
                 s.faults.timeout_after_success -= 1;
             }
             let hold = (counted || flaky).then(|| Duration::from_millis(s.faults.hold_ms));
-            (response, hold)
+            if hold.is_some() {
+                s.stats.held += 1;
+            }
+            (response, hold, after)
         }
     };
+    if !after.is_zero() {
+        tokio::time::sleep(after).await;
+    }
     if let Some(hold) = hold {
         tokio::time::sleep(hold).await;
     }
