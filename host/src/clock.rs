@@ -128,11 +128,7 @@ pub fn uuid_v7(now: Millis, random: &dyn Random) -> uuid::Uuid {
 }
 
 /// Formats `ms` as RFC 3339 UTC with millisecond precision, for humans.
-pub fn format_ms(ms: Millis) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
-        .unwrap_or_else(|| ms.to_string())
-}
+pub use tollgate_ledger::format_ms;
 
 #[cfg(test)]
 mod tests {

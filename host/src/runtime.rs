@@ -275,6 +275,17 @@ impl Runtime {
         run_id: &str,
         tool: Option<&Arc<LoadedTool>>,
     ) -> Result<RunReport, RunError> {
+        self.resume_with_retry(run_id, tool, false).await
+    }
+
+    /// [`Runtime::resume`]; with `retry`, keeps resuming under the tool's retry policy as
+    /// [`Runtime::run_with_retries`] does.
+    pub async fn resume_with_retry(
+        &self,
+        run_id: &str,
+        tool: Option<&Arc<LoadedTool>>,
+        retry: bool,
+    ) -> Result<RunReport, RunError> {
         let loaded;
         let tool = match tool {
             Some(tool) => tool,
@@ -284,7 +295,12 @@ impl Runtime {
                 &loaded
             }
         };
-        runs::resume(&self.services, tool, run_id).await
+        let report = runs::resume(&self.services, tool, run_id).await?;
+        if retry {
+            runs::retry(&self.services, tool, report).await
+        } else {
+            Ok(report)
+        }
     }
 
     /// Starts a run and, while its attempts fail retryably, resumes it under the tool's

@@ -2,7 +2,7 @@
 
 use crate::harness::{Env, erp_config, invoice, tollgate_bin};
 use std::process::{Command, Output};
-use tollgate_tests::erp::Erp;
+use tollgate_tests::erp::{Erp, Faults};
 use tollgate_tests::plugins::{CORE_MODULE, FIXTURE_TRAP, HELLO, HOSTILE_NET, INVOICE};
 
 fn tollgate(env: &Env, args: &[&str]) -> Output {
@@ -350,4 +350,106 @@ fn a_truncated_ledger_is_refused_and_nothing_is_posted_again() {
     assert!(init.status.success(), "{}", stderr(&init));
     assert_eq!(stdout(&init).trim(), "[]");
     assert!(std::fs::metadata(env.ledger()).unwrap().len() > 0);
+}
+
+#[test]
+fn resume_retry_keeps_retrying_under_the_policy() {
+    let erp = Erp::start(true).unwrap();
+    let env = Env::new();
+    let config = env.config_file(&format!(
+        "{}\n[tools.invoice.retry]\nmax_attempts = 5\ninitial_interval_ms = 10\nmax_interval_ms = 20\n",
+        erp_config(&erp.invoices_url(), true, 5_000)
+    ));
+    let config = config.to_str().unwrap();
+    // The downstream answers 503 to the first three requests.
+    erp.inject(Faults {
+        unavailable: 3,
+        ..Faults::default()
+    });
+    let first = tollgate(
+        &env,
+        &[
+            "--config",
+            config,
+            "--json",
+            "run",
+            INVOICE,
+            "--input",
+            &invoice("INV-R"),
+        ],
+    );
+    assert_eq!(first.status.code(), Some(4), "{}", stderr(&first));
+    let run_id = serde_json::from_slice::<serde_json::Value>(&first.stdout).unwrap()["run_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Without --retry, one more attempt, which fails the same way.
+    let once = tollgate(&env, &["--config", config, "resume", &run_id]);
+    assert_eq!(once.status.code(), Some(4), "{}", stderr(&once));
+    let retried = tollgate(
+        &env,
+        &["--config", config, "--json", "resume", &run_id, "--retry"],
+    );
+    assert_eq!(retried.status.code(), Some(0), "{}", stderr(&retried));
+    let report: serde_json::Value = serde_json::from_slice(&retried.stdout).unwrap();
+    assert_eq!(report["attempt"], 4, "attempts 3 and 4 ran in one resume");
+    assert_eq!(erp.postings_for("INV-R"), 1);
+}
+
+#[test]
+fn a_second_run_takes_over_a_key_whose_holder_was_killed() {
+    let erp = Erp::start(true).unwrap();
+    let env = Env::new();
+    let config = env.config_file(&erp_config(&erp.invoices_url(), true, 120_000));
+    let config = config.to_str().unwrap();
+    let input = invoice("INV-DEAD");
+    let command = |extra: &[&str]| {
+        let mut cmd = Command::new(tollgate_bin());
+        cmd.args(["--config", config, "--json"])
+            .args(extra)
+            .env("TOLLGATE_LEDGER", env.ledger())
+            .env("TOLLGATE_CACHE_DIR", env.cache())
+            .env_remove("TOLLGATE_CONFIG")
+            .current_dir(env.dir.path());
+        cmd
+    };
+    // The ERP books the first request and holds its answer: the first run holds the key.
+    erp.inject(Faults {
+        timeout_after_success: 1,
+        hold_ms: 60_000,
+        ..Faults::default()
+    });
+    let mut first = command(&["run", INVOICE, "--input", &input])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while erp.postings_for("INV-DEAD") == 0 {
+        assert!(std::time::Instant::now() < deadline, "never booked");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+
+    // While the holder lives, a duplicate submission waits (resumable), never fails for good.
+    let waiting = command(&["run", INVOICE, "--input", &input])
+        .output()
+        .unwrap();
+    let said = format!("{}{}", stdout(&waiting), stderr(&waiting));
+    assert_eq!(waiting.status.code(), Some(4), "{said}");
+    assert!(said.contains("in flight"), "{said}");
+
+    first.kill().unwrap(); // SIGKILL, with its lease still running
+    first.wait().unwrap();
+    let second = command(&["run", INVOICE, "--input", &input])
+        .output()
+        .unwrap();
+    assert_eq!(second.status.code(), Some(0), "{}", stderr(&second));
+    let report: serde_json::Value = serde_json::from_slice(&second.stdout).unwrap();
+    assert_eq!(report["result"]["Ok"]["posted"], true);
+    assert_eq!(erp.postings_for("INV-DEAD"), 1, "posted once");
+    assert_eq!(
+        erp.stats().requests_by_key.get("post-invoice:INV-DEAD"),
+        Some(&2),
+        "re-sent under the same key, which the ERP honours"
+    );
 }

@@ -62,7 +62,7 @@ async fn changed_payload_under_used_key_is_a_conflict_naming_the_first_run() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn key_in_flight_in_another_live_attempt_is_a_conflict() {
+async fn key_in_flight_in_another_live_attempt_is_transient_and_the_run_resumable() {
     let erp = Erp::start(true).unwrap();
     erp.inject(Faults {
         timeout_after_success: 1,
@@ -80,10 +80,22 @@ async fn key_in_flight_in_another_live_attempt_is_a_conflict() {
     let second = runtime.run(&tool, &invoice("INV-3")).await.unwrap();
     let first = holder.await.unwrap();
     let f = failure(&second);
-    assert_eq!(f.class, FailureClass::Conflict, "{f}");
+    assert_eq!(f.class, FailureClass::Transient, "{f}");
+    assert_eq!(
+        second.status,
+        RunStatus::Running,
+        "resumable, not failed for good"
+    );
     assert!(
         f.message.contains("in flight") && f.message.contains(&first.run_id),
         "says who holds it: {f}"
+    );
+    let wait = f.details.as_ref().unwrap()["retry_after_ms"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        wait > 0 && wait <= 30_000,
+        "waits out the holder's lease: {wait}"
     );
     assert_eq!(output(&first)["posted"], true);
     assert_eq!(
@@ -91,6 +103,10 @@ async fn key_in_flight_in_another_live_attempt_is_a_conflict() {
         1,
         "never dispatched twice concurrently"
     );
+    // Once the holder finished, the waiting run goes on and replays its outcome.
+    let resumed = runtime.resume(&second.run_id, Some(&tool)).await.unwrap();
+    assert_eq!(output(&resumed)["replayed"], true);
+    assert_eq!(erp.stats().requests, 1);
 }
 
 /// Starts a run whose ERP books the invoice and then holds the response, and cancels the

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::records::{EffectStatus, Millis, Resolution, RunStatus};
+use crate::records::{EffectStatus, Millis, Resolution, RunStatus, format_ms};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum LedgerError {
@@ -26,9 +26,10 @@ pub enum LedgerError {
     RunParked { run_id: String, status: RunStatus },
 
     #[error(
-        "attempt {attempt} of run `{run_id}` is still live (held by `{holder}`, lease until \
-         {lease_until} ms); wait for the lease to expire, or take it over explicitly if that \
-         holder is known to be dead"
+        "attempt {attempt} of run `{run_id}` is still live (held by `{holder}`, its lease runs \
+         until {}); wait for it to finish or for its lease to run out (a holder on this \
+         machine whose process is gone is taken over at once)",
+        format_ms(*lease_until)
     )]
     AttemptLive {
         run_id: String,
@@ -78,8 +79,10 @@ pub enum LedgerError {
     EscalationResolved { id: i64, resolution: Resolution },
 
     #[error(
-        "lock `{key}` is held by run `{run_id}` since {since} (lease until {lease_until}); wait \
-         for it, or retry after the lease lapses"
+        "lock `{key}` is held by run `{run_id}` since {} (its lease runs until {}); wait for \
+         it, or retry after the lease lapses",
+        format_ms(*since),
+        format_ms(*lease_until)
     )]
     LockHeld {
         key: String,

@@ -16,6 +16,6 @@ pub use records::{
     Applied, Attempt, AttemptStatus, BreakerRecord, BreakerState, CallKeyRecord, Checkpoint, Claim,
     EffectRecord, EffectStatus, Escalation, EscalationFilter, EscalationReason, EscalationStatus,
     JournalEntry, LockRecord, Millis, NewEscalation, NewJournalEntry, NewRun, Op, Resolution, Run,
-    RunFilter, RunLock, RunStatus, payload_digest, stored,
+    RunFilter, RunLock, RunStatus, format_ms, payload_digest, stored,
 };
 pub use sqlite::{Create, LedgerOptions, LedgerStats, SqliteLedger};

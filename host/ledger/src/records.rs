@@ -12,6 +12,14 @@ use sha2::{Digest, Sha256};
 /// Unix time in milliseconds, always supplied by the caller: the ledger never reads the clock.
 pub type Millis = i64;
 
+/// `ms` as people read a time: RFC 3339 in UTC, to the millisecond (raw milliseconds only if
+/// out of range).
+pub fn format_ms(ms: Millis) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+        .unwrap_or_else(|| ms.to_string())
+}
+
 macro_rules! status_enum {
     ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
         $(#[$meta])*

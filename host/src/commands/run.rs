@@ -40,6 +40,10 @@ pub struct ResumeArgs {
     /// The tool component; default: the file the run was started with.
     #[arg(long)]
     plugin: Option<PathBuf>,
+    /// Retry failed attempts in-process under the tool's retry policy, as `run --retry`
+    /// does: an open circuit or a busy downstream is waited out, not failed on.
+    #[arg(long)]
+    retry: bool,
 }
 
 pub async fn run(global: &Global, args: RunArgs) -> Result<ExitStatus> {
@@ -64,7 +68,9 @@ pub async fn resume(global: &Global, args: ResumeArgs) -> Result<ExitStatus> {
         Some(path) => Some(runtime.load(path).await?),
         None => None,
     };
-    let report = runtime.resume(&args.run_id, tool.as_ref()).await?;
+    let report = runtime
+        .resume_with_retry(&args.run_id, tool.as_ref(), args.retry)
+        .await?;
     print_report(&report, global.json())
 }
 

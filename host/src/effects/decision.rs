@@ -25,8 +25,12 @@ pub enum ExistingKey {
     ReturnRecordedFailure(FailureClass),
     /// The key was used with another payload.
     PayloadConflict,
-    /// The key is in flight in another live attempt.
-    InFlight { run_id: String, attempt: u32 },
+    /// The key is in flight in another live attempt, whose lease runs until `lease_until`.
+    InFlight {
+        run_id: String,
+        attempt: u32,
+        lease_until: Millis,
+    },
     /// Take the effect over from its previous owner and dispatch it again under the same key.
     Redispatch { why: Redispatch },
     /// Its outcome is unknown and downstream does not honour keys: mark it in doubt and stop.
@@ -43,7 +47,9 @@ pub enum Redispatch {
     UnknownOutcomeKeyHonoured,
 }
 
-/// Decides for an existing effect. `owner` is the attempt that owns it (None if missing).
+/// Decides for an existing effect. `owner` is the attempt that owns it: None if it is missing,
+/// or if its holder is known to be gone (a process on this machine that has exited), which
+/// makes it as dead as a lapsed lease.
 pub fn decide(
     effect: &EffectRecord,
     owner: Option<&Attempt>,
@@ -79,6 +85,7 @@ pub fn decide(
                 ExistingKey::InFlight {
                     run_id: effect.run_id.clone(),
                     attempt: effect.attempt,
+                    lease_until: owner.map_or(now, |o| o.lease_until),
                 }
             } else if honours_keys {
                 ExistingKey::Redispatch {
@@ -184,7 +191,8 @@ mod tests {
             d,
             ExistingKey::InFlight {
                 run_id: "run-a".into(),
-                attempt: 1
+                attempt: 1,
+                lease_until: NOW + 5_000,
             }
         );
     }

@@ -149,7 +149,11 @@ impl EffectEngine {
                     ),
                 ],
                 Some(effect) => {
-                    let owner = self.owner_of(&effect)?;
+                    // A holder known to be gone holds nothing, whatever its lease says: its
+                    // key is taken over as a resume would, not waited on.
+                    let owner = self
+                        .owner_of(&effect)?
+                        .filter(|o| !crate::holder::is_dead_local(&o.holder));
                     let now = self.clock.now_ms();
                     match decide(
                         &effect,
@@ -192,15 +196,24 @@ impl EffectEngine {
                             );
                             return Err(EffectError::Refused(failure));
                         }
-                        ExistingKey::InFlight { run_id, attempt } => {
+                        ExistingKey::InFlight {
+                            run_id,
+                            attempt,
+                            lease_until,
+                        } => {
+                            // Transient, not a conflict: the other attempt finishes or its
+                            // lease runs out, and then this run can go on.
+                            let retry_after_ms = lease_until.saturating_sub(now).max(0);
                             let failure = Failure::new(
-                                FailureClass::Conflict,
+                                FailureClass::Transient,
                                 format!(
-                                    "idempotency key `{}` for `{}` is in flight in run {run_id} (attempt {attempt}); wait for it to finish",
-                                    req.key, req.kind
+                                    "idempotency key `{}` for `{}` is in flight in run {run_id} (attempt {attempt}, its lease runs until {}); this run stays resumable: resume it once that run has finished",
+                                    req.key,
+                                    req.kind,
+                                    crate::clock::format_ms(lease_until)
                                 ),
                             )
-                            .with_details(json!({ "key": req.key, "held_by_run_id": run_id, "held_by_attempt": attempt }));
+                            .with_details(json!({ "key": req.key, "held_by_run_id": run_id, "held_by_attempt": attempt, "lease_until": lease_until, "retry_after_ms": retry_after_ms }));
                             self.note(
                                 req,
                                 Event::EffectConflict {

@@ -377,8 +377,8 @@ fn begin_attempt(
             (
                 "taken_over",
                 format!(
-                    "taken over by `{holder}` while its lease ran until {} ms",
-                    latest.lease_until
+                    "taken over by `{holder}` while its lease ran until {}",
+                    crate::records::format_ms(latest.lease_until)
                 ),
             )
         } else {

@@ -69,6 +69,10 @@ fn a_live_lease_refuses_another_run_with_lock_held_naming_the_holder() {
         "{text}"
     );
     assert!(
+        text.contains("since 2023-11-14T22:13:20.000Z") && !text.contains(&T0.to_string()),
+        "times as times: {text}"
+    );
+    assert!(
         text.contains("wait for it, or retry after the lease lapses"),
         "{text}"
     );

@@ -323,7 +323,7 @@ fn errors_say_what_to_do() {
         .unwrap_err();
     let text = err.to_string();
     assert!(text.contains("still live"), "{text}");
-    assert!(text.contains("wait for the lease to expire"), "{text}");
+    assert!(text.contains("for its lease to run out"), "{text}");
 }
 
 #[test]
@@ -589,4 +589,18 @@ fn stored_bytes_counts_every_row_of_the_run_the_way_the_host_charges_it() {
         ledger.stored_bytes("ghost"),
         Err(LedgerError::RunNotFound { .. })
     ));
+}
+
+#[test]
+fn a_live_attempt_error_shows_its_lease_as_a_time_and_names_only_real_ways_out() {
+    let ledger = ledger();
+    running(&ledger, "r1");
+    let err = ledger
+        .begin_attempt("r1", "d", "h2", T0 + 90_000, false, T0 + 1)
+        .unwrap_err();
+    let text = err.to_string();
+    // T0 + 30 s, as a time; never raw epoch milliseconds.
+    assert!(text.contains("until 2023-11-14T22:13:50.000Z"), "{text}");
+    assert!(!text.contains(&(T0 + 30_000).to_string()), "{text}");
+    assert!(!text.contains("explicitly"), "no such option: {text}");
 }
