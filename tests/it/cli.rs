@@ -1,21 +1,9 @@
 //! The real `tollgate` binary: output, exit codes, and one-line errors for bad input.
 
-use crate::harness::{Env, erp_config, invoice, tollgate_bin};
-use std::process::{Command, Output};
+use crate::harness::{Env, erp_config, invoice, tollgate, tollgate_command};
+use std::process::Output;
 use tollgate_tests::erp::{Erp, Faults};
 use tollgate_tests::plugins::{CORE_MODULE, FIXTURE_TRAP, HELLO, HOSTILE_NET, INVOICE};
-
-fn tollgate(env: &Env, args: &[&str]) -> Output {
-    Command::new(tollgate_bin())
-        .args(args)
-        .env("TOLLGATE_LEDGER", env.ledger())
-        .env("TOLLGATE_CACHE_DIR", env.cache())
-        .env_remove("TOLLGATE_CONFIG")
-        .env_remove("RUST_LOG")
-        .current_dir(env.dir.path())
-        .output()
-        .expect("run tollgate")
-}
 
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
@@ -404,13 +392,8 @@ fn a_second_run_takes_over_a_key_whose_holder_was_killed() {
     let config = config.to_str().unwrap();
     let input = invoice("INV-DEAD");
     let command = |extra: &[&str]| {
-        let mut cmd = Command::new(tollgate_bin());
-        cmd.args(["--config", config, "--json"])
-            .args(extra)
-            .env("TOLLGATE_LEDGER", env.ledger())
-            .env("TOLLGATE_CACHE_DIR", env.cache())
-            .env_remove("TOLLGATE_CONFIG")
-            .current_dir(env.dir.path());
+        let mut cmd = tollgate_command(&env);
+        cmd.args(["--config", config, "--json"]).args(extra);
         cmd
     };
     // The ERP books the first request and holds its answer: the first run holds the key.

@@ -101,6 +101,28 @@ pub fn events(runtime: &Runtime, run_id: &str) -> Vec<String> {
 }
 
 /// The real `tollgate` binary, built by `cargo build --release --bins` beside this test.
+/// The real `tollgate` binary run on `args` against the environment's ledger and cache,
+/// with no config or log settings inherited from the caller.
+pub fn tollgate(env: &Env, args: &[&str]) -> std::process::Output {
+    tollgate_command(env)
+        .args(args)
+        .output()
+        .expect("run tollgate")
+}
+
+/// The command [`tollgate`] runs, for a caller that spawns it itself (to kill it, say).
+pub fn tollgate_command(env: &Env) -> std::process::Command {
+    let mut command = std::process::Command::new(tollgate_bin());
+    command
+        .env("TOLLGATE_LEDGER", env.ledger())
+        .env("TOLLGATE_CACHE_DIR", env.cache())
+        .env_remove("TOLLGATE_CONFIG")
+        .env_remove("RUST_LOG")
+        .env("NO_COLOR", "1")
+        .current_dir(env.dir.path());
+    command
+}
+
 pub fn tollgate_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     // target/<profile>/deps/it-<hash> → target/<profile>/tollgate

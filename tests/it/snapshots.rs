@@ -6,23 +6,10 @@
 //! After an intended change, review the new output with `INSTA_UPDATE=always cargo test
 //! --release -p tollgate-tests --test it snapshots` and `git diff tests/it/snapshots`.
 
-use crate::harness::{Env, erp_config, invoice, tollgate_bin};
-use std::process::{Command, Output};
+use crate::harness::{Env, erp_config, invoice, tollgate};
+use std::process::Output;
 use tollgate_tests::erp::{Erp, Faults};
 use tollgate_tests::plugins::{HELLO, INVOICE};
-
-fn tollgate(env: &Env, args: &[&str]) -> Output {
-    Command::new(tollgate_bin())
-        .args(args)
-        .env("TOLLGATE_LEDGER", env.ledger())
-        .env("TOLLGATE_CACHE_DIR", env.cache())
-        .env_remove("TOLLGATE_CONFIG")
-        .env_remove("RUST_LOG")
-        .env("NO_COLOR", "1")
-        .current_dir(env.dir.path())
-        .output()
-        .expect("run tollgate")
-}
 
 /// What a command printed, as a reader sees it: exit code, stdout, stderr.
 fn shown(out: &Output) -> String {
