@@ -58,6 +58,34 @@ pub struct HttpConnectorConfig {
     /// Cap on the response body kept in the ledger.
     #[serde(default = "default_max_response_bytes")]
     pub max_response_bytes: u64,
+    /// How to ask downstream whether an effect of unknown outcome happened, so that it is
+    /// settled without a human (`[connectors."<kind>".reconcile]`).
+    #[serde(default)]
+    pub reconcile: Option<ReconcileConfig>,
+}
+
+/// A downstream lookup by idempotency key: 2xx means the effect happened (the body becomes
+/// its outcome), 404 means it did not (it is sent again under the same key), anything else
+/// leaves it in doubt for a human.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReconcileConfig {
+    /// The lookup URL; `{key}` is replaced by the effect's idempotency key, percent-encoded.
+    pub url: String,
+    #[serde(default = "default_probe_method")]
+    pub method: String,
+    /// Added to the connector's `timeout_ms`: a probe waits this long after a dispatch timed
+    /// out, so that a request still on its way has landed before downstream is asked.
+    #[serde(default = "default_margin_ms")]
+    pub margin_ms: u64,
+}
+
+fn default_probe_method() -> String {
+    "GET".to_owned()
+}
+
+fn default_margin_ms() -> u64 {
+    1_000
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -199,6 +227,28 @@ impl Config {
                         &["connectors", kind, "method"],
                         format!("`{}` is not an HTTP method", http.method),
                     );
+                }
+                if let Some(probe) = &http.reconcile {
+                    if !probe.url.contains("{key}") {
+                        bad(
+                            &["connectors", kind, "reconcile", "url"],
+                            "must contain `{key}`, where the idempotency key goes".to_owned(),
+                        );
+                    }
+                    match reqwest::Url::parse(&probe.url.replace("{key}", "k")) {
+                        Ok(url) if matches!(url.scheme(), "http" | "https") => {}
+                        Ok(url) => bad(
+                            &["connectors", kind, "reconcile", "url"],
+                            format!("scheme `{}` is not http or https", url.scheme()),
+                        ),
+                        Err(e) => bad(&["connectors", kind, "reconcile", "url"], e.to_string()),
+                    }
+                    if reqwest::Method::from_bytes(probe.method.as_bytes()).is_err() {
+                        bad(
+                            &["connectors", kind, "reconcile", "method"],
+                            format!("`{}` is not an HTTP method", probe.method),
+                        );
+                    }
                 }
                 if http.timeout_ms == 0 {
                     bad(

@@ -134,6 +134,13 @@ events! {
         status: Option<u16>,
     };
     EffectCircuitOpen = "effect.circuit_open", "warn" { kind: String, open_until: Millis };
+    /// Downstream was asked whether an effect of unknown outcome happened.
+    EffectProbed = "effect.probed", "warn" {
+        kind: String,
+        key: String,
+        answer: crate::effects::Answer,
+        status: Option<u16>,
+    };
     /// A human settled an in-doubt effect.
     EffectSettled = "effect.settled", "warn" {
         kind: String,

@@ -185,74 +185,12 @@ impl Default for BreakerPolicy {
     }
 }
 
-/// Where a connector's circuit stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CircuitState {
-    Closed,
-    /// Refusing calls until `open_until`.
-    Open,
-    /// The cool-down is over; calls go through and the next result decides.
-    HalfOpen,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Circuit {
-    pub state: CircuitState,
-    pub consecutive_failures: u32,
-    pub open_until: Option<i64>,
-}
-
-impl Default for Circuit {
-    fn default() -> Self {
-        Self {
-            state: CircuitState::Closed,
-            consecutive_failures: 0,
-            open_until: None,
-        }
-    }
-}
-
 impl BreakerPolicy {
-    /// Whether a call may go through now: `Err(until)` while the circuit is open. Past the
-    /// cool-down, the circuit is half-open and the call is let through as a probe.
-    pub fn admit(&self, circuit: &Circuit, now_ms: i64) -> Result<Circuit, i64> {
-        match (circuit.state, circuit.open_until) {
-            (CircuitState::Open, Some(until)) if now_ms < until && self.failures > 0 => Err(until),
-            (CircuitState::Open, _) => Ok(Circuit {
-                state: CircuitState::HalfOpen,
-                ..*circuit
-            }),
-            _ => Ok(*circuit),
-        }
-    }
-
-    /// The circuit after a call: a success closes it, a transient failure counts towards
-    /// opening it (a half-open probe that fails re-opens it at once), anything else
-    /// (a validation error, say) says nothing about the downstream's health.
-    pub fn after(&self, circuit: &Circuit, class: Option<FailureClass>, now_ms: i64) -> Circuit {
-        match class {
-            None => Circuit::default(),
-            Some(FailureClass::Transient | FailureClass::Timeout) => {
-                let failures = circuit.consecutive_failures.saturating_add(1);
-                let trip = self.failures > 0
-                    && (failures >= self.failures || circuit.state == CircuitState::HalfOpen);
-                if trip {
-                    let cooldown = i64::try_from(self.cooldown_ms).unwrap_or(i64::MAX);
-                    Circuit {
-                        state: CircuitState::Open,
-                        consecutive_failures: failures,
-                        open_until: Some(now_ms.saturating_add(cooldown)),
-                    }
-                } else {
-                    Circuit {
-                        state: circuit.state,
-                        consecutive_failures: failures,
-                        open_until: None,
-                    }
-                }
-            }
-            Some(_) => *circuit,
+    /// The rule the ledger applies to the shared circuit, inside its transaction.
+    pub fn rule(&self) -> tollgate_ledger::BreakerRule {
+        tollgate_ledger::BreakerRule {
+            failures: self.failures,
+            cooldown_ms: self.cooldown_ms,
         }
     }
 }
@@ -404,61 +342,5 @@ mod tests {
             fields,
             vec!["max_attempts", "backoff_coefficient", "max_interval_ms"]
         );
-    }
-
-    #[test]
-    fn breaker_opens_after_n_transient_failures_and_fails_fast_until_the_cooldown() {
-        let b = BreakerPolicy {
-            failures: 3,
-            cooldown_ms: 10_000,
-        };
-        let mut c = Circuit::default();
-        for n in 1..=2 {
-            c = b.after(&b.admit(&c, 0).unwrap(), Some(FailureClass::Transient), 0);
-            assert_eq!(c.state, CircuitState::Closed);
-            assert_eq!(c.consecutive_failures, n);
-        }
-        c = b.after(&c, Some(FailureClass::Transient), 1_000);
-        assert_eq!(c.state, CircuitState::Open);
-        assert_eq!(b.admit(&c, 1_000), Err(11_000));
-        assert_eq!(b.admit(&c, 10_999), Err(11_000));
-        // A validation failure says nothing about health; it neither opens nor closes.
-        let v = b.after(&Circuit::default(), Some(FailureClass::Validation), 0);
-        assert_eq!(v, Circuit::default());
-    }
-
-    #[test]
-    fn breaker_half_opens_after_the_cooldown_and_the_probe_decides() {
-        let b = BreakerPolicy {
-            failures: 2,
-            cooldown_ms: 5_000,
-        };
-        let open = Circuit {
-            state: CircuitState::Open,
-            consecutive_failures: 2,
-            open_until: Some(5_000),
-        };
-        let probe = b.admit(&open, 5_000).unwrap();
-        assert_eq!(probe.state, CircuitState::HalfOpen);
-        // A failed probe re-opens at once, for a fresh cool-down.
-        let reopened = b.after(&probe, Some(FailureClass::Timeout), 5_001);
-        assert_eq!(reopened.state, CircuitState::Open);
-        assert_eq!(reopened.open_until, Some(10_001));
-        // A good probe closes the circuit and forgets the failures.
-        let closed = b.after(&b.admit(&reopened, 10_001).unwrap(), None, 10_002);
-        assert_eq!(closed, Circuit::default());
-    }
-
-    #[test]
-    fn breaker_with_zero_failures_never_opens() {
-        let b = BreakerPolicy {
-            failures: 0,
-            cooldown_ms: 5_000,
-        };
-        let mut c = Circuit::default();
-        for _ in 0..100 {
-            c = b.after(&b.admit(&c, 0).unwrap(), Some(FailureClass::Transient), 0);
-        }
-        assert_eq!(c.state, CircuitState::Closed);
     }
 }

@@ -436,3 +436,181 @@ fn a_second_run_takes_over_a_key_whose_holder_was_killed() {
         "re-sent under the same key, which the ERP honours"
     );
 }
+
+/// A downstream that books each request and, on the first one, takes the ledger's write lock
+/// for `hold` before answering: the host's outcome write then waits out its busy timeout
+/// and fails, after the effect went out. Counts requests per `Idempotency-Key`.
+struct LedgerLockingErp {
+    server: tollgate_tests::server::Server,
+    keys: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl LedgerLockingErp {
+    fn start(ledger: std::path::PathBuf, hold: std::time::Duration) -> Self {
+        use axum::http::HeaderMap;
+        let keys = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let seen = keys.clone();
+        let app = axum::Router::new().route(
+            "/invoices",
+            axum::routing::post(move |headers: HeaderMap| {
+                let seen = seen.clone();
+                let ledger = ledger.clone();
+                async move {
+                    let key = headers
+                        .get("idempotency-key")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_owned();
+                    let first = {
+                        let mut seen = seen.lock().unwrap();
+                        seen.push(key);
+                        seen.len() == 1
+                    };
+                    if first {
+                        let (locked, wait) = std::sync::mpsc::channel();
+                        std::thread::spawn(move || {
+                            let conn = rusqlite::Connection::open(&ledger).unwrap();
+                            conn.execute_batch("BEGIN EXCLUSIVE").unwrap();
+                            locked.send(()).unwrap();
+                            std::thread::sleep(hold);
+                            conn.execute_batch("ROLLBACK").unwrap();
+                        });
+                        wait.recv().unwrap();
+                    }
+                    (
+                        axum::http::StatusCode::CREATED,
+                        axum::Json(
+                            serde_json::json!({ "posting_id": "ERP-1", "status": "posted" }),
+                        ),
+                    )
+                }
+            }),
+        );
+        Self {
+            server: tollgate_tests::server::Server::start("locking-erp", app).unwrap(),
+            keys,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/invoices", self.server.addr())
+    }
+}
+
+/// An effect that went out while the ledger could not take its outcome: the run exits 7,
+/// says the effect was sent, names the run and how it will be recovered, and `--json` says
+/// the same on stdout. A resume then re-sends it under its key and the run succeeds. (Before,
+/// this exited 1, documented as bad input, with no run id, and `--json` printed nothing.)
+#[test]
+fn an_outcome_the_ledger_cannot_record_exits_7_with_the_run_id_and_recovery() {
+    let env = Env::new();
+    // Held past the ledger's 5 s busy timeout.
+    let erp = LedgerLockingErp::start(env.ledger(), std::time::Duration::from_secs(6));
+    let config = env.config_file(&erp_config(&erp.url(), true, 20_000));
+    let config = config.to_str().unwrap();
+    // The ledger exists before the downstream locks it.
+    let init = tollgate(&env, &["--init", "runs", "list"]);
+    assert!(init.status.success(), "{}", stderr(&init));
+    let out = tollgate(
+        &env,
+        &[
+            "--config",
+            config,
+            "--json",
+            "run",
+            INVOICE,
+            "--input",
+            &invoice("INV-UNREC"),
+        ],
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(7), "{err}");
+    let report: serde_json::Value =
+        serde_json::from_str(&stdout(&out)).expect("--json prints the report");
+    assert_eq!(report["status"], "outcome_unrecorded", "{report}");
+    assert_eq!(report["effect"]["key"], "post-invoice:INV-UNREC");
+    assert_eq!(report["effect"]["sent"], true);
+    let run_id = report["run_id"].as_str().expect("run id").to_owned();
+    assert!(err.contains(&run_id), "{err}");
+    assert!(err.contains("was sent downstream"), "{err}");
+    assert!(err.contains("outcome could not be recorded"), "{err}");
+    assert!(err.contains(&format!("tollgate resume {run_id}")), "{err}");
+    assert!(
+        err.contains("is busy"),
+        "the ledger's fault is named: {err}"
+    );
+
+    // Once the lock is gone, resume re-sends under the same key and records the outcome.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let resumed = tollgate(&env, &["--config", config, "resume", &run_id]);
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    let keys = erp.keys.lock().unwrap().clone();
+    assert_eq!(keys, ["post-invoice:INV-UNREC"; 2], "one key, sent twice");
+}
+
+/// A ledger this user can read but not write: the write is refused with its own message,
+/// not as a full disk or a failed read, and nothing is lost.
+#[test]
+fn a_read_only_ledger_gets_its_own_message() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let out = tollgate(&env, &["run", HELLO, "--input", r#"{"message":"one"}"#]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let root = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+    };
+    // Root writes through any file mode: the command runs as `nobody` instead, on files
+    // it may read but not write.
+    let mode = |path: &std::path::Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    for dir in [env.dir.path(), &env.cache()] {
+        mode(dir, 0o755);
+    }
+    for entry in std::fs::read_dir(env.dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            mode(&path, 0o444);
+        }
+    }
+    let as_reader = |args: &[&str]| {
+        let mut command = if root {
+            let mut c = std::process::Command::new("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+                .arg(crate::harness::tollgate_bin());
+            c
+        } else {
+            std::process::Command::new(crate::harness::tollgate_bin())
+        };
+        command
+            .env("TOLLGATE_LEDGER", env.ledger())
+            .env("TOLLGATE_CACHE_DIR", env.cache())
+            .env_remove("TOLLGATE_CONFIG")
+            .env_remove("RUST_LOG")
+            .env("NO_COLOR", "1")
+            .current_dir(env.dir.path())
+            .arg("--no-cache")
+            .args(args)
+            .output()
+            .expect("run tollgate")
+    };
+    let out = as_reader(&["run", HELLO, "--input", r#"{"message":"two"}"#]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("is read-only to this process"), "{err}");
+    assert!(!err.contains("full"), "not reported as a full disk: {err}");
+    assert!(
+        err.contains("write access"),
+        "the hint says what to fix: {err}"
+    );
+    // Nothing was recorded, and the ledger is intact for its owner.
+    let listed = tollgate(&env, &["--json", "runs", "list"]);
+    assert!(listed.status.success(), "{}", stderr(&listed));
+    assert_eq!(
+        serde_json::from_slice::<Vec<serde_json::Value>>(&listed.stdout)
+            .unwrap()
+            .len(),
+        1
+    );
+}

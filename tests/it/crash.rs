@@ -93,6 +93,8 @@ enum Kill {
 struct Campaign {
     invoices: usize,
     honours_keys: bool,
+    /// The connector may ask the ERP whether a key was booked (`reconcile`).
+    lookup: bool,
 }
 
 struct Findings {
@@ -118,8 +120,8 @@ fn seed() -> u64 {
 fn run_campaign(campaign: &Campaign) -> Findings {
     let seed = seed();
     println!(
-        "crash campaign: {} invoices, keys honoured: {}, seed {seed} (TOLLGATE_CRASH_SEED)",
-        campaign.invoices, campaign.honours_keys
+        "crash campaign: {} invoices, keys honoured: {}, lookup: {}, seed {seed} (TOLLGATE_CRASH_SEED)",
+        campaign.invoices, campaign.honours_keys, campaign.lookup
     );
     let mut rng = StdRng::seed_from_u64(seed);
     let erp = Erp::start(campaign.honours_keys).unwrap();
@@ -131,11 +133,17 @@ fn run_campaign(campaign: &Campaign) -> Findings {
         ..Faults::default()
     });
     let env = Env::new();
-    let config = env.config_file(&erp_config(
-        &erp.invoices_url(),
-        campaign.honours_keys,
-        10_000,
-    ));
+    let config = if campaign.lookup {
+        // A short timeout: a probe waits it out (plus the margin) after the last send.
+        format!(
+            "{}\n[connectors.\"erp.post-invoice\".reconcile]\nurl = \"http://{}/invoices/by-key/{{key}}\"\nmargin_ms = 200\n",
+            erp_config(&erp.invoices_url(), campaign.honours_keys, 1_000),
+            erp.addr()
+        )
+    } else {
+        erp_config(&erp.invoices_url(), campaign.honours_keys, 10_000)
+    };
+    let config = env.config_file(&config);
     let ledger_path = env.ledger();
     let mut states: BTreeMap<String, InvoiceState> = (0..campaign.invoices)
         .map(|i| (format!("INV-K{i:04}"), InvoiceState::default()))
@@ -445,6 +453,7 @@ fn kill9_campaign_with_key_honouring_downstream_posts_every_invoice_exactly_once
     let f = run_campaign(&Campaign {
         invoices: 200,
         honours_keys: true,
+        lookup: false,
     });
     let duplicates: Vec<_> = f.erp.by_invoice.iter().filter(|(_, n)| **n > 1).collect();
     assert!(duplicates.is_empty(), "duplicate postings: {duplicates:?}");
@@ -529,6 +538,7 @@ fn kill9_campaign_without_key_support_sends_nothing_twice_and_escalates_the_unkn
     let f = run_campaign(&Campaign {
         invoices: 300,
         honours_keys: false,
+        lookup: false,
     });
     // Sends, not postings: a request the ERP received but had not booked when its sender
     // died still counts, so a host that re-sent it would fail here.
@@ -571,5 +581,72 @@ fn kill9_campaign_without_key_support_sends_nothing_twice_and_escalates_the_unkn
         f.kill_points.values().sum::<u32>() >= 100,
         "too few kills to mean much: {:?}",
         f.kill_points
+    );
+}
+
+/// The same kills against an ERP that ignores keys but can look a booking up by key: every
+/// effect whose outcome a kill left unknown is settled by asking the ERP, none is booked
+/// twice, and no human is asked.
+#[test]
+fn kill9_campaign_without_key_support_but_with_a_lookup_settles_every_unknown_outcome() {
+    let f = run_campaign(&Campaign {
+        invoices: 150,
+        honours_keys: false,
+        lookup: true,
+    });
+    let duplicates: Vec<_> = f.erp.by_invoice.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(duplicates.is_empty(), "executed twice: {duplicates:?}");
+    let open = f
+        .ledger
+        .escalations(&tollgate::ledger::EscalationFilter {
+            status: Some(tollgate::ledger::EscalationStatus::Open),
+            run_id: None,
+            limit: usize::MAX,
+        })
+        .unwrap();
+    assert!(open.is_empty(), "escalations left for a human: {open:?}");
+    let mut probed = 0;
+    for (id, state) in &f.states {
+        assert_eq!(
+            f.erp.by_invoice.get(id),
+            Some(&1),
+            "{id} posted exactly once"
+        );
+        assert_eq!(state.outcome, Some(RunStatus::Succeeded), "{id}");
+        let effect = f
+            .ledger
+            .effect("erp.post-invoice", &format!("post-invoice:{id}"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(effect.status, EffectStatus::Succeeded, "{id}");
+        assert_reported(&f, id, state, "succeeded");
+        let run_id = state.run_id.as_deref().unwrap();
+        let probes = f
+            .ledger
+            .journal_entries(run_id)
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.event == "effect.probed")
+            .count();
+        if state.killed_while_pending {
+            assert!(probes >= 1, "{id}: its unknown outcome was probed");
+        }
+        probed += probes;
+    }
+    // The claim rests on kills after the ERP booked and before the outcome was recorded:
+    // only the lookup tells those from kills before booking.
+    assert_kills_at_least(&f, BEFORE_OUTCOME, 10);
+    assert_kills_at_least(&f, BEFORE_BOOKING, 10);
+    // Every journaled probe asked the ERP (a probe killed before its answer was recorded
+    // asked too, and is asked again by the next resume).
+    assert!(probed > 0, "no probe ran");
+    assert!(
+        f.erp.lookups as usize >= probed,
+        "{probed} probes journaled, {} lookups",
+        f.erp.lookups
+    );
+    println!(
+        "{probed} probes, {} lookups found a booking",
+        f.erp.lookups_found
     );
 }

@@ -501,3 +501,118 @@ async fn concurrent_runs_share_commits() {
 async fn wait_until(cond: impl FnMut() -> bool) {
     crate::harness::wait_until(Duration::from_secs(5), cond).await;
 }
+
+/// An ERP that ignores keys, with a lookup by key, behind a 300 ms timeout; the lookup goes
+/// to `lookup` (the ERP's own, unless a test points it elsewhere).
+fn probed_config(erp: &Erp, lookup: &str) -> String {
+    format!(
+        "{}\n[connectors.\"erp.post-invoice\".reconcile]\nurl = \"{lookup}\"\nmargin_ms = 100\n",
+        erp_config(&erp.invoices_url(), false, 300)
+    )
+}
+
+fn lookup_url(erp: &Erp) -> String {
+    format!("http://{}/invoices/by-key/{{key}}", erp.addr())
+}
+
+fn probe_answers(runtime: &tollgate::Runtime, run_id: &str) -> Vec<String> {
+    runtime
+        .story(run_id)
+        .unwrap()
+        .journal
+        .iter()
+        .filter(|e| e.event == "effect.probed")
+        .map(|e| e.fields["answer"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// A timeout after the ERP booked, on a downstream that ignores keys: the lookup finds the
+/// booking, which becomes the outcome. Nothing is sent twice and no human is asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_on_a_key_ignoring_erp_is_settled_by_its_lookup() {
+    let erp = Erp::start(false).unwrap();
+    erp.inject(Faults {
+        timeout_after_success: 1,
+        hold_ms: 1_500,
+        ..Faults::default()
+    });
+    let env = Env::new();
+    let runtime = env.runtime(&probed_config(&erp, &lookup_url(&erp)));
+    let tool = load(&runtime, INVOICE).await;
+    let report = runtime.run(&tool, &invoice("INV-P1")).await.unwrap();
+    assert_eq!(report.status, RunStatus::Succeeded, "{report:?}");
+    assert_eq!(output(&report)["erp"]["posting_id"], "ERP-000001");
+    let stats = erp.stats();
+    assert_eq!((stats.requests, stats.postings), (1, 1));
+    assert_eq!((stats.lookups, stats.lookups_found), (1, 1));
+    assert_eq!(probe_answers(&runtime, &report.run_id), ["happened"]);
+    let effect = runtime
+        .ledger()
+        .effect("erp.post-invoice", "post-invoice:INV-P1")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (effect.status, effect.dispatches),
+        (EffectStatus::Succeeded, 1)
+    );
+    assert!(crate::harness::open_escalations(&runtime, &report.run_id).is_empty());
+}
+
+/// A 500 the ERP answered without booking: the lookup says it did not happen, so it is sent
+/// again under the same key, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_the_lookup_does_not_find_is_sent_again_under_its_key() {
+    let erp = Erp::start(false).unwrap();
+    erp.inject(Faults {
+        fail_unbooked: 1,
+        ..Faults::default()
+    });
+    let env = Env::new();
+    let runtime = env.runtime(&probed_config(&erp, &lookup_url(&erp)));
+    let tool = load(&runtime, INVOICE).await;
+    let report = runtime.run(&tool, &invoice("INV-P2")).await.unwrap();
+    assert_eq!(report.status, RunStatus::Succeeded, "{report:?}");
+    let stats = erp.stats();
+    assert_eq!((stats.requests, stats.postings), (2, 1));
+    assert_eq!(stats.requests_by_key["post-invoice:INV-P2"], 2, "same key");
+    assert_eq!(probe_answers(&runtime, &report.run_id), ["not_happened"]);
+    let effect = runtime
+        .ledger()
+        .effect("erp.post-invoice", "post-invoice:INV-P2")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (effect.status, effect.dispatches),
+        (EffectStatus::Succeeded, 2)
+    );
+}
+
+/// A lookup that cannot answer leaves the effect in doubt as without one, and the evidence a
+/// human gets says what the probe got.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_lookup_leaves_the_effect_in_doubt_with_its_answer_in_the_evidence() {
+    let erp = Erp::start(false).unwrap();
+    erp.inject(Faults {
+        timeout_after_success: 1,
+        hold_ms: 1_500,
+        ..Faults::default()
+    });
+    let env = Env::new();
+    let dead = format!("http://127.0.0.1:{}/by-key/{{key}}", closed_port());
+    let runtime = env.runtime(&probed_config(&erp, &dead));
+    let tool = load(&runtime, INVOICE).await;
+    let report = runtime.run(&tool, &invoice("INV-P3")).await.unwrap();
+    assert_eq!(report.status, RunStatus::InDoubt, "{report:?}");
+    assert_eq!(erp.stats().requests, 1, "not re-sent");
+    assert_eq!(probe_answers(&runtime, &report.run_id), ["unknown"]);
+    let esc = crate::harness::open_escalations(&runtime, &report.run_id).remove(0);
+    let probe = &esc.evidence["failure"]["details"]["probe"];
+    assert_eq!(probe["answer"], "unknown", "{}", esc.evidence);
+    assert!(
+        probe["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("127.0.0.1"),
+        "{probe}"
+    );
+}

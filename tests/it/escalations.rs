@@ -9,7 +9,7 @@ use tollgate_tests::plugins::INVOICE;
 
 /// A run whose posting the ERP books but answers too late, to a downstream that ignores
 /// keys: the outcome is unknown and the run ends in doubt.
-async fn in_doubt_run(runtime: &Runtime, erp: &Erp, id: &str) -> String {
+pub async fn in_doubt_run(runtime: &Runtime, erp: &Erp, id: &str) -> String {
     erp.inject(Faults {
         timeout_after_success: 1,
         hold_ms: 1_500,
@@ -145,7 +145,8 @@ async fn abandoning_an_escalation_ends_the_run_and_needs_a_reason() {
     assert_eq!(erp.stats().postings, 0);
 }
 
-fn approval_config(erp: &Erp) -> String {
+/// The invoice tool on `erp`, every posting approved by a human first.
+pub fn approval_config(erp: &Erp) -> String {
     format!(
         "{}\n[tools.invoice.approval]\n\"erp.post-invoice\" = \"required\"\n",
         erp_config(&erp.invoices_url(), true, 5_000)

@@ -13,6 +13,7 @@ mod locks;
 mod mcp;
 mod plugins;
 mod polyglot;
+mod races;
 mod retry;
 mod sdk;
 mod snapshots;

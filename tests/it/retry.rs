@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tollgate::ledger::{BreakerState, Escalation, EscalationReason, RunStatus};
-use tollgate::{FailureClass, ManualClock, Random, Runtime, Sleeper};
+use tollgate::{Clock as _, FailureClass, ManualClock, Random, Runtime, Sleeper};
 use tollgate_tests::erp::{Erp, Faults};
 use tollgate_tests::plugins::INVOICE;
 
@@ -437,5 +437,87 @@ async fn cpu_budget_over_all_attempts_stops_retries_and_escalates() {
     assert!(
         cpu[..2].iter().sum::<u64>() < 500 && cpu.iter().sum::<u64>() >= 500,
         "the third attempt is the one that spends the 500 ms budget: {cpu:?}"
+    );
+}
+
+/// Two runs whose calls fail at the same time: both count, so the circuit opens at two
+/// failures. (Counting by read-then-write, each saw 0 and wrote 1.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_failures_all_count_towards_opening_the_circuit() {
+    let erp = Erp::start(true).unwrap();
+    // Both requests are booked and answered past the client's timeout: two timeouts.
+    erp.inject(Faults {
+        timeout_after_success: 2,
+        hold_ms: 1_000,
+        ..Faults::default()
+    });
+    let env = Env::new();
+    let config = format!(
+        "{}\n[breaker]\nfailures = 2\ncooldown_ms = 30000\n",
+        erp_config(&erp.invoices_url(), true, 400)
+    );
+    let runtime = env.runtime(&config);
+    let tool = load(&runtime, INVOICE).await;
+    let (first, second) = (invoice("INV-C1"), invoice("INV-C2"));
+    let (a, b) = tokio::join!(runtime.run(&tool, &first), runtime.run(&tool, &second));
+    for report in [a.unwrap(), b.unwrap()] {
+        assert_eq!(failure(&report).class, FailureClass::Timeout, "{report:?}");
+    }
+    assert_eq!(erp.stats().requests, 2, "both were in flight together");
+    let circuits = runtime.ledger().breakers().unwrap();
+    assert_eq!(circuits.len(), 1, "{circuits:?}");
+    assert_eq!(circuits[0].consecutive_failures, 2, "{circuits:?}");
+    assert_eq!(circuits[0].state, BreakerState::Open, "{circuits:?}");
+}
+
+/// After the cool-down, a half-open circuit lets exactly one trial call through; a second
+/// caller arriving while the trial is in flight fails fast instead of probing too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_open_circuit_admits_one_probe_at_a_time() {
+    let erp = Erp::start(true).unwrap();
+    erp.inject(Faults {
+        delay_ms: 500,
+        ..Faults::default()
+    });
+    let env = Env::new();
+    let clock = ManualClock::new(1_800_000_000_000);
+    let config = format!(
+        "{}\n[breaker]\nfailures = 2\ncooldown_ms = 30000\n",
+        erp_config(&erp.invoices_url(), true, 5_000)
+    );
+    let runtime = env
+        .builder(&config)
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .unwrap();
+    let tool = load(&runtime, INVOICE).await;
+    // The circuit opened a cool-down ago: the next call is a probe.
+    runtime
+        .ledger()
+        .apply(vec![tollgate::ledger::Op::SetBreaker(
+            tollgate::ledger::BreakerRecord {
+                connector: "erp.post-invoice".into(),
+                tool: "invoice".into(),
+                state: BreakerState::Open,
+                consecutive_failures: 2,
+                open_until: Some(clock.now_ms() - 1),
+                updated_at: clock.now_ms() - 30_001,
+            },
+        )])
+        .unwrap();
+    let (first, second) = (invoice("INV-H1"), invoice("INV-H2"));
+    let (a, b) = tokio::join!(runtime.run(&tool, &first), runtime.run(&tool, &second));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let (probe, refused) = if a.result.is_ok() { (a, b) } else { (b, a) };
+    assert_eq!(output(&probe)["posted"], true, "{probe:?}");
+    let f = failure(&refused);
+    assert_eq!(f.class, FailureClass::Transient, "{f}");
+    assert!(f.message.contains("trial call"), "{f}");
+    assert_eq!(erp.stats().requests, 1, "one probe reached downstream");
+    let circuits = runtime.ledger().breakers().unwrap();
+    assert_eq!(
+        circuits[0].state,
+        BreakerState::Closed,
+        "the probe closed it"
     );
 }

@@ -1,12 +1,13 @@
 //! A small ERP HTTP server for demos and tests, on 127.0.0.1.
 //!
-//! `POST /invoices` books a posting. With keys honoured (the default) a repeated
+//! `POST /invoices` books a posting, and `GET /invoices/by-key/{key}` looks one up by the
+//! `Idempotency-Key` it was booked under. With keys honoured (the default) a repeated
 //! `Idempotency-Key` returns the first response and books nothing; without, every request
 //! books. Faults can be injected to reproduce production: answer only after the client has
 //! given up ("timeout after success"), fail before booking, or slow every request down. The
 //! random faults draw from a generator that a test can seed, so a run's faults repeat.
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -39,6 +40,9 @@ pub struct Faults {
     pub delay_after_booking_ms: u64,
     /// The next N requests answer 422 without booking.
     pub reject: u32,
+    /// The next N requests answer 500 without booking: to the client, an outcome it cannot
+    /// know.
+    pub fail_unbooked: u32,
     /// The next N requests answer 429 with `Retry-After: retry_after_s`, without booking.
     pub throttle: u32,
     pub retry_after_s: u64,
@@ -80,6 +84,10 @@ pub struct Stats {
     pub fences: Vec<i64>,
     /// The most requests ever handled at once.
     pub max_in_flight: u64,
+    /// Lookups by idempotency key (`GET /invoices/by-key/{key}`), and of those, the ones
+    /// that found a booking.
+    pub lookups: u64,
+    pub lookups_found: u64,
 }
 
 struct Inner {
@@ -125,6 +133,7 @@ impl Erp {
         })));
         let app = Router::new()
             .route("/invoices", post(book))
+            .route("/invoices/by-key/{key}", get(lookup))
             .route("/stats", get(stats))
             .with_state(shared.clone());
         Ok(Self {
@@ -222,6 +231,14 @@ async fn book(State(shared): State<Shared>, headers: HeaderMap, body: String) ->
             s.faults.unavailable -= 1;
         }
         unavailable |= roll < s.faults.flaky_unavailable_pct;
+        if !unavailable && s.faults.fail_unbooked > 0 {
+            s.faults.fail_unbooked -= 1;
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Json(json!({ "error": "lost the request" })),
+            )
+                .into_response();
+        }
         let reject = !unavailable && s.faults.reject > 0;
         if reject {
             s.faults.reject -= 1;
@@ -323,6 +340,25 @@ async fn book(State(shared): State<Shared>, headers: HeaderMap, body: String) ->
         tokio::time::sleep(hold).await;
     }
     (StatusCode::CREATED, Json(response)).into_response()
+}
+
+/// `GET /invoices/by-key/{key}`: the booking made under an `Idempotency-Key`, keys honoured
+/// or not (404 when none was), so a client can ask whether a request it lost track of was
+/// booked.
+async fn lookup(State(shared): State<Shared>, Path(key): Path<String>) -> Response {
+    let mut s = shared.lock();
+    s.stats.lookups += 1;
+    match s.by_key.get(&key).cloned() {
+        Some(booking) => {
+            s.stats.lookups_found += 1;
+            (StatusCode::OK, Json(booking)).into_response()
+        }
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(json!({ "error": format!("no booking under key {key}") })),
+        )
+            .into_response(),
+    }
 }
 
 async fn stats(State(shared): State<Shared>) -> Json<Stats> {

@@ -143,6 +143,20 @@ pub enum LedgerError {
     Busy { path: PathBuf },
 
     #[error(
+        "ledger {} is read-only to this process: it can read the ledger but not write it (the \
+         file, its -wal or -shm file, or their directory is not writable by this user, or the \
+         disk is mounted read-only), so nothing more was recorded",
+        path.display()
+    )]
+    ReadOnly { path: PathBuf },
+
+    #[error(
+        "the disk holding ledger {} is full, so nothing more was recorded",
+        path.display()
+    )]
+    DiskFull { path: PathBuf },
+
+    #[error(
         "{} is an empty file, not a ledger: a ledger is never empty, so this is a truncated \
          ledger or a placeholder; restore the ledger from a backup, or initialise a new one \
          there explicitly",

@@ -5,11 +5,13 @@
 //! [`Ledger::apply`] returns `Ok` its ops are durable, and when it returns `Err` none of them
 //! were applied. Callers inject time (`now`, unix milliseconds); the ledger never reads a clock.
 
+mod breaker;
 mod contract;
 mod error;
 mod records;
 mod sqlite;
 
+pub use breaker::{Admission, BreakerRule};
 pub use contract::{Ledger, LedgerExt};
 pub use error::LedgerError;
 pub use records::{

@@ -429,7 +429,8 @@ pub struct BreakerRecord {
     pub tool: String,
     pub state: BreakerState,
     pub consecutive_failures: u32,
-    /// While `Open`: when a trial call may be let through.
+    /// While `Open`: when a trial call may be let through. While `HalfOpen`: when the trial
+    /// in flight stops holding the circuit, so another may try.
     pub open_until: Option<Millis>,
     pub updated_at: Millis,
 }
@@ -562,9 +563,9 @@ pub enum Op {
     /// A run has at most one `Open` escalation: if it already has one, that one is returned
     /// unchanged, so repeating the op after a crash never opens a duplicate.
     OpenEscalation(NewEscalation),
-    /// Records a human's decision. Error `EscalationNotFound` for an unknown id. Repeating the
-    /// same resolution is a no-op; an escalation already resolved differently is
-    /// `EscalationResolved`.
+    /// Records a human's decision. Error `EscalationNotFound` for an unknown id, and
+    /// `EscalationResolved` for one already resolved, even the same way: the batch of the
+    /// second of two resolvers racing must not commit what it would change in the run.
     ResolveEscalation {
         id: i64,
         resolution: Resolution,
@@ -613,6 +614,26 @@ pub enum Op {
     },
     /// Saves a circuit, replacing the one stored under the same connector and tool.
     SetBreaker(BreakerRecord),
+    /// Asks `tool`'s circuit on `connector` to let one call through now →
+    /// [`Applied::Admission`], under [`crate::breaker::probe`]: a closed circuit admits; an
+    /// open one past its cool-down turns half-open and admits this call as its one trial;
+    /// an open one, or a half-open one with a trial in flight, refuses.
+    ProbeBreaker {
+        connector: String,
+        tool: String,
+        rule: crate::BreakerRule,
+        now: Millis,
+    },
+    /// Counts one ended downstream call on `tool`'s circuit, as the stored circuit stands
+    /// inside this transaction ([`crate::breaker::after_call`]): concurrent calls all count.
+    CountBreakerCall {
+        connector: String,
+        tool: String,
+        /// The call failed in a way that says downstream is unhealthy (transient, timeout).
+        failed: bool,
+        rule: crate::BreakerRule,
+        now: Millis,
+    },
     /// Records a caller's idempotency key for the run `run_id` (created earlier in the same
     /// batch). A key already recorded is `CallKeyUsed`, naming the first run; since `apply`
     /// is atomic, that also undoes the batch's `CreateRun`.
@@ -663,6 +684,7 @@ pub enum Applied {
     TookOver(bool),
     Escalation(Escalation),
     Lock(LockRecord),
+    Admission(crate::Admission),
 }
 
 #[cfg(test)]

@@ -164,6 +164,13 @@ impl effects::Host for ToolState {
             })),
             Err(EffectError::Refused(failure)) => refuse(failure),
             Err(EffectError::Abort(failure)) => Err(wasmtime::Error::new(AttemptAbort(failure))),
+            Err(EffectError::Unrecorded(unrecorded)) => {
+                let failure = unrecorded.failure(&ctx.run_id);
+                if let Ok(mut slot) = ctx.unrecorded.lock() {
+                    *slot = Some(unrecorded);
+                }
+                Err(wasmtime::Error::new(AttemptAbort(failure)))
+            }
         }
     }
 }

@@ -14,7 +14,7 @@ pub mod limiter;
 pub mod log;
 pub mod sockets;
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 pub mod wasi;
 
 use crate::bindings::{Tool, types};
@@ -46,6 +46,9 @@ pub struct AttemptContext {
     /// The last effect (kind, key) that failed or aborted the attempt, unless a later effect
     /// succeeded: what the run was acting on if it stops.
     pub failed_effect: std::sync::Mutex<Option<(String, String)>>,
+    /// An effect sent downstream whose outcome the ledger would not record: the attempt
+    /// stopped there, and its caller must be told.
+    pub unrecorded: std::sync::Mutex<Option<Box<crate::effects::Unrecorded>>>,
 }
 
 impl AttemptContext {

@@ -67,6 +67,7 @@ impl Harness {
             parked: std::sync::Mutex::new(None),
             budget: StorageBudget::new(budget, 0),
             failed_effect: std::sync::Mutex::new(None),
+            unrecorded: std::sync::Mutex::new(None),
         });
         let state = ToolState::new(&policy, TOOL, Some(ctx.clone())).expect("store data");
         Self { ledger, ctx, state }

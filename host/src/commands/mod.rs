@@ -34,6 +34,9 @@ pub enum ExitStatus {
     InDoubt,
     /// The run waits for a human decision (escalated, or waiting for approval).
     WaitsForHuman,
+    /// An effect was sent downstream but its outcome could not be recorded; the run is
+    /// resumed once the ledger is writable again.
+    OutcomeUnrecorded,
 }
 
 impl ExitStatus {
@@ -45,6 +48,7 @@ impl ExitStatus {
             Self::Resumable => 4,
             Self::InDoubt => 5,
             Self::WaitsForHuman => 6,
+            Self::OutcomeUnrecorded => 7,
         }
     }
 }
@@ -223,6 +227,14 @@ fn ledger_hint(e: &LedgerError) -> Option<String> {
         ),
         LedgerError::Missing { .. } => Some(
             "run from the directory that holds .tollgate/, or point --ledger (or TOLLGATE_LEDGER) at the ledger"
+                .into(),
+        ),
+        LedgerError::ReadOnly { .. } => Some(
+            "give this user write access to the ledger file, the -wal and -shm files beside it and their directory, or run tollgate as the user that owns them"
+                .into(),
+        ),
+        LedgerError::DiskFull { .. } => Some(
+            "free space on that disk, then resume the run; what was recorded before is intact"
                 .into(),
         ),
         LedgerError::RunNotFound { .. } => {

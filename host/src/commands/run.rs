@@ -3,9 +3,9 @@
 use super::{ExitStatus, Global, LedgerUse, print_json};
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
-use tollgate::RunReport;
 use tollgate::ledger::RunStatus;
 use tollgate::text::{self, Escaped};
+use tollgate::{RunError, RunReport};
 
 #[derive(clap::Args)]
 pub struct RunArgs {
@@ -58,8 +58,8 @@ pub async fn run(global: &Global, args: RunArgs) -> Result<ExitStatus> {
     };
     let report = runtime
         .run_with_options(&tool, &input, &options, args.retry)
-        .await?;
-    print_report(&report, global.json())
+        .await;
+    print_outcome(report, global.json())
 }
 
 pub async fn resume(global: &Global, args: ResumeArgs) -> Result<ExitStatus> {
@@ -70,8 +70,45 @@ pub async fn resume(global: &Global, args: ResumeArgs) -> Result<ExitStatus> {
     };
     let report = runtime
         .resume_with_retry(&args.run_id, tool.as_ref(), args.retry)
-        .await?;
-    print_report(&report, global.json())
+        .await;
+    print_outcome(report, global.json())
+}
+
+/// A run's report, or the one run error that is not a usage error: an effect that went out
+/// unrecorded gets its own exit code, and the run id and recovery, on stderr and in `--json`.
+fn print_outcome(report: Result<RunReport, RunError>, json: bool) -> Result<ExitStatus> {
+    match report {
+        Ok(report) => print_report(&report, json),
+        Err(RunError::OutcomeUnrecorded {
+            run_id,
+            attempt,
+            effect,
+            recovery,
+        }) => {
+            let message = format!("{effect}");
+            if json {
+                print_json(&serde_json::json!({
+                    "run_id": run_id,
+                    "attempt": attempt,
+                    "status": "outcome_unrecorded",
+                    "effect": { "kind": effect.kind, "key": effect.key, "sent": true, "outcome_recorded": false },
+                    "error": message,
+                    "recovery": recovery,
+                }))?;
+            }
+            eprintln!(
+                "error: run {} (attempt {attempt}): {}",
+                Escaped(&run_id),
+                Escaped(&message)
+            );
+            eprintln!(
+                "the effect went out and its intent is recorded, so it is not lost: {}",
+                Escaped(&recovery)
+            );
+            Ok(ExitStatus::OutcomeUnrecorded)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn read_input(input: Option<&str>, file: Option<&Path>) -> Result<String> {

@@ -62,6 +62,67 @@ impl ConnectorError {
     }
 }
 
+/// What downstream says about a key whose outcome the host does not know.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reconciled {
+    /// It happened: downstream's record of it becomes the effect's outcome.
+    Happened(Response),
+    /// It did not happen: it may be sent again under its key.
+    NotHappened { status: Option<u16> },
+    /// No answer either way (an error, an unexpected status): a human decides, as without a
+    /// probe. Says what the probe got.
+    Unknown {
+        status: Option<u16>,
+        message: String,
+    },
+}
+
+/// A probe's answer in a word, as journaled and shown in evidence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Answer {
+    Happened,
+    NotHappened,
+    Unknown,
+}
+
+impl std::fmt::Display for Answer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Happened => "happened",
+            Self::NotHappened => "not happened",
+            Self::Unknown => "unknown",
+        })
+    }
+}
+
+impl Reconciled {
+    pub fn answer(&self) -> Answer {
+        match self {
+            Self::Happened(_) => Answer::Happened,
+            Self::NotHappened { .. } => Answer::NotHappened,
+            Self::Unknown { .. } => Answer::Unknown,
+        }
+    }
+
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::Happened(response) => response.status,
+            Self::NotHappened { status } | Self::Unknown { status, .. } => *status,
+        }
+    }
+
+    /// The probe's answer for evidence: its verdict, status and what it returned or why not.
+    pub fn evidence(&self) -> serde_json::Value {
+        let detail = match self {
+            Self::Happened(response) => Some(response.body.as_str()),
+            Self::Unknown { message, .. } => Some(message.as_str()),
+            Self::NotHappened { .. } => None,
+        };
+        serde_json::json!({ "answer": self.answer(), "status": self.status(), "detail": detail })
+    }
+}
+
 pub trait Connector: Send + Sync + 'static {
     /// Whether downstream deduplicates requests by idempotency key.
     fn honours_idempotency_keys(&self) -> bool;
@@ -74,6 +135,25 @@ pub trait Connector: Send + Sync + 'static {
         &'a self,
         call: Dispatch<'a>,
     ) -> BoxFuture<'a, Result<Response, ConnectorError>>;
+    /// Whether downstream can be asked if a key's effect happened ([`Connector::reconcile`]).
+    fn can_reconcile(&self) -> bool {
+        false
+    }
+    /// How long after a dispatch began a request of it may still land downstream. A probe
+    /// asked earlier could hear "not found" from a downstream the request has yet to reach.
+    fn lands_within_ms(&self) -> u64 {
+        0
+    }
+    /// Asks downstream whether the effect of `call` (its key and payload) happened.
+    fn reconcile<'a>(&'a self, call: Dispatch<'a>) -> BoxFuture<'a, Reconciled> {
+        let _ = call;
+        Box::pin(async {
+            Reconciled::Unknown {
+                status: None,
+                message: "this connector has no probe".to_owned(),
+            }
+        })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

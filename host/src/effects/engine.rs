@@ -6,13 +6,14 @@
 //! outcome is unknown is re-sent only to a downstream that honours keys; otherwise it is marked
 //! in doubt and the attempt stops.
 
-use super::connector::{Connector, Dispatch};
-use super::decision::{Caller, ExistingKey, decide};
+use super::connector::{Connector, Dispatch, Reconciled};
+use super::decision::{Caller, ExistingKey, Redispatch, decide};
+use super::reconcile::Probed;
 use crate::clock::Clock;
 use crate::failure::{Failure, FailureClass};
 use crate::journal::{self, Event};
 use crate::ledger;
-use crate::retry::{BreakerPolicy, Circuit};
+use crate::retry::BreakerPolicy;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -21,6 +22,11 @@ use tollgate_ledger::{EffectRecord, EffectStatus, Ledger, LedgerError, NewJourna
 
 /// How many times a perform re-reads the ledger after losing a race for a key.
 const MAX_RACES: usize = 8;
+
+/// How many times one perform sends an effect whose probe said it did not happen, before it
+/// leaves it in doubt: a downstream that times out on every request and never books one is
+/// down, and a human should look.
+const MAX_PROBED_SENDS: u32 = 3;
 
 /// What a tool gets back from a performed effect.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,6 +45,50 @@ pub enum EffectError {
     /// Ends the attempt: the tool must not continue (in-doubt effect, ledger unavailable).
     #[error("{0}")]
     Abort(Failure),
+    /// Ends the attempt: the effect went out, and its outcome could not be recorded.
+    #[error("{0}")]
+    Unrecorded(Box<Unrecorded>),
+}
+
+/// An effect that was sent downstream but whose outcome the ledger refused to record (disk
+/// full, ledger unwritable or busy). Its intent is durable, so a resume recovers it: the
+/// caller must hear that it went out, not that nothing happened.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "effect `{kind}` with key `{key}` was sent downstream, but its outcome could not be recorded: {source}"
+)]
+pub struct Unrecorded {
+    pub kind: String,
+    pub key: String,
+    /// Whether the downstream honours keys, which decides how a resume recovers it.
+    pub honours_keys: bool,
+    pub source: LedgerError,
+}
+
+impl Unrecorded {
+    /// How a resume settles the effect.
+    pub fn recovery(&self, run_id: &str) -> String {
+        if self.honours_keys {
+            format!(
+                "once the ledger is writable again, `tollgate resume {run_id}` sends it again under the same key, and the downstream, which honours keys, answers with its first outcome"
+            )
+        } else {
+            format!(
+                "once the ledger is writable again, `tollgate resume {run_id}` marks it in doubt and asks a human to check downstream (`tollgate escalations list`); it is never sent twice"
+            )
+        }
+    }
+
+    /// What the attempt ends with, for the ledger and the tool's caller.
+    pub fn failure(&self, run_id: &str) -> Failure {
+        Failure::new(
+            FailureClass::Transient,
+            format!("{self}; {}", self.recovery(run_id)),
+        )
+        .with_details(
+            json!({ "kind": self.kind, "key": self.key, "sent": true, "outcome_recorded": false }),
+        )
+    }
 }
 
 /// One effect request from one attempt.
@@ -53,6 +103,20 @@ pub struct EffectRequest<'a> {
     pub payload: &'a str,
     /// The fencing token of the run's business-object lock, if it holds one.
     pub fence: Option<i64>,
+}
+
+impl EffectRequest<'_> {
+    /// The request as its connector gets it.
+    pub(super) fn call(&self) -> Dispatch<'_> {
+        Dispatch {
+            run_id: self.run_id,
+            attempt: self.attempt,
+            kind: self.kind,
+            key: self.key,
+            payload: self.payload,
+            fence: self.fence,
+        }
+    }
 }
 
 pub struct EffectEngine {
@@ -120,6 +184,9 @@ impl EffectEngine {
             attempt: req.attempt,
             payload_digest: &digest,
         };
+        // Admission is asked once per perform: a call that is the circuit's trial stays it when
+        // it loses a race for the key and tries again.
+        let mut admitted = false;
         for _ in 0..MAX_RACES {
             let existing = self
                 .ledger
@@ -225,6 +292,35 @@ impl EffectEngine {
                             );
                             return Err(EffectError::Refused(failure));
                         }
+                        // A dead attempt's dispatch of unknown outcome, and a downstream that
+                        // can say whether it happened: ask it rather than a human (or rather
+                        // than re-sending blindly).
+                        ExistingKey::MarkInDoubt
+                        | ExistingKey::Redispatch {
+                            why: Redispatch::UnknownOutcomeKeyHonoured,
+                        } if connector.can_reconcile() => {
+                            match self
+                                .probe_taken_over(req, connector.as_ref(), &effect)
+                                .await
+                            {
+                                Probed::Done(result) => return result,
+                                Probed::Raced => continue,
+                                Probed::Send(entry) => {
+                                    if !admitted {
+                                        self.admit(req).await?;
+                                        admitted = true;
+                                    }
+                                    let ops = vec![Op::Journal(entry), self.mark_dispatched(req)];
+                                    match ledger::apply(&self.ledger, ops).await {
+                                        Ok(_) => {
+                                            return self.dispatch(req, connector.as_ref()).await;
+                                        }
+                                        Err(LedgerError::OwnershipLost { .. }) => continue,
+                                        Err(e) => return Err(ledger_abort(e)),
+                                    }
+                                }
+                            }
+                        }
                         ExistingKey::AlreadyInDoubt => {
                             return Err(EffectError::Abort(in_doubt_failure(req, &effect)));
                         }
@@ -278,9 +374,12 @@ impl EffectEngine {
                     }
                 }
             };
-            let circuit = self.admit(req)?;
+            if !admitted {
+                self.admit(req).await?;
+                admitted = true;
+            }
             match ledger::apply(&self.ledger, ops).await {
-                Ok(_) => return self.dispatch(req, connector.as_ref(), circuit).await,
+                Ok(_) => return self.dispatch(req, connector.as_ref()).await,
                 // Another attempt claimed or moved the key between our read and our write.
                 Err(LedgerError::OwnershipLost { .. }) => continue,
                 Err(e) => return Err(ledger_abort(e)),
@@ -295,72 +394,84 @@ impl EffectEngine {
         )))
     }
 
-    /// Steps (c) and (d): dispatch with the key, then make the outcome durable.
-    async fn dispatch(
+    /// Steps (c) and (d): dispatch with the key, then make the outcome durable. An unknown
+    /// outcome on a downstream that ignores keys is probed, if the connector can, before it
+    /// goes in doubt; a "did not happen" sends it again, at most [`MAX_PROBED_SENDS`] times.
+    pub(super) async fn dispatch(
         &self,
         req: EffectRequest<'_>,
         connector: &dyn Connector,
-        circuit: Circuit,
     ) -> Result<EffectOutcome, EffectError> {
-        let call = Dispatch {
-            run_id: req.run_id,
-            attempt: req.attempt,
-            kind: req.kind,
-            key: req.key,
-            payload: req.payload,
-            fence: req.fence,
-        };
-        let span = tracing::info_span!("connector", kind = req.kind, key = req.key, connector = %connector.describe());
-        let result = tracing::Instrument::instrument(connector.dispatch(call), span).await;
-        let now = self.clock.now_ms();
-        // Only what the downstream did (or failed to do) says anything about its health: a
-        // request that failed inside the host before it was sent leaves the circuit alone.
-        let health = match &result {
-            Ok(_) => Some(None),
-            Err(e) if e.before_send => None,
-            Err(e) if e.outcome_unknown => Some(Some(FailureClass::Timeout)),
-            Err(e) => Some(Some(e.class)),
-        };
-        let circuit_op = health.and_then(|class| self.circuit_op(req, &circuit, class, now));
-        let (status, response, failure) = match result {
-            Ok(response) => (EffectStatus::Succeeded, Some(response.body), None),
-            Err(e) if e.outcome_unknown && !connector.honours_idempotency_keys() => {
-                let mut ops = vec![
-                    Op::MarkInDoubt {
-                        kind: req.kind.to_owned(),
-                        key: req.key.to_owned(),
-                        run_id: req.run_id.to_owned(),
-                        attempt: req.attempt,
-                        now,
-                    },
-                    self.entry(
-                        req,
-                        Event::EffectInDoubt {
-                            kind: req.kind.to_owned(),
-                            key: req.key.to_owned(),
-                            owner_run_id: req.run_id.to_owned(),
-                            owner_attempt: req.attempt,
-                            status: e.status,
-                        },
-                        &format!(
+        let call = req.call();
+        let mut sends = 0;
+        loop {
+            sends += 1;
+            let sent_at = self.clock.now_ms();
+            let span = tracing::info_span!("connector", kind = req.kind, key = req.key, connector = %connector.describe());
+            let result = tracing::Instrument::instrument(connector.dispatch(call), span).await;
+            let now = self.clock.now_ms();
+            // Only what the downstream did (or failed to do) says anything about its health: a
+            // request that failed inside the host before it was sent leaves the circuit alone.
+            let health = match &result {
+                Ok(_) => Some(None),
+                Err(e) if e.before_send => None,
+                Err(e) if e.outcome_unknown => Some(Some(FailureClass::Timeout)),
+                Err(e) => Some(Some(e.class)),
+            };
+            let circuit_op = health.and_then(|class| self.circuit_op(req, class, now));
+            let mut ops: Vec<Op> = circuit_op.into_iter().collect();
+            let result = match result {
+                Err(e) if e.outcome_unknown && !connector.honours_idempotency_keys() => {
+                    if !connector.can_reconcile() {
+                        let why = format!(
                             "{}; downstream does not honour idempotency keys, so it is not re-sent",
                             e.message
-                        ),
-                    ),
-                ];
-                ops.extend(circuit_op);
-                ledger::apply(&self.ledger, ops)
-                    .await
-                    .map_err(ledger_abort)?;
-                let effect = self
-                    .ledger
-                    .effect(req.kind, req.key)
-                    .map_err(ledger_abort)?;
-                return Err(EffectError::Abort(match effect {
-                    Some(effect) => in_doubt_failure(req, &effect),
-                    None => Failure::new(FailureClass::InDoubt, e.message),
-                }));
-            }
+                        );
+                        return Err(self
+                            .go_in_doubt(req, connector, e.status, &why, None, ops)
+                            .await);
+                    }
+                    let answer = self.probe(req, connector, sent_at).await;
+                    ops.push(Op::Journal(self.probed_entry(req, &answer)));
+                    match answer {
+                        Reconciled::Happened(response) => Ok(response),
+                        Reconciled::NotHappened { .. } if sends < MAX_PROBED_SENDS => {
+                            // Counted as a new dispatch, durably, before it goes.
+                            ops.push(self.mark_dispatched(req));
+                            ledger::apply(&self.ledger, ops)
+                                .await
+                                .map_err(ledger_abort)?;
+                            continue;
+                        }
+                        answer => {
+                            let why = format!(
+                                "{}; downstream does not honour idempotency keys, and its probe did not settle it",
+                                e.message
+                            );
+                            return Err(self
+                                .go_in_doubt(req, connector, e.status, &why, Some(&answer), ops)
+                                .await);
+                        }
+                    }
+                }
+                other => other,
+            };
+            return self.record(req, connector, result, ops).await;
+        }
+    }
+
+    /// Records a dispatch's known outcome (with `ops`, e.g. the circuit's count) and returns
+    /// it to the tool.
+    async fn record(
+        &self,
+        req: EffectRequest<'_>,
+        connector: &dyn Connector,
+        result: Result<super::connector::Response, super::connector::ConnectorError>,
+        mut ops: Vec<Op>,
+    ) -> Result<EffectOutcome, EffectError> {
+        let now = self.clock.now_ms();
+        let (status, response, failure) = match result {
+            Ok(response) => (EffectStatus::Succeeded, Some(response.body), None),
             Err(e) => {
                 let mut details = json!({ "kind": req.kind, "key": req.key, "status": e.status, "outcome_unknown": e.outcome_unknown });
                 if let Some(body) = &e.body {
@@ -388,7 +499,7 @@ impl EffectEngine {
             ),
             Some(f) => (Event::EffectFailed { kind, key, class }, f.message.clone()),
         };
-        let mut ops = vec![
+        ops.extend([
             Op::RecordOutcome {
                 kind: req.kind.to_owned(),
                 key: req.key.to_owned(),
@@ -401,11 +512,10 @@ impl EffectEngine {
                 now,
             },
             self.entry(req, event, &message),
-        ];
-        ops.extend(circuit_op);
+        ]);
         ledger::apply(&self.ledger, ops)
             .await
-            .map_err(ledger_abort)?;
+            .map_err(|e| unrecorded(req, connector, e))?;
         if let Some(failure) = failure {
             return Err(EffectError::Refused(failure));
         }
@@ -420,6 +530,54 @@ impl EffectEngine {
             replayed: false,
             dispatches,
         })
+    }
+
+    /// Marks this attempt's effect in doubt (with `ops`), and the failure that stops the
+    /// attempt; a probe's answer goes into its details, and so into the evidence.
+    pub(super) async fn go_in_doubt(
+        &self,
+        req: EffectRequest<'_>,
+        connector: &dyn Connector,
+        status: Option<u16>,
+        why: &str,
+        probe: Option<&Reconciled>,
+        mut ops: Vec<Op>,
+    ) -> EffectError {
+        ops.extend([
+            Op::MarkInDoubt {
+                kind: req.kind.to_owned(),
+                key: req.key.to_owned(),
+                run_id: req.run_id.to_owned(),
+                attempt: req.attempt,
+                now: self.clock.now_ms(),
+            },
+            self.entry(
+                req,
+                Event::EffectInDoubt {
+                    kind: req.kind.to_owned(),
+                    key: req.key.to_owned(),
+                    owner_run_id: req.run_id.to_owned(),
+                    owner_attempt: req.attempt,
+                    status,
+                },
+                why,
+            ),
+        ]);
+        if let Err(e) = ledger::apply(&self.ledger, ops).await {
+            return unrecorded(req, connector, e);
+        }
+        let effect = match self.ledger.effect(req.kind, req.key) {
+            Ok(effect) => effect,
+            Err(e) => return ledger_abort(e),
+        };
+        let mut failure = match effect {
+            Some(effect) => in_doubt_failure(req, &effect),
+            None => Failure::new(FailureClass::InDoubt, why.to_owned()),
+        };
+        if let (Some(probe), Some(details)) = (probe, failure.details.as_mut()) {
+            details["probe"] = probe.evidence();
+        }
+        EffectError::Abort(failure)
     }
 
     fn replay(&self, req: EffectRequest<'_>, effect: &EffectRecord) -> EffectOutcome {
@@ -448,7 +606,7 @@ impl EffectEngine {
         Ok(attempts.into_iter().find(|a| a.attempt == effect.attempt))
     }
 
-    fn mark_dispatched(&self, req: EffectRequest<'_>) -> Op {
+    pub(super) fn mark_dispatched(&self, req: EffectRequest<'_>) -> Op {
         Op::MarkDispatched {
             kind: req.kind.to_owned(),
             key: req.key.to_owned(),
@@ -467,7 +625,7 @@ impl EffectEngine {
         self.ledger.journal(self.journal_entry(req, event, message));
     }
 
-    fn journal_entry(
+    pub(super) fn journal_entry(
         &self,
         req: EffectRequest<'_>,
         event: Event,
@@ -514,6 +672,16 @@ fn in_doubt_failure(req: EffectRequest<'_>, effect: &EffectRecord) -> Failure {
         ),
     )
     .with_details(json!({ "kind": req.kind, "key": req.key, "run_id": effect.run_id, "attempt": effect.attempt, "payload_digest": effect.payload_digest }))
+}
+
+/// After a dispatch, a ledger failure means the effect went out unrecorded.
+fn unrecorded(req: EffectRequest<'_>, connector: &dyn Connector, e: LedgerError) -> EffectError {
+    EffectError::Unrecorded(Box::new(Unrecorded {
+        kind: req.kind.to_owned(),
+        key: req.key.to_owned(),
+        honours_keys: connector.honours_idempotency_keys(),
+        source: e,
+    }))
 }
 
 pub(super) fn ledger_abort(e: LedgerError) -> EffectError {

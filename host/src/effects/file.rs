@@ -3,9 +3,9 @@
 //!
 //! All access goes through a cap-std `Dir`, so no key can name a path outside that directory.
 //! Writing the same key again with the same bytes succeeds without change; with other bytes
-//! it is a conflict.
+//! it is a conflict. Reading a key's file answers whether its effect happened.
 
-use super::connector::{BoxFuture, Connector, ConnectorError, Dispatch, Response};
+use super::connector::{BoxFuture, Connector, ConnectorError, Dispatch, Reconciled, Response};
 use crate::failure::FailureClass;
 use cap_std::ambient_authority;
 use cap_std::fs::Dir;
@@ -75,6 +75,30 @@ impl FileConnector {
         Ok(self.response(&name, call.payload.len()))
     }
 
+    /// Whether the effect of `key` happened: its file is there with this payload.
+    fn look(&self, key: &str, payload: &str) -> Reconciled {
+        let name = file_name(key);
+        match self.dir.read(&name) {
+            Ok(existing) if existing == payload.as_bytes() => {
+                Reconciled::Happened(self.response(&name, existing.len()))
+            }
+            Ok(_) => Reconciled::Unknown {
+                status: None,
+                message: format!(
+                    "file {}/{name} holds other content than this effect's payload",
+                    self.display
+                ),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Reconciled::NotHappened { status: None }
+            }
+            Err(e) => Reconciled::Unknown {
+                status: None,
+                message: format!("file {}/{name}: read: {e}", self.display),
+            },
+        }
+    }
+
     fn response(&self, name: &str, bytes: usize) -> Response {
         Response {
             status: None,
@@ -107,6 +131,23 @@ fn file_name(key: &str) -> String {
 impl Connector for FileConnector {
     fn honours_idempotency_keys(&self) -> bool {
         true
+    }
+    /// The file is the record: reading it answers, and a write either renamed its file into
+    /// place or did not, so nothing lands late.
+    fn can_reconcile(&self) -> bool {
+        true
+    }
+    fn reconcile<'a>(&'a self, call: Dispatch<'a>) -> BoxFuture<'a, Reconciled> {
+        let this = self.clone();
+        let (key, payload) = (call.key.to_owned(), call.payload.to_owned());
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || this.look(&key, &payload))
+                .await
+                .unwrap_or_else(|e| Reconciled::Unknown {
+                    status: None,
+                    message: format!("file connector task failed: {e}"),
+                })
+        })
     }
     fn describe(&self) -> String {
         format!("file {}", self.display)
@@ -178,6 +219,25 @@ mod tests {
         assert_eq!(err.class, FailureClass::Conflict);
         let files: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
         assert_eq!(files.len(), 1, "no temp files left behind");
+    }
+
+    #[test]
+    fn reading_the_file_tells_whether_an_effect_happened() {
+        let tmp = tempfile::tempdir().unwrap();
+        let connector = FileConnector::open(tmp.path()).unwrap();
+        assert_eq!(
+            connector.look("export:1", "{}"),
+            Reconciled::NotHappened { status: None }
+        );
+        let written = connector.write(call("export:1", "{\"a\":1}")).unwrap();
+        assert_eq!(
+            connector.look("export:1", "{\"a\":1}"),
+            Reconciled::Happened(written)
+        );
+        assert!(matches!(
+            connector.look("export:1", "{\"a\":2}"),
+            Reconciled::Unknown { .. }
+        ));
     }
 
     #[test]

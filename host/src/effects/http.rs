@@ -1,7 +1,8 @@
 //! The `http` connector: one configured method and URL per effect kind; the tool supplies only
-//! the JSON body. Every request carries `Idempotency-Key` and `X-Tollgate-Run-Id`.
+//! the JSON body. Every request carries `Idempotency-Key` and `X-Tollgate-Run-Id`. With a
+//! `reconcile` lookup, it can ask downstream whether a key's effect happened.
 
-use super::connector::{BoxFuture, Connector, ConnectorError, Dispatch, Response};
+use super::connector::{BoxFuture, Connector, ConnectorError, Dispatch, Reconciled, Response};
 use crate::config::HttpConnectorConfig;
 use crate::failure::FailureClass;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
@@ -20,6 +21,8 @@ pub struct HttpConnector {
     headers: HeaderMap,
     honours_keys: bool,
     max_response_bytes: usize,
+    timeout_ms: u64,
+    probe: Option<Probe>,
 }
 
 impl HttpConnector {
@@ -42,6 +45,15 @@ impl HttpConnector {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| format!("http client: {e}"))?;
+        let probe = match &config.reconcile {
+            Some(probe) => Some(Probe {
+                method: reqwest::Method::from_bytes(probe.method.as_bytes())
+                    .map_err(|_| format!("reconcile: `{}` is not an HTTP method", probe.method))?,
+                url: probe.url.clone(),
+                margin_ms: probe.margin_ms,
+            }),
+            None => None,
+        };
         Ok(Self {
             client,
             method,
@@ -49,6 +61,8 @@ impl HttpConnector {
             headers,
             honours_keys: config.honours_idempotency_keys,
             max_response_bytes: usize::try_from(config.max_response_bytes).unwrap_or(usize::MAX),
+            timeout_ms: config.timeout_ms,
+            probe,
         })
     }
 
@@ -66,41 +80,22 @@ impl HttpConnector {
         let mut response = request.send().await.map_err(|e| self.request_error(&e))?;
         let status = response.status();
         let retry_after_ms = retry_after_ms(response.headers());
-        let mut body = Vec::new();
-        let mut truncated = false;
-        loop {
-            match response.chunk().await {
-                Ok(Some(chunk)) => {
-                    let room = self.max_response_bytes.saturating_sub(body.len());
-                    if chunk.len() > room {
-                        body.extend_from_slice(chunk.get(..room).unwrap_or_default());
-                        truncated = true;
-                        break;
-                    }
-                    body.extend_from_slice(&chunk);
-                }
-                Ok(None) => break,
-                // Headers arrived, so downstream acted (or refused) already: the status stands.
-                Err(e) => {
-                    if status.is_success() {
-                        return Err(ConnectorError {
-                            outcome_unknown: true,
-                            ..ConnectorError::new(
-                                FailureClass::Timeout,
-                                format!(
-                                    "{} {}: response body failed after status {status}: {e}",
-                                    self.method, self.url
-                                ),
-                            )
-                        });
-                    }
-                    break;
-                }
-            }
-        }
-        let mut body = String::from_utf8_lossy(&body).into_owned();
-        if truncated {
-            body.push_str("…[truncated]");
+        let (body, failed) = read_capped(&mut response, self.max_response_bytes).await;
+        // Headers arrived, so downstream acted (or refused) already: the status stands, but a
+        // success whose body broke off leaves its outcome unknown.
+        if let Some(e) = failed
+            && status.is_success()
+        {
+            return Err(ConnectorError {
+                outcome_unknown: true,
+                ..ConnectorError::new(
+                    FailureClass::Timeout,
+                    format!(
+                        "{} {}: response body failed after status {status}: {e}",
+                        self.method, self.url
+                    ),
+                )
+            });
         }
         let code = status.as_u16();
         if status.is_success() {
@@ -161,6 +156,95 @@ impl HttpConnector {
     }
 }
 
+/// Reads at most `cap` bytes of body, marking a cut one; the error that broke it off, if any.
+async fn read_capped(
+    response: &mut reqwest::Response,
+    cap: usize,
+) -> (String, Option<reqwest::Error>) {
+    let mut body = Vec::new();
+    let mut truncated = false;
+    let mut failed = None;
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = cap.saturating_sub(body.len());
+                if chunk.len() > room {
+                    body.extend_from_slice(chunk.get(..room).unwrap_or_default());
+                    truncated = true;
+                    break;
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => break,
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
+    let mut body = String::from_utf8_lossy(&body).into_owned();
+    if truncated {
+        body.push_str("…[truncated]");
+    }
+    (body, failed)
+}
+
+/// Asks downstream by idempotency key whether an effect happened (`[connectors.X.reconcile]`).
+#[derive(Debug, Clone)]
+struct Probe {
+    method: reqwest::Method,
+    /// The lookup URL with `{key}` where the key goes.
+    url: String,
+    margin_ms: u64,
+}
+
+impl HttpConnector {
+    async fn probe(&self, probe: &Probe, call: Dispatch<'_>) -> Reconciled {
+        let key =
+            percent_encoding::utf8_percent_encode(call.key, percent_encoding::NON_ALPHANUMERIC);
+        let target = probe.url.replace("{key}", &key.to_string());
+        let unknown =
+            |status: Option<u16>, message: String| Reconciled::Unknown { status, message };
+        let url = match reqwest::Url::parse(&target) {
+            Ok(url) => url,
+            Err(e) => return unknown(None, format!("probe url `{target}`: {e}")),
+        };
+        let request = self
+            .client
+            .request(probe.method.clone(), url)
+            .headers(self.headers.clone())
+            .header(IDEMPOTENCY_KEY, call.key)
+            .header(RUN_ID_HEADER, call.run_id);
+        let mut response = match request.send().await {
+            Ok(response) => response,
+            Err(e) => {
+                return unknown(
+                    None,
+                    format!("{} {target}: {}", probe.method, root_cause(&e)),
+                );
+            }
+        };
+        let status = response.status();
+        let code = Some(status.as_u16());
+        let (body, failed) = read_capped(&mut response, self.max_response_bytes).await;
+        match (status.as_u16(), failed) {
+            (_, Some(e)) => unknown(
+                code,
+                format!(
+                    "{} {target}: response body failed after status {status}: {e}",
+                    probe.method
+                ),
+            ),
+            (200..=299, None) => Reconciled::Happened(Response { status: code, body }),
+            (404, None) => Reconciled::NotHappened { status: code },
+            (_, None) => unknown(
+                code,
+                format!("{} {target} returned {status}: {body}", probe.method),
+            ),
+        }
+    }
+}
+
 /// Maps a non-2xx status to a class, and whether downstream may have acted anyway.
 /// 503 and 429 mean "not processed"; other 5xx may have failed after acting.
 fn classify_status(code: u16) -> (FailureClass, bool) {
@@ -209,6 +293,25 @@ impl Connector for HttpConnector {
         call: Dispatch<'a>,
     ) -> BoxFuture<'a, Result<Response, ConnectorError>> {
         Box::pin(self.send(call))
+    }
+    fn can_reconcile(&self) -> bool {
+        self.probe.is_some()
+    }
+    fn lands_within_ms(&self) -> u64 {
+        self.probe
+            .as_ref()
+            .map_or(0, |p| self.timeout_ms.saturating_add(p.margin_ms))
+    }
+    fn reconcile<'a>(&'a self, call: Dispatch<'a>) -> BoxFuture<'a, Reconciled> {
+        Box::pin(async move {
+            match &self.probe {
+                Some(probe) => self.probe(probe, call).await,
+                None => Reconciled::Unknown {
+                    status: None,
+                    message: format!("no [connectors.\"{}\".reconcile] is configured", call.kind),
+                },
+            }
+        })
     }
 }
 

@@ -2,7 +2,7 @@
 //! downstream action, however often the run crashes or retries.
 //!
 //! [`engine`] runs the protocol over the ledger; [`decision`] is its pure core (what to do
-//! with a key already recorded); [`intent`] checks a request before anything is recorded; a
+//! with a key already recorded); [`reconcile`] asks downstream about an unknown outcome; [`intent`] checks a request before anything is recorded; a
 //! [`connector`] carries an effect out, one per effect kind as the operator configured it
 //! ([`http`], [`file`], [`noop`]).
 
@@ -14,8 +14,10 @@ pub mod file;
 pub mod http;
 pub mod intent;
 pub mod noop;
+mod reconcile;
 
-pub use engine::{EffectEngine, EffectError, EffectOutcome, EffectRequest};
+pub use connector::{Answer, Reconciled};
+pub use engine::{EffectEngine, EffectError, EffectOutcome, EffectRequest, Unrecorded};
 
 use crate::config::ConnectorConfig;
 use connector::{Connector, ConnectorSetupError};

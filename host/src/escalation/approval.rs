@@ -143,3 +143,91 @@ async fn park(ledger: &Arc<dyn Ledger>, asking: Asking<'_>, now: Millis) -> Gate
         escalation,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capabilities::testing::{Harness, KIND, RUN_ID};
+    use tollgate_ledger::LedgerExt;
+
+    const KEY: &str = "act:1";
+
+    fn asking<'a>(
+        policy: &'a Policy,
+        payload: &'a str,
+        parsed: &'a serde_json::Value,
+    ) -> Asking<'a> {
+        Asking {
+            run_id: RUN_ID,
+            policy,
+            kind: KIND,
+            key: KEY,
+            payload,
+            parsed,
+        }
+    }
+
+    /// An approval covers the payload the approver saw: if the tool asks with another payload
+    /// under the same key when the run resumes, a human is asked again, and the approved
+    /// payload still passes.
+    #[tokio::test]
+    async fn a_payload_changed_between_approval_and_resume_is_asked_again() {
+        let h = Harness::new("", 1 << 20);
+        let policy = h.ctx.policy.clone();
+        let (a, b) = (r#"{"amount":100}"#, r#"{"amount":900}"#);
+        let (parsed_a, parsed_b) = (
+            serde_json::from_str(a).unwrap(),
+            serde_json::from_str(b).unwrap(),
+        );
+        let Gate::Park {
+            escalation: Some(first),
+            ..
+        } = approval_gate(&h.ledger, asking(&policy, a, &parsed_a), 2_000).await
+        else {
+            panic!("the first ask parks the run");
+        };
+        h.ledger
+            .resolve_escalation(first, Resolution::Approved, "ok", "alice", 3_000)
+            .unwrap();
+        h.ledger.reopen_run(RUN_ID, 3_000).unwrap();
+
+        // The resumed tool asks with a different payload under the same key.
+        let Gate::Park {
+            escalation: Some(second),
+            failure,
+        } = approval_gate(&h.ledger, asking(&policy, b, &parsed_b), 4_000).await
+        else {
+            panic!("a changed payload is not covered by the approval");
+        };
+        assert_ne!(second, first);
+        assert!(
+            failure.message.contains("waiting for approval"),
+            "{failure}"
+        );
+        let asked = h.ledger.escalation(second).unwrap().unwrap();
+        assert_eq!(
+            asked.payload_digest.as_deref(),
+            Some(ledger::payload_digest(b.as_bytes()).as_str())
+        );
+        assert_eq!(asked.evidence["action"]["payload"]["amount"], 900);
+        assert_eq!(
+            h.ledger.run(RUN_ID).unwrap().unwrap().status,
+            RunStatus::WaitingApproval
+        );
+        // What was approved still passes, and a rejection of the new payload refuses it.
+        assert!(matches!(
+            approval_gate(&h.ledger, asking(&policy, a, &parsed_a), 5_000).await,
+            Gate::Proceed
+        ));
+        h.ledger
+            .resolve_escalation(second, Resolution::Rejected, "too much", "bob", 6_000)
+            .unwrap();
+        let Gate::Refuse(refused) =
+            approval_gate(&h.ledger, asking(&policy, b, &parsed_b), 7_000).await
+        else {
+            panic!("a rejected payload is refused");
+        };
+        assert_eq!(refused.class, FailureClass::Permission);
+        assert!(refused.message.contains("rejected by bob"), "{refused}");
+    }
+}

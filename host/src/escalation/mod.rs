@@ -314,11 +314,16 @@ pub async fn settle(
             }
         }
         Decision::Abandon | Decision::Reject => {
-            let run = ledger.run(&run_id)?;
-            let open = run
-                .as_ref()
-                .is_some_and(|r| r.status == RunStatus::Running || r.status.is_parked());
-            if open {
+            let status = ledger.run(&run_id)?.map(|r| r.status);
+            // A failed or in-doubt run is reopened and ended in the same batch, so it records
+            // who abandoned it and why instead of keeping its old error.
+            if matches!(status, Some(RunStatus::Failed | RunStatus::InDoubt)) {
+                ops.push(Op::ReopenRun {
+                    run_id: run_id.clone(),
+                    now,
+                });
+            }
+            if status.is_some_and(|s| s != RunStatus::Succeeded) {
                 let verb = if matches!(decision, Decision::Reject) {
                     "rejected"
                 } else {
@@ -353,7 +358,21 @@ pub async fn settle(
             decision.resolution()
         ),
     )));
-    ledger::apply(ledger, ops).await?;
+    match ledger::apply(ledger, ops).await {
+        Ok(_) => {}
+        // Another resolver committed between our read and our write: nothing of ours did.
+        Err(LedgerError::EscalationResolved { .. }) => {
+            let esc = ledger
+                .escalation(id)?
+                .ok_or(EscalationError::NotFound(id))?;
+            return Err(EscalationError::AlreadyResolved {
+                id,
+                resolution: esc.resolution.map_or("?".into(), |r| r.to_string()),
+                by: esc.resolved_by.unwrap_or_else(|| "?".into()),
+            });
+        }
+        Err(e) => return Err(e.into()),
+    }
     let esc = ledger
         .escalation(id)?
         .ok_or(EscalationError::NotFound(id))?;

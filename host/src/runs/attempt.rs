@@ -20,6 +20,24 @@ use std::sync::Arc;
 use std::time::Instant;
 use tracing::Instrument;
 
+/// The op beginning the run's next attempt under a fresh lease held by this host.
+pub(super) fn begin_op(
+    services: &Services,
+    tool: &LoadedTool,
+    run_id: &str,
+    take_over: bool,
+) -> Op {
+    let now = services.now();
+    Op::BeginAttempt {
+        run_id: run_id.to_owned(),
+        component_digest: tool.digest.clone(),
+        holder: services.holder().to_owned(),
+        lease_until: now.saturating_add(services.lease_ttl_ms()),
+        take_over,
+        now,
+    }
+}
+
 /// Begins the run's next attempt. A live attempt whose holder ran on this machine and whose
 /// process is gone crashed: it is taken over at once rather than after its lease.
 async fn begin(
@@ -29,15 +47,7 @@ async fn begin(
 ) -> Result<ledger::Attempt, LedgerError> {
     let mut take_over = false;
     loop {
-        let now = services.now();
-        let op = Op::BeginAttempt {
-            run_id: run_id.to_owned(),
-            component_digest: tool.digest.clone(),
-            holder: services.holder().to_owned(),
-            lease_until: now.saturating_add(services.lease_ttl_ms()),
-            take_over,
-            now,
-        };
+        let op = begin_op(services, tool, run_id, take_over);
         match ledger::apply(services.ledger(), vec![op]).await {
             Ok(applied) => match applied.into_iter().next() {
                 Some(ledger::Applied::Attempt(a)) => return Ok(a),
@@ -57,16 +67,21 @@ async fn begin(
     }
 }
 
-/// Runs one attempt of `run_id` on `input`, holding `lock` if the run has one.
+/// Runs one attempt of `run_id` on `input`, holding `lock` if the run has one: `begun`, if
+/// the caller began it already, else the next one.
 pub(super) async fn run(
     services: &Arc<Services>,
     tool: &Arc<LoadedTool>,
     run_id: &str,
     input: serde_json::Value,
     lock: Option<RunLock>,
+    begun: Option<ledger::Attempt>,
 ) -> Result<RunReport, RunError> {
     let started = Instant::now();
-    let attempt = begin(services, tool, run_id).await?;
+    let attempt = match begun {
+        Some(attempt) => attempt,
+        None => begin(services, tool, run_id).await?,
+    };
     let n = attempt.attempt;
     let span =
         tracing::info_span!("run", run_id = %run_id, attempt = n, tool = %tool.descriptor.name);
@@ -128,6 +143,7 @@ pub(super) async fn run(
             parked: std::sync::Mutex::new(None),
             budget: StorageBudget::new(policy.limits.max_stored_bytes, stored),
             failed_effect: std::sync::Mutex::new(None),
+            unrecorded: std::sync::Mutex::new(None),
         });
         let run_ctx = sandbox::run_context(services.now(), tool, &policy, run_id, n);
         let (result, stdio) = sandbox::execute(
@@ -155,7 +171,19 @@ pub(super) async fn run(
                 .map(|(kind, key)| EffectRef { kind, key }),
             lock: held,
         };
-        let report = ending.record(&policy, outcome).await?;
+        let unrecorded = ctx.unrecorded.lock().ok().and_then(|mut u| u.take());
+        let recorded = ending.record(&policy, outcome).await;
+        // Whether or not the attempt's end could be recorded, its caller hears first that an
+        // effect went out unrecorded: that decides what it must (not) do next.
+        if let Some(unrecorded) = unrecorded {
+            return Err(RunError::OutcomeUnrecorded {
+                run_id: run_id.to_owned(),
+                attempt: n,
+                recovery: unrecorded.recovery(run_id),
+                effect: unrecorded,
+            });
+        }
+        let report = recorded?;
         tracing::info!(status = ?report.status, "attempt ended");
         Ok(report)
     }

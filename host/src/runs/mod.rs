@@ -87,8 +87,18 @@ pub(crate) async fn start(
             now,
         });
     }
-    ledger::apply(services.ledger(), ops).await?;
-    attempt::run(services, tool, &run_id, value, lock).await
+    // The first attempt begins in the same batch: a run is never seen without its driver's
+    // live attempt, so a caller joining it waits instead of resuming it as abandoned.
+    ops.push(attempt::begin_op(services, tool, &run_id, false));
+    let applied = ledger::apply(services.ledger(), ops).await?;
+    let first = applied
+        .into_iter()
+        .find_map(|a| match a {
+            ledger::Applied::Attempt(a) => Some(a),
+            _ => None,
+        })
+        .ok_or_else(|| LedgerError::Internal("CreateRun batch began no attempt".into()))?;
+    attempt::run(services, tool, &run_id, value, lock, Some(first)).await
 }
 
 /// Starts the next attempt of an unfinished run. A finished run gets its recorded ending (a
@@ -126,7 +136,7 @@ pub(crate) async fn resume(
     }
     let input: serde_json::Value =
         serde_json::from_str(&run.input).map_err(|e| RunError::InputNotJson(e.to_string()))?;
-    attempt::run(services, tool, run_id, input, run.lock).await
+    attempt::run(services, tool, run_id, input, run.lock, None).await
 }
 
 fn existing(services: &Services, run_id: &str) -> Result<ledger::Run, RunError> {
@@ -255,18 +265,20 @@ pub(crate) async fn join(
             return recorded_ending(run);
         }
         let now = services.now();
-        let driven = services
-            .ledger()
-            .attempts(run_id)?
-            .last()
-            .is_some_and(|a| match a.status {
+        let driven = match services.ledger().attempts(run_id)?.last() {
+            Some(a) => match a.status {
                 AttemptStatus::Running => a.lease_until > now,
                 _ => a.ended_at.is_some_and(|end| {
                     end.saturating_add(max_backoff)
                         .saturating_add(services.lease_ttl_ms())
                         > now
                 }),
-            });
+            },
+            // Runs begin their first attempt as they are created; one without any (left by
+            // an older host that crashed between the two writes) is driven by no one once a
+            // lease has passed.
+            None => run.created_at.saturating_add(services.lease_ttl_ms()) > now,
+        };
         if !driven {
             let report = resume(services, tool, run_id).await?;
             return retry(services, tool, report).await;

@@ -60,6 +60,15 @@ pub enum RunError {
     Instantiate(String),
     #[error("cannot name the run's lock: {}; fix `lock.key` in the tool's policy or name the lock for the run", crate::text::Escaped(.0))]
     LockKey(String),
+    #[error(
+        "run {run_id} (attempt {attempt}): {effect}. Its intent is recorded, so it is not lost: {recovery}"
+    )]
+    OutcomeUnrecorded {
+        run_id: String,
+        attempt: u32,
+        effect: Box<crate::effects::Unrecorded>,
+        recovery: String,
+    },
     #[error("run {run_id} is {status}{}: a human must settle it before the run can continue", .escalation.map(|id| format!(" on escalation #{id}")).unwrap_or_default())]
     Parked {
         run_id: String,

@@ -321,7 +321,8 @@ impl Ledger for SqliteLedger {
     }
 }
 
-/// Turns storage errors that mean something to a user (busy, corrupt, not a database) into
+/// Turns storage errors that mean something to a user (busy, corrupt, read-only, full, not a
+/// database) into
 /// their own variants; everything else passes through.
 pub(crate) fn refine(err: LedgerError, path: &Path) -> LedgerError {
     let LedgerError::Sqlite { source, context } = &err else {
@@ -334,6 +335,12 @@ pub(crate) fn refine(err: LedgerError, path: &Path) -> LedgerError {
         Some(ErrorCode::DatabaseCorrupt) => LedgerError::Corrupt {
             path: path.to_owned(),
             detail: format!("{source} while {context}"),
+        },
+        Some(ErrorCode::ReadOnly) => LedgerError::ReadOnly {
+            path: path.to_owned(),
+        },
+        Some(ErrorCode::DiskFull) => LedgerError::DiskFull {
+            path: path.to_owned(),
         },
         Some(ErrorCode::NotADatabase) => LedgerError::NotALedger {
             path: path.to_owned(),

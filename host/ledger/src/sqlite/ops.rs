@@ -284,6 +284,34 @@ pub(super) fn apply(conn: &Connection, op: Op) -> Result<Applied, LedgerError> {
             now,
         } => release_lock(conn, &key, &run_id, fence, now),
         Op::SetBreaker(breaker) => set_breaker(conn, &breaker),
+        Op::ProbeBreaker {
+            connector,
+            tool,
+            rule,
+            now,
+        } => {
+            let current = rows::breaker(conn, &connector, &tool)?;
+            let (admission, changed) = crate::breaker::probe(current.as_ref(), rule, now);
+            if let Some(changed) = changed {
+                set_breaker(conn, &changed)?;
+            }
+            Ok(Applied::Admission(admission))
+        }
+        Op::CountBreakerCall {
+            connector,
+            tool,
+            failed,
+            rule,
+            now,
+        } => {
+            let current = rows::breaker(conn, &connector, &tool)?;
+            if let Some(changed) =
+                crate::breaker::after_call(current.as_ref(), &connector, &tool, failed, rule, now)
+            {
+                set_breaker(conn, &changed)?;
+            }
+            Ok(Applied::Done)
+        }
         Op::ClaimCallKey {
             key,
             tool,
@@ -623,10 +651,6 @@ fn resolve_escalation(
         let decided = escalation.resolution.ok_or_else(|| {
             LedgerError::Internal(format!("escalation {id} is resolved without a resolution"))
         })?;
-        // The same decision again is a retried call; a different one would rewrite history.
-        if decided == resolution {
-            return Ok(Applied::Done);
-        }
         return Err(LedgerError::EscalationResolved {
             id,
             resolution: decided,

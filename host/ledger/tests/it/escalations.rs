@@ -136,7 +136,7 @@ fn resolving_records_the_decision_who_made_it_and_when() {
 }
 
 #[test]
-fn resolving_twice_the_same_way_is_ok_and_differently_is_escalation_resolved() {
+fn resolving_a_resolved_escalation_again_is_refused_the_same_way_or_not() {
     let ledger = ledger();
     new_run(&ledger, "r1");
     let id = ledger
@@ -146,10 +146,15 @@ fn resolving_twice_the_same_way_is_ok_and_differently_is_escalation_resolved() {
     ledger
         .resolve_escalation(id, Resolution::Rejected, "too expensive", "ana", T0 + 1)
         .unwrap();
-    // A retried call: still ok, and the first record stands.
-    ledger
+    // A second resolver with the same decision is refused too: its batch (which may reopen
+    // or end the run) must not commit after the first one's.
+    let again = ledger
         .resolve_escalation(id, Resolution::Rejected, "again", "bob", T0 + 2)
-        .unwrap();
+        .unwrap_err();
+    assert!(
+        matches!(again, LedgerError::EscalationResolved { .. }),
+        "{again:?}"
+    );
     let err = ledger
         .resolve_escalation(id, Resolution::Approved, "changed my mind", "bob", T0 + 3)
         .unwrap_err();

@@ -8,6 +8,7 @@ mod effects;
 mod escalations;
 mod journal;
 mod locks;
+mod model;
 mod open;
 mod runs;
 mod typed_facts;
