@@ -70,6 +70,20 @@ fn pipes() -> Option<(
     Some((rx, tx))
 }
 
+/// Accepts connections with `TCP_NODELAY` set. An answer goes out in two or three writes;
+/// without it, on a kept-alive connection the last write waits for the client's delayed ACK,
+/// about 40 ms on every call.
+fn without_delay(
+    listener: tokio::net::TcpListener,
+) -> impl axum::serve::Listener<Io = tokio::net::TcpStream, Addr = SocketAddr> {
+    use axum::serve::ListenerExt as _;
+    listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::warn!("cannot set TCP_NODELAY on an MCP connection: {e}");
+        }
+    })
+}
+
 /// Serves MCP over streamable HTTP at `http://<addr>/mcp` until `shutdown` resolves;
 /// `listening` hears the bound address (useful with port 0).
 pub async fn serve_http(
@@ -93,8 +107,24 @@ pub async fn serve_http(
         .local_addr()
         .map_err(|source| McpError::Listen { addr, source })?;
     listening(bound);
-    axum::serve(listener, app)
+    axum::serve(without_delay(listener), app)
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(|e| McpError::Transport(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::serve::Listener as _;
+
+    #[tokio::test]
+    async fn accepted_connections_send_without_delay() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut listener = without_delay(listener);
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (accepted, _) = listener.accept().await;
+        assert!(accepted.nodelay().unwrap(), "TCP_NODELAY is set");
+    }
 }
