@@ -75,9 +75,16 @@ pub struct ReconcileConfig {
     #[serde(default = "default_probe_method")]
     pub method: String,
     /// Added to the connector's `timeout_ms`: a probe waits this long after a dispatch timed
-    /// out, so that a request still on its way has landed before downstream is asked.
+    /// out, so that a request still on its way has landed before downstream is asked. A
+    /// send that cannot start within half of it after being recorded is not started. Assumes
+    /// downstream acts on a request within `timeout_ms + margin_ms` of receiving it.
     #[serde(default = "default_margin_ms")]
     pub margin_ms: u64,
+    /// Text a 404's body must contain to mean "not found". Without it any 404 does, so a
+    /// lookup URL that 404s for every key (a wrong path) would have every unknown effect
+    /// sent again.
+    #[serde(default)]
+    pub not_found_body: Option<String>,
 }
 
 fn default_probe_method() -> String {
@@ -276,6 +283,25 @@ impl Config {
                         format!("`{kind}` has no connector: add a [connectors.\"{kind}\"] table"),
                     );
                 }
+                // A send, its wait and its probe must fit in one attempt, or every attempt
+                // ends before the probe answers.
+                if let Some(ConnectorConfig::Http(http)) = self.connectors.get(kind)
+                    && let Some(probe) = &http.reconcile
+                {
+                    let needed = http
+                        .timeout_ms
+                        .saturating_mul(2)
+                        .saturating_add(probe.margin_ms);
+                    if policy.limits.timeout_ms <= needed {
+                        bad(
+                            &["tools", tool, "limits", "timeout_ms"],
+                            format!(
+                                "{} ms leaves no room to probe `{kind}`: a send and its probe take up to {needed} ms (twice connectors.\"{kind}\".timeout_ms plus reconcile.margin_ms); raise it or lower those",
+                                policy.limits.timeout_ms
+                            ),
+                        );
+                    }
+                }
             }
         }
         problems
@@ -346,6 +372,37 @@ mod tests {
             err.contains("tools.invoice.effects: `erp.post-invoice` has no connector"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_probe_that_cannot_fit_in_an_attempt_is_refused() {
+        let text = r#"
+[connectors."erp.post-invoice"]
+type = "http"
+url = "http://x/invoices"
+timeout_ms = 10000
+honours_idempotency_keys = false
+[connectors."erp.post-invoice".reconcile]
+url = "http://x/invoices/{key}"
+[tools.invoice]
+effects = ["erp.post-invoice"]
+[tools.invoice.limits]
+timeout_ms = 20000
+"#;
+        let err = Config::parse(text, Path::new("t.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("tools.invoice.limits.timeout_ms: 20000 ms leaves no room to probe"),
+            "{err}"
+        );
+        let fits = text.replace("timeout_ms = 20000", "timeout_ms = 30000");
+        Config::parse(&fits, Path::new("t.toml")).unwrap();
+        let no_key = text.replace("invoices/{key}", "invoices/lookup");
+        let err = Config::parse(&no_key, Path::new("t.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("must contain `{key}`"), "{err}");
     }
 
     #[test]

@@ -616,3 +616,71 @@ async fn an_unanswered_lookup_leaves_the_effect_in_doubt_with_its_answer_in_the_
         "{probe}"
     );
 }
+
+/// A downstream that loses every request (500, nothing booked) is sent the effect three
+/// times, each after its lookup said it did not happen, and then a human is asked, with a
+/// message that says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_downstream_that_loses_every_request_is_sent_at_most_three_times() {
+    let erp = Erp::start(false).unwrap();
+    erp.inject(Faults {
+        fail_unbooked: 10,
+        ..Faults::default()
+    });
+    let env = Env::new();
+    let runtime = env.runtime(&probed_config(&erp, &lookup_url(&erp)));
+    let tool = load(&runtime, INVOICE).await;
+    let report = runtime.run(&tool, &invoice("INV-P4")).await.unwrap();
+    assert_eq!(report.status, RunStatus::InDoubt, "{report:?}");
+    assert_eq!(erp.stats().requests, 3);
+    assert_eq!(erp.stats().postings, 0);
+    assert_eq!(probe_answers(&runtime, &report.run_id), ["not_happened"; 3]);
+    let message = &failure(&report).message;
+    let journal = runtime.story(&report.run_id).unwrap().journal;
+    let why = journal
+        .iter()
+        .find(|e| e.event == "effect.in_doubt")
+        .map(|e| e.message.clone())
+        .unwrap_or_default();
+    assert!(why.contains("sent 3 times"), "{why} / {message}");
+}
+
+/// With `not_found_body`, a 404 that is not downstream's own answer (here, a lookup path that
+/// does not exist) says nothing: the effect goes in doubt instead of being sent again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_404_without_downstreams_not_found_text_is_no_answer() {
+    let erp = Erp::start(false).unwrap();
+    erp.inject(Faults {
+        fail_unbooked: 1,
+        ..Faults::default()
+    });
+    let env = Env::new();
+    let wrong_path = format!("http://{}/no-such-lookup/{{key}}", erp.addr());
+    let config = format!(
+        "{}not_found_body = \"no booking\"\n",
+        probed_config(&erp, &wrong_path)
+    );
+    let runtime = env.runtime(&config);
+    let tool = load(&runtime, INVOICE).await;
+    let report = runtime.run(&tool, &invoice("INV-P5")).await.unwrap();
+    assert_eq!(report.status, RunStatus::InDoubt, "{report:?}");
+    assert_eq!(erp.stats().requests, 1, "not sent again on a stray 404");
+    assert_eq!(probe_answers(&runtime, &report.run_id), ["unknown"]);
+
+    // The same 404 text from downstream's real lookup counts as "not found".
+    let erp = Erp::start(false).unwrap();
+    erp.inject(Faults {
+        fail_unbooked: 1,
+        ..Faults::default()
+    });
+    let env = Env::new();
+    let config = format!(
+        "{}not_found_body = \"no booking\"\n",
+        probed_config(&erp, &lookup_url(&erp))
+    );
+    let runtime = env.runtime(&config);
+    let tool = load(&runtime, INVOICE).await;
+    let report = runtime.run(&tool, &invoice("INV-P6")).await.unwrap();
+    assert_eq!(report.status, RunStatus::Succeeded, "{report:?}");
+    assert_eq!(erp.stats().requests, 2);
+}

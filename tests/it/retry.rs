@@ -463,7 +463,8 @@ async fn concurrent_failures_all_count_towards_opening_the_circuit() {
     for report in [a.unwrap(), b.unwrap()] {
         assert_eq!(failure(&report).class, FailureClass::Timeout, "{report:?}");
     }
-    assert_eq!(erp.stats().requests, 2, "both were in flight together");
+    assert_eq!(erp.stats().requests, 2);
+    assert_eq!(erp.stats().max_in_flight, 2, "both were in flight together");
     let circuits = runtime.ledger().breakers().unwrap();
     assert_eq!(circuits.len(), 1, "{circuits:?}");
     assert_eq!(circuits[0].consecutive_failures, 2, "{circuits:?}");

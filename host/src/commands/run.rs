@@ -91,7 +91,7 @@ fn print_outcome(report: Result<RunReport, RunError>, json: bool) -> Result<Exit
                     "run_id": run_id,
                     "attempt": attempt,
                     "status": "outcome_unrecorded",
-                    "effect": { "kind": effect.kind, "key": effect.key, "sent": true, "outcome_recorded": false },
+                    "effect": effect.details(),
                     "error": message,
                     "recovery": recovery,
                 }))?;

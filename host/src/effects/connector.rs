@@ -139,10 +139,16 @@ pub trait Connector: Send + Sync + 'static {
     fn can_reconcile(&self) -> bool {
         false
     }
-    /// How long after a dispatch began a request of it may still land downstream. A probe
-    /// asked earlier could hear "not found" from a downstream the request has yet to reach.
+    /// How long after a send may have begun a request of it may still land downstream. A
+    /// probe asked earlier could hear "not found" from a downstream the request has yet to
+    /// reach.
     fn lands_within_ms(&self) -> u64 {
         0
+    }
+    /// How long after its dispatch was recorded a request may still be started, if a probe
+    /// may later ask about it: one started later could land after the probe's "not found".
+    fn start_within_ms(&self) -> Option<u64> {
+        None
     }
     /// Asks downstream whether the effect of `call` (its key and payload) happened.
     fn reconcile<'a>(&'a self, call: Dispatch<'a>) -> BoxFuture<'a, Reconciled> {

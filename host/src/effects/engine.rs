@@ -9,7 +9,7 @@
 use super::connector::{Connector, Dispatch, Reconciled};
 use super::decision::{Caller, ExistingKey, Redispatch, decide};
 use super::reconcile::Probed;
-use crate::clock::Clock;
+use crate::clock::{Clock, Millis};
 use crate::failure::{Failure, FailureClass};
 use crate::journal::{self, Event};
 use crate::ledger;
@@ -62,6 +62,8 @@ pub struct Unrecorded {
     pub key: String,
     /// Whether the downstream honours keys, which decides how a resume recovers it.
     pub honours_keys: bool,
+    /// Whether its connector can ask downstream whether it happened.
+    pub probed: bool,
     pub source: LedgerError,
 }
 
@@ -71,6 +73,10 @@ impl Unrecorded {
         if self.honours_keys {
             format!(
                 "once the ledger is writable again, `tollgate resume {run_id}` sends it again under the same key, and the downstream, which honours keys, answers with its first outcome"
+            )
+        } else if self.probed {
+            format!(
+                "once the ledger is writable again, `tollgate resume {run_id}` asks downstream whether it happened (its reconcile lookup) and records it, or sends it again only if downstream does not have it; without an answer, a human decides"
             )
         } else {
             format!(
@@ -85,9 +91,12 @@ impl Unrecorded {
             FailureClass::Transient,
             format!("{self}; {}", self.recovery(run_id)),
         )
-        .with_details(
-            json!({ "kind": self.kind, "key": self.key, "sent": true, "outcome_recorded": false }),
-        )
+        .with_details(self.details())
+    }
+
+    /// The effect, said to have gone out unrecorded, for machine-read answers.
+    pub fn details(&self) -> serde_json::Value {
+        json!({ "kind": self.kind, "key": self.key, "sent": true, "outcome_recorded": false })
     }
 }
 
@@ -299,6 +308,12 @@ impl EffectEngine {
                         | ExistingKey::Redispatch {
                             why: Redispatch::UnknownOutcomeKeyHonoured,
                         } if connector.can_reconcile() => {
+                            // Asked first: a circuit that refuses the send must not cost a
+                            // probe whose answer then goes unused.
+                            if !admitted {
+                                self.admit(req).await?;
+                                admitted = true;
+                            }
                             match self
                                 .probe_taken_over(req, connector.as_ref(), &effect)
                                 .await
@@ -306,18 +321,7 @@ impl EffectEngine {
                                 Probed::Done(result) => return result,
                                 Probed::Raced => continue,
                                 Probed::Send(entry) => {
-                                    if !admitted {
-                                        self.admit(req).await?;
-                                        admitted = true;
-                                    }
-                                    let ops = vec![Op::Journal(entry), self.mark_dispatched(req)];
-                                    match ledger::apply(&self.ledger, ops).await {
-                                        Ok(_) => {
-                                            return self.dispatch(req, connector.as_ref()).await;
-                                        }
-                                        Err(LedgerError::OwnershipLost { .. }) => continue,
-                                        Err(e) => return Err(ledger_abort(e)),
-                                    }
+                                    vec![Op::Journal(entry), self.mark_dispatched(req)]
                                 }
                             }
                         }
@@ -378,8 +382,9 @@ impl EffectEngine {
                 self.admit(req).await?;
                 admitted = true;
             }
+            let marked_at = self.clock.now_ms();
             match ledger::apply(&self.ledger, ops).await {
-                Ok(_) => return self.dispatch(req, connector.as_ref()).await,
+                Ok(_) => return self.dispatch(req, connector.as_ref(), marked_at).await,
                 // Another attempt claimed or moved the key between our read and our write.
                 Err(LedgerError::OwnershipLost { .. }) => continue,
                 Err(e) => return Err(ledger_abort(e)),
@@ -397,16 +402,32 @@ impl EffectEngine {
     /// Steps (c) and (d): dispatch with the key, then make the outcome durable. An unknown
     /// outcome on a downstream that ignores keys is probed, if the connector can, before it
     /// goes in doubt; a "did not happen" sends it again, at most [`MAX_PROBED_SENDS`] times.
+    ///
+    /// `marked_at` is when this send was about to be recorded: a send that could not start
+    /// soon enough after it is not started at all (see [`Connector::start_within_ms`]).
     pub(super) async fn dispatch(
         &self,
         req: EffectRequest<'_>,
         connector: &dyn Connector,
+        mut marked_at: Millis,
     ) -> Result<EffectOutcome, EffectError> {
         let call = req.call();
         let mut sends = 0;
         loop {
             sends += 1;
             let sent_at = self.clock.now_ms();
+            if let Some(limit) = connector.start_within_ms() {
+                let late = u64::try_from(sent_at.saturating_sub(marked_at)).unwrap_or(0);
+                if late > limit {
+                    return Err(EffectError::Refused(Failure::new(
+                        FailureClass::Transient,
+                        format!(
+                            "effect `{}` with key `{}` was not sent: it could start only {late} ms after its dispatch was recorded, past the {limit} ms within which a later probe of it is safe (the host or ledger was slow); it stays recorded as dispatched, and the next try asks downstream first",
+                            req.kind, req.key
+                        ),
+                    )));
+                }
+            }
             let span = tracing::info_span!("connector", kind = req.kind, key = req.key, connector = %connector.describe());
             let result = tracing::Instrument::instrument(connector.dispatch(call), span).await;
             let now = self.clock.now_ms();
@@ -438,16 +459,23 @@ impl EffectEngine {
                         Reconciled::NotHappened { .. } if sends < MAX_PROBED_SENDS => {
                             // Counted as a new dispatch, durably, before it goes.
                             ops.push(self.mark_dispatched(req));
+                            marked_at = self.clock.now_ms();
                             ledger::apply(&self.ledger, ops)
                                 .await
                                 .map_err(ledger_abort)?;
                             continue;
                         }
                         answer => {
-                            let why = format!(
-                                "{}; downstream does not honour idempotency keys, and its probe did not settle it",
-                                e.message
-                            );
+                            let why = match answer {
+                                Reconciled::NotHappened { .. } => format!(
+                                    "{}; sent {sends} times and each time downstream did not have it: not sent again, since a downstream failing every request this way needs a look",
+                                    e.message
+                                ),
+                                _ => format!(
+                                    "{}; downstream does not honour idempotency keys, and its probe did not settle it",
+                                    e.message
+                                ),
+                            };
                             return Err(self
                                 .go_in_doubt(req, connector, e.status, &why, Some(&answer), ops)
                                 .await);
@@ -675,11 +703,16 @@ fn in_doubt_failure(req: EffectRequest<'_>, effect: &EffectRecord) -> Failure {
 }
 
 /// After a dispatch, a ledger failure means the effect went out unrecorded.
-fn unrecorded(req: EffectRequest<'_>, connector: &dyn Connector, e: LedgerError) -> EffectError {
+pub(super) fn unrecorded(
+    req: EffectRequest<'_>,
+    connector: &dyn Connector,
+    e: LedgerError,
+) -> EffectError {
     EffectError::Unrecorded(Box::new(Unrecorded {
         kind: req.kind.to_owned(),
         key: req.key.to_owned(),
         honours_keys: connector.honours_idempotency_keys(),
+        probed: connector.can_reconcile(),
         source: e,
     }))
 }

@@ -42,11 +42,9 @@ impl FileConnector {
                 format!("file {}/{name}: {what}: {e}", self.display),
             )
         };
-        match self.dir.read(&name) {
-            Ok(existing) if existing == call.payload.as_bytes() => {
-                return Ok(self.response(&name, existing.len()));
-            }
-            Ok(_) => {
+        match self.holds(&name, call.payload) {
+            Ok(Some(true)) => return Ok(self.response(&name, call.payload.len())),
+            Ok(Some(false)) => {
                 return Err(ConnectorError::new(
                     FailureClass::Conflict,
                     format!(
@@ -55,7 +53,7 @@ impl FileConnector {
                     ),
                 ));
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Ok(None) => {}
             Err(e) => return Err(io_err("read", e)),
         }
         let tmp = format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple());
@@ -75,23 +73,38 @@ impl FileConnector {
         Ok(self.response(&name, call.payload.len()))
     }
 
+    /// Whether the file `name` holds exactly `payload`; `None` when there is no such file.
+    /// Reads at most one byte more than the payload, whatever the file has grown to.
+    fn holds(&self, name: &str, payload: &str) -> std::io::Result<Option<bool>> {
+        use std::io::Read as _;
+        let file = match self.dir.open(name) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mut existing = Vec::with_capacity(payload.len());
+        file.take(
+            u64::try_from(payload.len())
+                .unwrap_or(u64::MAX)
+                .saturating_add(1),
+        )
+        .read_to_end(&mut existing)?;
+        Ok(Some(existing == payload.as_bytes()))
+    }
+
     /// Whether the effect of `key` happened: its file is there with this payload.
     fn look(&self, key: &str, payload: &str) -> Reconciled {
         let name = file_name(key);
-        match self.dir.read(&name) {
-            Ok(existing) if existing == payload.as_bytes() => {
-                Reconciled::Happened(self.response(&name, existing.len()))
-            }
-            Ok(_) => Reconciled::Unknown {
+        match self.holds(&name, payload) {
+            Ok(Some(true)) => Reconciled::Happened(self.response(&name, payload.len())),
+            Ok(Some(false)) => Reconciled::Unknown {
                 status: None,
                 message: format!(
                     "file {}/{name} holds other content than this effect's payload",
                     self.display
                 ),
             },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                Reconciled::NotHappened { status: None }
-            }
+            Ok(None) => Reconciled::NotHappened { status: None },
             Err(e) => Reconciled::Unknown {
                 status: None,
                 message: format!("file {}/{name}: read: {e}", self.display),

@@ -51,6 +51,7 @@ impl HttpConnector {
                     .map_err(|_| format!("reconcile: `{}` is not an HTTP method", probe.method))?,
                 url: probe.url.clone(),
                 margin_ms: probe.margin_ms,
+                not_found_body: probe.not_found_body.clone(),
             }),
             None => None,
         };
@@ -196,12 +197,21 @@ struct Probe {
     /// The lookup URL with `{key}` where the key goes.
     url: String,
     margin_ms: u64,
+    /// Text a 404's body must hold to count as "not found", if set.
+    not_found_body: Option<String>,
 }
+
+/// What a key may hold unencoded in a path segment or query value: RFC 3986's unreserved
+/// characters. Everything else is percent-encoded.
+const KEY_IN_URL: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 impl HttpConnector {
     async fn probe(&self, probe: &Probe, call: Dispatch<'_>) -> Reconciled {
-        let key =
-            percent_encoding::utf8_percent_encode(call.key, percent_encoding::NON_ALPHANUMERIC);
+        let key = percent_encoding::utf8_percent_encode(call.key, KEY_IN_URL);
         let target = probe.url.replace("{key}", &key.to_string());
         let unknown =
             |status: Option<u16>, message: String| Reconciled::Unknown { status, message };
@@ -236,7 +246,16 @@ impl HttpConnector {
                 ),
             ),
             (200..=299, None) => Reconciled::Happened(Response { status: code, body }),
-            (404, None) => Reconciled::NotHappened { status: code },
+            // A 404 from something other than the lookup itself (a wrong path, a proxy) would
+            // re-send the effect: with `not_found_body`, only downstream's own answer counts.
+            (404, None)
+                if probe
+                    .not_found_body
+                    .as_deref()
+                    .is_none_or(|text| body.contains(text)) =>
+            {
+                Reconciled::NotHappened { status: code }
+            }
             (_, None) => unknown(
                 code,
                 format!("{} {target} returned {status}: {body}", probe.method),
@@ -302,6 +321,9 @@ impl Connector for HttpConnector {
             .as_ref()
             .map_or(0, |p| self.timeout_ms.saturating_add(p.margin_ms))
     }
+    fn start_within_ms(&self) -> Option<u64> {
+        self.probe.as_ref().map(|p| p.margin_ms / 2)
+    }
     fn reconcile<'a>(&'a self, call: Dispatch<'a>) -> BoxFuture<'a, Reconciled> {
         Box::pin(async move {
             match &self.probe {
@@ -336,6 +358,13 @@ mod tests {
         assert_eq!(classify_status(422), (FailureClass::Validation, false));
         assert_eq!(classify_status(403), (FailureClass::Permission, false));
         assert_eq!(classify_status(409), (FailureClass::Conflict, false));
+    }
+
+    #[test]
+    fn keys_keep_unreserved_characters_in_the_lookup_url() {
+        let encoded = percent_encoding::utf8_percent_encode("post-invoice:INV_1.a~/é", KEY_IN_URL)
+            .to_string();
+        assert_eq!(encoded, "post-invoice%3AINV_1.a~%2F%C3%A9");
     }
 
     #[test]

@@ -4,8 +4,9 @@
 //! answer: it goes in doubt as without a probe, with the probe's answer in the evidence.
 //!
 //! Invariant: downstream is asked only once no request of the last dispatch can still land
-//! (the connector's timeout plus a margin after it began), so a "not found" cannot be
-//! followed by a late arrival; and the prober owns the effect while it asks, so one process
+//! (the connector's timeout plus a margin after it began, a send starting within half the
+//! margin of being recorded or not at all), so a "not found" cannot be followed by a late
+//! arrival, as long as downstream acts on a request within that time of receiving it; and the prober owns the effect while it asks, so one process
 //! at a time probes and a crash mid-probe leaves the effect to the next resume.
 
 use super::connector::{Connector, Reconciled};
@@ -105,8 +106,10 @@ impl EffectEngine {
             Ok(_) => return Probed::Raced,
             Err(e) => return Probed::Done(Err(ledger_abort(e))),
         }
-        // Its last dispatch began at the latest when the effect was last written.
-        let answer = self.probe(req, connector, effect.updated_at).await;
+        // Counted from now, on this host's clock: whoever recorded the last dispatch started
+        // it within `start_within_ms` of recording it, so before this take-over plus that
+        // (the stored times may come from another host's clock).
+        let answer = self.probe(req, connector, self.clock.now_ms()).await;
         let entry = self.probed_entry(req, &answer);
         let now = self.clock.now_ms();
         match answer {
@@ -131,7 +134,8 @@ impl EffectEngine {
                         replayed: true,
                         dispatches: effect.dispatches,
                     }),
-                    Err(e) => Err(ledger_abort(e)),
+                    // Downstream has it, and the ledger cannot say so yet.
+                    Err(e) => Err(super::engine::unrecorded(req, connector, e)),
                 })
             }
             Reconciled::NotHappened { .. } => Probed::Send(entry),

@@ -312,12 +312,11 @@ fn run_error_result(error: &RunError) -> CallToolResult {
         RunError::Parked { .. } => FailureClass::Conflict,
         // The run is resumable: the same call again (same call key) recovers the effect.
         RunError::OutcomeUnrecorded { run_id, effect, .. } => {
-            let details = serde_json::json!({ "kind": effect.kind, "key": effect.key, "sent": true, "outcome_recorded": false });
             return failure_result(
                 FailureClass::Transient,
                 &error.to_string(),
                 Some(run_id),
-                Some(details),
+                Some(effect.details()),
             );
         }
         _ => FailureClass::Fatal,
