@@ -583,13 +583,7 @@ fn a_read_only_ledger_gets_its_own_message() {
         } else {
             std::process::Command::new(crate::harness::tollgate_bin())
         };
-        command
-            .env("TOLLGATE_LEDGER", env.ledger())
-            .env("TOLLGATE_CACHE_DIR", env.cache())
-            .env_remove("TOLLGATE_CONFIG")
-            .env_remove("RUST_LOG")
-            .env("NO_COLOR", "1")
-            .current_dir(env.dir.path())
+        crate::harness::in_env(&mut command, &env)
             .arg("--no-cache")
             .args(args)
             .output()

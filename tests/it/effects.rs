@@ -511,6 +511,21 @@ fn probed_config(erp: &Erp, lookup: &str) -> String {
     )
 }
 
+/// One run of the invoice tool on `erp` under [`probed_config`], with `extra` lines added to
+/// its reconcile table. The environment holds the ledger, so it is returned to live on.
+async fn probed_run(
+    erp: &Erp,
+    lookup: &str,
+    extra: &str,
+    invoice_id: &str,
+) -> (Env, tollgate::Runtime, tollgate::RunReport) {
+    let env = Env::new();
+    let runtime = env.runtime(&format!("{}{extra}", probed_config(erp, lookup)));
+    let tool = load(&runtime, INVOICE).await;
+    let report = runtime.run(&tool, &invoice(invoice_id)).await.unwrap();
+    (env, runtime, report)
+}
+
 fn lookup_url(erp: &Erp) -> String {
     format!("http://{}/invoices/by-key/{{key}}", erp.addr())
 }
@@ -536,10 +551,7 @@ async fn a_timeout_on_a_key_ignoring_erp_is_settled_by_its_lookup() {
         hold_ms: 1_500,
         ..Faults::default()
     });
-    let env = Env::new();
-    let runtime = env.runtime(&probed_config(&erp, &lookup_url(&erp)));
-    let tool = load(&runtime, INVOICE).await;
-    let report = runtime.run(&tool, &invoice("INV-P1")).await.unwrap();
+    let (_env, runtime, report) = probed_run(&erp, &lookup_url(&erp), "", "INV-P1").await;
     assert_eq!(report.status, RunStatus::Succeeded, "{report:?}");
     assert_eq!(output(&report)["erp"]["posting_id"], "ERP-000001");
     let stats = erp.stats();
@@ -567,10 +579,7 @@ async fn a_request_the_lookup_does_not_find_is_sent_again_under_its_key() {
         fail_unbooked: 1,
         ..Faults::default()
     });
-    let env = Env::new();
-    let runtime = env.runtime(&probed_config(&erp, &lookup_url(&erp)));
-    let tool = load(&runtime, INVOICE).await;
-    let report = runtime.run(&tool, &invoice("INV-P2")).await.unwrap();
+    let (_env, runtime, report) = probed_run(&erp, &lookup_url(&erp), "", "INV-P2").await;
     assert_eq!(report.status, RunStatus::Succeeded, "{report:?}");
     let stats = erp.stats();
     assert_eq!((stats.requests, stats.postings), (2, 1));
@@ -597,11 +606,8 @@ async fn an_unanswered_lookup_leaves_the_effect_in_doubt_with_its_answer_in_the_
         hold_ms: 1_500,
         ..Faults::default()
     });
-    let env = Env::new();
     let dead = format!("http://127.0.0.1:{}/by-key/{{key}}", closed_port());
-    let runtime = env.runtime(&probed_config(&erp, &dead));
-    let tool = load(&runtime, INVOICE).await;
-    let report = runtime.run(&tool, &invoice("INV-P3")).await.unwrap();
+    let (_env, runtime, report) = probed_run(&erp, &dead, "", "INV-P3").await;
     assert_eq!(report.status, RunStatus::InDoubt, "{report:?}");
     assert_eq!(erp.stats().requests, 1, "not re-sent");
     assert_eq!(probe_answers(&runtime, &report.run_id), ["unknown"]);
@@ -627,10 +633,7 @@ async fn a_downstream_that_loses_every_request_is_sent_at_most_three_times() {
         fail_unbooked: 10,
         ..Faults::default()
     });
-    let env = Env::new();
-    let runtime = env.runtime(&probed_config(&erp, &lookup_url(&erp)));
-    let tool = load(&runtime, INVOICE).await;
-    let report = runtime.run(&tool, &invoice("INV-P4")).await.unwrap();
+    let (_env, runtime, report) = probed_run(&erp, &lookup_url(&erp), "", "INV-P4").await;
     assert_eq!(report.status, RunStatus::InDoubt, "{report:?}");
     assert_eq!(erp.stats().requests, 3);
     assert_eq!(erp.stats().postings, 0);
@@ -654,15 +657,9 @@ async fn a_404_without_downstreams_not_found_text_is_no_answer() {
         fail_unbooked: 1,
         ..Faults::default()
     });
-    let env = Env::new();
     let wrong_path = format!("http://{}/no-such-lookup/{{key}}", erp.addr());
-    let config = format!(
-        "{}not_found_body = \"no booking\"\n",
-        probed_config(&erp, &wrong_path)
-    );
-    let runtime = env.runtime(&config);
-    let tool = load(&runtime, INVOICE).await;
-    let report = runtime.run(&tool, &invoice("INV-P5")).await.unwrap();
+    let not_found = "not_found_body = \"no booking\"\n";
+    let (_env, runtime, report) = probed_run(&erp, &wrong_path, not_found, "INV-P5").await;
     assert_eq!(report.status, RunStatus::InDoubt, "{report:?}");
     assert_eq!(erp.stats().requests, 1, "not sent again on a stray 404");
     assert_eq!(probe_answers(&runtime, &report.run_id), ["unknown"]);
@@ -673,14 +670,7 @@ async fn a_404_without_downstreams_not_found_text_is_no_answer() {
         fail_unbooked: 1,
         ..Faults::default()
     });
-    let env = Env::new();
-    let config = format!(
-        "{}not_found_body = \"no booking\"\n",
-        probed_config(&erp, &lookup_url(&erp))
-    );
-    let runtime = env.runtime(&config);
-    let tool = load(&runtime, INVOICE).await;
-    let report = runtime.run(&tool, &invoice("INV-P6")).await.unwrap();
+    let (_env, _runtime, report) = probed_run(&erp, &lookup_url(&erp), not_found, "INV-P6").await;
     assert_eq!(report.status, RunStatus::Succeeded, "{report:?}");
     assert_eq!(erp.stats().requests, 2);
 }

@@ -113,14 +113,23 @@ pub fn tollgate(env: &Env, args: &[&str]) -> std::process::Output {
 /// The command [`tollgate`] runs, for a caller that spawns it itself (to kill it, say).
 pub fn tollgate_command(env: &Env) -> std::process::Command {
     let mut command = std::process::Command::new(tollgate_bin());
+    in_env(&mut command, env);
+    command
+}
+
+/// Points `command` (the binary, or a wrapper that runs it) at the environment's ledger and
+/// cache, with no config or log settings inherited from the caller.
+pub fn in_env<'c>(
+    command: &'c mut std::process::Command,
+    env: &Env,
+) -> &'c mut std::process::Command {
     command
         .env("TOLLGATE_LEDGER", env.ledger())
         .env("TOLLGATE_CACHE_DIR", env.cache())
         .env_remove("TOLLGATE_CONFIG")
         .env_remove("RUST_LOG")
         .env("NO_COLOR", "1")
-        .current_dir(env.dir.path());
-    command
+        .current_dir(env.dir.path())
 }
 
 pub fn tollgate_bin() -> PathBuf {

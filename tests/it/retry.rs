@@ -256,14 +256,9 @@ async fn time_budget_exhaustion_escalates() {
     assert!(esc.summary.contains("transient"), "{}", esc.summary);
 }
 
-#[tokio::test]
-async fn breaker_opens_after_consecutive_failures_fails_fast_then_closes_after_cooldown() {
-    let erp = Erp::start(true).unwrap();
-    erp.inject(Faults {
-        unavailable: 2,
-        ..Faults::default()
-    });
-    let env = Env::new();
+/// A runtime on a manual clock whose circuits open after 2 failures for 30 s, posting to
+/// `erp` (keys honoured, 5 s timeout).
+fn breaker_runtime(env: &Env, erp: &Erp) -> (Runtime, ManualClock) {
     let clock = ManualClock::new(1_800_000_000_000);
     let config = format!(
         "{}\n[breaker]\nfailures = 2\ncooldown_ms = 30000\n",
@@ -274,6 +269,18 @@ async fn breaker_opens_after_consecutive_failures_fails_fast_then_closes_after_c
         .clock(Arc::new(clock.clone()))
         .build()
         .unwrap();
+    (runtime, clock)
+}
+
+#[tokio::test]
+async fn breaker_opens_after_consecutive_failures_fails_fast_then_closes_after_cooldown() {
+    let erp = Erp::start(true).unwrap();
+    erp.inject(Faults {
+        unavailable: 2,
+        ..Faults::default()
+    });
+    let env = Env::new();
+    let (runtime, clock) = breaker_runtime(&env, &erp);
     let tool = load(&runtime, INVOICE).await;
     for id in ["INV-B1", "INV-B2"] {
         let report = runtime.run(&tool, &invoice(id)).await.unwrap();
@@ -481,16 +488,7 @@ async fn half_open_circuit_admits_one_probe_at_a_time() {
         ..Faults::default()
     });
     let env = Env::new();
-    let clock = ManualClock::new(1_800_000_000_000);
-    let config = format!(
-        "{}\n[breaker]\nfailures = 2\ncooldown_ms = 30000\n",
-        erp_config(&erp.invoices_url(), true, 5_000)
-    );
-    let runtime = env
-        .builder(&config)
-        .clock(Arc::new(clock.clone()))
-        .build()
-        .unwrap();
+    let (runtime, clock) = breaker_runtime(&env, &erp);
     let tool = load(&runtime, INVOICE).await;
     // The circuit opened a cool-down ago: the next call is a probe.
     runtime

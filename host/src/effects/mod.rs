@@ -1,7 +1,7 @@
 //! The effect protocol: how a tool's request to change the outside world becomes exactly one
 //! downstream action, however often the run crashes or retries.
 //!
-//! [`engine`] runs the protocol over the ledger; [`decision`] is its pure core (what to do
+//! [`engine`] runs the protocol over the ledger, [`dispatch`] sends and records; [`decision`] is its pure core (what to do
 //! with a key already recorded); [`reconcile`] asks downstream about an unknown outcome; [`intent`] checks a request before anything is recorded; a
 //! [`connector`] carries an effect out, one per effect kind as the operator configured it
 //! ([`http`], [`file`], [`noop`]).
@@ -9,6 +9,7 @@
 mod circuits;
 pub mod connector;
 pub mod decision;
+mod dispatch;
 mod engine;
 pub mod file;
 pub mod http;
@@ -17,7 +18,8 @@ pub mod noop;
 mod reconcile;
 
 pub use connector::{Answer, Reconciled};
-pub use engine::{EffectEngine, EffectError, EffectOutcome, EffectRequest, Unrecorded};
+pub use dispatch::Unrecorded;
+pub use engine::{EffectEngine, EffectError, EffectOutcome, EffectRequest};
 
 use crate::config::ConnectorConfig;
 use connector::{Connector, ConnectorSetupError};

@@ -91,16 +91,7 @@ impl EffectEngine {
         connector: &dyn Connector,
         effect: &EffectRecord,
     ) -> Probed {
-        let take_over = Op::TakeOverEffect {
-            kind: req.kind.to_owned(),
-            key: req.key.to_owned(),
-            expected_run_id: effect.run_id.clone(),
-            expected_attempt: effect.attempt,
-            expected_status: effect.status,
-            run_id: req.run_id.to_owned(),
-            attempt: req.attempt,
-            now: self.clock.now_ms(),
-        };
+        let take_over = super::engine::take_over(req, effect, self.clock.now_ms());
         match ledger::apply(&self.ledger, vec![take_over]).await {
             Ok(applied) if matches!(applied.first(), Some(Applied::TookOver(true))) => {}
             Ok(_) => return Probed::Raced,
@@ -135,7 +126,7 @@ impl EffectEngine {
                         dispatches: effect.dispatches,
                     }),
                     // Downstream has it, and the ledger cannot say so yet.
-                    Err(e) => Err(super::engine::unrecorded(req, connector, e)),
+                    Err(e) => Err(super::dispatch::unrecorded(req, connector, e)),
                 })
             }
             Reconciled::NotHappened { .. } => Probed::Send(entry),
