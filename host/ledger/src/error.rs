@@ -188,14 +188,29 @@ pub enum LedgerError {
     },
 
     #[error(
-        "ledger storage failed while {context}: {source}; check that the disk is writable and \
-         not full, then retry (rerun with RUST_LOG=debug if it persists)"
+        "ledger storage failed while {context}: {source}; check that the ledger's storage is \
+         reachable, writable and not full, then retry (rerun with RUST_LOG=debug if it persists)"
     )]
-    Sqlite {
+    Storage {
         context: String,
+        /// The backend's own error (`rusqlite::Error`, `postgres::Error`), for `source()` and
+        /// for the backend to refine into the variants above.
         #[source]
-        source: Arc<rusqlite::Error>,
+        source: Arc<dyn std::error::Error + Send + Sync + 'static>,
     },
+
+    #[error(
+        "the ledger database {ledger} is unavailable ({detail}); check that PostgreSQL is \
+         running and reachable there and that the URL's user, password and database are right, \
+         then retry"
+    )]
+    Unavailable { ledger: String, detail: String },
+
+    #[error(
+        "`{ledger}` is not a ledger location ({detail}); give a file path, or a URL of the \
+         form postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE"
+    )]
+    BadLocation { ledger: String, detail: String },
 
     #[error(
         "the ledger writer thread has stopped, so nothing more can be committed; restart \
@@ -205,27 +220,4 @@ pub enum LedgerError {
 
     #[error("internal ledger error: {0}; this is a bug in tollgate, please report it")]
     Internal(String),
-}
-
-impl From<rusqlite::Error> for LedgerError {
-    fn from(source: rusqlite::Error) -> Self {
-        Self::Sqlite {
-            context: "accessing the ledger".to_owned(),
-            source: Arc::new(source),
-        }
-    }
-}
-
-/// Attaches what the ledger was doing to a storage error.
-pub(crate) trait SqlContext<T> {
-    fn context(self, what: &str) -> Result<T, LedgerError>;
-}
-
-impl<T> SqlContext<T> for Result<T, rusqlite::Error> {
-    fn context(self, what: &str) -> Result<T, LedgerError> {
-        self.map_err(|source| LedgerError::Sqlite {
-            context: what.to_owned(),
-            source: Arc::new(source),
-        })
-    }
 }

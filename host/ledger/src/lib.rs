@@ -9,6 +9,7 @@ mod breaker;
 mod contract;
 mod error;
 mod records;
+pub mod rules;
 mod sqlite;
 
 pub use breaker::{Admission, BreakerRule};

@@ -6,7 +6,8 @@
 
 use rusqlite::{Connection, TransactionBehavior};
 
-use crate::error::{LedgerError, SqlContext};
+use super::error::SqlContext;
+use crate::error::LedgerError;
 
 /// Marks a SQLite file as a Tollgate ledger (`PRAGMA application_id`): ASCII "TLGT".
 pub(super) const APPLICATION_ID: i32 = 0x544C_4754;

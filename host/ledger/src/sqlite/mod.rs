@@ -7,9 +7,10 @@
 //! ledger: an empty file there is never one of ours, and is refused rather than taken for a
 //! new ledger.
 
+mod error;
 mod migrations;
-mod ops;
 mod rows;
+mod tx;
 mod writer;
 
 use std::fmt;
@@ -26,11 +27,12 @@ use std::time::Duration;
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 
 use crate::contract::Ledger;
-use crate::error::{LedgerError, SqlContext};
+use crate::error::LedgerError;
 use crate::records::{
     Applied, Attempt, BreakerRecord, CallKeyRecord, Checkpoint, EffectRecord, Escalation,
     EscalationFilter, JournalEntry, LockRecord, NewJournalEntry, Op, Run, RunFilter,
 };
+use error::SqlContext;
 use writer::{Counters, Request, Writer};
 
 /// Files up to this size get a full `PRAGMA quick_check` at open; larger ones would make
@@ -325,7 +327,10 @@ impl Ledger for SqliteLedger {
 /// database) into
 /// their own variants; everything else passes through.
 pub(crate) fn refine(err: LedgerError, path: &Path) -> LedgerError {
-    let LedgerError::Sqlite { source, context } = &err else {
+    let LedgerError::Storage { source, context } = &err else {
+        return err;
+    };
+    let Some(source) = source.downcast_ref::<rusqlite::Error>() else {
         return err;
     };
     match source.sqlite_error_code() {

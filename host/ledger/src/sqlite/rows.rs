@@ -6,7 +6,8 @@
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use crate::error::{LedgerError, SqlContext};
+use super::error::SqlContext;
+use crate::error::LedgerError;
 use crate::records::{
     Attempt, AttemptStatus, BreakerRecord, BreakerState, CallKeyRecord, Checkpoint, EffectRecord,
     EffectStatus, Escalation, EscalationFilter, EscalationReason, EscalationStatus, JournalEntry,

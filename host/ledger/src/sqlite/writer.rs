@@ -11,9 +11,12 @@ use std::sync::mpsc::{Receiver, SyncSender};
 
 use rusqlite::Connection;
 
-use super::{ops, refine};
-use crate::error::{LedgerError, SqlContext};
+use super::error::SqlContext;
+use super::refine;
+use super::tx::SqliteTx;
+use crate::error::LedgerError;
 use crate::records::{Applied, NewJournalEntry, Op};
+use crate::rules;
 
 pub(super) type Reply = SyncSender<Result<Vec<Applied>, LedgerError>>;
 
@@ -134,7 +137,8 @@ impl Writer {
                         *journaled += 1;
                         continue;
                     }
-                    match ops::insert_journal(&self.conn, &entry) {
+                    let mut tx = SqliteTx { conn: &self.conn };
+                    match rules::journal(&mut tx, &entry) {
                         Ok(()) => *journaled += 1,
                         // A single INSERT failing undoes only itself; the batch carries on.
                         Err(err) => tracing::warn!(
@@ -173,8 +177,9 @@ impl Writer {
         self.exec("SAVEPOINT request", "opening a request savepoint")?;
         let mut applied = Vec::with_capacity(request_ops.len());
         let mut result = Ok(());
+        let mut tx = SqliteTx { conn: &self.conn };
         for op in request_ops {
-            match ops::apply(&self.conn, op) {
+            match rules::apply(&mut tx, op) {
                 Ok(one) => applied.push(one),
                 Err(err) => {
                     result = Err(err);
