@@ -150,6 +150,7 @@ fn run_campaign(campaign: &Campaign) -> Findings {
         .collect();
     let mut kill_points: BTreeMap<&'static str, u32> = BTreeMap::new();
     let mut active: Vec<Active> = Vec::new();
+    let mut resumable_exits = 0u32;
     let mut lifetime_ms = 150.0_f64; // running estimate of a whole process's life
     let started = Instant::now();
     let reader = SqliteLedger::open(&ledger_path, Default::default()).unwrap();
@@ -234,6 +235,11 @@ fn run_campaign(campaign: &Campaign) -> Findings {
                 if let Some(run_id) = report.as_ref().and_then(|r| r["run_id"].as_str()) {
                     state.run_id = Some(run_id.to_owned());
                 }
+                // Resumable: what an agent is told to do, it does. A loaded machine can make a
+                // send miss its start-within window, which leaves the effect dispatched but
+                // unsent for the resume to probe.
+                let resumable = status.code() == Some(4)
+                    && report.as_ref().is_some_and(|r| r["status"] == "running");
                 if matches!(status.code(), Some(0 | 5)) {
                     state.report = report;
                 }
@@ -245,6 +251,7 @@ fn run_campaign(campaign: &Campaign) -> Findings {
                             0.8 * lifetime_ms + 0.2 * a.spawned.elapsed().as_secs_f64() * 1000.0;
                     }
                     Some(5) => state.outcome = Some(RunStatus::InDoubt),
+                    Some(4) if resumable => resumable_exits += 1,
                     code => panic!(
                         "{} exited {code:?} (seed {seed}): {}{}",
                         a.id,
@@ -284,7 +291,7 @@ fn run_campaign(campaign: &Campaign) -> Findings {
     }
     let erp_stats = erp.stats();
     println!(
-        "finished in {:.1}s; {} kills; ERP: {} requests, {} postings, {} replays",
+        "finished in {:.1}s; {} kills; {resumable_exits} resumable exits resumed; ERP: {} requests, {} postings, {} replays",
         started.elapsed().as_secs_f64(),
         kill_points.values().sum::<u32>(),
         erp_stats.requests,
