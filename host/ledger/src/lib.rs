@@ -8,6 +8,7 @@
 mod breaker;
 mod contract;
 mod error;
+mod pg;
 mod records;
 pub mod rules;
 mod sqlite;
@@ -15,6 +16,7 @@ mod sqlite;
 pub use breaker::{Admission, BreakerRule};
 pub use contract::{Ledger, LedgerExt};
 pub use error::LedgerError;
+pub use pg::{PgLedger, PgOptions, redact};
 pub use records::{
     Applied, Attempt, AttemptStatus, BreakerRecord, BreakerState, CallKeyRecord, Checkpoint, Claim,
     EffectRecord, EffectStatus, Escalation, EscalationFilter, EscalationReason, EscalationStatus,

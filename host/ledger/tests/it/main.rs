@@ -10,6 +10,7 @@ mod journal;
 mod locks;
 mod model;
 mod open;
+mod pg;
 mod runs;
 mod typed_facts;
 

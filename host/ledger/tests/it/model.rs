@@ -68,7 +68,7 @@ fn sqlite_ledger_follows_the_reference_model() {
 /// Runs random op sequences against the backend `open` makes (called once per holder, each
 /// time on the same path) and panics with the shortest failing sequence proptest finds.
 /// `PROPTEST_CASES` raises the case count for a longer soak.
-fn check_backend(open: impl Fn(&Path) -> Arc<dyn Ledger>) {
+pub fn check_backend(open: impl Fn(&Path) -> Arc<dyn Ledger>) {
     let cases = std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|n| n.parse().ok())

@@ -1,0 +1,460 @@
+//! The PostgreSQL ledger: one database shared by every Tollgate process of a fleet.
+//!
+//! Driver: `postgres`, the blocking face of `tokio-postgres`, on a fixed set of connection
+//! threads ([`pool`]). The ledger contract is synchronous because its rules
+//! ([`crate::rules`]) are plain functions over rows read inside one transaction, and SQLite,
+//! the default, is synchronous; async callers already reach the ledger through
+//! `spawn_blocking`. `sqlx` would bring a second async runtime layer and its own migration
+//! tool for no gain here; `deadpool` pools async clients, which these threads do not need.
+//!
+//! Invariant: every `apply` is one `SERIALIZABLE` transaction. Serialization failures,
+//! deadlocks and racing inserts of one key are retried inside the backend, a bounded number
+//! of times, so they never surface as a wrong answer; a lost connection is
+//! [`LedgerError::Unavailable`] and never a half-applied batch.
+
+mod error;
+mod migrations;
+mod pool;
+mod rows;
+mod tx;
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use postgres::{Config, IsolationLevel};
+
+use self::error::{Class, PgContext, classify, unavailable};
+use self::pool::{Conn, Pool};
+use self::tx::PgTx;
+use crate::contract::Ledger;
+use crate::error::LedgerError;
+use crate::records::{
+    Applied, Attempt, BreakerRecord, CallKeyRecord, Checkpoint, EffectRecord, Escalation,
+    EscalationFilter, JournalEntry, LockRecord, NewJournalEntry, Op, Run, RunFilter,
+};
+use crate::rules;
+use crate::sqlite::Create;
+
+/// How many times one `apply` runs again after a conflict with another transaction.
+const MAX_CONFLICT_RETRIES: u32 = 64;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PgOptions {
+    /// When opening may create the ledger's tables ([`Create::IfAbsentOrEmpty`] behaves like
+    /// [`Create::IfAbsent`]: an empty database is where nothing was ever recorded).
+    pub create: Create,
+    /// Connections (and connection threads) this process opens.
+    pub connections: usize,
+    /// How long a connection attempt waits before the database counts as unavailable.
+    pub connect_timeout: Duration,
+}
+
+impl Default for PgOptions {
+    fn default() -> Self {
+        Self {
+            create: Create::IfAbsent,
+            connections: 8,
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A [`Ledger`] in a PostgreSQL database. Cheap to share behind an `Arc`; dropping it
+/// commits queued journal entries and closes its connections.
+pub struct PgLedger {
+    location: Arc<str>,
+    /// Journal entries queued by [`Ledger::journal`], written by the next `apply` (in its
+    /// transaction) or by a flush job, whichever comes first.
+    pending: Arc<Queue>,
+    // Declared last: dropped after everything above, it runs the queued flushes first.
+    pool: Pool,
+}
+
+impl fmt::Debug for PgLedger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgLedger")
+            .field("location", &self.location)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `url` without its password, for messages and logs.
+pub fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) => {
+            if parsed.password().is_some() {
+                let _ = parsed.set_password(Some("***"));
+            }
+            parsed.to_string()
+        }
+        Err(_) => "the PostgreSQL URL given".to_owned(),
+    }
+}
+
+impl PgLedger {
+    /// Opens the ledger in the database at `url` (`postgres://…`), creating its tables first
+    /// if `options.create` allows, and migrates it to the current schema.
+    pub fn open(url: &str, options: PgOptions) -> Result<Self, LedgerError> {
+        let location: Arc<str> = redact(url).into();
+        let mut config = Config::from_str(url).map_err(|err| LedgerError::BadLocation {
+            ledger: location.to_string(),
+            detail: err.to_string(),
+        })?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(options.connect_timeout);
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("tollgate");
+        }
+        let mut first = Conn::new(config.clone(), Arc::clone(&location));
+        let client = first.client()?;
+        let create = options.create != Create::Never;
+        migrations::migrate(client, create, &location).map_err(|err| match classify(&err) {
+            Class::Connection => unavailable(&location, &err),
+            _ => err,
+        })?;
+        drop(first);
+        Ok(Self {
+            pool: Pool::start(options.connections, &config, &location)?,
+            pending: Arc::new(Queue::default()),
+            location,
+        })
+    }
+
+    /// The database, as a URL without its password.
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    /// A read on a connection thread, run once more on a fresh connection if the first
+    /// one turns out to be lost (a restarted server, an idle connection cut).
+    fn read<T: Send + 'static>(
+        &self,
+        read: impl Fn(&mut postgres::Client) -> Result<T, LedgerError> + Send + 'static,
+    ) -> Result<T, LedgerError> {
+        self.pool.call(move |conn| {
+            let mut tries = 0;
+            loop {
+                tries += 1;
+                let result = read(conn.client()?);
+                match &result {
+                    Err(err) if classify(err) == Class::Connection => {
+                        conn.reset();
+                        if tries < 2 {
+                            continue;
+                        }
+                        return Err(unavailable(conn.location(), err));
+                    }
+                    _ => return result,
+                }
+            }
+        })
+    }
+}
+
+/// Journal entries queued by [`Ledger::journal`] and not yet written.
+///
+/// Whoever writes them (an `apply`, in its own transaction, or a flush job) first takes
+/// `order`, then the entries; a flush holds `order` until its entries are committed. So an
+/// `apply` that follows a flush waits for it, and a thread's journal entries never get later
+/// sequence numbers than the ops it applies after queuing them.
+#[derive(Default)]
+struct Queue {
+    order: Mutex<()>,
+    entries: Mutex<Vec<NewJournalEntry>>,
+}
+
+impl Queue {
+    fn push(&self, entry: NewJournalEntry) -> bool {
+        match self.entries.lock() {
+            Ok(mut entries) => {
+                entries.push(entry);
+                entries.len() == 1
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn take(&self) -> Vec<NewJournalEntry> {
+        let _order = self.order.lock();
+        self.entries
+            .lock()
+            .map(|mut entries| std::mem::take(&mut *entries))
+            .unwrap_or_default()
+    }
+
+    /// Puts entries that could not be written back in front of any queued since.
+    fn put_back(&self, mut taken: Vec<NewJournalEntry>) {
+        if taken.is_empty() {
+            return;
+        }
+        if let Ok(mut entries) = self.entries.lock() {
+            taken.append(&mut entries);
+            *entries = taken;
+        }
+    }
+
+    /// Writes whatever is queued, in its own transaction.
+    fn flush(&self, conn: &mut Conn) -> Result<(), LedgerError> {
+        let _order = self.order.lock();
+        let taken = self
+            .entries
+            .lock()
+            .map(|mut entries| std::mem::take(&mut *entries))
+            .unwrap_or_default();
+        if taken.is_empty() {
+            return Ok(());
+        }
+        let result = conn.client().and_then(|client| {
+            let mut tx = client.transaction().context("starting a transaction")?;
+            write_journal(&mut tx, &taken)?;
+            tx.commit().context("committing journal entries")
+        });
+        if result.is_err() {
+            self.put_back(taken);
+        }
+        result
+    }
+}
+
+fn write_journal(
+    client: &mut impl postgres::GenericClient,
+    entries: &[NewJournalEntry],
+) -> Result<(), LedgerError> {
+    for entry in entries {
+        if !tx::insert_journal(client, entry)? {
+            tracing::warn!(
+                run_id = %entry.run_id,
+                event = %entry.event,
+                "ledger: dropped a journal entry whose run does not exist"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// One try of a request: the queued journal, then the ops inside a savepoint, so that a
+/// rule's refusal undoes the ops but keeps the journal. `Ok(Err(_))` is that refusal.
+fn try_apply(
+    conn: &mut Conn,
+    journal: &[NewJournalEntry],
+    ops: &[Op],
+) -> Result<Result<Vec<Applied>, LedgerError>, LedgerError> {
+    let client = conn.client()?;
+    let mut tx = client
+        .build_transaction()
+        .isolation_level(IsolationLevel::Serializable)
+        .start()
+        .context("starting a transaction")?;
+    write_journal(&mut tx, journal)?;
+    let mut request = tx.savepoint("request").context("opening a savepoint")?;
+    let mut applied = Vec::with_capacity(ops.len());
+    let mut refused = None;
+    {
+        let mut rows = PgTx { tx: &mut request };
+        for op in ops {
+            match rules::apply(&mut rows, op.clone()) {
+                Ok(one) => applied.push(one),
+                Err(err) => {
+                    refused = Some(err);
+                    break;
+                }
+            }
+        }
+    }
+    match refused {
+        // A storage error: the whole transaction is unusable; the caller decides.
+        Some(err @ LedgerError::Storage { .. }) => Err(err),
+        Some(err) => {
+            request
+                .rollback()
+                .context("rolling back a refused request")?;
+            tx.commit().context("committing a transaction")?;
+            Ok(Err(err))
+        }
+        None => {
+            request.commit().context("releasing a savepoint")?;
+            tx.commit().context("committing a transaction")?;
+            Ok(Ok(applied))
+        }
+    }
+}
+
+/// Runs a request until it commits, is refused by a rule, or fails for a reason a retry
+/// cannot fix.
+fn apply_with_retries(
+    conn: &mut Conn,
+    journal: &[NewJournalEntry],
+    ops: &[Op],
+) -> Result<Vec<Applied>, LedgerError> {
+    let mut conflicts = 0;
+    let mut reconnected = false;
+    loop {
+        let err = match try_apply(conn, journal, ops) {
+            Ok(result) => return result,
+            Err(err) => err,
+        };
+        match classify(&err) {
+            Class::Conflict if conflicts < MAX_CONFLICT_RETRIES => {
+                conflicts += 1;
+                // Spread the retries of transactions that collided.
+                let jitter = u64::from(conflicts.min(10)) * 500 + u64::from(rand_u16()) % 1_000;
+                std::thread::sleep(Duration::from_micros(jitter));
+            }
+            // A connection found dead before anything was sent is safe to remake once; one
+            // lost mid-request may have committed, so it is reported.
+            Class::Connection if !reconnected && is_stale(&err) => {
+                conn.reset();
+                reconnected = true;
+            }
+            Class::Connection => {
+                conn.reset();
+                return Err(unavailable(conn.location(), &err));
+            }
+            Class::Conflict => {
+                return Err(LedgerError::Internal(format!(
+                    "a ledger transaction still conflicted after {MAX_CONFLICT_RETRIES} \
+                     retries: {err}"
+                )));
+            }
+            Class::Other => return Err(err),
+        }
+    }
+}
+
+impl Ledger for PgLedger {
+    fn apply(&self, ops: Vec<Op>) -> Result<Vec<Applied>, LedgerError> {
+        let pending = Arc::clone(&self.pending);
+        self.pool.call(move |conn| {
+            let journal = pending.take();
+            let result = apply_with_retries(conn, &journal, &ops);
+            if result.is_err() {
+                pending.put_back(journal);
+            }
+            result
+        })
+    }
+
+    fn journal(&self, entry: NewJournalEntry) {
+        if self.pending.push(entry) {
+            // One flush per batch of queued entries; an `apply` that comes first takes them.
+            let pending = Arc::clone(&self.pending);
+            let _ = self.pool.send(move |conn| {
+                if let Err(err) = pending.flush(conn) {
+                    tracing::warn!(error = %err, "ledger: could not write queued journal entries yet");
+                    if classify(&err) == Class::Connection {
+                        conn.reset();
+                    }
+                }
+            });
+        }
+    }
+
+    fn run(&self, run_id: &str) -> Result<Option<Run>, LedgerError> {
+        let run_id = run_id.to_owned();
+        self.read(move |c| rows::run(c, &run_id))
+    }
+
+    fn runs(&self, filter: &RunFilter) -> Result<Vec<Run>, LedgerError> {
+        let filter = filter.clone();
+        self.read(move |c| rows::runs(c, &filter))
+    }
+
+    fn attempts(&self, run_id: &str) -> Result<Vec<Attempt>, LedgerError> {
+        let run_id = run_id.to_owned();
+        self.read(move |c| rows::attempts(c, &run_id))
+    }
+
+    fn effect(&self, kind: &str, key: &str) -> Result<Option<EffectRecord>, LedgerError> {
+        let (kind, key) = (kind.to_owned(), key.to_owned());
+        self.read(move |c| rows::effect(c, &kind, &key))
+    }
+
+    fn effects_for_run(&self, run_id: &str) -> Result<Vec<EffectRecord>, LedgerError> {
+        let run_id = run_id.to_owned();
+        self.read(move |c| rows::effects_for_run(c, &run_id))
+    }
+
+    fn latest_checkpoint(
+        &self,
+        run_id: &str,
+        name: Option<&str>,
+    ) -> Result<Option<Checkpoint>, LedgerError> {
+        let (run_id, name) = (run_id.to_owned(), name.map(str::to_owned));
+        self.read(move |c| rows::latest_checkpoint(c, &run_id, name.as_deref()))
+    }
+
+    fn checkpoints(&self, run_id: &str) -> Result<Vec<Checkpoint>, LedgerError> {
+        let run_id = run_id.to_owned();
+        self.read(move |c| rows::checkpoints(c, &run_id))
+    }
+
+    fn journal_entries(&self, run_id: &str) -> Result<Vec<JournalEntry>, LedgerError> {
+        // What was queued before this read is part of what it must see.
+        self.apply(Vec::new())?;
+        let run_id = run_id.to_owned();
+        self.read(move |c| rows::journal_entries(c, &run_id))
+    }
+
+    fn escalation(&self, id: i64) -> Result<Option<Escalation>, LedgerError> {
+        self.read(move |c| rows::escalation(c, id))
+    }
+
+    fn escalations(&self, filter: &EscalationFilter) -> Result<Vec<Escalation>, LedgerError> {
+        let filter = filter.clone();
+        self.read(move |c| rows::escalations(c, &filter))
+    }
+
+    fn lock(&self, key: &str) -> Result<Option<LockRecord>, LedgerError> {
+        let key = key.to_owned();
+        self.read(move |c| rows::lock(c, &key))
+    }
+
+    fn breakers(&self) -> Result<Vec<BreakerRecord>, LedgerError> {
+        self.read(rows::breakers)
+    }
+
+    fn breaker(&self, connector: &str, tool: &str) -> Result<Option<BreakerRecord>, LedgerError> {
+        let (connector, tool) = (connector.to_owned(), tool.to_owned());
+        self.read(move |c| rows::breaker(c, &connector, &tool))
+    }
+
+    fn stored_bytes(&self, run_id: &str) -> Result<u64, LedgerError> {
+        self.apply(Vec::new())?;
+        let id = run_id.to_owned();
+        self.read(move |c| rows::stored_bytes(c, &id))?
+            .ok_or_else(|| LedgerError::RunNotFound {
+                run_id: run_id.to_owned(),
+            })
+    }
+
+    fn call_key(&self, key: &str) -> Result<Option<CallKeyRecord>, LedgerError> {
+        let key = key.to_owned();
+        self.read(move |c| rows::call_key(c, &key))
+    }
+}
+
+impl Drop for PgLedger {
+    fn drop(&mut self) {
+        // Whatever is still queued goes in before the connections close.
+        if let Err(err) = self.apply(Vec::new()) {
+            tracing::warn!(error = %err, "ledger: queued journal entries were not written");
+        }
+    }
+}
+
+/// Whether a connection error came from a connection that was already dead when the
+/// request began (the server restarted, or cut an idle connection): nothing was sent.
+fn is_stale(err: &LedgerError) -> bool {
+    matches!(err, LedgerError::Storage { context, .. } if context == "starting a transaction")
+}
+
+/// A little randomness for retry jitter, without a generator to share between threads.
+fn rand_u16() -> u16 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(0);
+    hasher.finish() as u16
+}

@@ -1,0 +1,277 @@
+//! The PostgreSQL backend against a real server: the reference model, migrations under
+//! concurrent start-up, a newer schema, an unreachable server, and conflicting writers.
+//!
+//! The server is `TOLLGATE_TEST_POSTGRES` (default `postgres://postgres@127.0.0.1:5432/test`,
+//! which `tests/postgres/setup.sh` provides). Each test works in a schema of its own, dropped
+//! at the end, so tests run in parallel and leave nothing behind.
+
+use std::sync::{Arc, Barrier};
+
+use tollgate_ledger::{
+    Claim, Create, Ledger, LedgerError, LedgerExt, NewRun, Op, PgLedger, PgOptions,
+};
+
+use crate::T0;
+
+fn server() -> String {
+    std::env::var("TOLLGATE_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// A schema of its own on the test server, dropped with this value.
+pub struct Scratch {
+    schema: String,
+}
+
+impl Scratch {
+    pub fn new() -> Self {
+        let schema = format!("t_{}", uuid_like());
+        let mut admin =
+            postgres::Client::connect(&server(), postgres::NoTls).unwrap_or_else(|err| {
+                panic!(
+                    "no PostgreSQL test server at {} ({err}); run tests/postgres/setup.sh",
+                    tollgate_ledger::redact(&server())
+                )
+            });
+        admin
+            .batch_execute(&format!("CREATE SCHEMA {schema}"))
+            .expect("create a test schema");
+        Self { schema }
+    }
+
+    /// The server's URL with this schema first on the search path.
+    pub fn url(&self) -> String {
+        let sep = if server().contains('?') { '&' } else { '?' };
+        format!("{}{sep}options=-csearch_path%3D{}", server(), self.schema)
+    }
+
+    pub fn open(&self) -> PgLedger {
+        PgLedger::open(&self.url(), PgOptions::default()).expect("open the PostgreSQL ledger")
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Ok(mut admin) = postgres::Client::connect(&server(), postgres::NoTls) {
+            let _ = admin.batch_execute(&format!("DROP SCHEMA {} CASCADE", self.schema));
+        }
+    }
+}
+
+fn uuid_like() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    format!("{:016x}{:04x}", h.finish(), std::process::id() & 0xffff)
+}
+
+fn new_run(ledger: &dyn Ledger, run_id: &str) {
+    ledger
+        .create_run(NewRun {
+            run_id: run_id.to_owned(),
+            tool: "echo".to_owned(),
+            input: r#"{"x":1}"#.to_owned(),
+            now: T0,
+            component: None,
+            lock: None,
+        })
+        .expect("create run");
+}
+
+#[test]
+fn postgres_ledger_follows_the_reference_model() {
+    let scratches = std::sync::Mutex::new(std::collections::HashMap::new());
+    crate::model::check_backend(|path| {
+        let mut scratches = scratches.lock().unwrap();
+        let scratch = scratches
+            .entry(path.to_owned())
+            .or_insert_with(Scratch::new);
+        Arc::new(scratch.open())
+    });
+}
+
+#[test]
+fn many_processes_opening_a_new_ledger_at_once_migrate_it_once() {
+    let scratch = Scratch::new();
+    let url = scratch.url();
+    let start = Arc::new(Barrier::new(8));
+    let openers: Vec<_> = (0..8)
+        .map(|_| {
+            let (url, start) = (url.clone(), Arc::clone(&start));
+            std::thread::spawn(move || {
+                start.wait();
+                PgLedger::open(&url, PgOptions::default()).map(drop)
+            })
+        })
+        .collect();
+    for opener in openers {
+        opener
+            .join()
+            .unwrap()
+            .expect("every opener gets the ledger");
+    }
+    let ledger = scratch.open();
+    new_run(&ledger, "r1");
+    assert!(ledger.run("r1").unwrap().is_some());
+}
+
+#[test]
+fn a_read_only_open_of_an_empty_database_says_no_ledger_is_there() {
+    let scratch = Scratch::new();
+    let options = PgOptions {
+        create: Create::Never,
+        ..PgOptions::default()
+    };
+    let err = PgLedger::open(&scratch.url(), options).unwrap_err();
+    assert!(matches!(err, LedgerError::Missing { .. }), "{err}");
+}
+
+#[test]
+fn a_schema_newer_than_this_build_is_refused() {
+    let scratch = Scratch::new();
+    drop(scratch.open());
+    let mut admin = postgres::Client::connect(&scratch.url(), postgres::NoTls).unwrap();
+    admin
+        .batch_execute("UPDATE tollgate_schema SET version = 999")
+        .unwrap();
+    let err = PgLedger::open(&scratch.url(), PgOptions::default()).unwrap_err();
+    assert!(
+        matches!(err, LedgerError::NewerSchema { found: 999, .. }),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_server_that_is_down_gives_one_clear_error_without_the_password() {
+    // Nothing listens on port 1.
+    let url = "postgres://tollgate:s3cret@127.0.0.1:1/ledger";
+    let err = PgLedger::open(url, PgOptions::default()).unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, LedgerError::Unavailable { .. }), "{text}");
+    assert!(text.contains("127.0.0.1:1"), "{text}");
+    assert!(!text.contains("s3cret"), "the password leaked: {text}");
+}
+
+#[test]
+fn a_malformed_url_is_a_bad_location() {
+    let err = PgLedger::open("postgres://[::1", PgOptions::default()).unwrap_err();
+    assert!(matches!(err, LedgerError::BadLocation { .. }), "{err}");
+}
+
+#[test]
+fn concurrent_claims_of_one_key_from_many_handles_have_exactly_one_winner() {
+    let scratch = Scratch::new();
+    let first = scratch.open();
+    for i in 0..16 {
+        new_run(&first, &format!("r{i}"));
+    }
+    let start = Arc::new(Barrier::new(16));
+    let claimers: Vec<_> = (0..16)
+        .map(|i| {
+            let url = scratch.url();
+            let start = Arc::clone(&start);
+            std::thread::spawn(move || {
+                let ledger = PgLedger::open(&url, PgOptions::default()).unwrap();
+                start.wait();
+                ledger
+                    .claim_effect("erp", "k1", "d", "{}", &format!("r{i}"), 1, T0)
+                    .expect("a claim is answered, conflicts are retried inside")
+            })
+        })
+        .collect();
+    let fresh = claimers
+        .into_iter()
+        .map(|c| c.join().unwrap())
+        .filter(|claim| *claim == Claim::Fresh)
+        .count();
+    assert_eq!(fresh, 1, "exactly one claim may win the key");
+}
+
+#[test]
+fn lock_fences_grow_strictly_across_handles_racing_for_one_key() {
+    let scratch = Scratch::new();
+    let start = Arc::new(Barrier::new(8));
+    let racers: Vec<_> = (0..8)
+        .map(|i| {
+            let url = scratch.url();
+            let start = Arc::clone(&start);
+            std::thread::spawn(move || {
+                let ledger = PgLedger::open(&url, PgOptions::default()).unwrap();
+                start.wait();
+                let mut fences = Vec::new();
+                for round in 0..10 {
+                    let now = T0 + round * 10;
+                    let op = Op::AcquireLock {
+                        key: "shared".to_owned(),
+                        run_id: format!("r{i}"),
+                        holder: format!("h{i}"),
+                        lease_until: now + 1,
+                        now,
+                    };
+                    if let Ok(applied) = ledger.apply(vec![op])
+                        && let Some(tollgate_ledger::Applied::Lock(lock)) = applied.first()
+                    {
+                        fences.push(lock.fence);
+                    }
+                }
+                fences
+            })
+        })
+        .collect();
+    let mut fences: Vec<i64> = racers.into_iter().flat_map(|r| r.join().unwrap()).collect();
+    let taken = fences.len();
+    assert!(taken >= 10, "each round's lease lapses, so every round hands out the lock");
+    fences.sort_unstable();
+    fences.dedup();
+    assert_eq!(fences.len(), taken, "a fence was handed out twice");
+}
+
+#[test]
+fn a_queued_journal_entry_is_written_before_a_later_apply_from_the_same_thread() {
+    let scratch = Scratch::new();
+    let ledger = scratch.open();
+    new_run(&ledger, "r1");
+    for i in 0..50 {
+        ledger.journal(tollgate_ledger::NewJournalEntry {
+            run_id: "r1".to_owned(),
+            attempt: None,
+            at: T0 + i,
+            level: "info".to_owned(),
+            event: format!("queued.{i}"),
+            message: String::new(),
+            fields: serde_json::json!({}),
+        });
+        if i % 10 == 9 {
+            ledger
+                .apply(vec![Op::Journal(tollgate_ledger::NewJournalEntry {
+                    run_id: "r1".to_owned(),
+                    attempt: None,
+                    at: T0 + i,
+                    level: "info".to_owned(),
+                    event: format!("applied.{i}"),
+                    message: String::new(),
+                    fields: serde_json::json!({}),
+                })])
+                .unwrap();
+        }
+    }
+    let events: Vec<String> = ledger
+        .journal_entries("r1")
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event)
+        .collect();
+    let mut expected = Vec::new();
+    for i in 0..50 {
+        expected.push(format!("queued.{i}"));
+        if i % 10 == 9 {
+            expected.push(format!("applied.{i}"));
+        }
+    }
+    assert_eq!(events, expected);
+}
