@@ -11,7 +11,8 @@ use toml::de::{DeTable, DeValue};
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// The ledger file. Default: `.tollgate/ledger.db`.
+    /// The ledger: a SQLite file, or a `postgres://` URL for a ledger shared by many
+    /// hosts. Default: `.tollgate/ledger.db`.
     #[serde(default)]
     pub ledger: Option<PathBuf>,
     /// Where precompiled components are cached. Default: `.tollgate/cache`.

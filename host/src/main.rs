@@ -22,7 +22,8 @@ struct Cli {
     /// Operator config (connectors, tool policies). Default: ./tollgate.toml if present.
     #[arg(long, global = true, env = "TOLLGATE_CONFIG")]
     config: Option<PathBuf>,
-    /// Ledger file. Default: the config's `ledger`, else .tollgate/ledger.db.
+    /// Ledger: a SQLite file, or a postgres:// URL. Default: the config's `ledger`, else
+    /// .tollgate/ledger.db.
     #[arg(long, global = true, env = "TOLLGATE_LEDGER")]
     ledger: Option<PathBuf>,
     /// Cache of precompiled components. Default: .tollgate/cache.

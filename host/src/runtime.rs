@@ -9,9 +9,7 @@ use crate::effects::connector::{Connector, ConnectorSetupError};
 use crate::engine::{ArtifactCache, CacheError, EngineHandle, EngineOptions};
 use crate::escalation::{self, Decision, EscalationError, NextStep};
 use crate::failure::Failure;
-use crate::ledger::{
-    Escalation, EscalationFilter, Ledger, LedgerError, LedgerOptions, SqliteLedger,
-};
+use crate::ledger::{Escalation, EscalationFilter, Ledger, LedgerError, LedgerOptions, Location};
 use crate::runs::{self, RunError, RunOptions, RunReport};
 use crate::services::{Parts, Services};
 use crate::story::RunStory;
@@ -168,7 +166,7 @@ impl RuntimeBuilder {
                     .ledger_path
                     .or_else(|| self.config.ledger.clone())
                     .unwrap_or_else(|| DEFAULT_LEDGER.into());
-                Arc::new(SqliteLedger::open(&path, self.ledger_options)?)
+                Location::parse(&path).open(self.ledger_options)?
             }
         };
         let mut connectors = BTreeMap::new();

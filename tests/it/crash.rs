@@ -13,8 +13,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tollgate::ledger::{EffectStatus, Ledger, RunFilter, RunStatus, SqliteLedger};
+use tollgate::ledger::{EffectStatus, Ledger, RunFilter, RunStatus};
 use tollgate_tests::erp::{Erp, Faults};
 use tollgate_tests::plugins::INVOICE;
 
@@ -101,8 +102,10 @@ struct Findings {
     states: BTreeMap<String, InvoiceState>,
     kill_points: BTreeMap<&'static str, u32>,
     erp: tollgate_tests::erp::Stats,
-    ledger: SqliteLedger,
+    ledger: Arc<dyn Ledger>,
     seed: u64,
+    /// Holds the test's ledger (its PostgreSQL schema) until the findings are read.
+    _env: Env,
 }
 
 fn seed() -> u64 {
@@ -153,7 +156,7 @@ fn run_campaign(campaign: &Campaign) -> Findings {
     let mut resumable_exits = 0u32;
     let mut lifetime_ms = 150.0_f64; // running estimate of a whole process's life
     let started = Instant::now();
-    let reader = SqliteLedger::open(&ledger_path, Default::default()).unwrap();
+    let reader = env.open_ledger();
 
     loop {
         assert!(
@@ -189,7 +192,7 @@ fn run_campaign(campaign: &Campaign) -> Findings {
                     &invoice(&id),
                 ]),
             };
-            let before = seen(&erp, &reader, &id);
+            let before = seen(&erp, &*reader, &id);
             let spawned = Instant::now();
             let child = cmd
                 .stdout(Stdio::piped())
@@ -277,7 +280,7 @@ fn run_campaign(campaign: &Campaign) -> Findings {
                 a.child.kill().unwrap(); // SIGKILL
                 a.child.wait().unwrap();
                 let point = classify_kill(
-                    &reader,
+                    &*reader,
                     &a.id,
                     states.get_mut(&a.id).unwrap(),
                     &a.before,
@@ -327,6 +330,7 @@ fn run_campaign(campaign: &Campaign) -> Findings {
         erp: erp_stats,
         ledger: reader,
         seed,
+        _env: env,
     }
 }
 
@@ -341,7 +345,7 @@ fn erp_seen(erp: &Erp, id: &str) -> (u64, u64) {
     )
 }
 
-fn seen(erp: &Erp, ledger: &SqliteLedger, id: &str) -> Seen {
+fn seen(erp: &Erp, ledger: &dyn Ledger, id: &str) -> Seen {
     let (arrivals, settled) = erp_seen(erp, id);
     let dispatches = ledger
         .effect("erp.post-invoice", &format!("post-invoice:{id}"))
@@ -358,7 +362,7 @@ fn seen(erp: &Erp, ledger: &SqliteLedger, id: &str) -> Seen {
 /// was spawned, `at_kill` what the ERP had seen (arrivals, settled) just before the signal;
 /// the ledger is read after the process died, so it holds everything the process recorded.
 fn classify_kill(
-    ledger: &SqliteLedger,
+    ledger: &dyn Ledger,
     id: &str,
     state: &mut InvoiceState,
     before: &Seen,

@@ -4,22 +4,47 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use tollgate::ledger::scratch::PgScratch;
+use tollgate::ledger::{Ledger, Location};
 use tollgate::{Config, LoadedTool, RunReport, Runtime};
+
+/// Set to `postgres` to run the integration tests on a PostgreSQL ledger (a schema of its
+/// own per test on the test server) instead of a SQLite file.
+pub const LEDGER_ENV: &str = "TOLLGATE_TEST_LEDGER";
+
+/// Whether this test process runs on PostgreSQL (see [`LEDGER_ENV`]).
+pub fn on_postgres() -> bool {
+    std::env::var(LEDGER_ENV).is_ok_and(|v| v == "postgres")
+}
 
 /// A scratch world for one test.
 pub struct Env {
     pub dir: tempfile::TempDir,
+    /// The test's PostgreSQL schema, when the suite runs on PostgreSQL.
+    pg: Option<PgScratch>,
 }
 
 impl Env {
     pub fn new() -> Self {
         Self {
             dir: tempfile::tempdir().expect("temp dir"),
+            pg: on_postgres().then(PgScratch::new),
         }
     }
 
+    /// The test's ledger: a file in its directory, or a `postgres://` URL to its schema.
     pub fn ledger(&self) -> PathBuf {
-        self.dir.path().join("ledger.db")
+        match &self.pg {
+            Some(pg) => PathBuf::from(pg.url()),
+            None => self.dir.path().join("ledger.db"),
+        }
+    }
+
+    /// Another handle on the test's ledger, as a second process would open it.
+    pub fn open_ledger(&self) -> Arc<dyn Ledger> {
+        Location::parse(&self.ledger())
+            .open(Default::default())
+            .expect("open the test's ledger")
     }
 
     pub fn cache(&self) -> PathBuf {

@@ -13,6 +13,7 @@ mod locks;
 mod mcp;
 mod plugins;
 mod polyglot;
+mod postgres;
 mod races;
 mod retry;
 mod sdk;

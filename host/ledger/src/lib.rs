@@ -8,14 +8,17 @@
 mod breaker;
 mod contract;
 mod error;
+mod location;
 mod pg;
 mod records;
 pub mod rules;
+pub mod scratch;
 mod sqlite;
 
 pub use breaker::{Admission, BreakerRule};
 pub use contract::{Ledger, LedgerExt};
 pub use error::LedgerError;
+pub use location::Location;
 pub use pg::{PgLedger, PgOptions, redact};
 pub use records::{
     Applied, Attempt, AttemptStatus, BreakerRecord, BreakerState, CallKeyRecord, Checkpoint, Claim,

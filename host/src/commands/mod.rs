@@ -237,6 +237,14 @@ fn ledger_hint(e: &LedgerError) -> Option<String> {
             "free space on that disk, then resume the run; what was recorded before is intact"
                 .into(),
         ),
+        LedgerError::Unavailable { .. } => Some(
+            "`pg_isready -d URL` checks the server; nothing is dispatched while the ledger cannot record it, so resume the run once the database answers"
+                .into(),
+        ),
+        LedgerError::BadLocation { .. } => Some(
+            "give --ledger (or TOLLGATE_LEDGER, or the config's `ledger`) a file path or a postgres:// URL"
+                .into(),
+        ),
         LedgerError::RunNotFound { .. } => {
             Some("`tollgate runs list` shows the runs this ledger knows".into())
         }

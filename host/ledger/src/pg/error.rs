@@ -59,9 +59,23 @@ pub(super) fn classify(err: &LedgerError) -> Class {
             Class::Connection
         }
         Some(_) => Class::Other,
-        // No SQLSTATE: the error came from the socket, not the server.
-        None => Class::Connection,
+        // No SQLSTATE: the socket failed, or the request never left this process (a
+        // parameter that does not serialize), which a new connection would not fix.
+        None if is_io(pg) => Class::Connection,
+        None => Class::Other,
     }
+}
+
+/// Whether an I/O error lies under `err`: the connection failed.
+fn is_io(err: &postgres::Error) -> bool {
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        if cause.is::<std::io::Error>() {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// The ledger could not be reached at `location` (a URL without its password).

@@ -68,8 +68,10 @@ pub struct PgLedger {
     /// Journal entries queued by [`Ledger::journal`], written by the next `apply` (in its
     /// transaction) or by a flush job, whichever comes first.
     pending: Arc<Queue>,
-    // Declared last: dropped after everything above, it runs the queued flushes first.
+    // Declared after the queue: dropped after it, it runs the queued flushes first.
     pool: Pool,
+    // Declared last so it is dropped after the connections close: it drops the schema.
+    _scratch: Option<crate::scratch::PgScratch>,
 }
 
 impl fmt::Debug for PgLedger {
@@ -108,19 +110,33 @@ impl PgLedger {
         if config.get_application_name().is_none() {
             config.application_name("tollgate");
         }
-        let mut first = Conn::new(config.clone(), Arc::clone(&location));
-        let client = first.client()?;
+        // On a connection thread like every other call: the caller may be an async task.
+        let pool = Pool::start(options.connections, &config, &location)?;
         let create = options.create != Create::Never;
-        migrations::migrate(client, create, &location).map_err(|err| match classify(&err) {
-            Class::Connection => unavailable(&location, &err),
-            _ => err,
+        let shown = Arc::clone(&location);
+        pool.call(move |conn| {
+            migrations::migrate(conn.client()?, create, &shown).map_err(|err| {
+                match classify(&err) {
+                    Class::Connection => unavailable(&shown, &err),
+                    _ => err,
+                }
+            })
         })?;
-        drop(first);
         Ok(Self {
-            pool: Pool::start(options.connections, &config, &location)?,
+            pool,
             pending: Arc::new(Queue::default()),
             location,
+            _scratch: None,
         })
+    }
+
+    /// A private throwaway ledger for tests: a schema of its own on the test server
+    /// ([`crate::scratch`]), dropped with the ledger.
+    pub fn open_scratch() -> Result<Self, LedgerError> {
+        let scratch = crate::scratch::PgScratch::new();
+        let mut ledger = Self::open(&scratch.url(), PgOptions::default())?;
+        ledger._scratch = Some(scratch);
+        Ok(ledger)
     }
 
     /// The database, as a URL without its password.

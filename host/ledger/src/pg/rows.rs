@@ -502,7 +502,7 @@ pub(super) fn stored_bytes(
     let row = c
         .query_one(
             "SELECT CAST(\
-             (SELECT $2 + octet_length(tool) + octet_length(input) \
+             (SELECT $2::BIGINT + octet_length(tool) + octet_length(input) \
                 + coalesce(octet_length(output), 0) + coalesce(octet_length(error_class), 0) \
                 + coalesce(octet_length(error_message), 0) FROM runs WHERE run_id = $1) \
              + (SELECT coalesce(sum($2 + octet_length(component_digest) + octet_length(holder) \

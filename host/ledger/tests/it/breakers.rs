@@ -1,4 +1,4 @@
-use tollgate_ledger::{BreakerRecord, BreakerState, Ledger, LedgerExt};
+use tollgate_ledger::{BreakerRecord, BreakerState, LedgerExt};
 
 use crate::{T0, ledger};
 

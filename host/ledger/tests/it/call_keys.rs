@@ -40,7 +40,7 @@ fn schema_version(path: &Path) -> i64 {
 #[test]
 fn a_claimed_call_key_reads_back_with_its_run() {
     let ledger = ledger();
-    new_run(&ledger, "r1");
+    new_run(&*ledger, "r1");
     assert_eq!(ledger.call_key("k").unwrap(), None);
     ledger
         .claim_call_key("k", "invoice", "d1", "r1", T0)
@@ -60,8 +60,8 @@ fn a_claimed_call_key_reads_back_with_its_run() {
 #[test]
 fn a_used_call_key_names_the_first_run_whatever_is_asked_the_second_time() {
     let ledger = ledger();
-    new_run(&ledger, "r1");
-    new_run(&ledger, "r2");
+    new_run(&*ledger, "r1");
+    new_run(&*ledger, "r2");
     ledger
         .claim_call_key("k", "invoice", "d1", "r1", T0)
         .unwrap();
@@ -88,8 +88,8 @@ fn a_used_call_key_names_the_first_run_whatever_is_asked_the_second_time() {
 #[test]
 fn a_used_call_key_error_names_the_first_run_and_says_what_to_do() {
     let ledger = ledger();
-    new_run(&ledger, "r1");
-    new_run(&ledger, "r2");
+    new_run(&*ledger, "r1");
+    new_run(&*ledger, "r2");
     ledger
         .claim_call_key("k", "invoice", "d1", "r1", T0)
         .unwrap();
@@ -172,7 +172,7 @@ fn a_version_4_ledger_with_data_migrates_to_call_keys_keeping_its_data() {
 #[test]
 fn a_used_call_key_undoes_the_run_created_in_the_same_batch() {
     let ledger = ledger();
-    new_run(&ledger, "r1");
+    new_run(&*ledger, "r1");
     ledger
         .claim_call_key("k", "invoice", "d1", "r1", T0)
         .unwrap();

@@ -1,11 +1,11 @@
-use tollgate_ledger::{AttemptStatus, Ledger, LedgerError, LedgerExt};
+use tollgate_ledger::{AttemptStatus, LedgerError, LedgerExt};
 
 use crate::{T0, ledger, running};
 
 #[test]
 fn latest_checkpoint_is_the_newest_overall_or_by_name() {
     let ledger = ledger();
-    running(&ledger, "r1");
+    running(&*ledger, "r1");
     ledger.save_checkpoint("r1", 1, "cursor", b"1", T0).unwrap();
     ledger
         .save_checkpoint("r1", 1, "progress", b"50%", T0 + 1)
@@ -47,7 +47,7 @@ fn latest_checkpoint_is_the_newest_overall_or_by_name() {
 #[test]
 fn saving_one_name_over_and_over_keeps_one_copy() {
     let ledger = ledger();
-    running(&ledger, "r1");
+    running(&*ledger, "r1");
     let before = ledger.stored_bytes("r1").unwrap();
     for i in 0..50u8 {
         ledger
@@ -64,7 +64,7 @@ fn saving_one_name_over_and_over_keeps_one_copy() {
 #[test]
 fn checkpoints_carry_their_attempt_across_attempts() {
     let ledger = ledger();
-    running(&ledger, "r1");
+    running(&*ledger, "r1");
     ledger.save_checkpoint("r1", 1, "c", b"a1", T0).unwrap();
     ledger
         .end_attempt("r1", 1, AttemptStatus::Failed, None, None, T0 + 1)
@@ -88,7 +88,7 @@ fn checkpoints_carry_their_attempt_across_attempts() {
 #[test]
 fn superseded_attempt_cannot_save_a_checkpoint() {
     let ledger = ledger();
-    running(&ledger, "r1");
+    running(&*ledger, "r1");
     ledger
         .begin_attempt("r1", "d", "h2", T0 + 60_000, true, T0 + 1)
         .unwrap();

@@ -8,7 +8,7 @@ const KIND: &str = "http";
 const KEY: &str = "order-42";
 const PAYLOAD: &str = r#"{"amount":10}"#;
 
-fn claim(ledger: &impl Ledger, run_id: &str, attempt: u32, now: i64) -> Claim {
+fn claim(ledger: &(impl Ledger + ?Sized), run_id: &str, attempt: u32, now: i64) -> Claim {
     ledger
         .claim_effect(
             KIND,
@@ -25,8 +25,8 @@ fn claim(ledger: &impl Ledger, run_id: &str, attempt: u32, now: i64) -> Claim {
 #[test]
 fn first_claim_is_fresh_and_pending_with_no_dispatches() {
     let ledger = ledger();
-    running(&ledger, "r1");
-    assert_eq!(claim(&ledger, "r1", 1, T0 + 1), Claim::Fresh);
+    running(&*ledger, "r1");
+    assert_eq!(claim(&*ledger, "r1", 1, T0 + 1), Claim::Fresh);
     let effect = ledger.effect(KIND, KEY).unwrap().unwrap();
     assert_eq!(effect.status, EffectStatus::Pending);
     assert_eq!((effect.run_id.as_str(), effect.attempt), ("r1", 1));
@@ -39,11 +39,11 @@ fn first_claim_is_fresh_and_pending_with_no_dispatches() {
 #[test]
 fn second_claim_returns_the_existing_record_with_its_owner_attempt() {
     let ledger = ledger();
-    let owner = running(&ledger, "r1");
-    claim(&ledger, "r1", 1, T0 + 1);
-    running(&ledger, "r2");
+    let owner = running(&*ledger, "r1");
+    claim(&*ledger, "r1", 1, T0 + 1);
+    running(&*ledger, "r2");
     // Key scope is (kind, key): another run sees the same record.
-    match claim(&ledger, "r2", 1, T0 + 2) {
+    match claim(&*ledger, "r2", 1, T0 + 2) {
         Claim::Existing { effect, owner: got } => {
             assert_eq!(effect.run_id, "r1");
             assert_eq!(effect.status, EffectStatus::Pending);
@@ -78,7 +78,7 @@ fn claim_of_an_effect_whose_owner_attempt_is_missing_reports_no_owner() {
 #[test]
 fn replay_after_success_sees_the_recorded_response() {
     let ledger = ledger();
-    running(&ledger, "r1");
+    running(&*ledger, "r1");
     ledger
         .apply(vec![
             Op::ClaimEffect {
@@ -117,7 +117,7 @@ fn replay_after_success_sees_the_recorded_response() {
     assert_eq!(effect.response.as_deref(), Some("200 OK"));
     assert_eq!(effect.dispatches, 1);
     assert_eq!(effect.updated_at, T0 + 5);
-    match claim(&ledger, "r1", 1, T0 + 6) {
+    match claim(&*ledger, "r1", 1, T0 + 6) {
         Claim::Existing { effect, .. } => assert_eq!(effect.response.as_deref(), Some("200 OK")),
         Claim::Fresh => panic!("replay must see the existing record"),
     }
@@ -126,8 +126,8 @@ fn replay_after_success_sees_the_recorded_response() {
 #[test]
 fn mark_dispatched_counts_every_dispatch() {
     let ledger = ledger();
-    running(&ledger, "r1");
-    claim(&ledger, "r1", 1, T0);
+    running(&*ledger, "r1");
+    claim(&*ledger, "r1", 1, T0);
     for i in 0..3 {
         ledger.mark_dispatched(KIND, KEY, "r1", 1, T0 + i).unwrap();
     }
@@ -139,8 +139,8 @@ fn mark_dispatched_counts_every_dispatch() {
 #[test]
 fn mark_dispatched_by_a_non_owner_is_ownership_lost() {
     let ledger = ledger();
-    running(&ledger, "r1");
-    claim(&ledger, "r1", 1, T0);
+    running(&*ledger, "r1");
+    claim(&*ledger, "r1", 1, T0);
     let err = ledger.mark_dispatched(KIND, KEY, "r1", 2, T0).unwrap_err();
     assert!(
         matches!(
@@ -159,8 +159,8 @@ fn mark_dispatched_by_a_non_owner_is_ownership_lost() {
 #[test]
 fn record_outcome_by_a_non_owner_is_ownership_lost() {
     let ledger = ledger();
-    running(&ledger, "r1");
-    claim(&ledger, "r1", 1, T0);
+    running(&*ledger, "r1");
+    claim(&*ledger, "r1", 1, T0);
     let err = ledger
         .record_outcome(
             KIND,
@@ -195,8 +195,8 @@ fn record_outcome_by_a_non_owner_is_ownership_lost() {
 #[test]
 fn record_outcome_twice_is_ownership_lost_and_keeps_the_first() {
     let ledger = ledger();
-    running(&ledger, "r1");
-    claim(&ledger, "r1", 1, T0);
+    running(&*ledger, "r1");
+    claim(&*ledger, "r1", 1, T0);
     ledger
         .record_outcome(
             KIND,
@@ -238,8 +238,8 @@ fn record_outcome_twice_is_ownership_lost_and_keeps_the_first() {
 #[test]
 fn record_outcome_only_accepts_succeeded_or_failed() {
     let ledger = ledger();
-    running(&ledger, "r1");
-    claim(&ledger, "r1", 1, T0);
+    running(&*ledger, "r1");
+    claim(&*ledger, "r1", 1, T0);
     let err = ledger
         .record_outcome(
             KIND,
@@ -262,7 +262,7 @@ fn record_outcome_only_accepts_succeeded_or_failed() {
 #[test]
 fn outcome_for_an_unclaimed_key_is_effect_not_found() {
     let ledger = ledger();
-    running(&ledger, "r1");
+    running(&*ledger, "r1");
     let err = ledger
         .record_outcome(
             KIND,
@@ -282,8 +282,8 @@ fn outcome_for_an_unclaimed_key_is_effect_not_found() {
 #[test]
 fn mark_in_doubt_moves_pending_only() {
     let ledger = ledger();
-    running(&ledger, "r1");
-    claim(&ledger, "r1", 1, T0);
+    running(&*ledger, "r1");
+    claim(&*ledger, "r1", 1, T0);
     let err = ledger.mark_in_doubt(KIND, KEY, "r9", 1, T0).unwrap_err();
     assert!(matches!(err, LedgerError::OwnershipLost { .. }), "{err:?}");
     ledger.mark_in_doubt(KIND, KEY, "r1", 1, T0 + 1).unwrap();
@@ -303,8 +303,8 @@ fn mark_in_doubt_moves_pending_only() {
 #[test]
 fn take_over_succeeds_once_then_fails_for_a_stale_expectation() {
     let ledger = ledger();
-    running(&ledger, "r1");
-    claim(&ledger, "r1", 1, T0);
+    running(&*ledger, "r1");
+    claim(&*ledger, "r1", 1, T0);
     ledger
         .end_attempt("r1", 1, AttemptStatus::Crashed, None, None, T0 + 1)
         .unwrap();
@@ -342,8 +342,8 @@ fn take_over_succeeds_once_then_fails_for_a_stale_expectation() {
 #[test]
 fn take_over_of_a_failed_effect_resets_it_to_pending() {
     let ledger = ledger();
-    running(&ledger, "r1");
-    claim(&ledger, "r1", 1, T0);
+    running(&*ledger, "r1");
+    claim(&*ledger, "r1", 1, T0);
     ledger
         .record_outcome(
             KIND,
@@ -389,8 +389,8 @@ fn take_over_of_a_failed_effect_resets_it_to_pending() {
 #[test]
 fn effects_for_run_lists_owned_effects_in_creation_order() {
     let ledger = ledger();
-    running(&ledger, "r1");
-    running(&ledger, "r2");
+    running(&*ledger, "r1");
+    running(&*ledger, "r2");
     for key in ["z", "a", "m"] {
         ledger
             .claim_effect(KIND, key, "d", "{}", "r1", 1, T0)

@@ -1,7 +1,7 @@
 use serde_json::json;
 use tollgate_ledger::{
-    Escalation, EscalationFilter, EscalationReason, EscalationStatus, Ledger, LedgerError,
-    LedgerExt, NewEscalation, Op, Resolution, RunStatus,
+    Escalation, EscalationFilter, EscalationReason, EscalationStatus, LedgerError, LedgerExt,
+    NewEscalation, Op, Resolution, RunStatus,
 };
 
 use crate::{T0, ledger, new_run, running};
@@ -26,7 +26,7 @@ fn ids(escalations: Vec<Escalation>) -> Vec<i64> {
 #[test]
 fn opened_escalation_reads_back_open_with_its_evidence() {
     let ledger = ledger();
-    new_run(&ledger, "r1");
+    new_run(&*ledger, "r1");
     let opened = ledger
         .open_escalation(new_escalation("r1", EscalationReason::InDoubt, T0 + 5))
         .unwrap();
@@ -58,7 +58,7 @@ fn opened_escalation_reads_back_open_with_its_evidence() {
 #[test]
 fn a_second_open_for_the_same_run_returns_the_first_unchanged() {
     let ledger = ledger();
-    new_run(&ledger, "r1");
+    new_run(&*ledger, "r1");
     let first = ledger
         .open_escalation(new_escalation("r1", EscalationReason::InDoubt, T0))
         .unwrap();
@@ -76,7 +76,7 @@ fn a_second_open_for_the_same_run_returns_the_first_unchanged() {
 #[test]
 fn a_run_can_be_escalated_again_once_its_escalation_is_resolved() {
     let ledger = ledger();
-    new_run(&ledger, "r1");
+    new_run(&*ledger, "r1");
     let first = ledger
         .open_escalation(new_escalation("r1", EscalationReason::Approval, T0))
         .unwrap();
@@ -109,7 +109,7 @@ fn opening_for_an_unknown_run_is_run_not_found() {
 #[test]
 fn resolving_records_the_decision_who_made_it_and_when() {
     let ledger = ledger();
-    new_run(&ledger, "r1");
+    new_run(&*ledger, "r1");
     let opened = ledger
         .open_escalation(new_escalation("r1", EscalationReason::InDoubt, T0))
         .unwrap();
@@ -138,7 +138,7 @@ fn resolving_records_the_decision_who_made_it_and_when() {
 #[test]
 fn resolving_a_resolved_escalation_again_is_refused_the_same_way_or_not() {
     let ledger = ledger();
-    new_run(&ledger, "r1");
+    new_run(&*ledger, "r1");
     let id = ledger
         .open_escalation(new_escalation("r1", EscalationReason::Approval, T0))
         .unwrap()
@@ -195,7 +195,7 @@ fn resolving_an_unknown_id_is_escalation_not_found() {
 fn escalations_filter_by_status_and_run_oldest_first_and_limited() {
     let ledger = ledger();
     for run in ["a", "b", "c"] {
-        new_run(&ledger, run);
+        new_run(&*ledger, run);
     }
     let a1 = ledger
         .open_escalation(new_escalation("a", EscalationReason::Approval, T0))
@@ -244,7 +244,7 @@ fn escalations_filter_by_status_and_run_oldest_first_and_limited() {
 #[test]
 fn park_and_open_escalation_commit_together_or_not_at_all() {
     let ledger = ledger();
-    running(&ledger, "r1");
+    running(&*ledger, "r1");
     let applied = ledger
         .apply(vec![
             Op::ParkRun {
@@ -267,7 +267,7 @@ fn park_and_open_escalation_commit_together_or_not_at_all() {
         RunStatus::Escalated
     );
 
-    new_run(&ledger, "r2");
+    new_run(&*ledger, "r2");
     let err = ledger
         .apply(vec![
             Op::ParkRun {

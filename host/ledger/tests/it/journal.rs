@@ -15,7 +15,7 @@ fn entry(run_id: &str, event: &str, message: &str) -> NewJournalEntry {
     }
 }
 
-fn messages(ledger: &impl Ledger, run_id: &str) -> Vec<String> {
+fn messages(ledger: &(impl Ledger + ?Sized), run_id: &str) -> Vec<String> {
     ledger
         .journal_entries(run_id)
         .unwrap()
@@ -27,7 +27,7 @@ fn messages(ledger: &impl Ledger, run_id: &str) -> Vec<String> {
 #[test]
 fn journal_entries_read_back_in_order_with_their_fields() {
     let ledger = ledger();
-    new_run(&ledger, "r1");
+    new_run(&*ledger, "r1");
     ledger
         .apply(vec![
             Op::Journal(entry("r1", "attempt.started", "one")),
@@ -45,7 +45,7 @@ fn journal_entries_read_back_in_order_with_their_fields() {
 #[test]
 fn queued_journal_entries_are_durable_when_a_later_apply_returns() {
     let ledger = ledger();
-    new_run(&ledger, "r1");
+    new_run(&*ledger, "r1");
     ledger.journal(entry("r1", "effect.replayed", "a"));
     ledger.journal(entry("r1", "effect.replayed", "b"));
     ledger
@@ -54,21 +54,21 @@ fn queued_journal_entries_are_durable_when_a_later_apply_returns() {
     ledger.journal(entry("r1", "log", "d"));
     // An empty apply is a flush barrier.
     ledger.apply(vec![]).unwrap();
-    assert_eq!(messages(&ledger, "r1"), ["a", "b", "c", "d"]);
+    assert_eq!(messages(&*ledger, "r1"), ["a", "b", "c", "d"]);
 }
 
 #[test]
 fn queued_journal_entry_for_an_unknown_run_is_dropped_without_failing_others() {
     let ledger = ledger();
-    new_run(&ledger, "r1");
+    new_run(&*ledger, "r1");
     ledger.journal(entry("r1", "log", "before"));
     ledger.journal(entry("ghost", "log", "lost"));
     ledger.journal(entry("r1", "log", "after"));
     ledger
         .apply(vec![Op::Journal(entry("r1", "log", "applied"))])
         .unwrap();
-    assert_eq!(messages(&ledger, "r1"), ["before", "after", "applied"]);
-    assert_eq!(messages(&ledger, "ghost"), Vec::<String>::new());
+    assert_eq!(messages(&*ledger, "r1"), ["before", "after", "applied"]);
+    assert_eq!(messages(&*ledger, "ghost"), Vec::<String>::new());
 }
 
 #[test]

@@ -1,4 +1,4 @@
-use tollgate_ledger::{Ledger, LedgerError, LedgerExt, LockRecord, Op};
+use tollgate_ledger::{LedgerError, LedgerExt, LockRecord, Op};
 
 use crate::{T0, ledger};
 

@@ -1,9 +1,15 @@
-//! Behaviour tests for the ledger against real SQLite files: one binary, one module per area.
+//! Behaviour tests for the ledger: one binary, one module per area.
+//!
+//! The contract modules (everything but `open`, `concurrency` and `pg`, which test one
+//! backend's own storage) take their ledger from [`ledger`]: a scratch SQLite file, or, with
+//! `TOLLGATE_TEST_LEDGER=postgres`, a scratch PostgreSQL schema. `contract::` runs them again
+//! that way, so one `cargo test` holds both backends to the same contract.
 
 mod breakers;
 mod call_keys;
 mod checkpoints;
 mod concurrency;
+mod contract;
 mod effects;
 mod escalations;
 mod journal;
@@ -14,15 +20,23 @@ mod pg;
 mod runs;
 mod typed_facts;
 
-use tollgate_ledger::{Attempt, LedgerExt, NewRun, SqliteLedger};
+use tollgate_ledger::{Attempt, Ledger, LedgerExt, NewRun, PgLedger, SqliteLedger};
 
 pub const T0: i64 = 1_700_000_000_000;
 
-pub fn ledger() -> SqliteLedger {
-    SqliteLedger::open_in_memory().expect("open scratch ledger")
+/// Set to `postgres` to run the contract modules on PostgreSQL.
+pub const LEDGER_ENV: &str = "TOLLGATE_TEST_LEDGER";
+
+/// A scratch ledger of the backend under test.
+pub fn ledger() -> Box<dyn Ledger> {
+    if std::env::var(LEDGER_ENV).is_ok_and(|v| v == "postgres") {
+        Box::new(PgLedger::open_scratch().expect("open scratch ledger"))
+    } else {
+        Box::new(SqliteLedger::open_in_memory().expect("open scratch ledger"))
+    }
 }
 
-pub fn new_run(ledger: &SqliteLedger, run_id: &str) {
+pub fn new_run(ledger: &dyn Ledger, run_id: &str) {
     ledger
         .create_run(NewRun {
             run_id: run_id.to_owned(),
@@ -36,7 +50,7 @@ pub fn new_run(ledger: &SqliteLedger, run_id: &str) {
 }
 
 /// A run with one live attempt (lease until T0 + 30 s), held by "h1".
-pub fn running(ledger: &SqliteLedger, run_id: &str) -> Attempt {
+pub fn running(ledger: &dyn Ledger, run_id: &str) -> Attempt {
     new_run(ledger, run_id);
     ledger
         .begin_attempt(run_id, "sha256:c0ffee", "h1", T0 + 30_000, false, T0)

@@ -1,73 +1,32 @@
 //! The PostgreSQL backend against a real server: the reference model, migrations under
 //! concurrent start-up, a newer schema, an unreachable server, and conflicting writers.
 //!
-//! The server is `TOLLGATE_TEST_POSTGRES` (default `postgres://postgres@127.0.0.1:5432/test`,
-//! which `tests/postgres/setup.sh` provides). Each test works in a schema of its own, dropped
-//! at the end, so tests run in parallel and leave nothing behind.
+//! Each test works in a schema of its own on the test server ([`PgScratch`]).
 
 use std::sync::{Arc, Barrier};
 
+use tollgate_ledger::scratch::PgScratch;
 use tollgate_ledger::{
     Claim, Create, Ledger, LedgerError, LedgerExt, NewRun, Op, PgLedger, PgOptions,
 };
 
 use crate::T0;
 
-fn server() -> String {
-    std::env::var("TOLLGATE_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
-}
-
-/// A schema of its own on the test server, dropped with this value.
-pub struct Scratch {
-    schema: String,
-}
+/// A schema of its own on the test server, opened as a ledger.
+struct Scratch(PgScratch);
 
 impl Scratch {
-    pub fn new() -> Self {
-        let schema = format!("t_{}", uuid_like());
-        let mut admin =
-            postgres::Client::connect(&server(), postgres::NoTls).unwrap_or_else(|err| {
-                panic!(
-                    "no PostgreSQL test server at {} ({err}); run tests/postgres/setup.sh",
-                    tollgate_ledger::redact(&server())
-                )
-            });
-        admin
-            .batch_execute(&format!("CREATE SCHEMA {schema}"))
-            .expect("create a test schema");
-        Self { schema }
+    fn new() -> Self {
+        Self(PgScratch::new())
     }
 
-    /// The server's URL with this schema first on the search path.
-    pub fn url(&self) -> String {
-        let sep = if server().contains('?') { '&' } else { '?' };
-        format!("{}{sep}options=-csearch_path%3D{}", server(), self.schema)
+    fn url(&self) -> String {
+        self.0.url()
     }
 
-    pub fn open(&self) -> PgLedger {
+    fn open(&self) -> PgLedger {
         PgLedger::open(&self.url(), PgOptions::default()).expect("open the PostgreSQL ledger")
     }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        if let Ok(mut admin) = postgres::Client::connect(&server(), postgres::NoTls) {
-            let _ = admin.batch_execute(&format!("DROP SCHEMA {} CASCADE", self.schema));
-        }
-    }
-}
-
-fn uuid_like() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos(),
-    );
-    format!("{:016x}{:04x}", h.finish(), std::process::id() & 0xffff)
 }
 
 fn new_run(ledger: &dyn Ledger, run_id: &str) {
@@ -225,7 +184,10 @@ fn lock_fences_grow_strictly_across_handles_racing_for_one_key() {
         .collect();
     let mut fences: Vec<i64> = racers.into_iter().flat_map(|r| r.join().unwrap()).collect();
     let taken = fences.len();
-    assert!(taken >= 10, "each round's lease lapses, so every round hands out the lock");
+    assert!(
+        taken >= 10,
+        "each round's lease lapses, so every round hands out the lock"
+    );
     fences.sort_unstable();
     fences.dedup();
     assert_eq!(fences.len(), taken, "a fence was handed out twice");

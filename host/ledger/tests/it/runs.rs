@@ -1,13 +1,11 @@
-use tollgate_ledger::{
-    AttemptStatus, Ledger, LedgerError, LedgerExt, NewRun, Op, RunFilter, RunStatus,
-};
+use tollgate_ledger::{AttemptStatus, LedgerError, LedgerExt, NewRun, Op, RunFilter, RunStatus};
 
 use crate::{T0, ledger, new_run, running};
 
 #[test]
 fn created_run_reads_back_running_with_no_attempts() {
     let ledger = ledger();
-    new_run(&ledger, "r1");
+    new_run(&*ledger, "r1");
     let run = ledger.run("r1").unwrap().unwrap();
     assert_eq!(run.status, RunStatus::Running);
     assert_eq!(run.tool, "echo");
@@ -20,7 +18,7 @@ fn created_run_reads_back_running_with_no_attempts() {
 #[test]
 fn creating_a_taken_run_id_is_run_exists() {
     let ledger = ledger();
-    new_run(&ledger, "r1");
+    new_run(&*ledger, "r1");
     let err = ledger
         .create_run(NewRun {
             run_id: "r1".into(),
@@ -81,7 +79,7 @@ fn runs_lists_newest_first_filtered_and_limited() {
 #[test]
 fn begin_attempt_numbers_attempts_and_counts_them_on_the_run() {
     let ledger = ledger();
-    let first = running(&ledger, "r1");
+    let first = running(&*ledger, "r1");
     assert_eq!(first.attempt, 1);
     assert_eq!(first.status, AttemptStatus::Running);
     assert_eq!(first.holder, "h1");
@@ -111,7 +109,7 @@ fn begin_attempt_numbers_attempts_and_counts_them_on_the_run() {
 #[test]
 fn begin_attempt_refuses_while_the_latest_lease_is_live() {
     let ledger = ledger();
-    running(&ledger, "r1");
+    running(&*ledger, "r1");
     let err = ledger
         .begin_attempt("r1", "d", "h2", T0 + 90_000, false, T0 + 29_999)
         .unwrap_err();
@@ -133,7 +131,7 @@ fn begin_attempt_refuses_while_the_latest_lease_is_live() {
 #[test]
 fn begin_attempt_after_lease_expiry_marks_the_old_attempt_crashed() {
     let ledger = ledger();
-    running(&ledger, "r1");
+    running(&*ledger, "r1");
     let now = T0 + 30_000; // lease_until == now counts as expired
     let second = ledger
         .begin_attempt("r1", "d", "h2", now + 30_000, false, now)
@@ -148,7 +146,7 @@ fn begin_attempt_after_lease_expiry_marks_the_old_attempt_crashed() {
 #[test]
 fn take_over_supersedes_a_live_attempt() {
     let ledger = ledger();
-    running(&ledger, "r1");
+    running(&*ledger, "r1");
     let second = ledger
         .begin_attempt("r1", "d", "h2", T0 + 60_000, true, T0 + 1)
         .unwrap();
@@ -171,7 +169,7 @@ fn take_over_supersedes_a_live_attempt() {
 #[test]
 fn finished_run_refuses_new_attempts() {
     let ledger = ledger();
-    running(&ledger, "r1");
+    running(&*ledger, "r1");
     ledger
         .apply(vec![
             Op::EndAttempt {
@@ -223,7 +221,7 @@ fn begin_attempt_on_unknown_run_is_run_not_found() {
 #[test]
 fn renew_lease_extends_only_for_the_holder() {
     let ledger = ledger();
-    running(&ledger, "r1");
+    running(&*ledger, "r1");
     ledger.renew_lease("r1", 1, "h1", T0 + 50_000).unwrap();
     assert_eq!(ledger.attempts("r1").unwrap()[0].lease_until, T0 + 50_000);
     let err = ledger
@@ -241,7 +239,7 @@ fn renew_lease_extends_only_for_the_holder() {
 #[test]
 fn end_run_is_idempotent_but_refuses_a_different_final_status() {
     let ledger = ledger();
-    new_run(&ledger, "r1");
+    new_run(&*ledger, "r1");
     ledger
         .end_run(
             "r1",
@@ -317,7 +315,7 @@ fn a_failing_op_rolls_back_the_whole_apply() {
 #[test]
 fn errors_say_what_to_do() {
     let ledger = ledger();
-    running(&ledger, "r1");
+    running(&*ledger, "r1");
     let err = ledger
         .begin_attempt("r1", "d", "h2", T0 + 90_000, false, T0)
         .unwrap_err();
@@ -333,7 +331,7 @@ fn park_run_moves_a_running_run_to_a_parked_status_and_repeating_is_a_no_op() {
         ("r1", RunStatus::Escalated),
         ("r2", RunStatus::WaitingApproval),
     ] {
-        running(&ledger, run_id);
+        running(&*ledger, run_id);
         ledger.park_run(run_id, status, T0 + 1).unwrap();
         ledger.park_run(run_id, status, T0 + 2).unwrap();
         let run = ledger.run(run_id).unwrap().unwrap();
@@ -354,7 +352,7 @@ fn park_run_moves_a_running_run_to_a_parked_status_and_repeating_is_a_no_op() {
 #[test]
 fn park_run_refuses_unparked_targets_other_parked_runs_finished_and_unknown_runs() {
     let ledger = ledger();
-    new_run(&ledger, "r1");
+    new_run(&*ledger, "r1");
     for status in [RunStatus::Running, RunStatus::Failed] {
         let err = ledger.park_run("r1", status, T0 + 1).unwrap_err();
         assert!(
@@ -375,7 +373,7 @@ fn park_run_refuses_unparked_targets_other_parked_runs_finished_and_unknown_runs
         RunStatus::Escalated
     );
 
-    new_run(&ledger, "done");
+    new_run(&*ledger, "done");
     ledger
         .end_run("done", RunStatus::InDoubt, None, None, None, T0 + 1)
         .unwrap();
@@ -402,7 +400,7 @@ fn park_run_refuses_unparked_targets_other_parked_runs_finished_and_unknown_runs
 #[test]
 fn begin_attempt_on_a_parked_run_is_run_parked() {
     let ledger = ledger();
-    running(&ledger, "r1");
+    running(&*ledger, "r1");
     ledger
         .end_attempt("r1", 1, AttemptStatus::Failed, None, None, T0 + 1)
         .unwrap();
@@ -432,7 +430,7 @@ fn end_run_finishes_a_parked_run() {
         ("r1", RunStatus::Escalated),
         ("r2", RunStatus::WaitingApproval),
     ] {
-        new_run(&ledger, run_id);
+        new_run(&*ledger, run_id);
         ledger.park_run(run_id, parked, T0 + 1).unwrap();
         ledger
             .end_run(
@@ -454,7 +452,7 @@ fn end_run_finishes_a_parked_run() {
 #[test]
 fn end_run_refuses_a_parked_target_status() {
     let ledger = ledger();
-    new_run(&ledger, "r1");
+    new_run(&*ledger, "r1");
     let err = ledger
         .end_run("r1", RunStatus::Escalated, None, None, None, T0 + 1)
         .unwrap_err();
@@ -491,7 +489,7 @@ fn reopen_run_resumes_parked_failed_and_in_doubt_runs_clearing_their_outcome() {
         ("in_doubt", end("in_doubt", RunStatus::InDoubt, None)),
     ];
     for (run_id, setup) in setups {
-        running(&ledger, run_id);
+        running(&*ledger, run_id);
         ledger
             .end_attempt(run_id, 1, AttemptStatus::Failed, None, None, T0 + 1)
             .unwrap();
@@ -520,7 +518,7 @@ fn reopen_run_resumes_parked_failed_and_in_doubt_runs_clearing_their_outcome() {
 #[test]
 fn reopen_run_is_a_no_op_when_running_and_refuses_succeeded_and_unknown_runs() {
     let ledger = ledger();
-    new_run(&ledger, "r1");
+    new_run(&*ledger, "r1");
     ledger.reopen_run("r1", T0 + 5).unwrap();
     assert_eq!(ledger.run("r1").unwrap().unwrap().updated_at, T0);
 
@@ -551,8 +549,8 @@ fn reopen_run_is_a_no_op_when_running_and_refuses_succeeded_and_unknown_runs() {
 fn stored_bytes_counts_every_row_of_the_run_the_way_the_host_charges_it() {
     use tollgate_ledger::{NewJournalEntry, stored};
     let ledger = ledger();
-    running(&ledger, "r1");
-    running(&ledger, "other");
+    running(&*ledger, "r1");
+    running(&*ledger, "other");
     let start = ledger.stored_bytes("r1").unwrap();
     // The run row and its first attempt, with the per-row cost each.
     let run_row = stored::ROW_COST + "echo".len() as u64 + r#"{"x":1}"#.len() as u64;
@@ -594,7 +592,7 @@ fn stored_bytes_counts_every_row_of_the_run_the_way_the_host_charges_it() {
 #[test]
 fn a_live_attempt_error_shows_its_lease_as_a_time_and_names_only_real_ways_out() {
     let ledger = ledger();
-    running(&ledger, "r1");
+    running(&*ledger, "r1");
     let err = ledger
         .begin_attempt("r1", "d", "h2", T0 + 90_000, false, T0 + 1)
         .unwrap_err();

@@ -1,0 +1,76 @@
+//! Throwaway PostgreSQL ledgers for tests: a schema of its own on a shared test server,
+//! dropped with the value, so tests run in parallel and leave nothing behind.
+//!
+//! The server is `TOLLGATE_TEST_POSTGRES` (default `postgres://postgres@127.0.0.1:5432/test`,
+//! which `tests/postgres/setup.sh` provides on a fresh machine).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The test server's URL.
+pub fn server() -> String {
+    std::env::var("TOLLGATE_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// A schema of its own on the test server, dropped with this value.
+#[derive(Debug)]
+pub struct PgScratch {
+    schema: String,
+}
+
+impl PgScratch {
+    /// Creates the schema. Panics, naming the fix, if the test server does not answer: a
+    /// test that needs PostgreSQL must not pass without it.
+    pub fn new() -> Self {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_micros();
+        let schema = format!(
+            "t_{now:x}_{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let sql = format!("CREATE SCHEMA {schema}");
+        admin(&sql).unwrap_or_else(|err| {
+            panic!(
+                "cannot create test schema {schema} on {} ({err}); run \
+                 tests/postgres/setup.sh, or set TOLLGATE_TEST_POSTGRES to a server this user \
+                 may create schemas on",
+                crate::redact(&server())
+            )
+        });
+        Self { schema }
+    }
+
+    /// The server's URL with this schema alone on the search path.
+    pub fn url(&self) -> String {
+        let server = server();
+        let sep = if server.contains('?') { '&' } else { '?' };
+        format!("{server}{sep}options=-csearch_path%3D{}", self.schema)
+    }
+}
+
+impl Default for PgScratch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for PgScratch {
+    fn drop(&mut self) {
+        let _ = admin(&format!("DROP SCHEMA {} CASCADE", self.schema));
+    }
+}
+
+/// Runs `sql` on the test server, on a thread of its own: the blocking client must not run
+/// on a thread that drives async tasks, and tests are often async.
+fn admin(sql: &str) -> Result<(), postgres::Error> {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| postgres::Client::connect(&server(), postgres::NoTls)?.batch_execute(sql))
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
