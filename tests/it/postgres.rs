@@ -35,12 +35,24 @@ fn the_ledger_suites_pass_on_postgres() {
         return; // this is the re-run itself
     }
     let exe = std::env::current_exe().expect("the test binary's path");
-    let mut command = Command::new(exe);
-    command.env(LEDGER_ENV, "postgres").args(SUITES);
-    for skipped in FILE_ONLY {
-        command.args(["--skip", skipped]);
-    }
-    let output = command.output().expect("run the test binary again");
+    let rerun = || {
+        let mut command = Command::new(&exe);
+        command.env(LEDGER_ENV, "postgres").args(SUITES);
+        for skipped in FILE_ONLY {
+            command.args(["--skip", skipped]);
+        }
+        command
+    };
+    let listed = rerun()
+        .arg("--list")
+        .output()
+        .expect("list the re-run tests");
+    let listed = String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .filter(|line| line.ends_with(": test"))
+        .count();
+    assert!(listed >= 30, "the filters matched only {listed} tests");
+    let output = rerun().output().expect("run the test binary again");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -52,11 +64,11 @@ fn the_ledger_suites_pass_on_postgres() {
         .filter_map(|line| line.strip_prefix("test result: ok. "))
         .filter_map(|rest| rest.split(' ').next()?.parse::<usize>().ok())
         .sum();
-    println!("{passed} tests passed on PostgreSQL");
-    // Every test of those modules but the file-only ones, so none was silently left out.
-    assert!(
-        passed >= 40,
-        "only {passed} tests ran on PostgreSQL:\n{stdout}"
+    println!("{passed} of {listed} tests passed on PostgreSQL");
+    // Every listed test ran and passed: none was ignored or left out.
+    assert_eq!(
+        passed, listed,
+        "not every listed test passed on PostgreSQL:\n{stdout}"
     );
 }
 
