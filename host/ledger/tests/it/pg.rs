@@ -6,11 +6,9 @@
 use std::sync::{Arc, Barrier};
 
 use tollgate_ledger::scratch::PgScratch;
-use tollgate_ledger::{
-    Claim, Create, Ledger, LedgerError, LedgerExt, NewRun, Op, PgLedger, PgOptions,
-};
+use tollgate_ledger::{Claim, Create, Ledger, LedgerError, LedgerExt, Op, PgLedger, PgOptions};
 
-use crate::T0;
+use crate::{T0, new_run};
 
 /// A schema of its own on the test server, opened as a ledger.
 struct Scratch(PgScratch);
@@ -27,19 +25,6 @@ impl Scratch {
     fn open(&self) -> PgLedger {
         PgLedger::open(&self.url(), PgOptions::default()).expect("open the PostgreSQL ledger")
     }
-}
-
-fn new_run(ledger: &dyn Ledger, run_id: &str) {
-    ledger
-        .create_run(NewRun {
-            run_id: run_id.to_owned(),
-            tool: "echo".to_owned(),
-            input: r#"{"x":1}"#.to_owned(),
-            now: T0,
-            component: None,
-            lock: None,
-        })
-        .expect("create run");
 }
 
 #[test]
