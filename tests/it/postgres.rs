@@ -6,8 +6,6 @@
 //! `cargo test` proves both backends; each re-run test gets a schema of its own on the test
 //! server (see `tollgate::ledger::scratch`).
 
-use std::process::Command;
-
 use tollgate::ledger::scratch::PgScratch;
 use tollgate_tests::plugins::HELLO;
 
@@ -34,42 +32,8 @@ fn the_ledger_suites_pass_on_postgres() {
     if on_postgres() {
         return; // this is the re-run itself
     }
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let rerun = || {
-        let mut command = Command::new(&exe);
-        command.env(LEDGER_ENV, "postgres").args(SUITES);
-        for skipped in FILE_ONLY {
-            command.args(["--skip", skipped]);
-        }
-        command
-    };
-    let listed = rerun()
-        .arg("--list")
-        .output()
-        .expect("list the re-run tests");
-    let listed = String::from_utf8_lossy(&listed.stdout)
-        .lines()
-        .filter(|line| line.ends_with(": test"))
-        .count();
-    assert!(listed >= 30, "the filters matched only {listed} tests");
-    let output = rerun().output().expect("run the test binary again");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "the suites failed on PostgreSQL:\n{stdout}\n{stderr}"
-    );
-    let passed: usize = stdout
-        .lines()
-        .filter_map(|line| line.strip_prefix("test result: ok. "))
-        .filter_map(|rest| rest.split(' ').next()?.parse::<usize>().ok())
-        .sum();
-    println!("{passed} of {listed} tests passed on PostgreSQL");
-    // Every listed test ran and passed: none was ignored or left out.
-    assert_eq!(
-        passed, listed,
-        "not every listed test passed on PostgreSQL:\n{stdout}"
-    );
+    let passed = tollgate::ledger::scratch::rerun_tests(LEDGER_ENV, "postgres", SUITES, FILE_ONLY);
+    assert!(passed >= 30, "the filters matched only {passed} tests");
 }
 
 /// The CLI on a PostgreSQL ledger, named by URL in `--ledger`: a run is recorded, listed and

@@ -213,7 +213,17 @@ pub enum LedgerError {
     BadLocation { ledger: String, detail: String },
 
     #[error(
-        "the ledger writer thread has stopped, so nothing more can be committed; restart \
+        "ledger {ledger} refused a value while {context}: {detail}; PostgreSQL text cannot \
+         hold the NUL character (U+0000), so remove it from the key, name or id given"
+    )]
+    Unstorable {
+        ledger: String,
+        context: String,
+        detail: String,
+    },
+
+    #[error(
+        "the ledger's worker threads have stopped, so nothing more can be committed; restart \
          tollgate (work committed earlier is safe)"
     )]
     WriterGone,

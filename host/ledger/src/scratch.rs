@@ -74,3 +74,47 @@ fn admin(sql: &str) -> Result<(), postgres::Error> {
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     })
 }
+
+/// Runs this very test binary again with `env` set to `value`, on the tests the `filters`
+/// select minus `skip`, and panics unless every one of them passed there: none failed, none
+/// was ignored, none was filtered out by a typo. Returns how many passed.
+///
+/// This is how one `cargo test` proves a suite written for the default backend on another.
+pub fn rerun_tests(env: &str, value: &str, filters: &[&str], skip: &[&str]) -> usize {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let command = || {
+        let mut command = std::process::Command::new(&exe);
+        command.env(env, value).args(filters);
+        for skipped in skip {
+            command.args(["--skip", skipped]);
+        }
+        command
+    };
+    let listed = command()
+        .arg("--list")
+        .output()
+        .expect("list the tests to run again");
+    let listed = String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .filter(|line| line.ends_with(": test"))
+        .count();
+    assert!(listed > 0, "the filters {filters:?} matched no test");
+    let output = command().output().expect("run the test binary again");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "tests failed with {env}={value}:\n{stdout}\n{stderr}"
+    );
+    let passed: usize = stdout
+        .lines()
+        .filter_map(|line| line.strip_prefix("test result: ok. "))
+        .filter_map(|rest| rest.split(' ').next()?.parse::<usize>().ok())
+        .sum();
+    println!("{passed} of {listed} tests passed with {env}={value}");
+    assert_eq!(
+        passed, listed,
+        "not every listed test passed with {env}={value}:\n{stdout}"
+    );
+    passed
+}

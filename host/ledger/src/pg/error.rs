@@ -66,6 +66,36 @@ pub(super) fn classify(err: &LedgerError) -> Class {
     }
 }
 
+/// Whether `err` is a unique key another transaction inserted first.
+pub(super) fn is_unique_violation(err: &LedgerError) -> bool {
+    postgres_error(err).and_then(postgres::Error::code) == Some(&SqlState::UNIQUE_VIOLATION)
+}
+
+/// A storage error that is the caller's to fix, as the [`LedgerError`] that says how; any
+/// other error unchanged.
+pub(super) fn refine(err: LedgerError, location: &str) -> LedgerError {
+    let code = postgres_error(&err).and_then(postgres::Error::code);
+    // PostgreSQL text cannot hold U+0000, which a tool's key or name may carry.
+    if (code == Some(&SqlState::CHARACTER_NOT_IN_REPERTOIRE)
+        || code == Some(&SqlState::UNTRANSLATABLE_CHARACTER))
+        && let LedgerError::Storage { context, source } = &err
+    {
+        return LedgerError::Unstorable {
+            ledger: location.to_owned(),
+            context: context.clone(),
+            detail: source.to_string(),
+        };
+    }
+    err
+}
+
+fn postgres_error(err: &LedgerError) -> Option<&postgres::Error> {
+    match err {
+        LedgerError::Storage { source, .. } => source.downcast_ref::<postgres::Error>(),
+        _ => None,
+    }
+}
+
 /// Whether an I/O error lies under `err`: the connection failed.
 fn is_io(err: &postgres::Error) -> bool {
     let mut source = std::error::Error::source(err);

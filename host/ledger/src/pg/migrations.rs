@@ -12,7 +12,10 @@ use super::error::PgContext;
 use crate::error::LedgerError;
 
 /// Migration `n` (1-based) is `MIGRATIONS[n - 1]`.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_init.sql"),
+    include_str!("migrations/0002_journal_entry_key.sql"),
+];
 
 /// The schema version this build writes and understands.
 pub(super) const LATEST_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use postgres::{Config, IsolationLevel};
 
-use self::error::{Class, PgContext, classify, unavailable};
+use self::error::{Class, PgContext, classify, is_unique_violation, refine, unavailable};
 use self::pool::{Conn, Pool};
 use self::tx::PgTx;
 use crate::contract::Ledger;
@@ -40,6 +40,9 @@ use crate::sqlite::Create;
 /// How many times one `apply` runs again after a conflict with another transaction.
 const MAX_CONFLICT_RETRIES: u32 = 64;
 
+/// Of those, how many may be a unique key another transaction inserted first.
+const MAX_DUPLICATE_RETRIES: u32 = 2;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PgOptions {
     /// When opening may create the ledger's tables ([`Create::IfAbsentOrEmpty`] behaves like
@@ -49,6 +52,9 @@ pub struct PgOptions {
     pub connections: usize,
     /// How long a connection attempt waits before the database counts as unavailable.
     pub connect_timeout: Duration,
+    /// The longest a statement may run, or an answer be awaited, before the database counts
+    /// as unavailable.
+    pub io_timeout: Duration,
 }
 
 impl Default for PgOptions {
@@ -57,6 +63,7 @@ impl Default for PgOptions {
             create: Create::IfAbsent,
             connections: 8,
             connect_timeout: Duration::from_secs(5),
+            io_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -82,12 +89,27 @@ impl fmt::Debug for PgLedger {
     }
 }
 
-/// `url` without its password, for messages and logs.
+/// `url` without its password (in the user part or as a `password=` parameter), for
+/// messages and logs.
 pub fn redact(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut parsed) => {
             if parsed.password().is_some() {
                 let _ = parsed.set_password(Some("***"));
+            }
+            if parsed.query_pairs().any(|(name, _)| name == "password") {
+                let pairs: Vec<(String, String)> = parsed
+                    .query_pairs()
+                    .map(|(name, value)| {
+                        let value = if name == "password" {
+                            "***".into()
+                        } else {
+                            value
+                        };
+                        (name.into_owned(), value.into_owned())
+                    })
+                    .collect();
+                parsed.query_pairs_mut().clear().extend_pairs(pairs);
             }
             parsed.to_string()
         }
@@ -110,6 +132,25 @@ impl PgLedger {
         if config.get_application_name().is_none() {
             config.application_name("tollgate");
         }
+        // Past the connect, a server that stops answering must not hang a connection thread
+        // (and the journal queue's order with it): the kernel gives up on a silent peer, and
+        // the server ends a statement or an idle transaction that runs too long. A URL's own
+        // settings win.
+        if config.get_tcp_user_timeout().is_none() {
+            config.tcp_user_timeout(options.io_timeout);
+        }
+        config.keepalives(true);
+        if config.get_keepalives_idle() == Duration::from_secs(2 * 60 * 60) {
+            config.keepalives_idle(Duration::from_secs(10));
+        }
+        let ms = options.io_timeout.as_millis();
+        let mut settings = config.get_options().unwrap_or_default().to_owned();
+        for setting in ["statement_timeout", "idle_in_transaction_session_timeout"] {
+            if !settings.contains(setting) {
+                settings.push_str(&format!(" -c {setting}={ms}"));
+            }
+        }
+        config.options(settings.trim_start());
         // On a connection thread like every other call: the caller may be an async task.
         let pool = Pool::start(options.connections, &config, &location)?;
         let create = options.create != Create::Never;
@@ -163,7 +204,8 @@ impl PgLedger {
                         }
                         return Err(unavailable(conn.location(), err));
                     }
-                    _ => return result,
+                    Err(_) => return result.map_err(|err| refine(err, conn.location())),
+                    Ok(_) => return result,
                 }
             }
         })
@@ -175,51 +217,81 @@ impl PgLedger {
 /// Whoever writes them (an `apply`, in its own transaction, or a flush job) first takes
 /// `order`, then the entries; a flush holds `order` until its entries are committed. So an
 /// `apply` that follows a flush waits for it, and a thread's journal entries never get later
-/// sequence numbers than the ops it applies after queuing them.
-#[derive(Default)]
+/// sequence numbers than the ops it applies after queuing them. (Every statement is bounded by
+/// the connection's timeouts, so a flush on a dead connection holds `order` for a bounded
+/// time.)
 struct Queue {
     order: Mutex<()>,
-    entries: Mutex<Vec<NewJournalEntry>>,
+    state: Mutex<Pending>,
+    /// Prefix of this queue's entry keys: unique per process and ledger.
+    nonce: String,
+}
+
+#[derive(Default)]
+struct Pending {
+    entries: Vec<Queued>,
+    /// A flush job is queued and has not yet taken the entries.
+    flush_queued: bool,
+    next_key: u64,
+}
+
+/// A journal entry and the key that makes writing it twice harmless.
+struct Queued {
+    key: String,
+    entry: NewJournalEntry,
+}
+
+impl Default for Queue {
+    fn default() -> Self {
+        Self {
+            order: Mutex::new(()),
+            state: Mutex::new(Pending::default()),
+            nonce: format!("{:016x}{:04x}", rand_u64(), std::process::id() & 0xffff),
+        }
+    }
 }
 
 impl Queue {
+    /// Queues `entry`; `true` if the caller should queue a flush job for it.
     fn push(&self, entry: NewJournalEntry) -> bool {
-        match self.entries.lock() {
-            Ok(mut entries) => {
-                entries.push(entry);
-                entries.len() == 1
-            }
-            Err(_) => false,
+        let Ok(mut state) = self.state.lock() else {
+            return false;
+        };
+        state.next_key += 1;
+        let key = format!("{}-{}", self.nonce, state.next_key);
+        state.entries.push(Queued { key, entry });
+        !std::mem::replace(&mut state.flush_queued, true)
+    }
+
+    /// Everything queued. A flush job queued later still runs, and finds nothing.
+    fn take(&self, by_flush: bool) -> Vec<Queued> {
+        // Waits for a flush in progress, whose entries come before these.
+        let _order = (!by_flush).then(|| self.order.lock());
+        let Ok(mut state) = self.state.lock() else {
+            return Vec::new();
+        };
+        if by_flush {
+            state.flush_queued = false;
         }
+        std::mem::take(&mut state.entries)
     }
 
-    fn take(&self) -> Vec<NewJournalEntry> {
-        let _order = self.order.lock();
-        self.entries
-            .lock()
-            .map(|mut entries| std::mem::take(&mut *entries))
-            .unwrap_or_default()
-    }
-
-    /// Puts entries that could not be written back in front of any queued since.
-    fn put_back(&self, mut taken: Vec<NewJournalEntry>) {
+    /// Puts entries that could not be written back in front of any queued since. The next
+    /// [`Queue::push`] queues a flush for them, and the next `apply` writes them.
+    fn put_back(&self, mut taken: Vec<Queued>) {
         if taken.is_empty() {
             return;
         }
-        if let Ok(mut entries) = self.entries.lock() {
-            taken.append(&mut entries);
-            *entries = taken;
+        if let Ok(mut state) = self.state.lock() {
+            taken.append(&mut state.entries);
+            state.entries = taken;
         }
     }
 
     /// Writes whatever is queued, in its own transaction.
     fn flush(&self, conn: &mut Conn) -> Result<(), LedgerError> {
         let _order = self.order.lock();
-        let taken = self
-            .entries
-            .lock()
-            .map(|mut entries| std::mem::take(&mut *entries))
-            .unwrap_or_default();
+        let taken = self.take(true);
         if taken.is_empty() {
             return Ok(());
         }
@@ -235,15 +307,66 @@ impl Queue {
     }
 }
 
+/// Writes queued journal entries inside `tx`. An entry the database refuses (anything but a
+/// conflict or a lost connection) is dropped with a warning, so that one bad entry cannot
+/// keep every later request from committing.
 fn write_journal(
-    client: &mut impl postgres::GenericClient,
-    entries: &[NewJournalEntry],
+    tx: &mut postgres::Transaction<'_>,
+    entries: &[Queued],
 ) -> Result<(), LedgerError> {
-    for entry in entries {
-        if !tx::insert_journal(client, entry)? {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    // The usual case costs one savepoint for the batch; entry by entry only after a refusal.
+    let mut batch = tx.savepoint("journal").context("opening a savepoint")?;
+    match insert_all(&mut batch, entries) {
+        Ok(()) => return batch.commit().context("releasing a savepoint"),
+        Err(err) if classify(&err) != Class::Other => return Err(err),
+        Err(_) => batch.rollback().context("rolling back a savepoint")?,
+    }
+    for queued in entries {
+        let mut one = tx
+            .savepoint("journal_entry")
+            .context("opening a savepoint")?;
+        match insert_one(&mut one, queued) {
+            Ok(()) => one.commit().context("releasing a savepoint")?,
+            Err(err) if classify(&err) != Class::Other => return Err(err),
+            Err(err) => {
+                one.rollback().context("rolling back a savepoint")?;
+                tracing::warn!(
+                    run_id = %queued.entry.run_id,
+                    event = %queued.entry.event,
+                    error = %err,
+                    "ledger: dropped a journal entry the database refused"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn insert_all(
+    client: &mut impl postgres::GenericClient,
+    entries: &[Queued],
+) -> Result<(), LedgerError> {
+    entries
+        .iter()
+        .try_for_each(|queued| insert_one(client, queued))
+}
+
+fn insert_one(
+    client: &mut impl postgres::GenericClient,
+    queued: &Queued,
+) -> Result<(), LedgerError> {
+    if !tx::insert_journal(client, &queued.entry, Some(&queued.key))? {
+        let written_before = client
+            .query_opt("SELECT 1 FROM journal WHERE entry_key = $1", &[&queued.key])
+            .context("looking up a journal entry")?
+            .is_some();
+        if !written_before {
             tracing::warn!(
-                run_id = %entry.run_id,
-                event = %entry.event,
+                run_id = %queued.entry.run_id,
+                event = %queued.entry.event,
                 "ledger: dropped a journal entry whose run does not exist"
             );
         }
@@ -255,7 +378,7 @@ fn write_journal(
 /// rule's refusal undoes the ops but keeps the journal. `Ok(Err(_))` is that refusal.
 fn try_apply(
     conn: &mut Conn,
-    journal: &[NewJournalEntry],
+    journal: &[Queued],
     ops: &[Op],
 ) -> Result<Result<Vec<Applied>, LedgerError>, LedgerError> {
     let client = conn.client()?;
@@ -302,10 +425,11 @@ fn try_apply(
 /// cannot fix.
 fn apply_with_retries(
     conn: &mut Conn,
-    journal: &[NewJournalEntry],
+    journal: &[Queued],
     ops: &[Op],
 ) -> Result<Vec<Applied>, LedgerError> {
     let mut conflicts = 0;
+    let mut duplicates = 0;
     let mut reconnected = false;
     loop {
         let err = match try_apply(conn, journal, ops) {
@@ -313,8 +437,17 @@ fn apply_with_retries(
             Err(err) => err,
         };
         match classify(&err) {
+            // A unique key two transactions inserted at once: the retry reads the winner's
+            // row. One that happens again is not a race but a statement the rules let
+            // through, which no retry fixes.
+            Class::Conflict if is_unique_violation(&err) && duplicates >= MAX_DUPLICATE_RETRIES => {
+                return Err(err);
+            }
             Class::Conflict if conflicts < MAX_CONFLICT_RETRIES => {
                 conflicts += 1;
+                if is_unique_violation(&err) {
+                    duplicates += 1;
+                }
                 // Spread the retries of transactions that collided.
                 let jitter = u64::from(conflicts.min(10)) * 500 + u64::from(rand_u16()) % 1_000;
                 std::thread::sleep(Duration::from_micros(jitter));
@@ -335,7 +468,7 @@ fn apply_with_retries(
                      retries: {err}"
                 )));
             }
-            Class::Other => return Err(err),
+            Class::Other => return Err(refine(err, conn.location())),
         }
     }
 }
@@ -344,7 +477,7 @@ impl Ledger for PgLedger {
     fn apply(&self, ops: Vec<Op>) -> Result<Vec<Applied>, LedgerError> {
         let pending = Arc::clone(&self.pending);
         self.pool.call(move |conn| {
-            let journal = pending.take();
+            let journal = pending.take(false);
             let result = apply_with_retries(conn, &journal, &ops);
             if result.is_err() {
                 pending.put_back(journal);
@@ -467,10 +600,107 @@ fn is_stale(err: &LedgerError) -> bool {
     matches!(err, LedgerError::Storage { context, .. } if context == "starting a transaction")
 }
 
-/// A little randomness for retry jitter, without a generator to share between threads.
-fn rand_u16() -> u16 {
+/// A little randomness (retry jitter, key prefixes), without a generator to share between
+/// threads: each `RandomState` is seeded afresh.
+fn rand_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher.write_u64(0);
-    hasher.finish() as u16
+    hasher.finish()
+}
+
+fn rand_u16() -> u16 {
+    rand_u64() as u16
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::LedgerExt;
+    use crate::records::NewRun;
+
+    fn entry(run_id: &str, event: &str) -> NewJournalEntry {
+        NewJournalEntry {
+            run_id: run_id.to_owned(),
+            attempt: None,
+            at: 1,
+            level: "info".to_owned(),
+            event: event.to_owned(),
+            message: String::new(),
+            fields: serde_json::json!({}),
+        }
+    }
+
+    #[test]
+    fn a_push_after_a_failed_flush_queues_a_flush_again() {
+        let queue = Queue::default();
+        assert!(
+            queue.push(entry("r1", "a")),
+            "the first entry queues a flush"
+        );
+        assert!(!queue.push(entry("r1", "b")), "one flush serves a batch");
+        let taken = queue.take(true);
+        queue.put_back(taken); // the flush failed
+        assert!(
+            queue.push(entry("r1", "c")),
+            "entries put back by a failed flush need a flush of their own"
+        );
+        let events: Vec<String> = queue
+            .take(true)
+            .into_iter()
+            .map(|q| q.entry.event)
+            .collect();
+        assert_eq!(events, ["a", "b", "c"], "put back in front, in order");
+    }
+
+    #[test]
+    fn a_queued_entry_written_again_after_a_lost_commit_is_stored_once() {
+        let ledger = PgLedger::open_scratch().expect("open a scratch ledger");
+        ledger
+            .create_run(NewRun {
+                run_id: "r1".to_owned(),
+                tool: "echo".to_owned(),
+                input: "{}".to_owned(),
+                now: 1,
+                component: None,
+                lock: None,
+            })
+            .unwrap();
+        let queued = vec![Queued {
+            key: "k-1".to_owned(),
+            entry: entry("r1", "twice"),
+        }];
+        // As after a commit whose answer was lost: the entries are put back and written again.
+        ledger
+            .pool
+            .call(move |conn| {
+                for _ in 0..2 {
+                    let mut tx = conn.client()?.transaction().context("starting")?;
+                    write_journal(&mut tx, &queued)?;
+                    tx.commit().context("committing")?;
+                }
+                Ok(())
+            })
+            .unwrap();
+        let twice = ledger
+            .journal_entries("r1")
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.event == "twice")
+            .count();
+        assert_eq!(twice, 1);
+    }
+
+    #[test]
+    fn connections_carry_a_statement_timeout_beside_the_urls_own_options() {
+        let ledger = PgLedger::open_scratch().expect("open a scratch ledger");
+        let timeout: String = ledger
+            .read(|c| {
+                c.query_one("SHOW statement_timeout", &[])
+                    .and_then(|row| row.try_get(0))
+                    .context("showing a setting")
+            })
+            .unwrap();
+        assert_eq!(timeout, "30s");
+    }
 }

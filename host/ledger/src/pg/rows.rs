@@ -473,7 +473,9 @@ pub(super) fn call_key(
 }
 
 pub(super) fn breakers(c: &mut impl GenericClient) -> Result<Vec<BreakerRecord>, LedgerError> {
-    let sql = format!("SELECT {BREAKER_COLUMNS} FROM breakers ORDER BY connector, tool");
+    let sql = format!(
+        "SELECT {BREAKER_COLUMNS} FROM breakers ORDER BY connector COLLATE \"C\", tool COLLATE \"C\""
+    );
     all(c, &sql, &[], breaker_from_row, "listing breakers")
 }
 

@@ -4,6 +4,8 @@
 //! Invariant: called inside one `SERIALIZABLE` transaction per request, so the rules' reads
 //! and writes commit together or not at all, and a conflicting request is retried whole.
 
+use std::borrow::Cow;
+
 use postgres::{GenericClient, Transaction};
 
 use super::error::PgContext;
@@ -21,6 +23,22 @@ pub(super) struct PgTx<'a, 'b> {
 
 fn n(v: u32) -> i64 {
     i64::from(v)
+}
+
+/// Free text as PostgreSQL can store it: a `TEXT` value cannot hold U+0000, which SQLite
+/// and a tool's error message can, so it becomes U+FFFD (the replacement character). Only
+/// text a human reads goes through here; an identifier with U+0000 is refused instead
+/// ([`super::error`]), because changing it could make two keys one.
+pub(super) fn text(s: &str) -> Cow<'_, str> {
+    if s.contains('\0') {
+        Cow::Owned(s.replace('\0', "\u{FFFD}"))
+    } else {
+        Cow::Borrowed(s)
+    }
+}
+
+fn opt_text(s: &Option<String>) -> Option<Cow<'_, str>> {
+    s.as_deref().map(text)
 }
 
 fn big(v: u64) -> Result<i64, LedgerError> {
@@ -75,7 +93,7 @@ impl Tx for PgTx<'_, '_> {
                 &run.status.as_str(),
                 &run.output,
                 &run.error_class,
-                &run.error_message,
+                &opt_text(&run.error_message),
                 &n(run.attempts),
                 &run.updated_at,
             ],
@@ -130,7 +148,7 @@ impl Tx for PgTx<'_, '_> {
                 &a.lease_until,
                 &a.ended_at,
                 &a.error_class,
-                &a.error_message,
+                &opt_text(&a.error_message),
                 &big(a.cpu_ms)?,
             ],
             "updating an attempt",
@@ -177,7 +195,7 @@ impl Tx for PgTx<'_, '_> {
                 &e.status.as_str(),
                 &e.response,
                 &e.error_class,
-                &e.error_message,
+                &opt_text(&e.error_message),
                 &n(e.dispatches),
                 &e.updated_at,
             ],
@@ -209,7 +227,7 @@ impl Tx for PgTx<'_, '_> {
     }
 
     fn insert_journal(&mut self, entry: &NewJournalEntry) -> Result<bool, LedgerError> {
-        insert_journal(self.tx, entry)
+        insert_journal(self.tx, entry, None)
     }
 
     fn escalation(&mut self, id: i64) -> Result<Option<Escalation>, LedgerError> {
@@ -233,7 +251,7 @@ impl Tx for PgTx<'_, '_> {
                 &[
                     &new.run_id,
                     &new.reason.as_str(),
-                    &new.summary,
+                    &text(&new.summary),
                     &new.effect_kind,
                     &new.effect_key,
                     &evidence,
@@ -253,8 +271,8 @@ impl Tx for PgTx<'_, '_> {
                 &e.id,
                 &e.status.as_str(),
                 &e.resolution.map(|r| r.as_str()),
-                &e.resolution_reason,
-                &e.resolved_by,
+                &opt_text(&e.resolution_reason),
+                &opt_text(&e.resolved_by),
                 &e.resolved_at,
             ],
             "resolving an escalation",
@@ -329,25 +347,31 @@ impl Tx for PgTx<'_, '_> {
     }
 }
 
-/// Appends a journal entry if its run exists, in one statement; `false` if it does not.
+/// Appends a journal entry if its run exists, in one statement; `false` if it does not, or if
+/// an entry with the same `entry_key` was written before (a queued entry written again after
+/// a commit whose answer was lost).
 pub(super) fn insert_journal(
     client: &mut impl GenericClient,
     entry: &NewJournalEntry,
+    entry_key: Option<&str>,
 ) -> Result<bool, LedgerError> {
     let fields = serde_json::to_string(&entry.fields)
         .map_err(|err| LedgerError::Internal(format!("journal fields do not serialize: {err}")))?;
     let inserted = client
         .execute(
-            "INSERT INTO journal (run_id, attempt, at, level, event, message, fields) \
-             SELECT $1, $2, $3, $4, $5, $6, $7 WHERE EXISTS (SELECT 1 FROM runs WHERE run_id = $1)",
+            "INSERT INTO journal (run_id, attempt, at, level, event, message, fields, entry_key) \
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8 \
+             WHERE EXISTS (SELECT 1 FROM runs WHERE run_id = $1) \
+             ON CONFLICT (entry_key) DO NOTHING",
             &[
                 &entry.run_id,
                 &entry.attempt.map(i64::from),
                 &entry.at,
-                &entry.level,
-                &entry.event,
-                &entry.message,
+                &text(&entry.level),
+                &text(&entry.event),
+                &text(&entry.message),
                 &fields,
+                &entry_key,
             ],
         )
         .context("appending to the journal")?;

@@ -222,3 +222,91 @@ fn a_queued_journal_entry_is_written_before_a_later_apply_from_the_same_thread()
     }
     assert_eq!(events, expected);
 }
+
+fn entry(run_id: &str, event: &str, message: &str) -> tollgate_ledger::NewJournalEntry {
+    tollgate_ledger::NewJournalEntry {
+        run_id: run_id.to_owned(),
+        attempt: None,
+        at: T0,
+        level: "info".to_owned(),
+        event: event.to_owned(),
+        message: message.to_owned(),
+        fields: serde_json::json!({}),
+    }
+}
+
+#[test]
+fn a_journal_entry_the_database_refuses_is_dropped_and_later_writes_go_on() {
+    let scratch = Scratch::new();
+    let ledger = scratch.open();
+    new_run(&ledger, "r1");
+    // PostgreSQL text cannot hold U+0000, so the server refuses this entry's run id.
+    ledger.journal(entry("r\0one", "refused", ""));
+    ledger.journal(entry("r1", "kept", ""));
+    // The next apply takes the queue: it must commit, not fail on the refused entry.
+    new_run(&ledger, "r2");
+    assert!(ledger.run("r2").unwrap().is_some());
+    let events: Vec<String> = ledger
+        .journal_entries("r1")
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event)
+        .collect();
+    assert!(events.contains(&"kept".to_owned()), "{events:?}");
+}
+
+#[test]
+fn free_text_holding_nul_is_kept_with_a_replacement_character() {
+    let scratch = Scratch::new();
+    let ledger = scratch.open();
+    let attempt = crate::running(&ledger, "r1");
+    ledger.journal(entry("r1", "log", "before\0after"));
+    ledger
+        .end_attempt(
+            "r1",
+            attempt.attempt,
+            tollgate_ledger::AttemptStatus::Failed,
+            Some("tool"),
+            Some("a tool's error\0with a NUL"),
+            T0 + 1,
+        )
+        .expect("an error message holding U+0000 is recorded");
+    let messages: Vec<String> = ledger
+        .journal_entries("r1")
+        .unwrap()
+        .into_iter()
+        .map(|e| e.message)
+        .collect();
+    assert!(
+        messages.contains(&"before\u{FFFD}after".to_owned()),
+        "{messages:?}"
+    );
+    let attempts = ledger.attempts("r1").unwrap();
+    assert_eq!(
+        attempts[0].error_message.as_deref(),
+        Some("a tool's error\u{FFFD}with a NUL")
+    );
+}
+
+#[test]
+fn a_key_holding_nul_is_refused_with_a_clear_error_and_the_ledger_goes_on() {
+    let scratch = Scratch::new();
+    let ledger = scratch.open();
+    let attempt = crate::running(&ledger, "r1");
+    let err = ledger
+        .save_checkpoint("r1", attempt.attempt, "step\0one", b"state", T0 + 1)
+        .unwrap_err();
+    assert!(matches!(err, LedgerError::Unstorable { .. }), "{err}");
+    assert!(err.to_string().contains("U+0000"), "{err}");
+    ledger
+        .save_checkpoint("r1", attempt.attempt, "step-one", b"state", T0 + 2)
+        .expect("the next write commits");
+}
+
+#[test]
+fn a_password_given_as_a_url_parameter_is_redacted_too() {
+    let shown =
+        tollgate_ledger::redact("postgres://u@127.0.0.1/db?password=s3cret&sslmode=disable");
+    assert!(!shown.contains("s3cret"), "{shown}");
+    assert!(shown.contains("sslmode=disable"), "{shown}");
+}
