@@ -90,6 +90,12 @@ enum Command {
     /// stdio, or on streamable HTTP at http://<ADDR>/mcp with --listen. Each tools/call is a
     /// recorded run. The config is read once; restart to change it.
     Mcp(commands::mcp::McpArgs),
+    /// Move a ledger: `ledger copy --from FILE --to postgres://…` copies a SQLite ledger's
+    /// history into an empty PostgreSQL one and verifies the copy.
+    Ledger {
+        #[command(subcommand)]
+        command: commands::ledger::LedgerCommand,
+    },
     /// Build every plugin (Rust, Python, JavaScript) into a wasm32-wasip2 component; Python and
     /// JavaScript ones only when their sources changed. Needs plugins/setup.sh for those two.
     BuildPlugins(commands::build::BuildArgs),
@@ -168,6 +174,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitStatus> {
         Command::Approve(args) => commands::escalations::approve(&global, args).await,
         Command::Reject(args) => commands::escalations::reject(&global, args).await,
         Command::Mcp(args) => commands::mcp::mcp(&global, args).await,
+        Command::Ledger { command } => commands::ledger::ledger(&global, command).await,
         Command::BuildPlugins(args) => commands::build::build_plugins(args),
     }
 }

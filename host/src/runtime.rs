@@ -9,7 +9,9 @@ use crate::effects::connector::{Connector, ConnectorSetupError};
 use crate::engine::{ArtifactCache, CacheError, EngineHandle, EngineOptions};
 use crate::escalation::{self, Decision, EscalationError, NextStep};
 use crate::failure::Failure;
-use crate::ledger::{Escalation, EscalationFilter, Ledger, LedgerError, LedgerOptions, Location};
+use crate::ledger::{
+    self, Escalation, EscalationFilter, Ledger, LedgerError, LedgerOptions, Location,
+};
 use crate::runs::{self, RunError, RunOptions, RunReport};
 use crate::services::{Parts, Services};
 use crate::story::RunStory;
@@ -288,7 +290,7 @@ impl Runtime {
         let tool = match tool {
             Some(tool) => tool,
             None => {
-                let path = runs::component_path(&self.services, run_id)?;
+                let path = runs::component_path(&self.services, run_id).await?;
                 loaded = self.load(&path).await?;
                 &loaded
             }
@@ -337,12 +339,16 @@ impl Runtime {
     }
 
     /// Escalations matching `filter`, oldest first: the human queue.
-    pub fn escalations(&self, filter: &EscalationFilter) -> Result<Vec<Escalation>, LedgerError> {
-        self.services.ledger().escalations(filter)
+    pub async fn escalations(
+        &self,
+        filter: &EscalationFilter,
+    ) -> Result<Vec<Escalation>, LedgerError> {
+        let filter = filter.clone();
+        ledger::read(self.services.ledger(), move |l| l.escalations(&filter)).await
     }
 
-    pub fn escalation(&self, id: i64) -> Result<Option<Escalation>, LedgerError> {
-        self.services.ledger().escalation(id)
+    pub async fn escalation(&self, id: i64) -> Result<Option<Escalation>, LedgerError> {
+        ledger::read(self.services.ledger(), move |l| l.escalation(id)).await
     }
 
     /// Records a human's decision on escalation `id` (with the reason and who decided, both
@@ -363,7 +369,7 @@ impl Runtime {
         let report = match next {
             NextStep::Resume => {
                 let resume = async {
-                    let path = runs::component_path(&self.services, &escalation.run_id)?;
+                    let path = runs::component_path(&self.services, &escalation.run_id).await?;
                     let tool = self.load(&path).await?;
                     let first = runs::resume(&self.services, &tool, &escalation.run_id).await?;
                     runs::retry(&self.services, &tool, first).await
@@ -389,7 +395,8 @@ impl Runtime {
         runs::call_unrecorded(&self.services, tool, input).await
     }
 
-    /// Everything the ledger knows about a run.
+    /// Everything the ledger knows about a run. Synchronous, for the CLI's read commands and
+    /// tests; async code reads through [`ledger::read`].
     pub fn story(&self, run_id: &str) -> Result<RunStory, LedgerError> {
         RunStory::read(self.services.ledger().as_ref(), run_id)
     }

@@ -62,7 +62,7 @@ async fn in_doubt_effect_is_escalated_then_marked_succeeded_and_resumed_without_
         .unwrap();
     assert_eq!(effect.status, EffectStatus::Succeeded);
     assert_eq!(effect.dispatches, 1);
-    let esc = runtime.escalation(esc.id).unwrap().unwrap();
+    let esc = runtime.escalation(esc.id).await.unwrap().unwrap();
     assert_eq!(esc.resolution, Some(Resolution::MarkSucceeded));
     assert_eq!(esc.resolved_by.as_deref(), Some("alice"));
     let journal = events(&runtime, &run_id);

@@ -222,6 +222,7 @@ pub fn checkpoints_saved(runtime: &Runtime, run_id: &str) -> Vec<(String, u32)> 
 /// The run's open escalations.
 pub fn open_escalations(runtime: &Runtime, run_id: &str) -> Vec<tollgate::ledger::Escalation> {
     runtime
+        .ledger()
         .escalations(&tollgate::ledger::EscalationFilter {
             status: Some(tollgate::ledger::EscalationStatus::Open),
             run_id: Some(run_id.to_owned()),

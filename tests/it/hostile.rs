@@ -1004,6 +1004,7 @@ memory_bytes = 67108864
 
     fn approvals(runtime: &Runtime) -> usize {
         runtime
+            .ledger()
             .escalations(&tollgate::ledger::EscalationFilter::default())
             .unwrap()
             .iter()
@@ -1049,6 +1050,7 @@ memory_bytes = 67108864
         );
         let escalation = runtime
             .escalations(&tollgate::ledger::EscalationFilter::default())
+            .await
             .unwrap()
             .pop()
             .unwrap();

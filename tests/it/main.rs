@@ -11,6 +11,7 @@ mod harness;
 mod hostile;
 mod locks;
 mod mcp;
+mod pg_restart;
 mod plugins;
 mod polyglot;
 mod postgres;

@@ -107,3 +107,60 @@ fn a_postgres_ledger_that_is_down_gets_one_clear_line_without_the_password() {
     assert!(!said.contains("s3cret"), "the password leaked: {said}");
     assert!(out.stdout.is_empty());
 }
+
+/// `tollgate ledger copy`: a run recorded on the SQLite default moves to PostgreSQL, where
+/// `runs show` finds it; a second copy into the same database is refused.
+#[test]
+fn the_cli_copies_a_sqlite_ledger_to_postgres_and_verifies_it() {
+    if on_postgres() {
+        return; // the source is a SQLite file by design
+    }
+    let env = Env::new();
+    let file = env.ledger();
+    let schema = PgScratch::new();
+    let url = schema.url();
+    let cli = |args: &[&str]| {
+        tollgate_command(&env)
+            .args(args)
+            .output()
+            .expect("run tollgate")
+    };
+    let ledger = file.to_str().unwrap();
+    let ran = cli(&[
+        "--ledger",
+        ledger,
+        "run",
+        HELLO,
+        "--input",
+        r#"{"message":"moved"}"#,
+    ]);
+    assert!(
+        ran.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&ran.stdout).unwrap();
+    let run_id = report["run_id"].as_str().unwrap();
+
+    let copied = cli(&["ledger", "copy", "--from", ledger, "--to", &url]);
+    let said = String::from_utf8_lossy(&copied.stdout);
+    assert!(
+        copied.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&copied.stderr)
+    );
+    assert!(said.contains("verified: 1 run(s)"), "{said}");
+
+    let shown = cli(&["--ledger", &url, "runs", "show", run_id]);
+    assert!(
+        shown.status.success(),
+        "{}",
+        String::from_utf8_lossy(&shown.stderr)
+    );
+    assert!(String::from_utf8_lossy(&shown.stdout).contains("succeeded"));
+
+    let again = cli(&["ledger", "copy", "--from", ledger, "--to", &url]);
+    assert_eq!(again.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&again.stderr);
+    assert!(said.contains("already holds"), "{said}");
+}

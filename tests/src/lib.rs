@@ -8,6 +8,7 @@ pub mod plugins {
 }
 
 pub mod erp;
+pub mod pg_server;
 pub mod server;
 pub mod web;
 

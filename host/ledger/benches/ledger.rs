@@ -1,7 +1,9 @@
 //! What durability costs: ledger write and read paths, each printed next to its physical
 //! baseline measured in the same run, on temp files on the same disk as the target dir.
 //!
-//! Run: `CARGO_TARGET_DIR=/work/target-ledger cargo bench -p tollgate-ledger`
+//! Run: `cargo bench --workspace --bench ledger`. The PostgreSQL part runs against
+//! `TOLLGATE_TEST_POSTGRES` (default `postgres://postgres@127.0.0.1:5432/test`), in a schema of
+//! its own; set `TOLLGATE_BENCH_POSTGRES=0` to skip it.
 
 use std::fs::{File, OpenOptions};
 use std::hint::black_box;
@@ -14,8 +16,10 @@ use std::time::{Duration, Instant};
 
 use criterion::Criterion;
 use serde_json::json;
+use tollgate_ledger::scratch::PgScratch;
 use tollgate_ledger::{
-    EffectStatus, Ledger, LedgerExt, LedgerOptions, NewJournalEntry, NewRun, Op, SqliteLedger,
+    EffectStatus, Ledger, LedgerExt, LedgerOptions, NewJournalEntry, NewRun, Op, PgLedger,
+    PgOptions, SqliteLedger,
 };
 
 const PAYLOAD: &str = r#"{"to":"ops@example.com","subject":"deploy done","amount":10}"#;
@@ -73,7 +77,7 @@ fn new_ledger(dir: &Path, name: &str, group_commit: bool) -> SqliteLedger {
 }
 
 /// Creates run `run_id` with a live attempt 1 held for a long time.
-fn live_run(ledger: &SqliteLedger, run_id: &str) {
+fn live_run(ledger: &dyn Ledger, run_id: &str) {
     ledger
         .create_run(NewRun {
             run_id: run_id.to_owned(),
@@ -89,8 +93,23 @@ fn live_run(ledger: &SqliteLedger, run_id: &str) {
         .expect("begin attempt");
 }
 
+/// What a replay does: look up a succeeded key and queue a journal line.
+fn replay_once(ledger: &dyn Ledger) {
+    let effect = ledger.effect("http", "paid").expect("read");
+    black_box(&effect);
+    ledger.journal(NewJournalEntry {
+        run_id: "run".to_owned(),
+        attempt: Some(1),
+        at: 3,
+        level: "info".to_owned(),
+        event: "effect.replayed".to_owned(),
+        message: "replayed http/paid".to_owned(),
+        fields: json!({ "kind": "http", "key": "paid" }),
+    });
+}
+
 /// One effect as the host records it: intent + dispatch mark in one commit, outcome in another.
-fn one_effect(ledger: &SqliteLedger, run_id: &str, key: &str) {
+fn one_effect(ledger: &dyn Ledger, run_id: &str, key: &str) {
     ledger
         .apply(vec![
             Op::ClaimEffect {
@@ -137,10 +156,22 @@ fn throughput(dir: &Path, threads: usize, group_commit: bool) -> Throughput {
         &format!("tp-{threads}-{group_commit}.db"),
         group_commit,
     ));
-    for t in 0..threads {
-        live_run(&ledger, &format!("run-{t}"));
-    }
     let before = ledger.stats();
+    let (effects, elapsed) = effects_in_window(Arc::clone(&ledger) as Arc<dyn Ledger>, threads);
+    let commits = (ledger.stats().commits - before.commits) as f64;
+    Throughput {
+        effects_per_sec: effects / elapsed,
+        commits_per_effect: commits / effects,
+    }
+}
+
+/// How many effects `threads` threads, one run each, record through `ledger` in a timed
+/// window, and the window's length in seconds.
+fn effects_in_window(ledger: Arc<dyn Ledger>, threads: usize) -> (f64, f64) {
+    let tag = RUN_TAG.fetch_add(1, Ordering::Relaxed);
+    for t in 0..threads {
+        live_run(ledger.as_ref(), &format!("run-{tag}-{t}"));
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
     let barrier = Arc::new(Barrier::new(threads + 1));
@@ -153,11 +184,11 @@ fn throughput(dir: &Path, threads: usize, group_commit: bool) -> Throughput {
                 Arc::clone(&barrier),
             );
             thread::spawn(move || {
-                let run_id = format!("run-{t}");
+                let run_id = format!("run-{tag}-{t}");
                 barrier.wait();
                 let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) {
-                    one_effect(&ledger, &run_id, &format!("k-{t}-{n}"));
+                    one_effect(ledger.as_ref(), &run_id, &format!("k-{tag}-{t}-{n}"));
                     n += 1;
                 }
                 done.fetch_add(n, Ordering::Relaxed);
@@ -172,13 +203,10 @@ fn throughput(dir: &Path, threads: usize, group_commit: bool) -> Throughput {
         worker.join().expect("worker");
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let effects = done.load(Ordering::Relaxed) as f64;
-    let commits = (ledger.stats().commits - before.commits) as f64;
-    Throughput {
-        effects_per_sec: effects / elapsed,
-        commits_per_effect: commits / effects,
-    }
+    (done.load(Ordering::Relaxed) as f64, elapsed)
 }
+
+static RUN_TAG: AtomicU64 = AtomicU64::new(0);
 
 fn main() {
     let mut c = Criterion::default()
@@ -260,19 +288,6 @@ fn main() {
         let ledger = new_ledger(dir.path(), "replay.db", true);
         live_run(&ledger, "run");
         one_effect(&ledger, "run", "paid");
-        let replay_once = |ledger: &SqliteLedger| {
-            let effect = ledger.effect("http", "paid").expect("read");
-            black_box(&effect);
-            ledger.journal(NewJournalEntry {
-                run_id: "run".to_owned(),
-                attempt: Some(1),
-                at: 3,
-                level: "info".to_owned(),
-                event: "effect.replayed".to_owned(),
-                message: "replayed http/paid".to_owned(),
-                fields: json!({ "kind": "http", "key": "paid" }),
-            });
-        };
         c.bench_function("5_replay_read_plus_queued_journal", |b| {
             b.iter_custom(|iters| {
                 let start = Instant::now();
@@ -288,6 +303,14 @@ fn main() {
             replay_latencies.push(start.elapsed().as_nanos() as f64);
         }
     }
+
+    // (6)–(9) The same paths on PostgreSQL, next to a raw INSERT commit on the same server.
+    let postgres = std::env::var("TOLLGATE_BENCH_POSTGRES").map_or(true, |v| v != "0");
+    let pg_lines = if postgres {
+        postgres_figures(&mut c)
+    } else {
+        vec!["(6)-(9) PostgreSQL: skipped (TOLLGATE_BENCH_POSTGRES=0)".to_owned()]
+    };
 
     c.final_summary();
 
@@ -338,6 +361,7 @@ fn main() {
         commit_ns / p50
     ));
 
+    summary.extend(pg_lines);
     println!(
         "\n== tollgate-ledger summary (temp files under {}) ==",
         env!("CARGO_TARGET_TMPDIR")
@@ -345,4 +369,87 @@ fn main() {
     for line in summary {
         println!("{line}");
     }
+}
+
+/// PostgreSQL: a raw single-row INSERT commit (the baseline), one effect, effects/s for 1
+/// and 64 runs, and the replay read, each in a schema of its own on the test server.
+fn postgres_figures(c: &mut Criterion) -> Vec<String> {
+    let scratch = PgScratch::new();
+    let url = scratch.url();
+    let mut lines = Vec::new();
+
+    // (6) Raw: one prepared INSERT, committed on its own (autocommit), on one connection.
+    let raw_insert = Samples::default();
+    {
+        let mut client = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
+        client
+            .batch_execute("CREATE TABLE raw_t (id BIGSERIAL PRIMARY KEY, v TEXT NOT NULL)")
+            .expect("table");
+        let insert = client
+            .prepare("INSERT INTO raw_t (v) VALUES ($1)")
+            .expect("prepare");
+        c.bench_function("6_raw_postgres_commit_one_insert", |b| {
+            b.iter_custom(|iters| {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    client.execute(&insert, &[&PAYLOAD]).expect("insert");
+                }
+                raw_insert.record(iters, start.elapsed())
+            })
+        });
+    }
+
+    let ledger: Arc<dyn Ledger> =
+        Arc::new(PgLedger::open(&url, PgOptions::default()).expect("open the PostgreSQL ledger"));
+
+    // (7) One effect: intent + dispatch mark in one transaction, outcome in another.
+    let effect_cost = Samples::default();
+    {
+        live_run(ledger.as_ref(), "run");
+        let mut n = 0u64;
+        c.bench_function("7_postgres_one_effect_two_commits", |b| {
+            b.iter_custom(|iters| {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    one_effect(ledger.as_ref(), "run", &format!("k-{n}"));
+                    n += 1;
+                }
+                effect_cost.record(iters, start.elapsed())
+            })
+        });
+    }
+
+    // (9) Replay of a succeeded key.
+    one_effect(ledger.as_ref(), "run", "paid");
+    let mut replay: Vec<f64> = Vec::with_capacity(5_000);
+    for _ in 0..5_000 {
+        let start = Instant::now();
+        replay_once(ledger.as_ref());
+        replay.push(start.elapsed().as_nanos() as f64);
+    }
+
+    let raw_ns = raw_insert.median_ns();
+    let effect_ns = effect_cost.median_ns();
+    lines.push(format!(
+        "(6) raw PostgreSQL commit, 1 INSERT     {:>10}",
+        fmt_ns(raw_ns)
+    ));
+    lines.push(format!(
+        "(7) one effect on PostgreSQL            {:>10}   = {:.2}× raw INSERT commit (target ≤ 2.5×)",
+        fmt_ns(effect_ns),
+        effect_ns / raw_ns
+    ));
+    let (one, one_s) = effects_in_window(Arc::clone(&ledger), 1);
+    let (many, many_s) = effects_in_window(Arc::clone(&ledger), 64);
+    let (one, many) = (one / one_s, many / many_s);
+    lines.push(format!(
+        "(8) effects/s on PostgreSQL: 1 run {one:.0}/s, 64 runs {many:.0}/s = {:.1}× (target ≥ 10×)",
+        many / one
+    ));
+    lines.push(format!(
+        "(9) replay on PostgreSQL                p50 {}  p99 {}  (target p50 ≤ 300 µs)",
+        fmt_ns(percentile(&mut replay, 0.5)),
+        fmt_ns(percentile(&mut replay, 0.99)),
+    ));
+    lines
 }

@@ -223,6 +223,18 @@ pub enum LedgerError {
     },
 
     #[error(
+        "the target ledger already holds {rows} row(s) in {table}; copy into an empty database \
+         or schema, so that nothing there is mixed with the copy"
+    )]
+    NotEmpty { table: String, rows: i64 },
+
+    #[error(
+        "the copy differs from the source in {what} ({detail}); the copy was committed, so \
+         drop the target's tables and copy again, and report this if it repeats"
+    )]
+    CopyDiffers { what: String, detail: String },
+
+    #[error(
         "the ledger's worker threads have stopped, so nothing more can be committed; restart \
          tollgate (work committed earlier is safe)"
     )]

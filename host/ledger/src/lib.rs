@@ -19,7 +19,7 @@ pub use breaker::{Admission, BreakerRule};
 pub use contract::{Ledger, LedgerExt};
 pub use error::LedgerError;
 pub use location::Location;
-pub use pg::{PgLedger, PgOptions, redact};
+pub use pg::{CopyReport, PgLedger, PgOptions, redact, verify_copy};
 pub use records::{
     Applied, Attempt, AttemptStatus, BreakerRecord, BreakerState, CallKeyRecord, Checkpoint, Claim,
     EffectRecord, EffectStatus, Escalation, EscalationFilter, EscalationReason, EscalationStatus,

@@ -92,33 +92,46 @@ impl checkpoints::Host for ToolState {
     }
 
     async fn latest(&mut self) -> wasmtime::Result<Option<checkpoints::Checkpoint>> {
-        self.load(None)
+        self.load(None).await
     }
 
     async fn get(&mut self, name: String) -> wasmtime::Result<Option<checkpoints::Checkpoint>> {
-        self.load(Some(&name))
+        self.load(Some(name)).await
     }
 }
 
 impl ToolState {
-    fn load(&self, name: Option<&str>) -> wasmtime::Result<Option<checkpoints::Checkpoint>> {
-        let Some(ctx) = &self.attempt else {
-            return Ok(None);
-        };
-        let found = ctx
-            .ledger
-            .latest_checkpoint(&ctx.run_id, name)
+    /// Reads a checkpoint without holding `self` across the read: the store's state is not
+    /// `Sync`, and the read waits on the blocking pool.
+    fn load(
+        &self,
+        name: Option<String>,
+    ) -> impl Future<Output = wasmtime::Result<Option<checkpoints::Checkpoint>>> + Send + 'static
+    {
+        let ctx = self
+            .attempt
+            .as_ref()
+            .map(|ctx| (ctx.ledger.clone(), ctx.run_id.clone()));
+        async move {
+            let Some((ledger, run_id)) = ctx else {
+                return Ok(None);
+            };
+            let found = crate::ledger::read(&ledger, move |l| {
+                l.latest_checkpoint(&run_id, name.as_deref())
+            })
+            .await
             .map_err(|e| {
                 wasmtime::Error::new(AttemptAbort(Failure::new(
                     FailureClass::Fatal,
                     format!("ledger unavailable, checkpoint not loaded: {e}"),
                 )))
             })?;
-        Ok(found.map(|c| checkpoints::Checkpoint {
-            name: c.name,
-            state: c.state,
-            attempt: c.attempt,
-        }))
+            Ok(found.map(|c| checkpoints::Checkpoint {
+                name: c.name,
+                state: c.state,
+                attempt: c.attempt,
+            }))
+        }
     }
 }
 

@@ -77,7 +77,7 @@ pub async fn escalations(global: &Global, command: EscalationsCommand) -> Result
                 run_id: None,
                 limit,
             };
-            let list = runtime.escalations(&filter)?;
+            let list = runtime.escalations(&filter).await?;
             if global.json() {
                 print_json(&list)?;
             } else {
@@ -99,7 +99,8 @@ pub async fn escalations(global: &Global, command: EscalationsCommand) -> Result
         }
         EscalationsCommand::Show { id } => {
             let e = runtime
-                .escalation(id)?
+                .escalation(id)
+                .await?
                 .ok_or(tollgate::EscalationError::NotFound(id))?;
             print_json(&e)?;
             Ok(ExitStatus::Success)

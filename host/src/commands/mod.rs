@@ -5,6 +5,7 @@
 pub mod build;
 pub mod escalations;
 pub mod inspect;
+pub mod ledger;
 pub mod mcp;
 pub mod policy;
 pub mod run;

@@ -18,9 +18,9 @@ impl EffectEngine {
     pub(super) async fn admit(&self, req: EffectRequest<'_>) -> Result<(), EffectError> {
         let rule = self.breaker.rule();
         // Most calls meet a closed circuit: a read settles those without a write.
-        let current = self
-            .ledger
-            .breaker(req.kind, req.tool)
+        let (kind, tool) = (req.kind.to_owned(), req.tool.to_owned());
+        let current = ledger::read(&self.ledger, move |l| l.breaker(&kind, &tool))
+            .await
             .map_err(ledger_abort)?;
         if rule.failures == 0 || current.is_none_or(|c| c.state == BreakerState::Closed) {
             return Ok(());

@@ -265,7 +265,8 @@ impl EffectEngine {
         if let Err(e) = ledger::apply(&self.ledger, ops).await {
             return unrecorded(req, connector, e);
         }
-        let effect = match self.ledger.effect(req.kind, req.key) {
+        let (kind, key) = (req.kind.to_owned(), req.key.to_owned());
+        let effect = match ledger::read(&self.ledger, move |l| l.effect(&kind, &key)).await {
             Ok(effect) => effect,
             Err(e) => return ledger_abort(e),
         };

@@ -174,7 +174,8 @@ impl EffectEngine {
                     // A holder known to be gone holds nothing, whatever its lease says: its
                     // key is taken over as a resume would, not waited on.
                     let owner = self
-                        .owner_of(&effect)?
+                        .owner_of(&effect)
+                        .await?
                         .filter(|o| !crate::holder::is_dead_local(&o.holder));
                     let now = self.clock.now_ms();
                     match decide(
@@ -354,11 +355,14 @@ impl EffectEngine {
         }
     }
 
-    fn owner_of(
+    async fn owner_of(
         &self,
         effect: &EffectRecord,
     ) -> Result<Option<tollgate_ledger::Attempt>, EffectError> {
-        let attempts = self.ledger.attempts(&effect.run_id).map_err(ledger_abort)?;
+        let run_id = effect.run_id.clone();
+        let attempts = ledger::read(&self.ledger, move |l| l.attempts(&run_id))
+            .await
+            .map_err(ledger_abort)?;
         Ok(attempts.into_iter().find(|a| a.attempt == effect.attempt))
     }
 

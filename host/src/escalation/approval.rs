@@ -5,12 +5,12 @@
 //! of the escalation; a changed payload under the same key asks again, and a rejection is
 //! final for that payload.
 
-use super::{Action, open_ops, packet};
+use super::{Action, RunRows, open_ops, packet};
 use crate::clock::Millis;
 use crate::failure::{Failure, FailureClass};
 use crate::ledger::{
-    self, EffectStatus, EscalationFilter, EscalationReason, EscalationStatus, Ledger, LedgerError,
-    Resolution, RunStatus,
+    self, EffectStatus, Escalation, EscalationFilter, EscalationReason, EscalationStatus, Ledger,
+    LedgerError, Resolution, RunStatus,
 };
 use crate::policy::Policy;
 use std::sync::Arc;
@@ -45,7 +45,15 @@ pub struct Asking<'a> {
 /// escalation; a resume after the approval passes. A key already in the ledger as succeeded
 /// is a replay: nothing is dispatched, so nothing needs approving.
 pub async fn approval_gate(ledger: &Arc<dyn Ledger>, asking: Asking<'_>, now: Millis) -> Gate {
-    match decide(ledger.as_ref(), asking) {
+    let seen = {
+        let (run_id, kind, key) = (
+            asking.run_id.to_owned(),
+            asking.kind.to_owned(),
+            asking.key.to_owned(),
+        );
+        ledger::read(ledger, move |l| Seen::read(l, &run_id, &kind, &key)).await
+    };
+    match seen.map(|seen| decide(&seen, asking)) {
         Ok(Some(gate)) => gate,
         Ok(None) => park(ledger, asking, now).await,
         Err(e) => unavailable(e),
@@ -62,29 +70,44 @@ fn unavailable(e: LedgerError) -> Gate {
     }
 }
 
+/// What the ledger says about an effect asking to pass the gate.
+struct Seen {
+    succeeded: bool,
+    /// The run's escalations, oldest first.
+    escalations: Vec<Escalation>,
+}
+
+impl Seen {
+    fn read(ledger: &dyn Ledger, run_id: &str, kind: &str, key: &str) -> Result<Self, LedgerError> {
+        Ok(Self {
+            succeeded: ledger
+                .effect(kind, key)?
+                .is_some_and(|e| e.status == EffectStatus::Succeeded),
+            escalations: ledger.escalations(&EscalationFilter {
+                status: None,
+                run_id: Some(run_id.to_owned()),
+                limit: usize::MAX,
+            })?,
+        })
+    }
+}
+
 /// What earlier decisions say about this effect; `None` when it has not been asked yet (or
 /// is still waiting).
-fn decide(ledger: &dyn Ledger, asking: Asking<'_>) -> Result<Option<Gate>, LedgerError> {
+fn decide(seen: &Seen, asking: Asking<'_>) -> Option<Gate> {
     let Asking { kind, key, .. } = asking;
-    if ledger
-        .effect(kind, key)?
-        .is_some_and(|e| e.status == EffectStatus::Succeeded)
-    {
-        return Ok(Some(Gate::Proceed));
+    if seen.succeeded {
+        return Some(Gate::Proceed);
     }
     let digest = ledger::payload_digest(asking.payload.as_bytes());
-    let escalations = ledger.escalations(&EscalationFilter {
-        status: None,
-        run_id: Some(asking.run_id.to_owned()),
-        limit: usize::MAX,
-    })?;
+    let escalations = &seen.escalations;
     let asked = escalations.iter().rev().find(|e| {
         e.reason == EscalationReason::Approval
             && e.effect_kind.as_deref() == Some(kind)
             && e.effect_key.as_deref() == Some(key)
             && e.payload_digest.as_deref() == Some(digest.as_str())
     });
-    Ok(asked.and_then(|esc| match (esc.status, esc.resolution) {
+    asked.and_then(|esc| match (esc.status, esc.resolution) {
         (EscalationStatus::Resolved, Some(Resolution::Approved)) => Some(Gate::Proceed),
         (EscalationStatus::Resolved, _) => Some(Gate::Refuse(Failure::new(
             FailureClass::Permission,
@@ -97,7 +120,7 @@ fn decide(ledger: &dyn Ledger, asking: Asking<'_>) -> Result<Option<Gate>, Ledge
             ),
         ))),
         (EscalationStatus::Open, _) => None,
-    }))
+    })
 }
 
 async fn park(ledger: &Arc<dyn Ledger>, asking: Asking<'_>, now: Millis) -> Gate {
@@ -113,18 +136,18 @@ async fn park(ledger: &Arc<dyn Ledger>, asking: Asking<'_>, now: Millis) -> Gate
         payload: asking.parsed.clone(),
         payload_text: Some(asking.payload.to_owned()),
     };
-    let packet = match packet(
-        ledger.as_ref(),
-        run_id,
+    let rows = match RunRows::fetch(ledger, run_id).await {
+        Ok(rows) => rows,
+        Err(e) => return unavailable(e),
+    };
+    let packet = packet(
+        rows,
         asking.policy,
         EscalationReason::Approval,
         None,
         Some(action),
         None,
-    ) {
-        Ok(p) => p,
-        Err(e) => return unavailable(e),
-    };
+    );
     let summary = format!("approve effect `{kind}` with key `{key}` of run {run_id}");
     let ops = open_ops(&packet, summary, Some(RunStatus::WaitingApproval), now);
     let escalation = match ledger::apply(ledger, ops).await {

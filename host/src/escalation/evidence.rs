@@ -9,11 +9,12 @@ use crate::clock::Millis;
 use crate::failure::Failure;
 use crate::ledger::{
     Attempt, AttemptStatus, Checkpoint, EffectRecord, EffectStatus, EscalationReason, Ledger,
-    LedgerError,
+    LedgerError, Run,
 };
 use crate::policy::Policy;
 use serde::Serialize;
 use serde_json::json;
+use std::sync::Arc;
 
 /// Everything a human needs to settle a run without opening the ledger.
 #[derive(Debug, Clone, Serialize)]
@@ -128,25 +129,57 @@ const MAX_EVIDENCE_EFFECTS: usize = 50;
 /// The newest attempts an evidence packet lists.
 const MAX_EVIDENCE_ATTEMPTS: usize = 20;
 
-/// Gathers the evidence for `run_id` from the ledger. The packet is bounded whatever the tool
-/// did: large inputs, responses and checkpoints appear as clipped summaries with their size
-/// and digest, and only the newest effects and attempts are listed (with how many were left
-/// out), since the packet is stored in the ledger and read by a human.
+/// What the ledger holds about a run that goes into its evidence packet, read in one go on
+/// the blocking pool (see [`crate::ledger::read`]).
+#[derive(Debug, Clone)]
+pub struct RunRows {
+    pub run: Run,
+    pub attempts: Vec<Attempt>,
+    pub effects: Vec<EffectRecord>,
+    pub last_checkpoint: Option<Checkpoint>,
+}
+
+impl RunRows {
+    /// Reads `run_id`'s rows; `RunNotFound` if there is no such run.
+    pub fn read(ledger: &dyn Ledger, run_id: &str) -> Result<Self, LedgerError> {
+        let run = ledger
+            .run(run_id)?
+            .ok_or_else(|| LedgerError::RunNotFound {
+                run_id: run_id.to_owned(),
+            })?;
+        Ok(Self {
+            run,
+            attempts: ledger.attempts(run_id)?,
+            effects: ledger.effects_for_run(run_id)?,
+            last_checkpoint: ledger.latest_checkpoint(run_id, None)?,
+        })
+    }
+
+    /// [`RunRows::read`] without blocking the executor.
+    pub async fn fetch(ledger: &Arc<dyn Ledger>, run_id: &str) -> Result<Self, LedgerError> {
+        let run_id = run_id.to_owned();
+        crate::ledger::read(ledger, move |l| Self::read(l, &run_id)).await
+    }
+}
+
+/// The evidence for a run, from its rows. The packet is bounded whatever the tool did: large
+/// inputs, responses and checkpoints appear as clipped summaries with their size and digest,
+/// and only the newest effects and attempts are listed (with how many were left out), since
+/// the packet is stored in the ledger and read by a human.
 pub fn packet(
-    ledger: &dyn Ledger,
-    run_id: &str,
+    rows: RunRows,
     policy: &Policy,
     reason: EscalationReason,
     failure: Option<&Failure>,
     action: Option<Action>,
     ending: Option<Ending<'_>>,
-) -> Result<EvidencePacket, LedgerError> {
-    let run = ledger
-        .run(run_id)?
-        .ok_or_else(|| LedgerError::RunNotFound {
-            run_id: run_id.to_owned(),
-        })?;
-    let attempts = ledger.attempts(run_id)?;
+) -> EvidencePacket {
+    let RunRows {
+        run,
+        attempts,
+        effects,
+        last_checkpoint,
+    } = rows;
     let component_digest = attempts.first().map(|a| a.component_digest.clone());
     let attempts_omitted = attempts.len().saturating_sub(MAX_EVIDENCE_ATTEMPTS);
     let attempts = attempts
@@ -154,17 +187,14 @@ pub fn packet(
         .skip(attempts_omitted)
         .map(|a| attempt_evidence(a, ending))
         .collect();
-    let effects = ledger.effects_for_run(run_id)?;
     let effects_omitted = effects.len().saturating_sub(MAX_EVIDENCE_EFFECTS);
     let effects = effects
         .into_iter()
         .skip(effects_omitted)
         .map(effect_evidence)
         .collect();
-    let last_checkpoint = ledger
-        .latest_checkpoint(run_id, None)?
-        .map(checkpoint_evidence);
-    Ok(EvidencePacket {
+    let last_checkpoint = last_checkpoint.map(checkpoint_evidence);
+    EvidencePacket {
         run_id: run.run_id,
         tool: run.tool,
         component_digest,
@@ -178,7 +208,7 @@ pub fn packet(
         effects_omitted,
         last_checkpoint,
         policy: policy.clone(),
-    })
+    }
 }
 
 fn attempt_evidence(a: Attempt, ending: Option<Ending<'_>>) -> AttemptEvidence {

@@ -11,7 +11,8 @@ mod evidence;
 
 pub use approval::{Asking, Gate, approval_gate};
 pub use evidence::{
-    Action, AttemptEvidence, CheckpointEvidence, EffectEvidence, Ending, EvidencePacket, packet,
+    Action, AttemptEvidence, CheckpointEvidence, EffectEvidence, Ending, EvidencePacket, RunRows,
+    packet,
 };
 
 use crate::clock::Millis;
@@ -105,8 +106,8 @@ pub struct Stopped<'a> {
 
 /// The ops that escalate a run whose attempt `ending` just failed for good (`failed`) or
 /// left an effect in doubt (`in_doubt`), to commit in the same batch as the attempt's end.
-pub fn on_final_failure(
-    ledger: &dyn Ledger,
+pub async fn on_final_failure(
+    ledger: &Arc<dyn Ledger>,
     stopped: Stopped<'_>,
     in_doubt: bool,
     ending: Ending<'_>,
@@ -117,15 +118,15 @@ pub fn on_final_failure(
     } else {
         EscalationReason::NonRetryable
     };
+    let rows = RunRows::fetch(ledger, stopped.run_id).await?;
     let packet = packet(
-        ledger,
-        stopped.run_id,
+        rows,
         stopped.policy,
         reason,
         Some(stopped.failure),
         stopped.action.map(Action::of_effect),
         Some(ending),
-    )?;
+    );
     let summary = format!(
         "run {} of `{}` stopped: {} failure: {}",
         stopped.run_id, stopped.tool, stopped.failure.class, stopped.failure.message
@@ -148,15 +149,15 @@ pub async fn on_retries_stopped(
     } else {
         EscalationReason::NonRetryable
     };
+    let rows = RunRows::fetch(ledger, stopped.run_id).await?;
     let packet = packet(
-        ledger.as_ref(),
-        stopped.run_id,
+        rows,
         stopped.policy,
         reason,
         Some(failure),
         stopped.action.map(Action::of_effect),
         None,
-    )?;
+    );
     let summary = format!(
         "run {} of `{}` stopped retrying after {attempts} attempt(s): {}: {}",
         stopped.run_id, stopped.tool, failure.class, failure.message
@@ -221,8 +222,8 @@ pub async fn settle(
     if reason.trim().is_empty() {
         return Err(EscalationError::NoReason);
     }
-    let esc = ledger
-        .escalation(id)?
+    let esc = ledger::read(ledger, move |l| l.escalation(id))
+        .await?
         .ok_or(EscalationError::NotFound(id))?;
     if esc.status == EscalationStatus::Resolved {
         return Err(EscalationError::AlreadyResolved {
@@ -252,12 +253,22 @@ pub async fn settle(
         by: by.to_owned(),
         now,
     }];
-    let in_doubt = if esc.reason == EscalationReason::InDoubt {
-        in_doubt_effect(ledger.as_ref(), &esc)?
-    } else {
-        None
+    // One read for what the decision needs: the effect in doubt, the latest attempt and the
+    // run's status.
+    let (in_doubt, latest, status) = {
+        let (esc, run_id) = (esc.clone(), run_id.clone());
+        ledger::read(ledger, move |l| {
+            let in_doubt = if esc.reason == EscalationReason::InDoubt {
+                in_doubt_effect(l, &esc)?
+            } else {
+                None
+            };
+            let latest = l.attempts(&run_id)?.last().map_or(1, |a| a.attempt);
+            let status = l.run(&run_id)?.map(|r| r.status);
+            Ok((in_doubt, latest, status))
+        })
+        .await?
     };
-    let latest = ledger.attempts(&run_id)?.last().map_or(1, |a| a.attempt);
     let next = match &decision {
         Decision::Retry | Decision::Approve => {
             if let Some(effect) = &in_doubt {
@@ -314,7 +325,6 @@ pub async fn settle(
             }
         }
         Decision::Abandon | Decision::Reject => {
-            let status = ledger.run(&run_id)?.map(|r| r.status);
             // A failed or in-doubt run is reopened and ended in the same batch, so it records
             // who abandoned it and why instead of keeping its old error.
             if matches!(status, Some(RunStatus::Failed | RunStatus::InDoubt)) {
@@ -373,8 +383,8 @@ pub async fn settle(
         }
         Err(e) => return Err(e.into()),
     }
-    let esc = ledger
-        .escalation(id)?
+    let esc = ledger::read(ledger, move |l| l.escalation(id))
+        .await?
         .ok_or(EscalationError::NotFound(id))?;
     Ok((esc, next))
 }

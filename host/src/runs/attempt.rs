@@ -117,7 +117,9 @@ pub(super) async fn run(
         let renewer = LeaseRenewer::spawn(services.clone(), run_id.to_owned(), n, held.clone());
         drop(waiting);
         // The budget covers the whole run: this attempt gets what earlier ones left.
-        let stored = match services.ledger().stored_bytes(run_id) {
+        let id = run_id.to_owned();
+        let stored = ledger::read(services.ledger(), move |l| l.stored_bytes(&id)).await;
+        let stored = match stored {
             Ok(stored) => stored,
             Err(e) => {
                 let failure = Failure::new(
@@ -349,9 +351,12 @@ impl Ending<'_> {
                         error_message: Some(failure.message.clone()),
                         now,
                     });
-                    let ledger = self.services.ledger().as_ref();
+                    let ledger = self.services.ledger();
                     let action = match &failed_effect {
-                        Some(effect) => ledger.effect(&effect.kind, &effect.key)?,
+                        Some(effect) => {
+                            let (kind, key) = (effect.kind.clone(), effect.key.clone());
+                            ledger::read(ledger, move |l| l.effect(&kind, &key)).await?
+                        }
                         None => None,
                     };
                     let stopped = escalation::Stopped {
@@ -366,13 +371,16 @@ impl Ending<'_> {
                         failure,
                         at: now,
                     };
-                    ops.extend(escalation::on_final_failure(
-                        ledger,
-                        stopped,
-                        run_status == RunStatus::InDoubt,
-                        ended,
-                        now,
-                    )?);
+                    ops.extend(
+                        escalation::on_final_failure(
+                            ledger,
+                            stopped,
+                            run_status == RunStatus::InDoubt,
+                            ended,
+                            now,
+                        )
+                        .await?,
+                    );
                 }
                 ops.push(Op::Journal(journal::entry(
                     self.at(),

@@ -108,13 +108,14 @@ pub(crate) async fn resume(
     tool: &Arc<LoadedTool>,
     run_id: &str,
 ) -> Result<RunReport, RunError> {
-    let run = existing(services, run_id)?;
+    let run = existing(services, run_id).await?;
     if run.status.is_parked() {
-        let open = services.ledger().escalations(&ledger::EscalationFilter {
+        let filter = ledger::EscalationFilter {
             status: Some(ledger::EscalationStatus::Open),
             run_id: Some(run_id.to_owned()),
             limit: 1,
-        })?;
+        };
+        let open = read(services, move |l| l.escalations(&filter)).await?;
         return Err(RunError::Parked {
             run_id: run_id.to_owned(),
             status: run.status,
@@ -124,7 +125,8 @@ pub(crate) async fn resume(
     if run.status != RunStatus::Running {
         return recorded_ending(run);
     }
-    if let Some(first) = services.ledger().attempts(run_id)?.first()
+    let id = run_id.to_owned();
+    if let Some(first) = read(services, move |l| l.attempts(&id)).await?.first()
         && first.component_digest != tool.digest
     {
         return Err(RunError::DigestMismatch {
@@ -139,13 +141,21 @@ pub(crate) async fn resume(
     attempt::run(services, tool, run_id, input, run.lock, None).await
 }
 
-fn existing(services: &Services, run_id: &str) -> Result<ledger::Run, RunError> {
-    Ok(services
-        .ledger()
-        .run(run_id)?
+async fn existing(services: &Services, run_id: &str) -> Result<ledger::Run, RunError> {
+    let id = run_id.to_owned();
+    Ok(read(services, move |l| l.run(&id))
+        .await?
         .ok_or_else(|| LedgerError::RunNotFound {
             run_id: run_id.to_owned(),
         })?)
+}
+
+/// A ledger read on the blocking pool (see [`ledger::read`]).
+async fn read<T: Send + 'static>(
+    services: &Services,
+    read: impl FnOnce(&dyn ledger::Ledger) -> Result<T, LedgerError> + Send + 'static,
+) -> Result<T, LedgerError> {
+    ledger::read(services.ledger(), read).await
 }
 
 /// Resumes a run whose attempt failed retryably, for as long as its tool's retry policy
@@ -164,9 +174,12 @@ pub(crate) async fn retry(
         if report.status != RunStatus::Running {
             return Ok(report);
         }
-        let run = existing(services, &report.run_id)?;
-        let attempts = services.ledger().attempts(&report.run_id)?;
-        let effects = services.ledger().effects_for_run(&report.run_id)?.len();
+        let run = existing(services, &report.run_id).await?;
+        let id = report.run_id.clone();
+        let (attempts, effects) = read(services, move |l| {
+            Ok((l.attempts(&id)?, l.effects_for_run(&id)?.len()))
+        })
+        .await?;
         let history = History {
             attempts: run.attempts,
             started_at_ms: run.created_at,
@@ -228,7 +241,10 @@ async fn escalate_stopped(
         return Ok(report);
     };
     let action = match &report.failed_effect {
-        Some(effect) => services.ledger().effect(&effect.kind, &effect.key)?,
+        Some(effect) => {
+            let (kind, key) = (effect.kind.clone(), effect.key.clone());
+            read(services, move |l| l.effect(&kind, &key)).await?
+        }
         None => None,
     };
     let stopped = escalation::Stopped {
@@ -260,12 +276,13 @@ pub(crate) async fn join(
     )
     .unwrap_or(i64::MAX);
     loop {
-        let run = existing(services, run_id)?;
+        let run = existing(services, run_id).await?;
         if run.status != RunStatus::Running {
             return recorded_ending(run);
         }
         let now = services.now();
-        let driven = match services.ledger().attempts(run_id)?.last() {
+        let id = run_id.to_owned();
+        let driven = match read(services, move |l| l.attempts(&id)).await?.last() {
             Some(a) => match a.status {
                 AttemptStatus::Running => a.lease_until > now,
                 _ => a.ended_at.is_some_and(|end| {
@@ -295,7 +312,8 @@ pub(crate) async fn cancelled(
     run_id: &str,
     why: &str,
 ) -> Result<(), RunError> {
-    let Some(attempt) = services.ledger().attempts(run_id)?.pop() else {
+    let id = run_id.to_owned();
+    let Some(attempt) = read(services, move |l| l.attempts(&id)).await?.pop() else {
         return Ok(());
     };
     if attempt.status != AttemptStatus::Running || attempt.holder != services.holder() {
@@ -305,8 +323,11 @@ pub(crate) async fn cancelled(
     let now = services.now();
     let message = format!("attempt {n} cancelled: {why}");
     let mut ops = Vec::new();
-    if let Some(spec) = existing(services, run_id)?.lock
-        && let Some(lock) = services.ledger().lock(&spec.key)?
+    let lock = match existing(services, run_id).await?.lock {
+        Some(spec) => read(services, move |l| l.lock(&spec.key)).await?,
+        None => None,
+    };
+    if let Some(lock) = lock
         && lock.run_id == run_id
         && !lock.released
     {
@@ -380,11 +401,12 @@ pub(crate) fn recorded_ending(run: ledger::Run) -> Result<RunReport, RunError> {
 }
 
 /// The component file a run was started with.
-pub(crate) fn component_path(
+pub(crate) async fn component_path(
     services: &Services,
     run_id: &str,
 ) -> Result<std::path::PathBuf, RunError> {
-    existing(services, run_id)?
+    existing(services, run_id)
+        .await?
         .component
         .map(std::path::PathBuf::from)
         .ok_or_else(|| RunError::UnknownComponent(run_id.to_owned()))

@@ -114,11 +114,13 @@ effects = ["erp.post-invoice"]
     if paused.status != RunStatus::WaitingApproval || erp.postings_for(&c) != 0 {
         bail!("expected the run to wait for approval with nothing posted");
     }
-    let queue = gated.escalations(&tollgate::ledger::EscalationFilter {
-        status: Some(tollgate::ledger::EscalationStatus::Open),
-        run_id: Some(paused.run_id.clone()),
-        limit: 1,
-    })?;
+    let queue = gated
+        .escalations(&tollgate::ledger::EscalationFilter {
+            status: Some(tollgate::ledger::EscalationStatus::Open),
+            run_id: Some(paused.run_id.clone()),
+            limit: 1,
+        })
+        .await?;
     let esc = queue.first().context("the approval escalation")?;
     println!(
         "   escalation #{} ({}): {}\n   evidence: {} attempt(s), action {}",

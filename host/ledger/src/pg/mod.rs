@@ -13,6 +13,7 @@
 //! [`LedgerError::Unavailable`] and never a half-applied batch.
 
 mod error;
+mod import;
 mod migrations;
 mod pool;
 mod rows;
@@ -24,6 +25,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use postgres::{Config, IsolationLevel};
+
+pub use self::import::{CopyReport, verify_copy};
 
 use self::error::{Class, PgContext, classify, is_unique_violation, refine, unavailable};
 use self::pool::{Conn, Pool};

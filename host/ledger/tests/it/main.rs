@@ -10,6 +10,7 @@ mod call_keys;
 mod checkpoints;
 mod concurrency;
 mod contract;
+mod copy;
 mod effects;
 mod escalations;
 mod journal;
