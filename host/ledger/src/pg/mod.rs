@@ -377,51 +377,70 @@ fn insert_one(
     Ok(())
 }
 
-/// One try of a request: the queued journal, then the ops inside a savepoint, so that a
-/// rule's refusal undoes the ops but keeps the journal. `Ok(Err(_))` is that refusal.
+/// One try of a request: the queued journal, then the ops. With journal entries to keep, the
+/// ops run inside a savepoint, so that a rule's refusal undoes them but keeps the journal;
+/// without, a refusal rolls the transaction back (one round trip fewer each way).
+/// `Ok(Err(_))` is that refusal.
 fn try_apply(
     conn: &mut Conn,
     journal: &[Queued],
     ops: &[Op],
 ) -> Result<Result<Vec<Applied>, LedgerError>, LedgerError> {
+    if journal.is_empty() && ops.is_empty() {
+        return Ok(Ok(Vec::new()));
+    }
     let client = conn.client()?;
     let mut tx = client
         .build_transaction()
         .isolation_level(IsolationLevel::Serializable)
         .start()
         .context("starting a transaction")?;
+    if journal.is_empty() {
+        return match run_rules(&mut tx, ops)? {
+            Ok(applied) => {
+                tx.commit().context("committing a transaction")?;
+                Ok(Ok(applied))
+            }
+            Err(refusal) => {
+                tx.rollback().context("rolling back a refused request")?;
+                Ok(Err(refusal))
+            }
+        };
+    }
     write_journal(&mut tx, journal)?;
     let mut request = tx.savepoint("request").context("opening a savepoint")?;
-    let mut applied = Vec::with_capacity(ops.len());
-    let mut refused = None;
-    {
-        let mut rows = PgTx { tx: &mut request };
-        for op in ops {
-            match rules::apply(&mut rows, op.clone()) {
-                Ok(one) => applied.push(one),
-                Err(err) => {
-                    refused = Some(err);
-                    break;
-                }
-            }
-        }
-    }
-    match refused {
-        // A storage error: the whole transaction is unusable; the caller decides.
-        Some(err @ LedgerError::Storage { .. }) => Err(err),
-        Some(err) => {
-            request
-                .rollback()
-                .context("rolling back a refused request")?;
-            tx.commit().context("committing a transaction")?;
-            Ok(Err(err))
-        }
-        None => {
+    match run_rules(&mut request, ops)? {
+        Ok(applied) => {
             request.commit().context("releasing a savepoint")?;
             tx.commit().context("committing a transaction")?;
             Ok(Ok(applied))
         }
+        Err(refusal) => {
+            request
+                .rollback()
+                .context("rolling back a refused request")?;
+            tx.commit().context("committing a transaction")?;
+            Ok(Err(refusal))
+        }
     }
+}
+
+/// The ops through the rules inside `tx`. A storage error (the outer `Err`) leaves the
+/// transaction unusable and the caller decides; a rule's refusal is the inner `Err`.
+fn run_rules(
+    tx: &mut postgres::Transaction<'_>,
+    ops: &[Op],
+) -> Result<Result<Vec<Applied>, LedgerError>, LedgerError> {
+    let mut rows = PgTx { tx };
+    let mut applied = Vec::with_capacity(ops.len());
+    for op in ops {
+        match rules::apply(&mut rows, op.clone()) {
+            Ok(one) => applied.push(one),
+            Err(err @ LedgerError::Storage { .. }) => return Err(err),
+            Err(refusal) => return Ok(Err(refusal)),
+        }
+    }
+    Ok(Ok(applied))
 }
 
 /// Runs a request until it commits, is refused by a rule, or fails for a reason a retry

@@ -35,7 +35,7 @@ impl Conn {
     /// The live connection, connecting first if there is none.
     pub(super) fn client(&mut self) -> Result<&mut Client, LedgerError> {
         if self.client.as_ref().is_some_and(Client::is_closed) {
-            self.client = None;
+            self.reset();
         }
         match &mut self.client {
             Some(client) => Ok(client),
@@ -52,6 +52,7 @@ impl Conn {
     /// Drops the connection, so the next call makes a fresh one.
     pub(super) fn reset(&mut self) {
         self.client = None;
+        super::rows::forget_prepared();
     }
 
     pub(super) fn location(&self) -> &str {

@@ -3,8 +3,10 @@
 //! Invariant: a stored value that does not map back to its record type (unknown status,
 //! out-of-range number, bad JSON) surfaces as an error, never as a panic or a default.
 
-use postgres::GenericClient;
-use postgres::Row;
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use postgres::{GenericClient, Row, Statement};
 
 use super::error::PgContext;
 use crate::error::LedgerError;
@@ -13,6 +15,32 @@ use crate::records::{
     EffectStatus, Escalation, EscalationFilter, EscalationReason, EscalationStatus, JournalEntry,
     LockRecord, Resolution, Run, RunFilter, RunLock, RunStatus,
 };
+
+thread_local! {
+    /// This connection thread's prepared statements, by SQL text. Each connection thread
+    /// owns exactly one connection ([`super::pool`]), so the thread's cache is that
+    /// connection's; it is emptied whenever the connection is dropped. Preparing once saves a
+    /// round trip on every later statement.
+    static PREPARED: RefCell<HashMap<String, Statement>> = RefCell::new(HashMap::new());
+}
+
+/// `sql` prepared on this thread's connection, once.
+pub(super) fn prepared(
+    client: &mut impl GenericClient,
+    sql: &str,
+) -> Result<Statement, postgres::Error> {
+    if let Some(statement) = PREPARED.with(|p| p.borrow().get(sql).cloned()) {
+        return Ok(statement);
+    }
+    let statement = client.prepare(sql)?;
+    PREPARED.with(|p| p.borrow_mut().insert(sql.to_owned(), statement.clone()));
+    Ok(statement)
+}
+
+/// Forgets this thread's prepared statements: its connection is gone.
+pub(super) fn forget_prepared() {
+    PREPARED.with(|p| p.borrow_mut().clear());
+}
 
 pub(super) const RUN_COLUMNS: &str = "run_id, tool, input, status, output, error_class, \
      error_message, attempts, created_at, updated_at, component, lock_key, lock_wait_ms, \
@@ -208,8 +236,9 @@ fn one<T>(
     map: fn(&Row) -> Result<T, LedgerError>,
     what: &str,
 ) -> Result<Option<T>, LedgerError> {
+    let statement = prepared(client, sql).context(what)?;
     client
-        .query_opt(sql, params)
+        .query_opt(&statement, params)
         .context(what)?
         .as_ref()
         .map(map)
@@ -223,8 +252,9 @@ fn all<T>(
     map: fn(&Row) -> Result<T, LedgerError>,
     what: &str,
 ) -> Result<Vec<T>, LedgerError> {
+    let statement = prepared(client, sql).context(what)?;
     client
-        .query(sql, params)
+        .query(&statement, params)
         .context(what)?
         .iter()
         .map(map)

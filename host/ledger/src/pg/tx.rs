@@ -52,7 +52,8 @@ impl PgTx<'_, '_> {
         params: &[&(dyn postgres::types::ToSql + Sync)],
         what: &str,
     ) -> Result<u64, LedgerError> {
-        self.tx.execute(sql, params).context(what)
+        let statement = rows::prepared(self.tx, sql).context(what)?;
+        self.tx.execute(&statement, params).context(what)
     }
 }
 
@@ -357,12 +358,17 @@ pub(super) fn insert_journal(
 ) -> Result<bool, LedgerError> {
     let fields = serde_json::to_string(&entry.fields)
         .map_err(|err| LedgerError::Internal(format!("journal fields do not serialize: {err}")))?;
+    let statement = rows::prepared(
+        client,
+        "INSERT INTO journal (run_id, attempt, at, level, event, message, fields, entry_key) \
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8 \
+         WHERE EXISTS (SELECT 1 FROM runs WHERE run_id = $1) \
+         ON CONFLICT (entry_key) DO NOTHING",
+    )
+    .context("appending to the journal")?;
     let inserted = client
         .execute(
-            "INSERT INTO journal (run_id, attempt, at, level, event, message, fields, entry_key) \
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8 \
-             WHERE EXISTS (SELECT 1 FROM runs WHERE run_id = $1) \
-             ON CONFLICT (entry_key) DO NOTHING",
+            &statement,
             &[
                 &entry.run_id,
                 &entry.attempt.map(i64::from),
