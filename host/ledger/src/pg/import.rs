@@ -17,7 +17,7 @@ use super::error::{PgContext, refine};
 use crate::contract::Ledger;
 use crate::error::LedgerError;
 use crate::records::{EscalationFilter, RunFilter};
-use crate::sqlite::{Create, LedgerOptions, SqliteLedger};
+use crate::sqlite::{Create, LedgerOptions, SqlContext, SqliteLedger};
 
 /// How a column is typed on PostgreSQL, which decides how a SQLite value binds.
 #[derive(Clone, Copy)]
@@ -215,15 +215,10 @@ impl PgLedger {
         let source = SqliteLedger::open(from, options)?;
         let reader =
             rusqlite::Connection::open_with_flags(from, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-                .map_err(|err| LedgerError::Storage {
-                    context: format!("opening {} to read", from.display()),
-                    source: std::sync::Arc::new(err),
-                })?;
+                .context(&format!("opening {} to read", from.display()))?;
         // Every table is read inside one read transaction: a consistent snapshot even if a
         // process still writes to the source.
-        reader
-            .execute_batch("BEGIN")
-            .map_err(|err| sqlite_err("starting a read", err))?;
+        reader.execute_batch("BEGIN").context("starting a read")?;
         let mut tables = Vec::with_capacity(TABLES.len());
         for table in TABLES {
             tables.push((table, read_table(&reader, table)?));
@@ -251,13 +246,6 @@ impl PgLedger {
     }
 }
 
-fn sqlite_err(what: &str, err: rusqlite::Error) -> LedgerError {
-    LedgerError::Storage {
-        context: what.to_owned(),
-        source: std::sync::Arc::new(err),
-    }
-}
-
 fn read_table(
     reader: &rusqlite::Connection,
     table: &Table,
@@ -278,27 +266,23 @@ fn read_table(
         table.order
     );
     let what = format!("reading {}", table.name);
-    let mut statement = reader.prepare(&sql).map_err(|err| sqlite_err(&what, err))?;
+    let mut statement = reader.prepare(&sql).context(&what)?;
     let rows = statement
         .query_map([], |row| {
             (0..table.columns.len())
                 .map(|i| row.get::<_, Value>(i))
                 .collect::<Result<Vec<_>, _>>()
         })
-        .map_err(|err| sqlite_err(&what, err))?;
-    rows.collect::<Result<Vec<_>, _>>()
-        .map_err(|err| sqlite_err(&what, err))
+        .context(&what)?;
+    rows.collect::<Result<Vec<_>, _>>().context(&what)
 }
 
 fn column(reader: &rusqlite::Connection, sql: &str) -> Result<Vec<String>, LedgerError> {
-    let mut statement = reader
-        .prepare(sql)
-        .map_err(|err| sqlite_err("reading keys", err))?;
+    let mut statement = reader.prepare(sql).context("reading keys")?;
     let rows = statement
         .query_map([], |row| row.get::<_, String>(0))
-        .map_err(|err| sqlite_err("reading keys", err))?;
-    rows.collect::<Result<Vec<_>, _>>()
-        .map_err(|err| sqlite_err("reading keys", err))
+        .context("reading keys")?;
+    rows.collect::<Result<Vec<_>, _>>().context("reading keys")
 }
 
 /// One SQLite value as a parameter of the PostgreSQL column's type.

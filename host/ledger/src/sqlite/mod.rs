@@ -32,7 +32,8 @@ use crate::records::{
     Applied, Attempt, BreakerRecord, CallKeyRecord, Checkpoint, EffectRecord, Escalation,
     EscalationFilter, JournalEntry, LockRecord, NewJournalEntry, Op, Run, RunFilter,
 };
-use error::SqlContext;
+// Also the pg module's, for the SQLite file `ledger copy` reads.
+pub(crate) use error::SqlContext;
 use writer::{Counters, Request, Writer};
 
 /// Files up to this size get a full `PRAGMA quick_check` at open; larger ones would make

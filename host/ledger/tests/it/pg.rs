@@ -207,12 +207,7 @@ fn a_queued_journal_entry_is_written_before_a_later_apply_from_the_same_thread()
                 .unwrap();
         }
     }
-    let events: Vec<String> = ledger
-        .journal_entries("r1")
-        .unwrap()
-        .into_iter()
-        .map(|e| e.event)
-        .collect();
+    let events = events(&ledger, "r1");
     let mut expected = Vec::new();
     for i in 0..50 {
         expected.push(format!("queued.{i}"));
@@ -221,6 +216,16 @@ fn a_queued_journal_entry_is_written_before_a_later_apply_from_the_same_thread()
         }
     }
     assert_eq!(events, expected);
+}
+
+/// The events of `run_id`'s journal, in order.
+fn events(ledger: &dyn Ledger, run_id: &str) -> Vec<String> {
+    ledger
+        .journal_entries(run_id)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event)
+        .collect()
 }
 
 fn entry(run_id: &str, event: &str, message: &str) -> tollgate_ledger::NewJournalEntry {
@@ -246,12 +251,7 @@ fn a_journal_entry_the_database_refuses_is_dropped_and_later_writes_go_on() {
     // The next apply takes the queue: it must commit, not fail on the refused entry.
     new_run(&ledger, "r2");
     assert!(ledger.run("r2").unwrap().is_some());
-    let events: Vec<String> = ledger
-        .journal_entries("r1")
-        .unwrap()
-        .into_iter()
-        .map(|e| e.event)
-        .collect();
+    let events = events(&ledger, "r1");
     assert!(events.contains(&"kept".to_owned()), "{events:?}");
 }
 
