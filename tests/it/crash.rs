@@ -55,6 +55,8 @@ struct InvoiceState {
 
 struct Active {
     id: String,
+    /// What its ledger connections are named (see `Env::ledger_named`).
+    name: String,
     child: Child,
     spawned: Instant,
     kill: Kill,
@@ -147,7 +149,6 @@ fn run_campaign(campaign: &Campaign) -> Findings {
         erp_config(&erp.invoices_url(), campaign.honours_keys, 10_000)
     };
     let config = env.config_file(&config);
-    let ledger_path = env.ledger();
     let mut states: BTreeMap<String, InvoiceState> = (0..campaign.invoices)
         .map(|i| (format!("INV-K{i:04}"), InvoiceState::default()))
         .collect();
@@ -173,11 +174,12 @@ fn run_campaign(campaign: &Campaign) -> Findings {
             };
             let state = states.get_mut(&id).unwrap();
             state.tries += 1;
+            let name = format!("crash-{id}-{}", state.tries);
             let mut cmd = Command::new(tollgate_bin());
             cmd.arg("--config")
                 .arg(&config)
                 .arg("--ledger")
-                .arg(&ledger_path)
+                .arg(env.ledger_named(&name))
                 .arg("--cache-dir")
                 .arg(env.cache());
             match &state.run_id {
@@ -217,6 +219,7 @@ fn run_campaign(campaign: &Campaign) -> Findings {
             };
             active.push(Active {
                 id,
+                name,
                 child,
                 spawned,
                 kill,
@@ -279,6 +282,7 @@ fn run_campaign(campaign: &Campaign) -> Findings {
                 let at_kill = erp_seen(&erp, &a.id);
                 a.child.kill().unwrap(); // SIGKILL
                 a.child.wait().unwrap();
+                env.await_settled(&a.name);
                 let point = classify_kill(
                     &*reader,
                     &a.id,

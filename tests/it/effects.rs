@@ -313,6 +313,47 @@ async fn validation_failure_is_recorded_and_returned_without_resending() {
     );
 }
 
+/// A downstream answer holding U+0000 (which PostgreSQL text cannot hold) is recorded on
+/// either backend, and the tool is given the same text on the first call and on replay.
+#[tokio::test]
+async fn a_downstream_answer_holding_nul_is_recorded_and_replayed_as_first_returned() {
+    let erp = Erp::start(true).unwrap();
+    erp.inject(Faults {
+        reject: 1,
+        reject_body: Some("customer is on credit hold\0 (code 7)".to_owned()),
+        ..Faults::default()
+    });
+    let env = Env::new();
+    let runtime = env.runtime(&erp_config(&erp.invoices_url(), true, 5_000));
+    let tool = load(&runtime, INVOICE).await;
+    let body = |report: &tollgate::RunReport| {
+        let f = failure(report);
+        assert_eq!(f.class, FailureClass::Validation, "{f}");
+        f.details.as_ref().unwrap()["body"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let first = runtime.run(&tool, &invoice("INV-NUL")).await.unwrap();
+    assert_eq!(first.status, RunStatus::Failed);
+    let first = body(&first);
+    assert_eq!(first, "customer is on credit hold\u{FFFD} (code 7)");
+    let again = runtime.run(&tool, &invoice("INV-NUL")).await.unwrap();
+    assert_eq!(
+        body(&again),
+        first,
+        "the replay gives what the first call gave"
+    );
+    assert_eq!(erp.stats().requests, 1, "replayed, not re-sent");
+    let effect = runtime
+        .ledger()
+        .effect("erp.post-invoice", "post-invoice:INV-NUL")
+        .unwrap()
+        .unwrap();
+    assert_eq!(effect.status, EffectStatus::Failed);
+    assert_eq!(effect.response.as_deref(), Some(first.as_str()));
+}
+
 #[tokio::test]
 async fn unreachable_connector_is_transient_and_resumable() {
     let env = Env::new();

@@ -40,6 +40,24 @@ impl Env {
         }
     }
 
+    /// [`Self::ledger`], for a process the test may `kill -9`: on PostgreSQL its connections
+    /// carry `name`, for [`Self::await_settled`].
+    pub fn ledger_named(&self, name: &str) -> PathBuf {
+        match &self.pg {
+            Some(pg) => PathBuf::from(pg.url_named(name)),
+            None => self.ledger(),
+        }
+    }
+
+    /// Returns once what a killed process opened with [`Self::ledger_named`]`(name)` wrote is
+    /// settled. A SQLite write is, once the process is gone; a PostgreSQL server may still be
+    /// finishing a `COMMIT` the process sent just before it died.
+    pub fn await_settled(&self, name: &str) {
+        if let Some(pg) = &self.pg {
+            pg.await_disconnected(name);
+        }
+    }
+
     /// Another handle on the test's ledger, as a second process would open it.
     pub fn open_ledger(&self) -> Arc<dyn Ledger> {
         Location::parse(&self.ledger())

@@ -163,8 +163,18 @@ fn invoices_survive_postgres_crashing_and_restarting_mid_campaign() {
             );
         }
     }
-    for run in reader.runs(&all).unwrap() {
+    let runs = reader.runs(&all).unwrap();
+    for run in &runs {
         assert_eq!(run.status, RunStatus::Succeeded, "run {}", run.run_id);
+    }
+    // No lost invoices: each has a run in the ledger that finished.
+    for id in done.keys() {
+        let needle = format!("\"invoice_id\":\"{id}\"");
+        assert!(
+            runs.iter()
+                .any(|run| run.input.replace(' ', "").contains(&needle)),
+            "{id} has no succeeded run in the ledger"
+        );
     }
     // Exactly once downstream: every invoice posted once, whatever was re-sent.
     for id in done.keys() {

@@ -40,6 +40,8 @@ pub struct Faults {
     pub delay_after_booking_ms: u64,
     /// The next N requests answer 422 without booking.
     pub reject: u32,
+    /// The body of those answers, as it is; JSON naming a credit hold when `None`.
+    pub reject_body: Option<String>,
     /// The next N requests answer 500 without booking: to the client, an outcome it cannot
     /// know.
     pub fail_unbooked: u32,
@@ -239,11 +241,11 @@ async fn book(State(shared): State<Shared>, headers: HeaderMap, body: String) ->
             )
                 .into_response();
         }
-        let reject = !unavailable && s.faults.reject > 0;
-        if reject {
+        let reject = (!unavailable && s.faults.reject > 0).then(|| {
             s.faults.reject -= 1;
-        }
-        let throttle = (!unavailable && !reject && s.faults.throttle > 0).then(|| {
+            s.faults.reject_body.clone()
+        });
+        let throttle = (!unavailable && reject.is_none() && s.faults.throttle > 0).then(|| {
             s.faults.throttle -= 1;
             s.faults.retry_after_s
         });
@@ -257,12 +259,15 @@ async fn book(State(shared): State<Shared>, headers: HeaderMap, body: String) ->
         )
             .into_response();
     }
-    if reject {
-        return (
-            StatusCode::UNPROCESSABLE_ENTITY,
-            Json(json!({ "error": "customer is on credit hold" })),
-        )
-            .into_response();
+    if let Some(body) = reject {
+        return match body {
+            Some(raw) => (StatusCode::UNPROCESSABLE_ENTITY, raw).into_response(),
+            None => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Json(json!({ "error": "customer is on credit hold" })),
+            )
+                .into_response(),
+        };
     }
     if unavailable {
         return (

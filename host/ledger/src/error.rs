@@ -188,15 +188,17 @@ pub enum LedgerError {
     },
 
     #[error(
-        "ledger storage failed while {context}: {source}; check that the ledger's storage is \
-         reachable, writable and not full, then retry (rerun with RUST_LOG=debug if it persists)"
+        "ledger storage failed while {context}: {}; check that the ledger's storage is \
+         reachable, writable and not full, then retry (rerun with RUST_LOG=debug if it persists)",
+        Chain(cause.as_ref())
     )]
     Storage {
         context: String,
-        /// The backend's own error (`rusqlite::Error`, `postgres::Error`), for `source()` and
-        /// for the backend to refine into the variants above.
-        #[source]
-        source: Arc<dyn std::error::Error + Send + Sync + 'static>,
+        /// The backend's own error (`rusqlite::Error`, `postgres::Error`), for the backend to
+        /// refine into the variants above. Not a `source()`: the message already holds its
+        /// whole chain (a `postgres::Error` says only "db error" and keeps the server's
+        /// message in its own source), and a chain printed twice reads badly.
+        cause: Arc<dyn std::error::Error + Send + Sync + 'static>,
     },
 
     #[error(
@@ -242,4 +244,19 @@ pub enum LedgerError {
 
     #[error("internal ledger error: {0}; this is a bug in tollgate, please report it")]
     Internal(String),
+}
+
+/// An error and each of its sources, joined by ": ".
+pub(crate) struct Chain<'a>(pub(crate) &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
 }

@@ -50,6 +50,40 @@ impl PgScratch {
         let sep = if server.contains('?') { '&' } else { '?' };
         format!("{server}{sep}options=-csearch_path%3D{}", self.schema)
     }
+
+    /// [`Self::url`], with connections named `application_name`, so that
+    /// [`Self::await_disconnected`] can tell when the server is done with them.
+    pub fn url_named(&self, application_name: &str) -> String {
+        format!("{}&application_name={application_name}", self.url())
+    }
+
+    /// Waits until the server holds no connection named `application_name`.
+    ///
+    /// A client killed with `kill -9` may have sent a `COMMIT` the server has not finished:
+    /// what it wrote is settled, committed or not, only once its backends are gone. Panics
+    /// after 30 s.
+    pub fn await_disconnected(&self, application_name: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let live = on_own_thread(|| {
+                let mut client = postgres::Client::connect(&server(), postgres::NoTls)?;
+                let row = client.query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+                    &[&application_name],
+                )?;
+                Ok(row.get::<_, i64>(0))
+            })
+            .expect("read pg_stat_activity on the test server");
+            if live == 0 {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{live} connections named {application_name} outlived their process by 30 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    }
 }
 
 impl Default for PgScratch {
@@ -64,12 +98,19 @@ impl Drop for PgScratch {
     }
 }
 
-/// Runs `sql` on the test server, on a thread of its own: the blocking client must not run
-/// on a thread that drives async tasks, and tests are often async.
+/// Runs `sql` on the test server.
 fn admin(sql: &str) -> Result<(), postgres::Error> {
+    on_own_thread(|| postgres::Client::connect(&server(), postgres::NoTls)?.batch_execute(sql))
+}
+
+/// Runs `f` on a thread of its own: the blocking client must not run on a thread that
+/// drives async tasks, and tests are often async.
+fn on_own_thread<T: Send>(
+    f: impl FnOnce() -> Result<T, postgres::Error> + Send,
+) -> Result<T, postgres::Error> {
     std::thread::scope(|scope| {
         scope
-            .spawn(|| postgres::Client::connect(&server(), postgres::NoTls)?.batch_execute(sql))
+            .spawn(f)
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     })

@@ -157,6 +157,18 @@ impl HttpConnector {
     }
 }
 
+/// A downstream's body as the text the ledger stores and the tool is given, on the first call
+/// and on every replay alike: invalid UTF-8, and U+0000, which a PostgreSQL ledger cannot
+/// hold, become U+FFFD.
+fn body_text(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    if text.contains('\0') {
+        text.replace('\0', "\u{FFFD}")
+    } else {
+        text.into_owned()
+    }
+}
+
 /// Reads at most `cap` bytes of body, marking a cut one; the error that broke it off, if any.
 async fn read_capped(
     response: &mut reqwest::Response,
@@ -183,7 +195,7 @@ async fn read_capped(
             }
         }
     }
-    let mut body = String::from_utf8_lossy(&body).into_owned();
+    let mut body = body_text(&body);
     if truncated {
         body.push_str("…[truncated]");
     }

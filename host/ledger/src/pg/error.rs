@@ -15,7 +15,7 @@ impl<T> PgContext<T> for Result<T, postgres::Error> {
     fn context(self, what: &str) -> Result<T, LedgerError> {
         self.map_err(|source| LedgerError::Storage {
             context: what.to_owned(),
-            source: Arc::new(source),
+            cause: Arc::new(source),
         })
     }
 }
@@ -33,7 +33,7 @@ pub(super) enum Class {
 }
 
 pub(super) fn classify(err: &LedgerError) -> Class {
-    let LedgerError::Storage { source, .. } = err else {
+    let LedgerError::Storage { cause: source, .. } = err else {
         return Class::Other;
     };
     let Some(pg) = source.downcast_ref::<postgres::Error>() else {
@@ -71,6 +71,28 @@ pub(super) fn is_unique_violation(err: &LedgerError) -> bool {
     postgres_error(err).and_then(postgres::Error::code) == Some(&SqlState::UNIQUE_VIOLATION)
 }
 
+/// Whether the server refused `err`'s statement for the values it carried (SQLSTATE class
+/// 22, data exception, or 23, integrity constraint violation): sending it again fails the
+/// same way, unlike a timeout, a lock not granted or a server short of resources.
+pub(super) fn is_refused_value(err: &LedgerError) -> bool {
+    postgres_error(err)
+        .and_then(postgres::Error::code)
+        .is_some_and(|code| matches!(&code.code()[..2], "22" | "23"))
+}
+
+/// Whether `err` says a statement this connection prepared no longer holds: it was
+/// deallocated under it (SQLSTATE 26000, as a pooler's `DISCARD ALL` does), or a table it
+/// reads changed its columns' types (0A000, "cached plan must not change result type", as a
+/// newer process's migration does). Preparing it again fixes it.
+pub(super) fn is_stale_statement(err: &LedgerError) -> bool {
+    postgres_error(err)
+        .and_then(postgres::Error::code)
+        .is_some_and(|code| {
+            *code == SqlState::INVALID_SQL_STATEMENT_NAME
+                || *code == SqlState::FEATURE_NOT_SUPPORTED
+        })
+}
+
 /// A storage error that is the caller's to fix, as the [`LedgerError`] that says how; any
 /// other error unchanged.
 pub(super) fn refine(err: LedgerError, location: &str) -> LedgerError {
@@ -78,12 +100,15 @@ pub(super) fn refine(err: LedgerError, location: &str) -> LedgerError {
     // PostgreSQL text cannot hold U+0000, which a tool's key or name may carry.
     if (code == Some(&SqlState::CHARACTER_NOT_IN_REPERTOIRE)
         || code == Some(&SqlState::UNTRANSLATABLE_CHARACTER))
-        && let LedgerError::Storage { context, source } = &err
+        && let LedgerError::Storage {
+            context,
+            cause: source,
+        } = &err
     {
         return LedgerError::Unstorable {
             ledger: location.to_owned(),
             context: context.clone(),
-            detail: source.to_string(),
+            detail: crate::error::Chain(source.as_ref()).to_string(),
         };
     }
     err
@@ -91,7 +116,7 @@ pub(super) fn refine(err: LedgerError, location: &str) -> LedgerError {
 
 fn postgres_error(err: &LedgerError) -> Option<&postgres::Error> {
     match err {
-        LedgerError::Storage { source, .. } => source.downcast_ref::<postgres::Error>(),
+        LedgerError::Storage { cause, .. } => cause.downcast_ref::<postgres::Error>(),
         _ => None,
     }
 }

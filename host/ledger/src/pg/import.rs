@@ -14,16 +14,22 @@ use rusqlite::types::Value;
 
 use super::PgLedger;
 use super::error::{PgContext, refine};
+use super::tx::text;
 use crate::contract::Ledger;
 use crate::error::LedgerError;
-use crate::records::{EscalationFilter, RunFilter};
+use crate::records::{
+    Attempt, EffectRecord, Escalation, EscalationFilter, JournalEntry, Run, RunFilter,
+};
 use crate::sqlite::{Create, LedgerOptions, SqlContext, SqliteLedger};
 
 /// How a column is typed on PostgreSQL, which decides how a SQLite value binds.
 #[derive(Clone, Copy)]
 enum Col {
     Int,
+    /// Text kept exactly: keys, ids, names, JSON.
     Text,
+    /// Free text, stored as the backend stores it ([`text`]): U+0000 becomes U+FFFD.
+    Free,
     Bytes,
     Bool,
 }
@@ -37,7 +43,7 @@ struct Table {
     order: &'static str,
 }
 
-use Col::{Bool, Bytes, Int, Text};
+use Col::{Bool, Bytes, Free, Int, Text};
 
 /// Parents before children, so foreign keys hold as rows go in.
 const TABLES: &[Table] = &[
@@ -49,9 +55,9 @@ const TABLES: &[Table] = &[
             ("tool", Text),
             ("input", Text),
             ("status", Text),
-            ("output", Text),
+            ("output", Free),
             ("error_class", Text),
-            ("error_message", Text),
+            ("error_message", Free),
             ("attempts", Int),
             ("created_at", Int),
             ("updated_at", Int),
@@ -74,7 +80,7 @@ const TABLES: &[Table] = &[
             ("lease_until", Int),
             ("ended_at", Int),
             ("error_class", Text),
-            ("error_message", Text),
+            ("error_message", Free),
             ("cpu_ms", Int),
         ],
         order: "run_id, attempt",
@@ -90,9 +96,9 @@ const TABLES: &[Table] = &[
             ("run_id", Text),
             ("attempt", Int),
             ("status", Text),
-            ("response", Text),
+            ("response", Free),
             ("error_class", Text),
-            ("error_message", Text),
+            ("error_message", Free),
             ("dispatches", Int),
             ("created_at", Int),
             ("updated_at", Int),
@@ -118,9 +124,9 @@ const TABLES: &[Table] = &[
             ("run_id", Text),
             ("attempt", Int),
             ("at", Int),
-            ("level", Text),
-            ("event", Text),
-            ("message", Text),
+            ("level", Free),
+            ("event", Free),
+            ("message", Free),
             ("fields", Text),
         ],
         order: "seq",
@@ -144,14 +150,14 @@ const TABLES: &[Table] = &[
             ("id", Int),
             ("run_id", Text),
             ("reason", Text),
-            ("summary", Text),
+            ("summary", Free),
             ("effect_kind", Text),
             ("effect_key", Text),
             ("evidence", Text),
             ("status", Text),
             ("resolution", Text),
-            ("resolution_reason", Text),
-            ("resolved_by", Text),
+            ("resolution_reason", Free),
+            ("resolved_by", Free),
             ("created_at", Int),
             ("resolved_at", Int),
             ("payload_digest", Text),
@@ -212,13 +218,16 @@ impl PgLedger {
             create: Create::Never,
             ..LedgerOptions::default()
         };
+        let busy_timeout = options.busy_timeout;
         let source = SqliteLedger::open(from, options)?;
-        let reader =
-            rusqlite::Connection::open_with_flags(from, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-                .context(&format!("opening {} to read", from.display()))?;
-        // Every table is read inside one read transaction: a consistent snapshot even if a
-        // process still writes to the source.
-        reader.execute_batch("BEGIN").context("starting a read")?;
+        // The source's write lock, held until the copy is verified: what is copied is what
+        // is verified, and no process records anything in the source that the copy would
+        // miss. A process still writing waits, or the copy says the source is busy.
+        let reader = crate::sqlite::open_connection(from, busy_timeout)?;
+        reader
+            .execute_batch("BEGIN IMMEDIATE")
+            .context("locking the source against writes")
+            .map_err(|err| crate::sqlite::refine(err, from))?;
         let mut tables = Vec::with_capacity(TABLES.len());
         for table in TABLES {
             tables.push((table, read_table(&reader, table)?));
@@ -295,7 +304,8 @@ fn param(value: &Value, col: Col, table: &str) -> Result<Box<dyn ToSql + Sync>, 
         (Int, Value::Integer(v)) => Box::new(*v),
         (Int, Value::Null) => Box::new(None::<i64>),
         (Text, Value::Text(v)) => Box::new(v.clone()),
-        (Text, Value::Null) => Box::new(None::<String>),
+        (Free, Value::Text(v)) => Box::new(text(v).into_owned()),
+        (Text | Free, Value::Null) => Box::new(None::<String>),
         (Bytes, Value::Blob(v)) => Box::new(v.clone()),
         (Bool, Value::Integer(v)) => Box::new(*v != 0),
         _ => return Err(mismatch()),
@@ -307,6 +317,14 @@ fn write_tables(
     tables: &[(&Table, Vec<Vec<Value>>)],
 ) -> Result<(), LedgerError> {
     let mut tx = client.transaction().context("starting the copy")?;
+    // Readers may go on; writers wait for the copy, so nothing is recorded beside it after
+    // the tables were found empty.
+    let names: Vec<&str> = TABLES.iter().map(|table| table.name).collect();
+    tx.batch_execute(&format!(
+        "LOCK TABLE {} IN EXCLUSIVE MODE",
+        names.join(", ")
+    ))
+    .context("locking the target's tables")?;
     for table in TABLES {
         let held: i64 = tx
             .query_one(&format!("SELECT count(*) FROM {}", table.name), &[])
@@ -353,6 +371,77 @@ fn write_tables(
     tx.commit().context("committing the copy")
 }
 
+/// A record as a PostgreSQL ledger stores it: free text holding U+0000 holds U+FFFD there
+/// (the columns [`Col::Free`] marks, as [`text`] writes them).
+trait Stored: Sized {
+    fn stored(self) -> Self;
+}
+
+impl<T: Stored> Stored for Vec<T> {
+    fn stored(self) -> Self {
+        self.into_iter().map(Stored::stored).collect()
+    }
+}
+
+impl<T: Stored> Stored for Option<T> {
+    fn stored(self) -> Self {
+        self.map(Stored::stored)
+    }
+}
+
+fn free(value: &mut String) {
+    if value.contains('\0') {
+        *value = text(value).into_owned();
+    }
+}
+
+fn free_opt(value: &mut Option<String>) {
+    if let Some(value) = value {
+        free(value);
+    }
+}
+
+impl Stored for Run {
+    fn stored(mut self) -> Self {
+        free_opt(&mut self.output);
+        free_opt(&mut self.error_message);
+        self
+    }
+}
+
+impl Stored for Attempt {
+    fn stored(mut self) -> Self {
+        free_opt(&mut self.error_message);
+        self
+    }
+}
+
+impl Stored for EffectRecord {
+    fn stored(mut self) -> Self {
+        free_opt(&mut self.response);
+        free_opt(&mut self.error_message);
+        self
+    }
+}
+
+impl Stored for JournalEntry {
+    fn stored(mut self) -> Self {
+        free(&mut self.level);
+        free(&mut self.event);
+        free(&mut self.message);
+        self
+    }
+}
+
+impl Stored for Escalation {
+    fn stored(mut self) -> Self {
+        free(&mut self.summary);
+        free_opt(&mut self.resolution_reason);
+        free_opt(&mut self.resolved_by);
+        self
+    }
+}
+
 /// Compares `copy` with `source` through the ledger contract: every run with its attempts,
 /// effects, checkpoints and journal; every escalation and breaker; the locks and call keys
 /// named. Returns how many runs and effects compared equal, or says what differs.
@@ -366,9 +455,17 @@ pub fn verify_copy(
         if a == b {
             Ok(())
         } else {
+            // Whole tables can differ: the start of each side is enough to see how.
+            let clip = |v: &T| {
+                let shown = format!("{v:?}");
+                match shown.char_indices().nth(600) {
+                    Some((end, _)) => format!("{}…", &shown[..end]),
+                    None => shown,
+                }
+            };
             Err(LedgerError::CopyDiffers {
                 what: what.to_owned(),
-                detail: format!("source {a:?}, copy {b:?}"),
+                detail: format!("source {}, copy {}", clip(&a), clip(&b)),
             })
         }
     }
@@ -376,18 +473,22 @@ pub fn verify_copy(
         status: None,
         limit: usize::MAX,
     };
-    let runs = source.runs(&all)?;
+    let runs = source.runs(&all)?.stored();
     same("the list of runs", &runs, &copy.runs(&all)?)?;
     let mut effects = 0;
     for run in &runs {
         let id = &run.run_id;
-        same(&format!("run {id}"), source.run(id)?, copy.run(id)?)?;
+        same(
+            &format!("run {id}"),
+            source.run(id)?.stored(),
+            copy.run(id)?,
+        )?;
         same(
             &format!("run {id}'s attempts"),
-            source.attempts(id)?,
+            source.attempts(id)?.stored(),
             copy.attempts(id)?,
         )?;
-        let run_effects = source.effects_for_run(id)?;
+        let run_effects = source.effects_for_run(id)?.stored();
         same(
             &format!("run {id}'s effects"),
             &run_effects,
@@ -396,7 +497,7 @@ pub fn verify_copy(
         for effect in &run_effects {
             same(
                 &format!("effect {}/{}", effect.kind, effect.key),
-                source.effect(&effect.kind, &effect.key)?,
+                source.effect(&effect.kind, &effect.key)?.stored(),
                 copy.effect(&effect.kind, &effect.key)?,
             )?;
             effects += 1;
@@ -408,7 +509,7 @@ pub fn verify_copy(
         )?;
         same(
             &format!("run {id}'s journal"),
-            source.journal_entries(id)?,
+            source.journal_entries(id)?.stored(),
             copy.journal_entries(id)?,
         )?;
     }
@@ -419,7 +520,7 @@ pub fn verify_copy(
     };
     same(
         "the escalations",
-        source.escalations(&escalations)?,
+        source.escalations(&escalations)?.stored(),
         copy.escalations(&escalations)?,
     )?;
     same("the breakers", source.breakers()?, copy.breakers()?)?;

@@ -28,7 +28,10 @@ use postgres::{Config, IsolationLevel};
 
 pub use self::import::{CopyReport, verify_copy};
 
-use self::error::{Class, PgContext, classify, is_unique_violation, refine, unavailable};
+use self::error::{
+    Class, PgContext, classify, is_refused_value, is_stale_statement, is_unique_violation, refine,
+    unavailable,
+};
 use self::pool::{Conn, Pool};
 use self::tx::PgTx;
 use crate::contract::Ledger;
@@ -207,6 +210,7 @@ impl PgLedger {
                         }
                         return Err(unavailable(conn.location(), err));
                     }
+                    Err(err) if tries < 2 && is_stale_statement(err) => rows::forget_prepared(),
                     Err(_) => return result.map_err(|err| refine(err, conn.location())),
                     Ok(_) => return result,
                 }
@@ -310,9 +314,10 @@ impl Queue {
     }
 }
 
-/// Writes queued journal entries inside `tx`. An entry the database refuses (anything but a
-/// conflict or a lost connection) is dropped with a warning, so that one bad entry cannot
-/// keep every later request from committing.
+/// Writes queued journal entries inside `tx`. An entry the database refuses for its values
+/// ([`is_refused_value`]) is dropped with a warning, so that one bad entry cannot keep every
+/// later request from committing. Any other failure (a timeout, a lock not granted, a lost
+/// connection) is returned, and the caller keeps the entries for the next try.
 fn write_journal(
     tx: &mut postgres::Transaction<'_>,
     entries: &[Queued],
@@ -324,7 +329,7 @@ fn write_journal(
     let mut batch = tx.savepoint("journal").context("opening a savepoint")?;
     match insert_all(&mut batch, entries) {
         Ok(()) => return batch.commit().context("releasing a savepoint"),
-        Err(err) if classify(&err) != Class::Other => return Err(err),
+        Err(err) if !is_refused_value(&err) => return Err(err),
         Err(_) => batch.rollback().context("rolling back a savepoint")?,
     }
     for queued in entries {
@@ -333,7 +338,7 @@ fn write_journal(
             .context("opening a savepoint")?;
         match insert_one(&mut one, queued) {
             Ok(()) => one.commit().context("releasing a savepoint")?,
-            Err(err) if classify(&err) != Class::Other => return Err(err),
+            Err(err) if !is_refused_value(&err) => return Err(err),
             Err(err) => {
                 one.rollback().context("rolling back a savepoint")?;
                 tracing::warn!(
@@ -444,18 +449,20 @@ fn run_rules(
 }
 
 /// Runs a request until it commits, is refused by a rule, or fails for a reason a retry
-/// cannot fix.
+/// cannot fix. As [`try_apply`]: `Ok(_)` means the journal entries are written, even when the
+/// inner result is a rule's refusal.
 fn apply_with_retries(
     conn: &mut Conn,
     journal: &[Queued],
     ops: &[Op],
-) -> Result<Vec<Applied>, LedgerError> {
+) -> Result<Result<Vec<Applied>, LedgerError>, LedgerError> {
     let mut conflicts = 0;
     let mut duplicates = 0;
     let mut reconnected = false;
+    let mut prepared_again = false;
     loop {
         let err = match try_apply(conn, journal, ops) {
-            Ok(result) => return result,
+            Ok(result) => return Ok(result),
             Err(err) => err,
         };
         match classify(&err) {
@@ -490,6 +497,11 @@ fn apply_with_retries(
                      retries: {err}"
                 )));
             }
+            // Nothing committed; the statements are prepared afresh on the retry.
+            Class::Other if !prepared_again && is_stale_statement(&err) => {
+                rows::forget_prepared();
+                prepared_again = true;
+            }
             Class::Other => return Err(refine(err, conn.location())),
         }
     }
@@ -500,11 +512,7 @@ impl Ledger for PgLedger {
         let pending = Arc::clone(&self.pending);
         self.pool.call(move |conn| {
             let journal = pending.take(false);
-            let result = apply_with_retries(conn, &journal, &ops);
-            if result.is_err() {
-                pending.put_back(journal);
-            }
-            result
+            apply_with_retries(conn, &journal, &ops).inspect_err(|_| pending.put_back(journal))?
         })
     }
 
@@ -653,6 +661,128 @@ mod tests {
         }
     }
 
+    fn new_run(run_id: &str) -> NewRun {
+        NewRun {
+            run_id: run_id.to_owned(),
+            tool: "echo".to_owned(),
+            input: "{}".to_owned(),
+            now: 1,
+            component: None,
+            lock: None,
+        }
+    }
+
+    fn events(ledger: &PgLedger, run_id: &str) -> Vec<String> {
+        ledger
+            .journal_entries(run_id)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.event)
+            .collect()
+    }
+
+    #[test]
+    fn a_journal_entry_that_waits_out_a_lock_is_kept_for_the_next_write() {
+        let scratch = crate::scratch::PgScratch::new();
+        let plain = scratch.url();
+        // The URL's own `lock_timeout`: a journal insert that cannot have its lock in 200 ms
+        // fails with SQLSTATE 55P03, which says nothing against the entry.
+        let mut ledger = PgLedger::open(
+            &format!("{plain}%20-clock_timeout%3D200"),
+            PgOptions::default(),
+        )
+        .expect("open a scratch ledger");
+        ledger._scratch = Some(scratch);
+        ledger.create_run(new_run("r1")).unwrap();
+        let mut other = postgres::Client::connect(&plain, postgres::NoTls).unwrap();
+        let mut holder = other.transaction().unwrap();
+        holder
+            .batch_execute("LOCK TABLE journal IN ACCESS EXCLUSIVE MODE")
+            .unwrap();
+        ledger.pending.push(entry("r1", "kept"));
+        let err = ledger
+            .apply(Vec::new())
+            .expect_err("the journal is locked past the lock timeout");
+        assert!(err.to_string().contains("lock"), "{err}");
+        holder.rollback().unwrap();
+        assert_eq!(
+            events(&ledger, "r1"),
+            ["kept"],
+            "written by the next write, not dropped"
+        );
+    }
+
+    #[test]
+    fn journal_entries_a_refused_request_committed_are_not_queued_again() {
+        let ledger = PgLedger::open_scratch().expect("open a scratch ledger");
+        ledger.create_run(new_run("r1")).unwrap();
+        ledger.pending.push(entry("r1", "before the refusal"));
+        let refused = ledger.create_run(new_run("r1"));
+        assert!(
+            matches!(refused, Err(LedgerError::RunExists { .. })),
+            "{refused:?}"
+        );
+        assert!(
+            ledger.pending.take(true).is_empty(),
+            "the refusal's transaction committed the entry; nothing is left to write"
+        );
+        assert_eq!(events(&ledger, "r1"), ["before the refusal"]);
+    }
+
+    /// A ledger on one connection, so every call meets the statements the last one prepared.
+    fn one_connection() -> PgLedger {
+        let scratch = crate::scratch::PgScratch::new();
+        let options = PgOptions {
+            connections: 1,
+            ..PgOptions::default()
+        };
+        let mut ledger = PgLedger::open(&scratch.url(), options).expect("open a scratch ledger");
+        ledger._scratch = Some(scratch);
+        ledger
+    }
+
+    #[test]
+    fn statements_deallocated_under_the_connection_are_prepared_again() {
+        let ledger = one_connection();
+        ledger.create_run(new_run("r1")).unwrap();
+        assert!(ledger.run("r1").unwrap().is_some());
+        // What a pooler's DISCARD ALL does to a connection it hands on.
+        ledger
+            .read(|c| c.batch_execute("DEALLOCATE ALL").context("deallocating"))
+            .unwrap();
+        assert!(ledger.run("r1").unwrap().is_some(), "a read prepares again");
+        ledger
+            .read(|c| c.batch_execute("DEALLOCATE ALL").context("deallocating"))
+            .unwrap();
+        ledger
+            .create_run(new_run("r2"))
+            .expect("a write prepares again");
+    }
+
+    #[test]
+    fn statements_whose_tables_changed_type_are_prepared_again() {
+        let ledger = one_connection();
+        ledger.create_run(new_run("r1")).unwrap();
+        assert!(ledger.run("r1").unwrap().is_some());
+        // A newer process's migration changes a column's type under this one's statements.
+        ledger
+            .read(|c| {
+                c.batch_execute("ALTER TABLE runs ALTER COLUMN tool TYPE VARCHAR")
+                    .context("altering")
+            })
+            .unwrap();
+        assert_eq!(ledger.run("r1").unwrap().unwrap().tool, "echo");
+        ledger
+            .read(|c| {
+                c.batch_execute("ALTER TABLE runs ALTER COLUMN tool TYPE TEXT")
+                    .context("altering")
+            })
+            .unwrap();
+        ledger
+            .create_run(new_run("r2"))
+            .expect("a write prepares again");
+    }
+
     #[test]
     fn a_push_after_a_failed_flush_queues_a_flush_again() {
         let queue = Queue::default();
@@ -678,16 +808,7 @@ mod tests {
     #[test]
     fn a_queued_entry_written_again_after_a_lost_commit_is_stored_once() {
         let ledger = PgLedger::open_scratch().expect("open a scratch ledger");
-        ledger
-            .create_run(NewRun {
-                run_id: "r1".to_owned(),
-                tool: "echo".to_owned(),
-                input: "{}".to_owned(),
-                now: 1,
-                component: None,
-                lock: None,
-            })
-            .unwrap();
+        ledger.create_run(new_run("r1")).unwrap();
         let queued = vec![Queued {
             key: "k-1".to_owned(),
             entry: entry("r1", "twice"),
@@ -724,5 +845,16 @@ mod tests {
             })
             .unwrap();
         assert_eq!(timeout, "30s");
+        let search_path: String = ledger
+            .read(|c| {
+                c.query_one("SHOW search_path", &[])
+                    .and_then(|row| row.try_get(0))
+                    .context("showing a setting")
+            })
+            .unwrap();
+        assert!(
+            search_path.starts_with("t_"),
+            "the URL's own search_path is kept: {search_path}"
+        );
     }
 }

@@ -27,8 +27,9 @@ fn n(v: u32) -> i64 {
 
 /// Free text as PostgreSQL can store it: a `TEXT` value cannot hold U+0000, which SQLite
 /// and a tool's error message can, so it becomes U+FFFD (the replacement character). Only
-/// text a human reads goes through here; an identifier with U+0000 is refused instead
-/// ([`super::error`]), because changing it could make two keys one.
+/// text read as a whole goes through here (messages, summaries, recorded answers and
+/// outputs, which the host already hands over this way); an identifier with U+0000 is
+/// refused instead ([`super::error`]), because changing it could make two keys one.
 pub(super) fn text(s: &str) -> Cow<'_, str> {
     if s.contains('\0') {
         Cow::Owned(s.replace('\0', "\u{FFFD}"))
@@ -92,7 +93,7 @@ impl Tx for PgTx<'_, '_> {
             &[
                 &run.run_id,
                 &run.status.as_str(),
-                &run.output,
+                &opt_text(&run.output),
                 &run.error_class,
                 &opt_text(&run.error_message),
                 &n(run.attempts),
@@ -194,7 +195,7 @@ impl Tx for PgTx<'_, '_> {
                 &e.run_id,
                 &n(e.attempt),
                 &e.status.as_str(),
-                &e.response,
+                &opt_text(&e.response),
                 &e.error_class,
                 &opt_text(&e.error_message),
                 &n(e.dispatches),

@@ -9,7 +9,7 @@ impl From<rusqlite::Error> for LedgerError {
     fn from(source: rusqlite::Error) -> Self {
         Self::Storage {
             context: "accessing the ledger".to_owned(),
-            source: Arc::new(source),
+            cause: Arc::new(source),
         }
     }
 }
@@ -23,7 +23,7 @@ impl<T> SqlContext<T> for Result<T, rusqlite::Error> {
     fn context(self, what: &str) -> Result<T, LedgerError> {
         self.map_err(|source| LedgerError::Storage {
             context: what.to_owned(),
-            source: Arc::new(source),
+            cause: Arc::new(source),
         })
     }
 }

@@ -328,7 +328,11 @@ impl Ledger for SqliteLedger {
 /// database) into
 /// their own variants; everything else passes through.
 pub(crate) fn refine(err: LedgerError, path: &Path) -> LedgerError {
-    let LedgerError::Storage { source, context } = &err else {
+    let LedgerError::Storage {
+        cause: source,
+        context,
+    } = &err
+    else {
         return err;
     };
     let Some(source) = source.downcast_ref::<rusqlite::Error>() else {
@@ -469,7 +473,10 @@ fn check_header(path: &Path) -> Result<Found, LedgerError> {
     Ok(Found::Ledger)
 }
 
-fn open_connection(path: &Path, busy_timeout: Duration) -> Result<Connection, LedgerError> {
+pub(crate) fn open_connection(
+    path: &Path,
+    busy_timeout: Duration,
+) -> Result<Connection, LedgerError> {
     // Never SQLITE_OPEN_CREATE: a ledger is made only by `create_ledger`, and a file that
     // vanished since it was checked is an error, not a new empty database.
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;

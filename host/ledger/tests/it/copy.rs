@@ -172,3 +172,185 @@ fn a_copy_into_a_ledger_that_holds_runs_is_refused_and_changes_nothing() {
         .unwrap();
     assert_eq!(runs.len(), 1, "nothing was copied");
 }
+
+/// Free text holding U+0000 (a downstream's answer, an error, a journal line) cannot go into
+/// PostgreSQL text as it is: the copy stores it with U+FFFD, as the backend stores new text,
+/// and the verification compares it that way, instead of the whole copy failing on it.
+#[test]
+fn free_text_holding_nul_copies_with_a_replacement_character() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    let source = history(&path);
+    let attempt = running(&source, "r-nul");
+    source
+        .claim_effect("erp", "inv-nul", "d1", "{}", "r-nul", attempt.attempt, T0)
+        .unwrap();
+    source
+        .record_outcome(
+            "erp",
+            "inv-nul",
+            "r-nul",
+            attempt.attempt,
+            EffectStatus::Failed,
+            Some("held\0back"),
+            Some("validation"),
+            Some("refused\0here"),
+            T0 + 1,
+        )
+        .unwrap();
+    source.journal(NewJournalEntry {
+        run_id: "r-nul".to_owned(),
+        attempt: Some(attempt.attempt),
+        at: T0 + 2,
+        level: "info".to_owned(),
+        event: "log".to_owned(),
+        message: "a\0b".to_owned(),
+        fields: serde_json::json!({}),
+    });
+    drop(source);
+    let scratch = PgScratch::new();
+    let target = PgLedger::open(&scratch.url(), PgOptions::default()).unwrap();
+
+    let report = target.copy_from_sqlite(&path).expect("copy");
+    assert_eq!(report.runs_verified, 3);
+    let effect = target.effect("erp", "inv-nul").unwrap().unwrap();
+    assert_eq!(effect.response.as_deref(), Some("held\u{FFFD}back"));
+    assert_eq!(effect.error_message.as_deref(), Some("refused\u{FFFD}here"));
+    let journal = target.journal_entries("r-nul").unwrap();
+    assert!(
+        journal.iter().any(|e| e.message == "a\u{FFFD}b"),
+        "{journal:?}"
+    );
+}
+
+/// A process that records into the target while a copy runs: the copy waits for it and then
+/// finds the target not empty, instead of mixing its rows with the copy's.
+#[test]
+fn a_write_to_the_target_during_a_copy_makes_the_copy_refuse() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    drop(history(&path));
+    let scratch = PgScratch::new();
+    let target = PgLedger::open(&scratch.url(), PgOptions::default()).unwrap();
+    let mut other = postgres::Client::connect(&scratch.url(), postgres::NoTls).unwrap();
+    let mut writing = other.transaction().unwrap();
+    writing
+        .batch_execute(
+            "INSERT INTO runs (run_id, tool, input, status, attempts, created_at, updated_at) \
+             VALUES ('elsewhere', 'echo', '{}', 'running', 0, 1, 1)",
+        )
+        .unwrap();
+    let copied = std::thread::scope(|scope| {
+        let copy = scope.spawn(|| target.copy_from_sqlite(&path));
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        writing.commit().unwrap();
+        copy.join().unwrap()
+    });
+    let err = copied.expect_err("the target held a run by the time the copy could write");
+    assert!(matches!(err, LedgerError::NotEmpty { .. }), "{err}");
+    let runs = target
+        .runs(&tollgate_ledger::RunFilter {
+            status: None,
+            limit: 10,
+        })
+        .unwrap();
+    assert_eq!(runs.len(), 1, "only the other process's run");
+}
+
+/// A process that goes on recording into the source while it is copied waits until the copy
+/// is verified: what is copied is what is verified, and nothing lands in the source between
+/// the two.
+#[test]
+fn a_write_to_the_source_during_a_copy_waits_until_the_copy_is_verified() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    let source = history(&path);
+    for i in 0..300 {
+        running(&source, &format!("bulk-{i}"));
+    }
+    drop(source);
+    let scratch = PgScratch::new();
+    let target = PgLedger::open(&scratch.url(), PgOptions::default()).unwrap();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (copied, written) = std::thread::scope(|scope| {
+        let writer = scope.spawn(|| {
+            let live = SqliteLedger::open(&path, LedgerOptions::default()).unwrap();
+            let mut written = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                // Busy while the copy holds the source: the write waits, or fails and is
+                // tried again.
+                if live
+                    .create_run(tollgate_ledger::NewRun {
+                        run_id: format!("late-{written}"),
+                        tool: "echo".to_owned(),
+                        input: "{}".to_owned(),
+                        now: T0,
+                        component: None,
+                        lock: None,
+                    })
+                    .is_ok()
+                {
+                    written += 1;
+                }
+            }
+            written
+        });
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let copied = target.copy_from_sqlite(&path);
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        (copied, writer.join().unwrap())
+    });
+    let report = copied.expect("the copy verifies what it copied");
+    assert!(written > 0, "the writer was live");
+    let in_copy = target
+        .runs(&tollgate_ledger::RunFilter {
+            status: None,
+            limit: 100_000,
+        })
+        .unwrap()
+        .len();
+    assert_eq!(report.runs_verified, in_copy);
+}
+
+/// A copy that fails part way (an effect key holding U+0000, which PostgreSQL cannot store,
+/// after the runs and attempts went in) leaves the target as empty as it was.
+#[test]
+fn a_copy_that_fails_part_way_leaves_the_target_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    let source = history(&path);
+    let attempt = running(&source, "r-bad-key");
+    source
+        .claim_effect(
+            "erp",
+            "inv\0bad",
+            "d1",
+            "{}",
+            "r-bad-key",
+            attempt.attempt,
+            T0,
+        )
+        .unwrap();
+    drop(source);
+    let scratch = PgScratch::new();
+    let target = PgLedger::open(&scratch.url(), PgOptions::default()).unwrap();
+
+    let err = target.copy_from_sqlite(&path).unwrap_err();
+    assert!(matches!(err, LedgerError::Unstorable { .. }), "{err}");
+    assert!(err.to_string().contains("copying effects"), "{err}");
+    let runs = target
+        .runs(&tollgate_ledger::RunFilter {
+            status: None,
+            limit: 10,
+        })
+        .unwrap();
+    assert!(
+        runs.is_empty(),
+        "the runs copied before the failure are gone"
+    );
+    let report = target.copy_from_sqlite(&path);
+    assert!(
+        matches!(report, Err(LedgerError::Unstorable { .. })),
+        "a second try meets the same key, not a half-filled target: {report:?}"
+    );
+}
