@@ -74,6 +74,9 @@ events! {
         lock: Option<String>,
     };
     AttemptStarted = "attempt.started", "info" { holder: String, digest: String };
+    /// A server's recovery loop claimed a run no live host drove: `from` held its last
+    /// attempt, `node` (this host) starts the next.
+    RunRecovered = "run.recovered", "warn" { node: String, from: Option<String> };
     AttemptSucceeded = "attempt.succeeded", "info" { cpu_ms: u64 };
     AttemptFailed = "attempt.failed", "warn" {
         class: FailureClass,

@@ -19,7 +19,7 @@ pub mod effects;
 pub mod engine;
 pub mod escalation;
 pub mod failure;
-mod holder;
+pub mod holder;
 pub mod journal;
 pub mod ledger;
 pub mod locks;

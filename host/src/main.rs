@@ -90,6 +90,10 @@ enum Command {
     /// stdio, or on streamable HTTP at http://<ADDR>/mcp with --listen. Each tools/call is a
     /// recorded run. The config is read once; restart to change it.
     Mcp(commands::mcp::McpArgs),
+    /// Run a long-lived node: MCP at http://<ADDR>/mcp, /healthz, /readyz and /metrics, and a
+    /// recovery loop that resumes runs whose host died. Many nodes may share one PostgreSQL
+    /// ledger. SIGTERM or Ctrl-C drains it.
+    Serve(commands::serve::ServeArgs),
     /// Move a ledger: `ledger copy --from FILE --to postgres://…` copies a SQLite ledger's
     /// history into an empty PostgreSQL one and verifies the copy.
     Ledger {
@@ -174,6 +178,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitStatus> {
         Command::Approve(args) => commands::escalations::approve(&global, args).await,
         Command::Reject(args) => commands::escalations::reject(&global, args).await,
         Command::Mcp(args) => commands::mcp::mcp(&global, args).await,
+        Command::Serve(args) => commands::serve::serve(&global, args).await,
         Command::Ledger { command } => commands::ledger::ledger(&global, command).await,
         Command::BuildPlugins(args) => commands::build::build_plugins(args),
     }

@@ -327,6 +327,26 @@ impl Runtime {
         runs::join(&self.services, tool, run_id).await
     }
 
+    /// Up to `batch` running runs no live host drives (their attempt's lease lapsed), oldest
+    /// first, as `(run id, tool name)`, found among at most `scan` running runs.
+    pub async fn stranded_runs(
+        &self,
+        batch: usize,
+        scan: usize,
+    ) -> Result<Vec<(String, String)>, LedgerError> {
+        runs::stranded(&self.services, batch, scan).await
+    }
+
+    /// Claims and resumes `run_id` if no live host drives it, under `tool`'s retry policy;
+    /// see [`runs::recover`] for how exactly one host wins the claim.
+    pub async fn recover(
+        &self,
+        tool: &Arc<LoadedTool>,
+        run_id: &str,
+    ) -> Result<runs::Recovery, RunError> {
+        runs::recover(&self.services, tool, run_id).await
+    }
+
     /// Records that this host's running attempt of `run_id` was given up by its caller (its
     /// future dropped): the attempt ends `failed` with the reason, and the run stays resumable.
     pub async fn cancelled(&self, run_id: &str, why: &str) -> Result<(), RunError> {

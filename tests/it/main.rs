@@ -18,6 +18,7 @@ mod postgres;
 mod races;
 mod retry;
 mod sdk;
+mod serve;
 mod snapshots;
 
 /// Every plugin under `plugins/` has a test named after it in `plugins.rs`: adding a plugin

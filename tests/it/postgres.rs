@@ -18,6 +18,7 @@ const SUITES: &[&str] = &[
     "escalations::",
     "races::",
     "crash::",
+    "serve::",
 ];
 
 /// Tests of the SQLite file itself (a corrupt file, group commit into one file), which have

@@ -10,6 +10,7 @@ pub mod mcp;
 pub mod policy;
 pub mod run;
 pub mod runs;
+pub mod serve;
 
 use anyhow::Result;
 use std::path::{Path, PathBuf};

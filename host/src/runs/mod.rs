@@ -267,41 +267,176 @@ pub(crate) async fn join(
     tool: &Arc<LoadedTool>,
     run_id: &str,
 ) -> Result<RunReport, RunError> {
-    // Between attempts, its driver may be waiting out a backoff: give it that long.
-    let max_backoff = i64::try_from(
-        services
-            .policy_for(&tool.descriptor.name)
-            .retry
-            .max_interval_ms,
-    )
-    .unwrap_or(i64::MAX);
+    let max_backoff = services
+        .policy_for(&tool.descriptor.name)
+        .retry
+        .max_interval_ms;
     loop {
         let run = existing(services, run_id).await?;
         if run.status != RunStatus::Running {
             return recorded_ending(run);
         }
-        let now = services.now();
         let id = run_id.to_owned();
-        let driven = match read(services, move |l| l.attempts(&id)).await?.last() {
-            Some(a) => match a.status {
-                AttemptStatus::Running => a.lease_until > now,
-                _ => a.ended_at.is_some_and(|end| {
-                    end.saturating_add(max_backoff)
-                        .saturating_add(services.lease_ttl_ms())
-                        > now
-                }),
-            },
-            // Runs begin their first attempt as they are created; one without any (left by
-            // an older host that crashed between the two writes) is driven by no one once a
-            // lease has passed.
-            None => run.created_at.saturating_add(services.lease_ttl_ms()) > now,
-        };
-        if !driven {
+        let attempts = read(services, move |l| l.attempts(&id)).await?;
+        if !driven(services, &run, attempts.last(), max_backoff) {
             let report = resume(services, tool, run_id).await?;
             return retry(services, tool, report).await;
         }
         services.sleeper().sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Whether a live host still drives `run`, whose latest attempt is `last`: the attempt's
+/// lease runs, or it ended so recently that its driver may be waiting out a backoff (at most
+/// `max_backoff_ms`).
+fn driven(
+    services: &Services,
+    run: &ledger::Run,
+    last: Option<&ledger::Attempt>,
+    max_backoff_ms: u64,
+) -> bool {
+    let now = services.now();
+    let max_backoff = i64::try_from(max_backoff_ms).unwrap_or(i64::MAX);
+    match last {
+        Some(a) => match a.status {
+            AttemptStatus::Running => a.lease_until > now,
+            _ => a.ended_at.is_some_and(|end| {
+                end.saturating_add(max_backoff)
+                    .saturating_add(services.lease_ttl_ms())
+                    > now
+            }),
+        },
+        // Runs begin their first attempt as they are created; one without any (left by an
+        // older host that crashed between the two writes) is driven by no one once a lease
+        // has passed.
+        None => run.created_at.saturating_add(services.lease_ttl_ms()) > now,
+    }
+}
+
+/// What [`recover`] did with a run.
+#[derive(Debug)]
+pub enum Recovery {
+    /// A live host drives it, it ended, or another host claimed it first: nothing to do.
+    NotStranded,
+    /// Its retry budget was spent by the hosts that died on it: a human decides.
+    Escalated,
+    /// Claimed and resumed here under the tool's retry policy; how its last attempt ended.
+    Resumed(RunReport),
+}
+
+/// Up to `batch` running runs that no live host drives, oldest first, as `(run id, tool)`.
+/// Reads at most `scan` running runs to find them.
+pub(crate) async fn stranded(
+    services: &Services,
+    batch: usize,
+    scan: usize,
+) -> Result<Vec<(String, String)>, LedgerError> {
+    let filter = ledger::RunFilter {
+        status: Some(RunStatus::Running),
+        limit: scan,
+    };
+    let mut running = read(services, move |l| l.runs(&filter)).await?;
+    running.reverse(); // listed newest first: the longest stranded go first
+    let mut found = Vec::new();
+    for run in running {
+        if found.len() >= batch {
+            break;
+        }
+        let id = run.run_id.clone();
+        let attempts = read(services, move |l| l.attempts(&id)).await?;
+        let max_backoff = services.policy_for(&run.tool).retry.max_interval_ms;
+        if !driven(services, &run, attempts.last(), max_backoff) {
+            found.push((run.run_id, run.tool));
+        }
+    }
+    Ok(found)
+}
+
+/// Resumes `run_id` if no live host drives it (its holder died, so its lease lapsed).
+///
+/// The claim is the next attempt's `BeginAttempt`, committed with the `run.recovered` journal
+/// line: the ledger lets exactly one host begin it (a `SERIALIZABLE` transaction on
+/// PostgreSQL, the one writer on SQLite), and the stale holder's attempt ends `crashed`, so
+/// anything it still tries to record is refused by its attempt number. A run its hosts keep
+/// dying on stops at its retry budget and is escalated instead of claimed again.
+pub(crate) async fn recover(
+    services: &Arc<Services>,
+    tool: &Arc<LoadedTool>,
+    run_id: &str,
+) -> Result<Recovery, RunError> {
+    let run = existing(services, run_id).await?;
+    if run.status != RunStatus::Running {
+        return Ok(Recovery::NotStranded);
+    }
+    let policy = services.policy_for(&tool.descriptor.name);
+    let id = run_id.to_owned();
+    let attempts = read(services, move |l| l.attempts(&id)).await?;
+    let last = attempts.last();
+    if driven(services, &run, last, policy.retry.max_interval_ms) {
+        return Ok(Recovery::NotStranded);
+    }
+    let from = last.map(|a| a.holder.clone());
+    if run.attempts >= policy.retry.max_attempts {
+        let failure = Failure::new(
+            FailureClass::Transient,
+            format!(
+                "attempt {} of {} stopped renewing its lease (held by {}): its host died or \
+                 hung on it, and the retry budget allows no further attempt",
+                run.attempts,
+                policy.retry.max_attempts,
+                from.as_deref().unwrap_or("no host")
+            ),
+        );
+        let stopped = escalation::Stopped {
+            run_id,
+            tool: &tool.descriptor.name,
+            policy: &policy,
+            failure: &failure,
+            action: None,
+        };
+        escalation::on_retries_stopped(services.ledger(), stopped, run.attempts, services.now())
+            .await?;
+        return Ok(Recovery::Escalated);
+    }
+    let node = services.holder().to_owned();
+    let message = format!(
+        "recovered by {node}: {} stopped renewing its lease",
+        from.as_deref().unwrap_or("the host that recorded it")
+    );
+    let at = journal::At {
+        run_id,
+        attempt: Some(run.attempts.saturating_add(1)),
+        at: services.now(),
+    };
+    let claim = vec![
+        attempt::begin_op(services, tool, run_id, false),
+        Op::Journal(journal::entry(
+            at,
+            Event::RunRecovered { node, from },
+            message,
+        )),
+    ];
+    let begun = match ledger::apply(services.ledger(), claim).await {
+        Ok(applied) => match applied.into_iter().next() {
+            Some(ledger::Applied::Attempt(a)) => a,
+            other => {
+                return Err(
+                    LedgerError::Internal(format!("BeginAttempt returned {other:?}")).into(),
+                );
+            }
+        },
+        // Another host claimed it, or it ended, between the read and the claim.
+        Err(
+            LedgerError::AttemptLive { .. }
+            | LedgerError::RunFinished { .. }
+            | LedgerError::RunParked { .. },
+        ) => return Ok(Recovery::NotStranded),
+        Err(e) => return Err(e.into()),
+    };
+    let input: serde_json::Value =
+        serde_json::from_str(&run.input).map_err(|e| RunError::InputNotJson(e.to_string()))?;
+    let report = attempt::run(services, tool, run_id, input, run.lock, Some(begun)).await?;
+    Ok(Recovery::Resumed(retry(services, tool, report).await?))
 }
 
 /// Ends this host's running attempt of `run_id` after its caller gave up on it (the attempt's

@@ -2,5 +2,10 @@
 //! into runs of the library's [`crate::Runtime`]. Each lives in its own module tree.
 //!
 //! [`mcp`]: the Model Context Protocol, over stdio or streamable HTTP.
+//! [`node`]: `tollgate serve`, one node of a fleet: MCP, health, readiness and metrics over
+//! HTTP, and the [`recovery`] loop that resumes runs whose host died.
 
 pub mod mcp;
+pub mod metrics;
+pub mod node;
+pub mod recovery;

@@ -8,6 +8,7 @@ use super::McpError;
 use crate::journal::EventName;
 use crate::ledger::LedgerError;
 use crate::runs::{CallKey, RunError, RunOptions, RunReport};
+use crate::server::metrics::Metrics;
 use crate::tool::LoadedTool;
 use crate::{FailureClass, Runtime};
 use rmcp::model::{
@@ -45,6 +46,8 @@ struct Served {
 pub struct McpServer {
     runtime: Runtime,
     tools: Arc<BTreeMap<String, Served>>,
+    /// Where calls are counted, when a server exposes metrics.
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl McpServer {
@@ -79,12 +82,28 @@ impl McpServer {
         Ok(Self {
             runtime,
             tools: Arc::new(tools),
+            metrics: None,
         })
     }
 
     /// The names of the tools served.
     pub fn tool_names(&self) -> Vec<String> {
         self.tools.keys().cloned().collect()
+    }
+
+    /// The tool served as `name`, loaded and held to its policy.
+    pub fn tool(&self, name: &str) -> Option<&Arc<LoadedTool>> {
+        self.tools.get(name).map(|served| &served.loaded)
+    }
+
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    /// Counts every call into `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 }
 
@@ -130,6 +149,7 @@ impl ServerHandler for McpServer {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let name = request.name.to_string();
+        let timer = self.metrics.as_ref().map(|m| m.call(&name));
         let served = self.tools.get(&name).ok_or_else(|| {
             ErrorData::invalid_params(
                 format!("unknown tool `{name}`: tools/list names the tools served"),
@@ -209,8 +229,23 @@ impl ServerHandler for McpServer {
             }
             Some(Err(e)) => run_error_result(&e),
         };
+        if let Some(timer) = timer {
+            timer.ended(&status_label(&result));
+        }
         Ok(result.into())
     }
+}
+
+/// The run status a result carries in its `_meta`, or `error` for a call that ended without
+/// a run to report.
+fn status_label(result: &CallToolResult) -> String {
+    result
+        .meta
+        .as_ref()
+        .and_then(|meta| meta.get(STATUS_META))
+        .and_then(Value::as_str)
+        .unwrap_or("error")
+        .to_owned()
 }
 
 fn idempotency_key(value: Option<&Value>) -> Result<Option<String>, ErrorData> {

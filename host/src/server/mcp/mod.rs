@@ -73,7 +73,7 @@ fn pipes() -> Option<(
 /// Accepts connections with `TCP_NODELAY` set. An answer goes out in two or three writes;
 /// without it, on a kept-alive connection the last write waits for the client's delayed ACK,
 /// about 40 ms on every call.
-fn without_delay(
+pub(crate) fn without_delay(
     listener: tokio::net::TcpListener,
 ) -> impl axum::serve::Listener<Io = tokio::net::TcpStream, Addr = SocketAddr> {
     use axum::serve::ListenerExt as _;
@@ -92,6 +92,17 @@ pub async fn serve_http(
     listening: impl FnOnce(SocketAddr),
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), McpError> {
+    let app = router(server);
+    let (listener, bound) = bind(addr).await?;
+    listening(bound);
+    axum::serve(without_delay(listener), app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|e| McpError::Transport(e.to_string()))
+}
+
+/// MCP streamable HTTP at `/mcp`.
+pub fn router(server: McpServer) -> axum::Router {
     use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
     use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
     let service = StreamableHttpService::new(
@@ -99,18 +110,17 @@ pub async fn serve_http(
         LocalSessionManager::default().into(),
         StreamableHttpServerConfig::default(),
     );
-    let app = axum::Router::new().nest_service("/mcp", service);
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| McpError::Listen { addr, source })?;
-    let bound = listener
-        .local_addr()
-        .map_err(|source| McpError::Listen { addr, source })?;
-    listening(bound);
-    axum::serve(without_delay(listener), app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|e| McpError::Transport(e.to_string()))
+    axum::Router::new().nest_service("/mcp", service)
+}
+
+/// A listener on `addr`, and the address it is bound to (`addr` may ask for port 0).
+pub(crate) async fn bind(
+    addr: SocketAddr,
+) -> Result<(tokio::net::TcpListener, SocketAddr), McpError> {
+    let listen = |source| McpError::Listen { addr, source };
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(listen)?;
+    let bound = listener.local_addr().map_err(listen)?;
+    Ok((listener, bound))
 }
 
 #[cfg(test)]

@@ -1,0 +1,111 @@
+//! The recovery loop: every node looks for running runs that no live host drives (their
+//! attempt's lease lapsed because its host died or hung) and resumes them, so a dead node's
+//! runs go on without a human typing `tollgate resume`.
+//!
+//! Exactly one node resumes each run: the claim is the run's next `BeginAttempt`, which the
+//! ledger grants once ([`crate::Runtime::recover`]). A node that loses the claim leaves the
+//! run to the winner.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::mcp::McpServer;
+use super::metrics::Metrics;
+use crate::runs::Recovery;
+
+/// How often the loop looks, and how many runs it takes on each time.
+#[derive(Debug, Clone, Copy)]
+pub struct RecoveryOptions {
+    pub interval: Duration,
+    /// Runs claimed per look, at most; the rest wait for the next look (or another node).
+    pub batch: usize,
+}
+
+impl Default for RecoveryOptions {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(1),
+            batch: 16,
+        }
+    }
+}
+
+/// Running runs read per look to find the stranded ones among them.
+const SCAN: usize = 1_000;
+
+/// Runs the loop until `stop` is cancelled; then ends the recoveries still running at their
+/// next await point and records that their attempts were given up, so another node resumes
+/// them at once.
+pub async fn run(
+    server: McpServer,
+    metrics: Arc<Metrics>,
+    options: RecoveryOptions,
+    stop: CancellationToken,
+) {
+    let runtime = server.runtime().clone();
+    let busy: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let mut recoveries = JoinSet::new();
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            () = tokio::time::sleep(options.interval) => {}
+        }
+        while recoveries.try_join_next().is_some() {}
+        let stranded = match runtime.stranded_runs(options.batch, SCAN).await {
+            Ok(stranded) => stranded,
+            Err(e) => {
+                tracing::warn!("recovery: cannot look for stranded runs: {e}");
+                metrics.ledger_error("stranded runs");
+                continue;
+            }
+        };
+        for (run_id, tool_name) in stranded {
+            let Some(tool) = server.tool(&tool_name).cloned() else {
+                // A tool this node does not serve: a node that serves it recovers the run.
+                continue;
+            };
+            if !lock(&busy).insert(run_id.clone()) {
+                continue; // this node is recovering it already
+            }
+            let (runtime, metrics, busy) =
+                (runtime.clone(), Arc::clone(&metrics), Arc::clone(&busy));
+            recoveries.spawn(async move {
+                let outcome = match runtime.recover(&tool, &run_id).await {
+                    Ok(Recovery::NotStranded) => None,
+                    Ok(Recovery::Escalated) => {
+                        tracing::warn!(run_id, "recovery: retry budget spent, escalated");
+                        Some("escalated")
+                    }
+                    Ok(Recovery::Resumed(report)) => {
+                        tracing::info!(run_id, status = %report.status, "recovery: resumed");
+                        Some("resumed")
+                    }
+                    Err(e) => {
+                        tracing::warn!(run_id, "recovery: could not resume: {e}");
+                        Some("failed")
+                    }
+                };
+                if let Some(outcome) = outcome {
+                    metrics.recovered(&tool_name, outcome);
+                }
+                lock(&busy).remove(&run_id);
+            });
+        }
+    }
+    let given_up: Vec<String> = lock(&busy).drain().collect();
+    recoveries.shutdown().await;
+    for run_id in given_up {
+        if let Err(e) = runtime.cancelled(&run_id, "the server shut down").await {
+            tracing::warn!(run_id, "recovery: could not record the shutdown: {e}");
+        }
+    }
+}
+
+fn lock(busy: &Mutex<HashSet<String>>) -> std::sync::MutexGuard<'_, HashSet<String>> {
+    busy.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}

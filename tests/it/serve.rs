@@ -1,0 +1,363 @@
+//! `tollgate serve`, the long-running node, as a real process on a loopback port: health,
+//! readiness and metrics beside MCP, a drain on SIGTERM, and the recovery loop resuming a run
+//! whose host was killed with `kill -9`.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tollgate::ledger::{AttemptStatus, RunFilter, RunStatus};
+use tollgate::server::mcp::RUN_ID_META;
+use tollgate_tests::erp::{Erp, Faults};
+use tollgate_tests::plugins::{HELLO, INVOICE};
+
+use crate::harness::{Env, erp_config, invoice, tollgate_with};
+
+/// A `tollgate serve` process, killed when dropped.
+struct Node {
+    child: Child,
+    /// `http://127.0.0.1:PORT`
+    base: String,
+    /// The node's identity, as it records it as the holder of what it runs.
+    id: String,
+}
+
+impl Node {
+    fn start(env: &Env, config: &std::path::Path, args: &[&str]) -> Self {
+        let mut child = tollgate_with(env, config)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let line = loop {
+            let line = lines
+                .next()
+                .expect("tollgate serve exited before listening")
+                .unwrap();
+            if line.starts_with("tollgate serve:") {
+                break line;
+            }
+        };
+        // Keep draining the node's stderr so it never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        let id = line
+            .trim_start_matches("tollgate serve: ")
+            .split(' ')
+            .next()
+            .unwrap()
+            .to_owned();
+        let at = line.find("http://").unwrap();
+        let base = line[at..].split("/mcp").next().unwrap().to_owned();
+        Self { child, base, id }
+    }
+
+    /// `GET path`: the status and the body.
+    fn get(&self, path: &str) -> (u16, String) {
+        let url = format!("{}{path}", self.base);
+        // On a thread of its own: tests drive their own runtime, and a nested one would panic.
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let response = reqwest::get(&url).await.expect("GET");
+                let status = response.status().as_u16();
+                (status, response.text().await.unwrap())
+            })
+        })
+        .join()
+        .unwrap()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        _ = self.child.kill();
+        _ = self.child.wait();
+    }
+}
+
+/// One MCP exchange over streamable HTTP, as any client makes it: `initialize`, then
+/// `notifications/initialized`, then `tools/call`. Returns the call's result.
+async fn call_over_mcp(base: &str, tool: &str, arguments: Value) -> Value {
+    let client = reqwest::Client::new();
+    let url = format!("{base}/mcp");
+    let post = |body: Value, session: Option<&str>| {
+        let mut request = client
+            .post(&url)
+            .header("accept", "application/json, text/event-stream")
+            .json(&body);
+        if let Some(session) = session {
+            request = request.header("mcp-session-id", session);
+        }
+        request.send()
+    };
+    let init = post(
+        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "serve-test", "version": "1"}}}),
+        None,
+    )
+    .await
+    .unwrap();
+    assert!(init.status().is_success(), "{init:?}");
+    let session = init
+        .headers()
+        .get("mcp-session-id")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let _ = init.text().await.unwrap();
+    let notified = post(
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+        session.as_deref(),
+    )
+    .await
+    .unwrap();
+    assert!(notified.status().is_success(), "{notified:?}");
+    let called = post(
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+               "params": {"name": tool, "arguments": arguments}}),
+        session.as_deref(),
+    )
+    .await
+    .unwrap();
+    let body = called.text().await.unwrap();
+    // An SSE stream or a plain JSON body: the answer is the message with id 2.
+    body.lines()
+        .map(|line| line.strip_prefix("data:").unwrap_or(line).trim())
+        .filter_map(|data| serde_json::from_str::<Value>(data).ok())
+        .find(|message| message["id"] == 2)
+        .unwrap_or_else(|| panic!("no answer to tools/call in {body}"))["result"]
+        .clone()
+}
+
+/// The value of the first sample of `name` whose labels hold each of `labels`.
+fn sample(metrics: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    metrics
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .find(|line| {
+            line.split(['{', ' ']).next() == Some(name) && labels.iter().all(|l| line.contains(l))
+        })
+        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+}
+
+fn hello_config(env: &Env) -> std::path::PathBuf {
+    env.config_file(&format!("[tools.hello]\ncomponent = {HELLO:?}\n"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_serves_health_readiness_metrics_and_mcp_and_drains_on_sigterm() {
+    let env = Env::new();
+    let config = hello_config(&env);
+    let mut node = Node::start(&env, &config, &[]);
+    assert_eq!(node.get("/healthz"), (200, "ok\n".to_owned()));
+    assert_eq!(node.get("/readyz"), (200, "ready\n".to_owned()));
+
+    let result = call_over_mcp(&node.base, "hello", json!({"message": "serve"})).await;
+    assert_eq!(result["structuredContent"]["echo"], "serve", "{result}");
+    let run_id = result["_meta"][RUN_ID_META].as_str().unwrap().to_owned();
+    let run = env.open_ledger().run(&run_id).unwrap().unwrap();
+    assert_eq!(run.status, RunStatus::Succeeded);
+    let attempts = env.open_ledger().attempts(&run_id).unwrap();
+    assert_eq!(
+        attempts[0].holder, node.id,
+        "the node records itself as the holder"
+    );
+
+    let (status, metrics) = node.get("/metrics");
+    assert_eq!(status, 200);
+    assert_eq!(
+        sample(
+            &metrics,
+            "tollgate_calls_total",
+            &["tool=\"hello\"", "status=\"succeeded\""]
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(&metrics, "tollgate_calls_in_flight", &[]),
+        Some(0.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(&metrics, "tollgate_call_seconds_count", &["tool=\"hello\""]),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(&metrics, "tollgate_open_escalations", &[]),
+        Some(0.0),
+        "{metrics}"
+    );
+
+    // SIGTERM: the node drains (nothing in flight) and exits cleanly.
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &node.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = node.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the node did not exit on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
+}
+
+/// Starts an invoice run of the real binary on `config` and kills it (`kill -9`) while its
+/// request waits on the ERP, which booked it; returns the run's id.
+async fn killed_mid_dispatch(env: &Env, config: &std::path::Path, erp: &Erp) -> String {
+    let mut host = tollgate_with(env, config)
+        .args(["run", INVOICE, "--input", &invoice("INV-REC")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while erp.stats().requests < 1 {
+        assert!(started.elapsed() < Duration::from_secs(30), "no request");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    host.kill().unwrap(); // SIGKILL, mid-dispatch, lease still running
+    host.wait().unwrap();
+    env.open_ledger().runs(&RunFilter::default()).unwrap()[0]
+        .run_id
+        .clone()
+}
+
+/// An ERP that books the first request and holds its answer for a minute, and a config
+/// with a short lease (`extra` adds to the invoice tool's table).
+fn recovery_setup(env: &Env, extra: &str) -> (Erp, std::path::PathBuf) {
+    let erp = Erp::start(true).unwrap();
+    erp.inject(Faults {
+        timeout_after_success: 1,
+        hold_ms: 60_000,
+        ..Faults::default()
+    });
+    let config = env.config_file(&format!(
+        "lease_ttl_ms = 1500\n{}component = {INVOICE:?}\n{extra}",
+        erp_config(&erp.invoices_url(), true, 120_000)
+    ));
+    (erp, config)
+}
+
+/// Waits until `run_id` is no longer running.
+async fn ended(env: &Env, run_id: &str) -> tollgate::ledger::Run {
+    let ledger = env.open_ledger();
+    let started = Instant::now();
+    loop {
+        let run = ledger.run(run_id).unwrap().unwrap();
+        if run.status != RunStatus::Running {
+            return run;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the run was not recovered"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A run's host is killed mid-dispatch; a serving node finds its lapsed lease, claims the run
+/// and resumes it, and the key-honouring ERP books the invoice once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_resumes_a_run_whose_host_was_killed() {
+    let env = Env::new();
+    let (erp, config) = recovery_setup(&env, "");
+    let run_id = killed_mid_dispatch(&env, &config, &erp).await;
+    let node = Node::start(&env, &config, &["--recovery-interval-ms", "100"]);
+    assert_eq!(ended(&env, &run_id).await.status, RunStatus::Succeeded);
+
+    let ledger = env.open_ledger();
+    let attempts = ledger.attempts(&run_id).unwrap();
+    assert_eq!(attempts.len(), 2, "{attempts:?}");
+    assert_eq!(attempts[0].status, AttemptStatus::Crashed);
+    assert_eq!(
+        attempts[1].holder, node.id,
+        "the node holds the recovered attempt"
+    );
+    let recovered: Vec<_> = ledger
+        .journal_entries(&run_id)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.event == "run.recovered")
+        .collect();
+    assert_eq!(recovered.len(), 1, "{recovered:?}");
+    assert_eq!(recovered[0].fields["node"], node.id.as_str());
+    assert_eq!(recovered[0].fields["from"], attempts[0].holder.as_str());
+    assert_eq!(
+        erp.stats().postings,
+        1,
+        "booked once, replayed to the recovered attempt"
+    );
+    let (_, metrics) = node.get("/metrics");
+    assert_eq!(
+        sample(
+            &metrics,
+            "tollgate_recoveries_total",
+            &["tool=\"invoice\"", "outcome=\"resumed\""]
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+}
+
+/// A run whose hosts died on it as often as its retry policy allows attempts is not claimed
+/// again, so it cannot take node after node down: it is escalated with its evidence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_that_spent_its_attempts_dying_is_escalated_not_resumed() {
+    let env = Env::new();
+    let (erp, config) = recovery_setup(&env, "[tools.invoice.retry]\nmax_attempts = 1\n");
+    let run_id = killed_mid_dispatch(&env, &config, &erp).await;
+    let node = Node::start(&env, &config, &["--recovery-interval-ms", "100"]);
+    assert_eq!(ended(&env, &run_id).await.status, RunStatus::Escalated);
+
+    let ledger = env.open_ledger();
+    assert_eq!(
+        ledger.attempts(&run_id).unwrap().len(),
+        1,
+        "no attempt begun"
+    );
+    let escalations = ledger
+        .escalations(&tollgate::ledger::EscalationFilter {
+            status: None,
+            run_id: Some(run_id.clone()),
+            limit: 10,
+        })
+        .unwrap();
+    assert_eq!(escalations.len(), 1, "{escalations:?}");
+    assert_eq!(
+        escalations[0].reason,
+        tollgate::ledger::EscalationReason::RetriesExhausted
+    );
+    assert!(
+        escalations[0]
+            .summary
+            .contains("stopped renewing its lease"),
+        "{}",
+        escalations[0].summary
+    );
+    assert_eq!(erp.stats().requests, 1, "nothing sent again");
+    let (_, metrics) = node.get("/metrics");
+    assert_eq!(
+        sample(
+            &metrics,
+            "tollgate_recoveries_total",
+            &["tool=\"invoice\"", "outcome=\"escalated\""]
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+}
