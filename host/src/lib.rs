@@ -19,7 +19,7 @@ pub mod effects;
 pub mod engine;
 pub mod escalation;
 pub mod failure;
-pub mod holder;
+mod holder;
 pub mod journal;
 pub mod ledger;
 pub mod locks;

@@ -327,14 +327,21 @@ impl Runtime {
         runs::join(&self.services, tool, run_id).await
     }
 
-    /// Up to `batch` running runs no live host drives (their attempt's lease lapsed), oldest
-    /// first, as `(run id, tool name)`, found among at most `scan` running runs.
+    /// Up to `batch` running runs of the tools `serves` accepts that no live host drives
+    /// (their attempt's lease lapsed), as `(run id, tool name)`, found among the newest
+    /// `scan` running runs.
     pub async fn stranded_runs(
         &self,
         batch: usize,
         scan: usize,
+        serves: &(dyn Fn(&str) -> bool + Sync),
     ) -> Result<Vec<(String, String)>, LedgerError> {
-        runs::stranded(&self.services, batch, scan).await
+        runs::stranded(&self.services, batch, scan, serves).await
+    }
+
+    /// This host's identity, recorded as the holder of the attempts it runs.
+    pub fn holder(&self) -> &str {
+        self.services.holder()
     }
 
     /// Claims and resumes `run_id` if no live host drives it, under `tool`'s retry policy;

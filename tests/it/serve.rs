@@ -135,6 +135,20 @@ async fn call_over_mcp(base: &str, tool: &str, arguments: Value) -> Value {
         .clone()
 }
 
+/// Reads `/metrics` until the sample of `name` with `labels` appears (the counter moves just
+/// after what the test waited on), or 10 s pass; returns the last text read.
+fn metrics_once_counted(node: &Node, name: &str, labels: &[&str]) -> String {
+    let started = Instant::now();
+    loop {
+        let (status, metrics) = node.get("/metrics");
+        assert_eq!(status, 200);
+        if sample(&metrics, name, labels).is_some() || started.elapsed() > Duration::from_secs(10) {
+            return metrics;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// The value of the first sample of `name` whose labels hold each of `labels`.
 fn sample(metrics: &str, name: &str, labels: &[&str]) -> Option<f64> {
     metrics
@@ -151,7 +165,7 @@ fn hello_config(env: &Env) -> std::path::PathBuf {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_serves_health_readiness_metrics_and_mcp_and_drains_on_sigterm() {
+async fn a_node_serves_health_readiness_metrics_and_mcp_and_exits_cleanly_on_sigterm() {
     let env = Env::new();
     let config = hello_config(&env);
     let mut node = Node::start(&env, &config, &[]);
@@ -196,7 +210,7 @@ async fn a_node_serves_health_readiness_metrics_and_mcp_and_drains_on_sigterm() 
         "{metrics}"
     );
 
-    // SIGTERM: the node drains (nothing in flight) and exits cleanly.
+    // SIGTERM with nothing in flight: the node stops and exits 0.
     let sent = std::process::Command::new("kill")
         .args(["-TERM", &node.child.id().to_string()])
         .status()
@@ -302,13 +316,10 @@ async fn a_node_resumes_a_run_whose_host_was_killed() {
         1,
         "booked once, replayed to the recovered attempt"
     );
-    let (_, metrics) = node.get("/metrics");
+    let labels = ["tool=\"invoice\"", "outcome=\"resumed\""];
+    let metrics = metrics_once_counted(&node, "tollgate_recoveries_total", &labels);
     assert_eq!(
-        sample(
-            &metrics,
-            "tollgate_recoveries_total",
-            &["tool=\"invoice\"", "outcome=\"resumed\""]
-        ),
+        sample(&metrics, "tollgate_recoveries_total", &labels),
         Some(1.0),
         "{metrics}"
     );
@@ -350,13 +361,10 @@ async fn a_run_that_spent_its_attempts_dying_is_escalated_not_resumed() {
         escalations[0].summary
     );
     assert_eq!(erp.stats().requests, 1, "nothing sent again");
-    let (_, metrics) = node.get("/metrics");
+    let labels = ["tool=\"invoice\"", "outcome=\"escalated\""];
+    let metrics = metrics_once_counted(&node, "tollgate_recoveries_total", &labels);
     assert_eq!(
-        sample(
-            &metrics,
-            "tollgate_recoveries_total",
-            &["tool=\"invoice\"", "outcome=\"escalated\""]
-        ),
+        sample(&metrics, "tollgate_recoveries_total", &labels),
         Some(1.0),
         "{metrics}"
     );

@@ -113,6 +113,16 @@ pub enum LedgerError {
     },
 
     #[error(
+        "run {run_id} had {found} attempt(s) when this host meant to claim it after {seen}: \
+         another host claimed it first, or its driver went on; nothing was done"
+    )]
+    RunMoved {
+        run_id: String,
+        seen: u32,
+        found: u32,
+    },
+
+    #[error(
         "cannot move {entity} from {from} to {to}; that transition is not allowed, check the \
          status passed to the op"
     )]
@@ -251,10 +261,16 @@ pub(crate) struct Chain<'a>(pub(crate) &'a (dyn std::error::Error + 'static));
 
 impl std::fmt::Display for Chain<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
+        let mut last = self.0.to_string();
+        f.write_str(&last)?;
         let mut source = self.0.source();
         while let Some(cause) = source {
-            write!(f, ": {cause}")?;
+            // Some errors (rusqlite's) are their own source's text: say it once.
+            let text = cause.to_string();
+            if text != last {
+                write!(f, ": {text}")?;
+            }
+            last = text;
             source = cause.source();
         }
         Ok(())

@@ -454,6 +454,17 @@ pub enum Op {
         take_over: bool,
         now: Millis,
     },
+    /// `BeginAttempt` (never taking over a live lease) for a host that found the run
+    /// stranded after `seen_attempts` attempts. Error `RunMoved` if the run has had another
+    /// attempt since: another host claimed it first, or its own driver went on.
+    ClaimStranded {
+        run_id: String,
+        seen_attempts: u32,
+        component_digest: String,
+        holder: String,
+        lease_until: Millis,
+        now: Millis,
+    },
     /// Extends the lease. Error `LeaseLost` if that attempt is no longer `Running` or the holder
     /// differs.
     RenewLease {

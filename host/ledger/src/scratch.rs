@@ -64,25 +64,25 @@ impl PgScratch {
     /// after 30 s.
     pub fn await_disconnected(&self, application_name: &str) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        loop {
-            let live = on_own_thread(|| {
-                let mut client = postgres::Client::connect(&server(), postgres::NoTls)?;
+        let live = on_own_thread(|| {
+            let mut client = postgres::Client::connect(&server(), postgres::NoTls)?;
+            loop {
                 let row = client.query_one(
                     "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
                     &[&application_name],
                 )?;
-                Ok(row.get::<_, i64>(0))
-            })
-            .expect("read pg_stat_activity on the test server");
-            if live == 0 {
-                return;
+                let live = row.get::<_, i64>(0);
+                if live == 0 || std::time::Instant::now() >= deadline {
+                    return Ok(live);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
             }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{live} connections named {application_name} outlived their process by 30 s"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(2));
-        }
+        })
+        .expect("read pg_stat_activity on the test server");
+        assert_eq!(
+            live, 0,
+            "connections named {application_name} outlived their process by 30 s"
+        );
     }
 }
 

@@ -28,6 +28,7 @@ pub async fn serve(global: &Global, args: ServeArgs) -> Result<ExitStatus> {
     let server =
         mcp::McpServer::load(global.runtime(LedgerUse::Records)?, &global.config_dir()).await?;
     let names = server.tool_names().join(", ");
+    let node_id = server.runtime().holder().to_owned();
     let options = NodeOptions {
         recovery: RecoveryOptions {
             interval: Duration::from_millis(args.recovery_interval_ms),
@@ -41,8 +42,7 @@ pub async fn serve(global: &Global, args: ServeArgs) -> Result<ExitStatus> {
         options,
         |bound| {
             eprintln!(
-                "tollgate serve: {} serving {names} on http://{bound}/mcp (health /healthz, /readyz, /metrics)",
-                tollgate::holder::this_process()
+                "tollgate serve: {node_id} serving {names} on http://{bound}/mcp (health /healthz, /readyz, /metrics)"
             );
         },
         shutdown_signal(),

@@ -324,23 +324,28 @@ pub enum Recovery {
     Resumed(RunReport),
 }
 
-/// Up to `batch` running runs that no live host drives, oldest first, as `(run id, tool)`.
-/// Reads at most `scan` running runs to find them.
+/// Up to `batch` running runs of tools `serves` accepts that no live host drives, as
+/// `(run id, tool)`. Looks among the newest `scan` running runs only.
 pub(crate) async fn stranded(
     services: &Services,
     batch: usize,
     scan: usize,
+    serves: &(dyn Fn(&str) -> bool + Sync),
 ) -> Result<Vec<(String, String)>, LedgerError> {
     let filter = ledger::RunFilter {
         status: Some(RunStatus::Running),
         limit: scan,
     };
+    // The newest `scan` running runs, taken oldest first among them.
     let mut running = read(services, move |l| l.runs(&filter)).await?;
-    running.reverse(); // listed newest first: the longest stranded go first
+    running.reverse();
     let mut found = Vec::new();
     for run in running {
         if found.len() >= batch {
             break;
+        }
+        if !serves(&run.tool) {
+            continue;
         }
         let id = run.run_id.clone();
         let attempts = read(services, move |l| l.attempts(&id)).await?;
@@ -354,10 +359,11 @@ pub(crate) async fn stranded(
 
 /// Resumes `run_id` if no live host drives it (its holder died, so its lease lapsed).
 ///
-/// The claim is the next attempt's `BeginAttempt`, committed with the `run.recovered` journal
-/// line: the ledger lets exactly one host begin it (a `SERIALIZABLE` transaction on
-/// PostgreSQL, the one writer on SQLite), and the stale holder's attempt ends `crashed`, so
-/// anything it still tries to record is refused by its attempt number. A run its hosts keep
+/// The claim is `ClaimStranded` (the next attempt, on condition that the run still has the
+/// attempts this host read), committed with the `run.recovered` journal line: the ledger
+/// lets exactly one host begin it (a `SERIALIZABLE` transaction on PostgreSQL, the one writer
+/// on SQLite), and the stale holder's attempt ends `crashed`, so anything it still tries to
+/// record is refused by its attempt number. A run its hosts keep
 /// dying on stops at its retry budget and is escalated instead of claimed again.
 pub(crate) async fn recover(
     services: &Arc<Services>,
@@ -408,8 +414,20 @@ pub(crate) async fn recover(
         attempt: Some(run.attempts.saturating_add(1)),
         at: services.now(),
     };
+    let input: serde_json::Value =
+        serde_json::from_str(&run.input).map_err(|e| RunError::InputNotJson(e.to_string()))?;
+    // Conditional on the attempt count read above: a host whose read went stale (another
+    // claimed the run, or its driver began its next attempt) is refused, not let in beside.
+    let now = services.now();
     let claim = vec![
-        attempt::begin_op(services, tool, run_id, false),
+        Op::ClaimStranded {
+            run_id: run_id.to_owned(),
+            seen_attempts: run.attempts,
+            component_digest: tool.digest.clone(),
+            holder: services.holder().to_owned(),
+            lease_until: now.saturating_add(services.lease_ttl_ms()),
+            now,
+        },
         Op::Journal(journal::entry(
             at,
             Event::RunRecovered { node, from },
@@ -425,16 +443,15 @@ pub(crate) async fn recover(
                 );
             }
         },
-        // Another host claimed it, or it ended, between the read and the claim.
+        // Another host claimed it, or it went on or ended, between the read and the claim.
         Err(
-            LedgerError::AttemptLive { .. }
+            LedgerError::RunMoved { .. }
+            | LedgerError::AttemptLive { .. }
             | LedgerError::RunFinished { .. }
             | LedgerError::RunParked { .. },
         ) => return Ok(Recovery::NotStranded),
         Err(e) => return Err(e.into()),
     };
-    let input: serde_json::Value =
-        serde_json::from_str(&run.input).map_err(|e| RunError::InputNotJson(e.to_string()))?;
     let report = attempt::run(services, tool, run_id, input, run.lock, Some(begun)).await?;
     Ok(Recovery::Resumed(retry(services, tool, report).await?))
 }

@@ -57,8 +57,9 @@ impl Metrics {
         let calls = Family::<Labels, Counter>::default();
         registry.register(
             "calls",
-            "Tool calls answered, by tool and the run's status (or `refused` for a call that \
-             started no run)",
+            "Tool calls answered, by tool and the run's status: `refused` for a call turned away \
+             before a run (a malformed _meta, a client gone), `error` for one whose run could \
+             not be reported",
             calls.clone(),
         );
         let call_seconds =

@@ -38,8 +38,8 @@ impl Default for RecoveryOptions {
 const SCAN: usize = 1_000;
 
 /// Runs the loop until `stop` is cancelled; then ends the recoveries still running at their
-/// next await point and records that their attempts were given up, so another node resumes
-/// them at once.
+/// next await point and records that their attempts were given up: the runs stay resumable,
+/// by any node's loop once the retry backoff has passed.
 pub async fn run(
     server: McpServer,
     metrics: Arc<Metrics>,
@@ -55,7 +55,8 @@ pub async fn run(
             () = tokio::time::sleep(options.interval) => {}
         }
         while recoveries.try_join_next().is_some() {}
-        let stranded = match runtime.stranded_runs(options.batch, SCAN).await {
+        let serves = |tool: &str| server.tool(tool).is_some();
+        let stranded = match runtime.stranded_runs(options.batch, SCAN, &serves).await {
             Ok(stranded) => stranded,
             Err(e) => {
                 tracing::warn!("recovery: cannot look for stranded runs: {e}");
@@ -65,15 +66,19 @@ pub async fn run(
         };
         for (run_id, tool_name) in stranded {
             let Some(tool) = server.tool(&tool_name).cloned() else {
-                // A tool this node does not serve: a node that serves it recovers the run.
-                continue;
+                continue; // `serves` let only this node's tools through
             };
             if !lock(&busy).insert(run_id.clone()) {
                 continue; // this node is recovering it already
             }
-            let (runtime, metrics, busy) =
-                (runtime.clone(), Arc::clone(&metrics), Arc::clone(&busy));
+            let (runtime, metrics) = (runtime.clone(), Arc::clone(&metrics));
+            // Frees the run for the next look however the task ends, a panic included.
+            let claimed = Busy {
+                busy: Arc::clone(&busy),
+                run_id: run_id.clone(),
+            };
             recoveries.spawn(async move {
+                let _claimed = claimed;
                 let outcome = match runtime.recover(&tool, &run_id).await {
                     Ok(Recovery::NotStranded) => None,
                     Ok(Recovery::Escalated) => {
@@ -92,16 +97,27 @@ pub async fn run(
                 if let Some(outcome) = outcome {
                     metrics.recovered(&tool_name, outcome);
                 }
-                lock(&busy).remove(&run_id);
             });
         }
     }
-    let given_up: Vec<String> = lock(&busy).drain().collect();
+    let given_up: Vec<String> = lock(&busy).iter().cloned().collect();
     recoveries.shutdown().await;
     for run_id in given_up {
         if let Err(e) = runtime.cancelled(&run_id, "the server shut down").await {
             tracing::warn!(run_id, "recovery: could not record the shutdown: {e}");
         }
+    }
+}
+
+/// A run this node is recovering, until dropped.
+struct Busy {
+    busy: Arc<Mutex<HashSet<String>>>,
+    run_id: String,
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        lock(&self.busy).remove(&self.run_id);
     }
 }
 

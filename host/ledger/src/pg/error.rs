@@ -77,7 +77,10 @@ pub(super) fn is_unique_violation(err: &LedgerError) -> bool {
 pub(super) fn is_refused_value(err: &LedgerError) -> bool {
     postgres_error(err)
         .and_then(postgres::Error::code)
-        .is_some_and(|code| matches!(&code.code()[..2], "22" | "23"))
+        .is_some_and(|code| {
+            // A unique key another transaction inserted is a conflict to retry, not a bad value.
+            *code != SqlState::UNIQUE_VIOLATION && matches!(&code.code()[..2], "22" | "23")
+        })
 }
 
 /// Whether `err` says a statement this connection prepared no longer holds: it was
@@ -89,7 +92,10 @@ pub(super) fn is_stale_statement(err: &LedgerError) -> bool {
         .and_then(postgres::Error::code)
         .is_some_and(|code| {
             *code == SqlState::INVALID_SQL_STATEMENT_NAME
-                || *code == SqlState::FEATURE_NOT_SUPPORTED
+                || (*code == SqlState::FEATURE_NOT_SUPPORTED
+                    && postgres_error(err)
+                        .and_then(postgres::Error::as_db_error)
+                        .is_some_and(|db| db.message().contains("cached plan")))
         })
 }
 

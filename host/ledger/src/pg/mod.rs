@@ -246,7 +246,13 @@ struct Pending {
 struct Queued {
     key: String,
     entry: NewJournalEntry,
+    /// Writes it went into that failed.
+    failed: u32,
 }
+
+/// Failed writes after which a queued journal entry is dropped: an entry every write fails
+/// on, for a reason no retry fixes, must not fail every later request with it.
+const MAX_JOURNAL_FAILURES: u32 = 5;
 
 impl Default for Queue {
     fn default() -> Self {
@@ -266,7 +272,11 @@ impl Queue {
         };
         state.next_key += 1;
         let key = format!("{}-{}", self.nonce, state.next_key);
-        state.entries.push(Queued { key, entry });
+        state.entries.push(Queued {
+            key,
+            entry,
+            failed: 0,
+        });
         !std::mem::replace(&mut state.flush_queued, true)
     }
 
@@ -285,7 +295,22 @@ impl Queue {
 
     /// Puts entries that could not be written back in front of any queued since. The next
     /// [`Queue::push`] queues a flush for them, and the next `apply` writes them.
-    fn put_back(&self, mut taken: Vec<Queued>) {
+    fn put_back(&self, taken: Vec<Queued>) {
+        let mut taken: Vec<Queued> = taken
+            .into_iter()
+            .filter_map(|mut queued| {
+                queued.failed += 1;
+                if queued.failed < MAX_JOURNAL_FAILURES {
+                    return Some(queued);
+                }
+                tracing::warn!(
+                    run_id = %queued.entry.run_id,
+                    event = %queued.entry.event,
+                    "ledger: dropped a journal entry after {MAX_JOURNAL_FAILURES} failed writes"
+                );
+                None
+            })
+            .collect();
         if taken.is_empty() {
             return;
         }
@@ -784,6 +809,22 @@ mod tests {
     }
 
     #[test]
+    fn an_entry_every_write_fails_on_is_dropped_after_a_bound() {
+        let queue = Queue::default();
+        queue.push(entry("r1", "stuck"));
+        for failure in 1..MAX_JOURNAL_FAILURES {
+            let taken = queue.take(true);
+            assert_eq!(taken.len(), 1, "kept after {failure} failed write(s)");
+            queue.put_back(taken);
+        }
+        queue.put_back(queue.take(true));
+        assert!(
+            queue.take(true).is_empty(),
+            "dropped after {MAX_JOURNAL_FAILURES} failed writes"
+        );
+    }
+
+    #[test]
     fn a_push_after_a_failed_flush_queues_a_flush_again() {
         let queue = Queue::default();
         assert!(
@@ -812,6 +853,7 @@ mod tests {
         let queued = vec![Queued {
             key: "k-1".to_owned(),
             entry: entry("r1", "twice"),
+            failed: 0,
         }];
         // As after a commit whose answer was lost: the entries are put back and written again.
         ledger

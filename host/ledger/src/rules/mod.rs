@@ -98,6 +98,32 @@ pub fn apply(tx: &mut impl Tx, op: Op) -> Result<Applied, LedgerError> {
             take_over,
             now,
         ),
+        Op::ClaimStranded {
+            run_id,
+            seen_attempts,
+            component_digest,
+            holder,
+            lease_until,
+            now,
+        } => {
+            let run = existing_run(tx, &run_id)?;
+            if run.attempts != seen_attempts {
+                return Err(LedgerError::RunMoved {
+                    run_id,
+                    seen: seen_attempts,
+                    found: run.attempts,
+                });
+            }
+            begin_attempt(
+                tx,
+                &run_id,
+                &component_digest,
+                &holder,
+                lease_until,
+                false,
+                now,
+            )
+        }
         Op::RenewLease {
             run_id,
             attempt,

@@ -602,3 +602,51 @@ fn a_live_attempt_error_shows_its_lease_as_a_time_and_names_only_real_ways_out()
     assert!(!text.contains(&(T0 + 30_000).to_string()), "{text}");
     assert!(!text.contains("explicitly"), "no such option: {text}");
 }
+
+/// Two hosts find one run stranded after attempt 1 (lease lapsed at T0 + 30 s). The first
+/// claim begins attempt 2; that attempt then ends before the second host's claim lands, so
+/// no live lease stands in its way: only the attempt count it saw refuses it.
+#[test]
+fn a_stranded_claim_is_refused_once_the_run_had_another_attempt() {
+    let ledger = ledger();
+    running(&*ledger, "r1");
+    let claim = |holder: &str, now| Op::ClaimStranded {
+        run_id: "r1".into(),
+        seen_attempts: 1,
+        component_digest: "sha256:c0ffee".into(),
+        holder: holder.into(),
+        lease_until: now + 30_000,
+        now,
+    };
+    let won = ledger.apply(vec![claim("node-a", T0 + 40_000)]).unwrap();
+    assert!(matches!(&won[..], [tollgate_ledger::Applied::Attempt(a)] if a.attempt == 2));
+    ledger
+        .end_attempt(
+            "r1",
+            2,
+            AttemptStatus::Failed,
+            Some("transient"),
+            Some("x"),
+            T0 + 41_000,
+        )
+        .unwrap();
+    let err = ledger
+        .apply(vec![claim("node-b", T0 + 42_000)])
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            LedgerError::RunMoved {
+                seen: 1,
+                found: 2,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("another host claimed it first"),
+        "{err}"
+    );
+    assert_eq!(ledger.attempts("r1").unwrap().len(), 2, "no third attempt");
+}

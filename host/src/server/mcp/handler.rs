@@ -149,13 +149,14 @@ impl ServerHandler for McpServer {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let name = request.name.to_string();
-        let timer = self.metrics.as_ref().map(|m| m.call(&name));
         let served = self.tools.get(&name).ok_or_else(|| {
             ErrorData::invalid_params(
                 format!("unknown tool `{name}`: tools/list names the tools served"),
                 None,
             )
         })?;
+        // After the lookup: a label per name a client makes up would grow without bound.
+        let timer = self.metrics.as_ref().map(|m| m.call(&name));
         let args = Value::Object(request.arguments.unwrap_or_default());
         let key = idempotency_key(context.meta.get(IDEMPOTENCY_KEY_META))?;
         let run_id = self
