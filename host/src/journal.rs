@@ -85,6 +85,9 @@ events! {
     };
     /// The caller gave up on the attempt; the run stays resumable.
     AttemptCancelled = "attempt.cancelled", "warn" { why: String };
+    /// The host shut down before the attempt ended: it gave up the attempt's lease (and its
+    /// lock) at once, so another host resumes the run without waiting for the lease to lapse.
+    AttemptReleased = "attempt.released", "warn" { node: String, why: String };
     LockWaiting = "lock.waiting", "info" { key: String, held_by_run_id: String };
     LockAcquired = "lock.acquired", "info" { key: String, fence: i64, waited: bool };
     RetryScheduled = "retry.scheduled", "info" { after_ms: u64, class: FailureClass };

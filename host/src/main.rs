@@ -94,6 +94,9 @@ enum Command {
     /// recovery loop that resumes runs whose host died. Many nodes may share one PostgreSQL
     /// ledger. SIGTERM or Ctrl-C drains it.
     Serve(commands::serve::ServeArgs),
+    /// The nodes serving this ledger (`tollgate serve` processes): live, stopped or dead,
+    /// with their last heartbeat and the attempts and locks each holds.
+    Nodes,
     /// Move a ledger: `ledger copy --from FILE --to postgres://…` copies a SQLite ledger's
     /// history into an empty PostgreSQL one and verifies the copy.
     Ledger {
@@ -179,6 +182,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitStatus> {
         Command::Reject(args) => commands::escalations::reject(&global, args).await,
         Command::Mcp(args) => commands::mcp::mcp(&global, args).await,
         Command::Serve(args) => commands::serve::serve(&global, args).await,
+        Command::Nodes => commands::nodes::nodes(&global).await,
         Command::Ledger { command } => commands::ledger::ledger(&global, command).await,
         Command::BuildPlugins(args) => commands::build::build_plugins(args),
     }

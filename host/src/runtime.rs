@@ -327,16 +327,36 @@ impl Runtime {
         runs::join(&self.services, tool, run_id).await
     }
 
-    /// Up to `batch` running runs of the tools `serves` accepts that no live host drives
-    /// (their attempt's lease lapsed), as `(run id, tool name)`, found among the newest
-    /// `scan` running runs.
+    /// Up to `batch` running runs of `tools` that no live host drives (their attempt's
+    /// lease lapsed, or their driver stopped between attempts), oldest first, as
+    /// `(run id, tool name)`.
     pub async fn stranded_runs(
         &self,
         batch: usize,
-        scan: usize,
-        serves: &(dyn Fn(&str) -> bool + Sync),
+        tools: &[String],
     ) -> Result<Vec<(String, String)>, LedgerError> {
-        runs::stranded(&self.services, batch, scan, serves).await
+        runs::stranded(&self.services, batch, tools).await
+    }
+
+    /// Records in the ledger that this host is alive and serves on `address`; see
+    /// [`crate::nodes`]. A process's `first` beat also forgets long-silent nodes.
+    pub async fn heartbeat(&self, address: &str, first: bool) -> Result<(), LedgerError> {
+        crate::nodes::heartbeat(&self.services, address, first).await
+    }
+
+    /// Records in the ledger that this host shut down cleanly.
+    pub async fn node_stopped(&self) -> Result<(), LedgerError> {
+        crate::nodes::stopped(&self.services).await
+    }
+
+    /// Every node that heartbeats in this ledger, with its state and what it holds.
+    pub async fn nodes(&self) -> Result<Vec<crate::nodes::NodeView>, LedgerError> {
+        crate::nodes::list(&self.services).await
+    }
+
+    /// How long an attempt's lease lasts without renewal (`lease_ttl_ms`).
+    pub fn lease_ttl_ms(&self) -> ledger::Millis {
+        self.services.lease_ttl_ms()
     }
 
     /// This host's identity, recorded as the holder of the attempts it runs.
@@ -358,6 +378,13 @@ impl Runtime {
     /// future dropped): the attempt ends `failed` with the reason, and the run stays resumable.
     pub async fn cancelled(&self, run_id: &str, why: &str) -> Result<(), RunError> {
         runs::cancelled(&self.services, run_id, why).await
+    }
+
+    /// Gives up this host's running attempt of `run_id` because the host is shutting down
+    /// (its future dropped): the lease ends now and the lock is freed, so any host resumes
+    /// the run at once; journaled as `attempt.released`.
+    pub async fn released(&self, run_id: &str, why: &str) -> Result<(), RunError> {
+        runs::released(&self.services, run_id, why).await
     }
 
     /// A fresh run ID with `prefix`, for [`RunOptions::run_id`].

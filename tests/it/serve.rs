@@ -1,6 +1,7 @@
 //! `tollgate serve`, the long-running node, as a real process on a loopback port: health,
-//! readiness and metrics beside MCP, a drain on SIGTERM, and the recovery loop resuming a run
-//! whose host was killed with `kill -9`.
+//! readiness and metrics beside MCP, a drain on SIGTERM that hands a cut call to another node,
+//! the nodes' heartbeats, and the recovery loop resuming a run whose host was killed with
+//! `kill -9`.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Stdio};
@@ -368,4 +369,116 @@ async fn a_run_that_spent_its_attempts_dying_is_escalated_not_resumed() {
         Some(1.0),
         "{metrics}"
     );
+}
+
+/// `tollgate nodes --json`, parsed.
+fn nodes(env: &Env, config: &std::path::Path) -> Vec<Value> {
+    let out = tollgate_with(env, config)
+        .args(["nodes", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    serde_json::from_slice::<Vec<Value>>(&out.stdout).unwrap()
+}
+
+fn node_view<'a>(nodes: &'a [Value], id: &str) -> &'a Value {
+    nodes
+        .iter()
+        .find(|n| n["node_id"] == id)
+        .unwrap_or_else(|| panic!("no node {id} in {nodes:?}"))
+}
+
+/// Node A drains on SIGTERM while its call waits on the ERP. When the drain time is over it
+/// cuts the call and gives up the attempt's lease, so node B resumes the run at once: with a
+/// 10-minute lease, only the release explains a recovery within the test's 30 s. `tollgate
+/// nodes` shows both nodes live with A holding the run, then A stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_node_releases_a_cut_calls_lease_and_another_node_resumes_it_at_once() {
+    let env = Env::new();
+    let erp = Erp::start(true).unwrap();
+    erp.inject(Faults {
+        timeout_after_success: 1,
+        hold_ms: 60_000,
+        ..Faults::default()
+    });
+    let config = env.config_file(&format!(
+        "lease_ttl_ms = 600000\n{}component = {INVOICE:?}\n",
+        erp_config(&erp.invoices_url(), true, 120_000)
+    ));
+    let b = Node::start(&env, &config, &["--recovery-interval-ms", "50"]);
+    let mut a = Node::start(&env, &config, &["--drain-timeout-ms", "300"]);
+    let base = a.base.clone();
+    let call = tokio::spawn(async move {
+        let input: Value = serde_json::from_str(&invoice("INV-DRAIN")).unwrap();
+        call_over_mcp(&base, "invoice", input).await
+    });
+    let started = Instant::now();
+    while erp.stats().requests < 1 {
+        assert!(started.elapsed() < Duration::from_secs(30), "no request");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let run_id = env.open_ledger().runs(&RunFilter::default()).unwrap()[0]
+        .run_id
+        .clone();
+
+    let listed = nodes(&env, &config);
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    let a_view = node_view(&listed, &a.id);
+    assert_eq!(a_view["state"], "live", "{a_view}");
+    assert_eq!(a_view["holds"]["attempts"][0]["run_id"], run_id.as_str());
+    assert_eq!(node_view(&listed, &b.id)["state"], "live");
+    assert_eq!(
+        node_view(&listed, &b.id)["holds"]["attempts"],
+        json!([]),
+        "B holds nothing yet"
+    );
+
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &a.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let result = call.await.unwrap();
+    assert_eq!(result["isError"], true, "{result}");
+    assert!(
+        result["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("shut down before it ended"),
+        "{result}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = a.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "node A did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0), "A drains and exits cleanly");
+
+    assert_eq!(ended(&env, &run_id).await.status, RunStatus::Succeeded);
+    let ledger = env.open_ledger();
+    let attempts = ledger.attempts(&run_id).unwrap();
+    assert_eq!(attempts.len(), 2, "{attempts:?}");
+    assert_eq!(attempts[0].holder, a.id);
+    assert_eq!(attempts[1].holder, b.id, "B resumed the run");
+    let events: Vec<_> = ledger.journal_entries(&run_id).unwrap();
+    let released = events
+        .iter()
+        .position(|e| e.event == "attempt.released")
+        .unwrap_or_else(|| panic!("no attempt.released in {events:?}"));
+    assert_eq!(events[released].fields["node"], a.id.as_str());
+    let recovered = events
+        .iter()
+        .position(|e| e.event == "run.recovered")
+        .unwrap_or_else(|| panic!("no run.recovered in {events:?}"));
+    assert!(released < recovered);
+    assert_eq!(events[recovered].fields["from"], a.id.as_str());
+    assert_eq!(erp.stats().postings, 1, "booked once, replayed to B");
+
+    let listed = nodes(&env, &config);
+    assert_eq!(node_view(&listed, &a.id)["state"], "stopped");
+    assert_eq!(node_view(&listed, &b.id)["state"], "live");
+    assert_eq!(node_view(&listed, &a.id)["holds"]["attempts"], json!([]));
 }

@@ -6,8 +6,9 @@
 use crate::error::LedgerError;
 use crate::records::{
     Applied, Attempt, AttemptStatus, BreakerRecord, CallKeyRecord, Checkpoint, Claim, EffectRecord,
-    EffectStatus, Escalation, EscalationFilter, JournalEntry, LockRecord, Millis, NewEscalation,
-    NewJournalEntry, NewRun, Op, Resolution, Run, RunFilter, RunStatus,
+    EffectStatus, Escalation, EscalationFilter, Holdings, JournalEntry, LockRecord, Millis,
+    NewEscalation, NewJournalEntry, NewRun, NodeRecord, Op, Resolution, Run, RunFilter, RunStatus,
+    StrandedFilter,
 };
 
 pub trait Ledger: Send + Sync + 'static {
@@ -70,6 +71,17 @@ pub trait Ledger: Send + Sync + 'static {
 
     /// The run a caller's idempotency key started, if the key is known.
     fn call_key(&self, key: &str) -> Result<Option<CallKeyRecord>, LedgerError>;
+
+    /// Running runs no live host drives, as `filter` defines them, oldest first. One query,
+    /// however many runs are running: a recovering node calls it on every look.
+    fn stranded(&self, filter: &StrandedFilter) -> Result<Vec<Run>, LedgerError>;
+
+    /// Every node that heartbeats in this ledger and has not been forgotten, most recently
+    /// started first.
+    fn nodes(&self) -> Result<Vec<NodeRecord>, LedgerError>;
+
+    /// The running attempts and unreleased locks whose holder is `holder`.
+    fn holdings(&self, holder: &str) -> Result<Holdings, LedgerError>;
 }
 
 /// Typed one-op helpers over [`Ledger::apply`]. Arguments follow the field order of the
@@ -403,6 +415,32 @@ pub trait LedgerExt: Ledger {
 
     fn set_breaker(&self, breaker: BreakerRecord) -> Result<(), LedgerError> {
         expect_done(self.apply(vec![Op::SetBreaker(breaker)]), "SetBreaker")
+    }
+
+    fn heartbeat(
+        &self,
+        node_id: &str,
+        address: &str,
+        version: &str,
+        forget_silent_before: Option<Millis>,
+        now: Millis,
+    ) -> Result<(), LedgerError> {
+        let op = Op::Heartbeat {
+            node_id: node_id.to_owned(),
+            address: address.to_owned(),
+            version: version.to_owned(),
+            forget_silent_before,
+            now,
+        };
+        expect_done(self.apply(vec![op]), "Heartbeat")
+    }
+
+    fn node_stopped(&self, node_id: &str, now: Millis) -> Result<(), LedgerError> {
+        let op = Op::NodeStopped {
+            node_id: node_id.to_owned(),
+            now,
+        };
+        expect_done(self.apply(vec![op]), "NodeStopped")
     }
 
     fn claim_call_key(

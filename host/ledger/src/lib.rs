@@ -23,7 +23,8 @@ pub use pg::{CopyReport, PgLedger, PgOptions, redact, verify_copy};
 pub use records::{
     Applied, Attempt, AttemptStatus, BreakerRecord, BreakerState, CallKeyRecord, Checkpoint, Claim,
     EffectRecord, EffectStatus, Escalation, EscalationFilter, EscalationReason, EscalationStatus,
-    JournalEntry, LockRecord, Millis, NewEscalation, NewJournalEntry, NewRun, Op, Resolution, Run,
-    RunFilter, RunLock, RunStatus, format_ms, payload_digest, stored,
+    Holdings, JournalEntry, LockRecord, Millis, NewEscalation, NewJournalEntry, NewRun, NodeRecord,
+    Op, Resolution, Run, RunFilter, RunLock, RunStatus, StrandedFilter, format_ms, payload_digest,
+    stored,
 };
 pub use sqlite::{Create, LedgerOptions, LedgerStats, SqliteLedger};

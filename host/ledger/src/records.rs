@@ -655,6 +655,57 @@ pub enum Op {
         run_id: String,
         now: Millis,
     },
+    /// Records that node `node_id` is alive at `now`: its row is created on the first beat
+    /// (`started_at = now`) and its `heartbeat_at` moved on each later one. A node that had
+    /// stopped and beats again is alive again. When `forget_silent_before` is set, rows of
+    /// other nodes silent since before then are deleted, so dead nodes do not pile up.
+    Heartbeat {
+        node_id: String,
+        /// Where the node serves, as it was told to listen (`127.0.0.1:8080`).
+        address: String,
+        /// The host build the node runs.
+        version: String,
+        forget_silent_before: Option<Millis>,
+        now: Millis,
+    },
+    /// Records that node `node_id` shut down cleanly at `now`. Unknown nodes are ignored.
+    NodeStopped { node_id: String, now: Millis },
+}
+
+/// A host process serving as a node of a fleet ([`Op::Heartbeat`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub node_id: String,
+    pub address: String,
+    pub version: String,
+    pub started_at: Millis,
+    pub heartbeat_at: Millis,
+    /// When it shut down cleanly; `None` while it runs or after it died.
+    pub stopped_at: Option<Millis>,
+}
+
+/// What a holder (a node's id) holds: the running attempts it leases and the locks it has.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holdings {
+    /// Running attempts of running runs whose holder it is, oldest run first.
+    pub attempts: Vec<Attempt>,
+    /// Locks it acquired and has not released, by key.
+    pub locks: Vec<LockRecord>,
+}
+
+/// Which running runs [`crate::Ledger::stranded`] returns: those of `tool` that no live
+/// host drives. That is a run whose latest attempt is running with a lease that lapsed at
+/// or before `now`; or whose latest attempt ended at or before `ended_by` (a driver waiting
+/// out a backoff would have begun the next one by then); or which has no attempt and was
+/// created at or before `created_by`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StrandedFilter {
+    pub tool: String,
+    pub now: Millis,
+    pub ended_by: Millis,
+    pub created_by: Millis,
+    /// At most this many runs, oldest first.
+    pub limit: usize,
 }
 
 /// A caller's idempotency key for a whole run (see [`Op::ClaimCallKey`]).

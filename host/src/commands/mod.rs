@@ -7,6 +7,7 @@ pub mod escalations;
 pub mod inspect;
 pub mod ledger;
 pub mod mcp;
+pub mod nodes;
 pub mod policy;
 pub mod run;
 pub mod runs;

@@ -324,6 +324,30 @@ pub(crate) async fn cancelled(
     run_id: &str,
     why: &str,
 ) -> Result<(), RunError> {
+    give_up(services, run_id, why, GiveUp::Cancelled).await
+}
+
+/// Gives up this host's running attempt of `run_id` because the host is shutting down (the
+/// attempt's future was dropped at an await point): its lease ends now and its lock is
+/// freed, so any host's recovery loop resumes the run at once rather than after the lease.
+pub(crate) async fn released(services: &Services, run_id: &str, why: &str) -> Result<(), RunError> {
+    give_up(services, run_id, why, GiveUp::Released).await
+}
+
+#[derive(Clone, Copy)]
+enum GiveUp {
+    /// The attempt ends `failed` (transient): the run waits for its caller or a resume.
+    Cancelled,
+    /// The attempt's lease ends now: the run is stranded for any host to claim.
+    Released,
+}
+
+async fn give_up(
+    services: &Services,
+    run_id: &str,
+    why: &str,
+    how: GiveUp,
+) -> Result<(), RunError> {
     let id = run_id.to_owned();
     let Some(attempt) = read(services, move |l| l.attempts(&id)).await?.pop() else {
         return Ok(());
@@ -333,7 +357,6 @@ pub(crate) async fn cancelled(
     }
     let n = attempt.attempt;
     let now = services.now();
-    let message = format!("attempt {n} cancelled: {why}");
     let mut ops = Vec::new();
     let lock = match existing(services, run_id).await?.lock {
         Some(spec) => read(services, move |l| l.lock(&spec.key)).await?,
@@ -350,28 +373,55 @@ pub(crate) async fn cancelled(
             now,
         });
     }
-    ops.extend([
-        Op::EndAttempt {
-            run_id: run_id.to_owned(),
-            attempt: n,
-            status: AttemptStatus::Failed,
-            error_class: Some(FailureClass::Transient.as_str().to_owned()),
-            error_message: Some(message.clone()),
-            cpu_ms: 0,
-            now,
-        },
-        Op::Journal(journal::entry(
-            journal::At {
-                run_id,
-                attempt: Some(n),
-                at: now,
-            },
-            Event::AttemptCancelled {
-                why: why.to_owned(),
-            },
-            message,
-        )),
-    ]);
+    let at = journal::At {
+        run_id,
+        attempt: Some(n),
+        at: now,
+    };
+    match how {
+        GiveUp::Cancelled => {
+            let message = format!("attempt {n} cancelled: {why}");
+            ops.extend([
+                Op::EndAttempt {
+                    run_id: run_id.to_owned(),
+                    attempt: n,
+                    status: AttemptStatus::Failed,
+                    error_class: Some(FailureClass::Transient.as_str().to_owned()),
+                    error_message: Some(message.clone()),
+                    cpu_ms: 0,
+                    now,
+                },
+                Op::Journal(journal::entry(
+                    at,
+                    Event::AttemptCancelled {
+                        why: why.to_owned(),
+                    },
+                    message,
+                )),
+            ]);
+        }
+        GiveUp::Released => {
+            let node = services.holder().to_owned();
+            let message =
+                format!("attempt {n} released by {node}: {why}; another host resumes the run");
+            ops.extend([
+                Op::RenewLease {
+                    run_id: run_id.to_owned(),
+                    attempt: n,
+                    holder: node.clone(),
+                    lease_until: now,
+                },
+                Op::Journal(journal::entry(
+                    at,
+                    Event::AttemptReleased {
+                        node,
+                        why: why.to_owned(),
+                    },
+                    message,
+                )),
+            ]);
+        }
+    }
     ledger::apply(services.ledger(), ops).await?;
     Ok(())
 }

@@ -21,37 +21,37 @@ pub enum Recovery {
     Resumed(RunReport),
 }
 
-/// Up to `batch` running runs of tools `serves` accepts that no live host drives, as
-/// `(run id, tool)`. Looks among the newest `scan` running runs only.
+/// Up to `batch` running runs of the tools in `tools` that no live host drives, oldest
+/// first, as `(run id, tool)`: one ledger query per tool, however many runs are running.
+/// Which runs those are is [`driven`]'s rule, asked of the ledger as a
+/// [`ledger::StrandedFilter`] with each tool's own longest backoff.
 pub(crate) async fn stranded(
     services: &Services,
     batch: usize,
-    scan: usize,
-    serves: &(dyn Fn(&str) -> bool + Sync),
+    tools: &[String],
 ) -> Result<Vec<(String, String)>, LedgerError> {
-    let filter = ledger::RunFilter {
-        status: Some(RunStatus::Running),
-        limit: scan,
-    };
-    // The newest `scan` running runs, taken oldest first among them.
-    let mut running = read(services, move |l| l.runs(&filter)).await?;
-    running.reverse();
-    let mut found = Vec::new();
-    for run in running {
-        if found.len() >= batch {
-            break;
-        }
-        if !serves(&run.tool) {
-            continue;
-        }
-        let id = run.run_id.clone();
-        let attempts = read(services, move |l| l.attempts(&id)).await?;
-        let max_backoff = services.policy_for(&run.tool).retry.max_interval_ms;
-        if !driven(services, &run, attempts.last(), max_backoff) {
-            found.push((run.run_id, run.tool));
-        }
+    let now = services.now();
+    let ttl = services.lease_ttl_ms();
+    let mut found: Vec<ledger::Run> = Vec::new();
+    for tool in tools {
+        let max_backoff = services.policy_for(tool).retry.max_interval_ms;
+        let max_backoff = i64::try_from(max_backoff).unwrap_or(i64::MAX);
+        let filter = ledger::StrandedFilter {
+            tool: tool.clone(),
+            now,
+            ended_by: now.saturating_sub(max_backoff).saturating_sub(ttl),
+            created_by: now.saturating_sub(ttl),
+            limit: batch,
+        };
+        found.extend(read(services, move |l| l.stranded(&filter)).await?);
     }
-    Ok(found)
+    // The oldest `batch` across tools, so one busy tool cannot starve another's old runs.
+    found.sort_by_key(|run| run.created_at);
+    found.truncate(batch);
+    Ok(found
+        .into_iter()
+        .map(|run| (run.run_id, run.tool))
+        .collect())
 }
 
 /// Resumes `run_id` if no live host drives it (its holder died, so its lease lapsed).

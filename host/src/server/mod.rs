@@ -3,8 +3,10 @@
 //!
 //! [`mcp`]: the Model Context Protocol, over stdio or streamable HTTP.
 //! [`node`]: `tollgate serve`, one node of a fleet: MCP, health, readiness and metrics over
-//! HTTP, and the [`recovery`] loop that resumes runs whose host died.
+//! HTTP, and the [`recovery`] loop that resumes runs whose host died; its [`drain`] on
+//! shutdown.
 
+pub mod drain;
 pub mod mcp;
 pub mod metrics;
 pub mod node;

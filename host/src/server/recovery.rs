@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::drain::Drain;
 use super::mcp::McpServer;
 use super::metrics::Metrics;
 use crate::runs::Recovery;
@@ -34,19 +35,18 @@ impl Default for RecoveryOptions {
     }
 }
 
-/// Running runs read per look to find the stranded ones among them.
-const SCAN: usize = 1_000;
-
-/// Runs the loop until `stop` is cancelled; then ends the recoveries still running at their
-/// next await point and records that their attempts were given up: the runs stay resumable,
-/// by any node's loop once the retry backoff has passed.
+/// Runs the loop until `stop` is cancelled. The recoveries under way then drain like calls:
+/// they may finish until `drain` is cut, and those still running then give up their leases
+/// so another node resumes them at once.
 pub async fn run(
     server: McpServer,
     metrics: Arc<Metrics>,
     options: RecoveryOptions,
     stop: CancellationToken,
+    drain: Drain,
 ) {
     let runtime = server.runtime().clone();
+    let tools = server.tool_names();
     let busy: Arc<Mutex<HashSet<String>>> = Arc::default();
     let mut recoveries = JoinSet::new();
     loop {
@@ -55,8 +55,7 @@ pub async fn run(
             () = tokio::time::sleep(options.interval) => {}
         }
         while recoveries.try_join_next().is_some() {}
-        let serves = |tool: &str| server.tool(tool).is_some();
-        let stranded = match runtime.stranded_runs(options.batch, SCAN, &serves).await {
+        let stranded = match runtime.stranded_runs(options.batch, &tools).await {
             Ok(stranded) => stranded,
             Err(e) => {
                 tracing::warn!("recovery: cannot look for stranded runs: {e}");
@@ -66,7 +65,7 @@ pub async fn run(
         };
         for (run_id, tool_name) in stranded {
             let Some(tool) = server.tool(&tool_name).cloned() else {
-                continue; // `serves` let only this node's tools through
+                continue; // only this node's tools were asked for
             };
             if !lock(&busy).insert(run_id.clone()) {
                 continue; // this node is recovering it already
@@ -77,8 +76,10 @@ pub async fn run(
                 busy: Arc::clone(&busy),
                 run_id: run_id.clone(),
             };
+            let in_flight = drain.enter();
             recoveries.spawn(async move {
                 let _claimed = claimed;
+                let _in_flight = in_flight;
                 let outcome = match runtime.recover(&tool, &run_id).await {
                     Ok(Recovery::NotStranded) => None,
                     Ok(Recovery::Escalated) => {
@@ -100,11 +101,19 @@ pub async fn run(
             });
         }
     }
+    tokio::select! {
+        () = async { while recoveries.join_next().await.is_some() {} } => return,
+        () = drain.cut() => {}
+    }
     let given_up: Vec<String> = lock(&busy).iter().cloned().collect();
     recoveries.shutdown().await;
     for run_id in given_up {
-        if let Err(e) = runtime.cancelled(&run_id, "the server shut down").await {
-            tracing::warn!(run_id, "recovery: could not record the shutdown: {e}");
+        let why = "the node shut down during its recovery of the run";
+        if let Err(e) = runtime.released(&run_id, why).await {
+            tracing::warn!(
+                run_id,
+                "recovery: could not release the attempt's lease: {e}"
+            );
         }
     }
 }

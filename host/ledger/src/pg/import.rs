@@ -45,7 +45,9 @@ struct Table {
 
 use Col::{Bool, Bytes, Free, Int, Text};
 
-/// Parents before children, so foreign keys hold as rows go in.
+/// Parents before children, so foreign keys hold as rows go in. `nodes` is not copied: it
+/// says which processes serve the old ledger, and nodes started on the new one record
+/// themselves.
 const TABLES: &[Table] = &[
     Table {
         name: "runs",

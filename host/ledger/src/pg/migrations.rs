@@ -15,6 +15,7 @@ use crate::error::LedgerError;
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_journal_entry_key.sql"),
+    include_str!("migrations/0003_nodes.sql"),
 ];
 
 /// The schema version this build writes and understands.

@@ -38,7 +38,8 @@ use crate::contract::Ledger;
 use crate::error::LedgerError;
 use crate::records::{
     Applied, Attempt, BreakerRecord, CallKeyRecord, Checkpoint, EffectRecord, Escalation,
-    EscalationFilter, JournalEntry, LockRecord, NewJournalEntry, Op, Run, RunFilter,
+    EscalationFilter, Holdings, JournalEntry, LockRecord, NewJournalEntry, NodeRecord, Op, Run,
+    RunFilter, StrandedFilter,
 };
 use crate::rules;
 use crate::sqlite::Create;
@@ -637,6 +638,20 @@ impl Ledger for PgLedger {
     fn call_key(&self, key: &str) -> Result<Option<CallKeyRecord>, LedgerError> {
         let key = key.to_owned();
         self.read(move |c| rows::call_key(c, &key))
+    }
+
+    fn stranded(&self, filter: &StrandedFilter) -> Result<Vec<Run>, LedgerError> {
+        let filter = filter.clone();
+        self.read(move |c| rows::stranded(c, &filter))
+    }
+
+    fn nodes(&self) -> Result<Vec<NodeRecord>, LedgerError> {
+        self.read(rows::nodes)
+    }
+
+    fn holdings(&self, holder: &str) -> Result<Holdings, LedgerError> {
+        let holder = holder.to_owned();
+        self.read(move |c| rows::holdings(c, &holder))
     }
 }
 

@@ -12,8 +12,9 @@ use super::error::PgContext;
 use crate::error::LedgerError;
 use crate::records::{
     Attempt, AttemptStatus, BreakerRecord, BreakerState, CallKeyRecord, Checkpoint, EffectRecord,
-    EffectStatus, Escalation, EscalationFilter, EscalationReason, EscalationStatus, JournalEntry,
-    LockRecord, Resolution, Run, RunFilter, RunLock, RunStatus,
+    EffectStatus, Escalation, EscalationFilter, EscalationReason, EscalationStatus, Holdings,
+    JournalEntry, LockRecord, NodeRecord, Resolution, Run, RunFilter, RunLock, RunStatus,
+    StrandedFilter,
 };
 
 thread_local! {
@@ -500,6 +501,88 @@ pub(super) fn call_key(
         },
         "reading a call key",
     )
+}
+
+pub(super) fn stranded(
+    c: &mut impl GenericClient,
+    filter: &StrandedFilter,
+) -> Result<Vec<Run>, LedgerError> {
+    // `runs.attempts` is the number of the run's latest attempt (0: none yet).
+    let sql = format!(
+        "SELECT {RUN_COLUMNS} FROM runs WHERE status = 'running' AND tool = $1 AND CASE \
+         WHEN attempts = 0 THEN created_at <= $4 ELSE EXISTS (SELECT 1 FROM attempts a \
+         WHERE a.run_id = runs.run_id AND a.attempt = runs.attempts \
+         AND ((a.status = 'running' AND a.lease_until <= $2) \
+         OR (a.status <> 'running' AND (a.ended_at IS NULL OR a.ended_at <= $3)))) END \
+         ORDER BY created_at, seq LIMIT $5"
+    );
+    all(
+        c,
+        &sql,
+        &[
+            &filter.tool,
+            &filter.now,
+            &filter.ended_by,
+            &filter.created_by,
+            &limit(filter.limit),
+        ],
+        run_from_row,
+        "looking for stranded runs",
+    )
+}
+
+const NODE_COLUMNS: &str = "node_id, address, version, started_at, heartbeat_at, stopped_at";
+
+fn node_from_row(row: &Row) -> Result<NodeRecord, LedgerError> {
+    Ok(NodeRecord {
+        node_id: get(row, 0)?,
+        address: get(row, 1)?,
+        version: get(row, 2)?,
+        started_at: get(row, 3)?,
+        heartbeat_at: get(row, 4)?,
+        stopped_at: get(row, 5)?,
+    })
+}
+
+pub(super) fn node(
+    c: &mut impl GenericClient,
+    node_id: &str,
+) -> Result<Option<NodeRecord>, LedgerError> {
+    let sql = format!("SELECT {NODE_COLUMNS} FROM nodes WHERE node_id = $1");
+    one(c, &sql, &[&node_id], node_from_row, "reading a node")
+}
+
+pub(super) fn nodes(c: &mut impl GenericClient) -> Result<Vec<NodeRecord>, LedgerError> {
+    let sql =
+        format!("SELECT {NODE_COLUMNS} FROM nodes ORDER BY started_at DESC, node_id COLLATE \"C\"");
+    all(c, &sql, &[], node_from_row, "listing nodes")
+}
+
+pub(super) fn holdings(c: &mut impl GenericClient, holder: &str) -> Result<Holdings, LedgerError> {
+    let sql = format!(
+        "SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE status = 'running' AND holder = $1 \
+         AND (run_id, attempt) IN (SELECT run_id, attempts FROM runs WHERE status = 'running') \
+         ORDER BY started_at, run_id COLLATE \"C\""
+    );
+    let attempts = all(
+        c,
+        &sql,
+        &[&holder],
+        attempt_from_row,
+        "reading the attempts a node holds",
+    )?;
+    let sql = format!(
+        "SELECT {LOCK_COLUMNS} FROM locks WHERE holder = $1 AND NOT released \
+         ORDER BY lock_key COLLATE \"C\""
+    );
+    let locks = all(
+        c,
+        &sql,
+        &[&holder],
+        lock_from_row,
+        "reading the locks a node holds",
+    )?;
+    Ok(Holdings { attempts, locks })
 }
 
 pub(super) fn breakers(c: &mut impl GenericClient) -> Result<Vec<BreakerRecord>, LedgerError> {

@@ -13,7 +13,7 @@ use super::rows;
 use crate::error::LedgerError;
 use crate::records::{
     Attempt, BreakerRecord, CallKeyRecord, EffectRecord, Escalation, LockRecord, Millis,
-    NewEscalation, NewJournalEntry, NewRun, Run,
+    NewEscalation, NewJournalEntry, NewRun, NodeRecord, Run,
 };
 use crate::rules::Tx;
 
@@ -344,6 +344,39 @@ impl Tx for PgTx<'_, '_> {
              VALUES ($1, $2, $3, $4, $5)",
             &[&r.key, &r.tool, &r.args_digest, &r.run_id, &r.created_at],
             "recording a call key",
+        )
+        .map(drop)
+    }
+
+    fn node(&mut self, node_id: &str) -> Result<Option<NodeRecord>, LedgerError> {
+        rows::node(self.tx, node_id)
+    }
+
+    fn put_node(&mut self, node: &NodeRecord) -> Result<(), LedgerError> {
+        self.exec(
+            "INSERT INTO nodes (node_id, address, version, started_at, heartbeat_at, stopped_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (node_id) DO UPDATE SET \
+             address = excluded.address, version = excluded.version, \
+             started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at, \
+             stopped_at = excluded.stopped_at",
+            &[
+                &node.node_id,
+                &text(&node.address),
+                &text(&node.version),
+                &node.started_at,
+                &node.heartbeat_at,
+                &node.stopped_at,
+            ],
+            "recording a node's heartbeat",
+        )
+        .map(drop)
+    }
+
+    fn forget_nodes(&mut self, before: Millis) -> Result<(), LedgerError> {
+        self.exec(
+            "DELETE FROM nodes WHERE heartbeat_at < $1",
+            &[&before],
+            "forgetting silent nodes",
         )
         .map(drop)
     }

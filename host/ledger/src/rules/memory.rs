@@ -7,7 +7,8 @@ use super::Tx;
 use crate::error::LedgerError;
 use crate::records::{
     Attempt, BreakerRecord, CallKeyRecord, Checkpoint, EffectRecord, Escalation, EscalationStatus,
-    JournalEntry, LockRecord, Millis, NewEscalation, NewJournalEntry, NewRun, Run, RunStatus,
+    JournalEntry, LockRecord, Millis, NewEscalation, NewJournalEntry, NewRun, NodeRecord, Run,
+    RunStatus,
 };
 
 #[derive(Debug, Default)]
@@ -21,6 +22,7 @@ pub(super) struct Memory {
     pub locks: BTreeMap<String, LockRecord>,
     pub breakers: BTreeMap<(String, String), BreakerRecord>,
     pub call_keys: BTreeMap<String, CallKeyRecord>,
+    pub nodes: BTreeMap<String, NodeRecord>,
 }
 
 impl Tx for Memory {
@@ -225,6 +227,20 @@ impl Tx for Memory {
 
     fn insert_call_key(&mut self, record: &CallKeyRecord) -> Result<(), LedgerError> {
         self.call_keys.insert(record.key.clone(), record.clone());
+        Ok(())
+    }
+
+    fn node(&mut self, node_id: &str) -> Result<Option<NodeRecord>, LedgerError> {
+        Ok(self.nodes.get(node_id).cloned())
+    }
+
+    fn put_node(&mut self, node: &NodeRecord) -> Result<(), LedgerError> {
+        self.nodes.insert(node.node_id.clone(), node.clone());
+        Ok(())
+    }
+
+    fn forget_nodes(&mut self, before: Millis) -> Result<(), LedgerError> {
+        self.nodes.retain(|_, node| node.heartbeat_at >= before);
         Ok(())
     }
 }

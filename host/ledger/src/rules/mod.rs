@@ -15,7 +15,7 @@ use crate::error::LedgerError;
 use crate::records::{
     Applied, Attempt, AttemptStatus, BreakerRecord, CallKeyRecord, Claim, EffectRecord,
     EffectStatus, Escalation, EscalationStatus, LockRecord, Millis, NewEscalation, NewJournalEntry,
-    NewRun, Op, Resolution, Run, RunStatus, format_ms,
+    NewRun, NodeRecord, Op, Resolution, Run, RunStatus, format_ms,
 };
 
 /// Typed rows inside one write transaction. Reads see the transaction's own writes.
@@ -76,6 +76,12 @@ pub trait Tx {
 
     fn call_key(&mut self, key: &str) -> Result<Option<CallKeyRecord>, LedgerError>;
     fn insert_call_key(&mut self, record: &CallKeyRecord) -> Result<(), LedgerError>;
+
+    fn node(&mut self, node_id: &str) -> Result<Option<NodeRecord>, LedgerError>;
+    /// Inserts the node's row or overwrites it.
+    fn put_node(&mut self, node: &NodeRecord) -> Result<(), LedgerError>;
+    /// Deletes the rows of nodes whose last heartbeat is older than `before`.
+    fn forget_nodes(&mut self, before: Millis) -> Result<(), LedgerError>;
 }
 
 /// Applies one op inside the caller's transaction.
@@ -395,6 +401,37 @@ pub fn apply(tx: &mut impl Tx, op: Op) -> Result<Applied, LedgerError> {
                 run_id,
                 created_at: now,
             })?;
+            Ok(Applied::Done)
+        }
+        Op::Heartbeat {
+            node_id,
+            address,
+            version,
+            forget_silent_before,
+            now,
+        } => {
+            if let Some(before) = forget_silent_before {
+                tx.forget_nodes(before)?;
+            }
+            let started_at = match tx.node(&node_id)? {
+                Some(known) => known.started_at,
+                None => now,
+            };
+            tx.put_node(&NodeRecord {
+                node_id,
+                address,
+                version,
+                started_at,
+                heartbeat_at: now,
+                stopped_at: None,
+            })?;
+            Ok(Applied::Done)
+        }
+        Op::NodeStopped { node_id, now } => {
+            if let Some(mut node) = tx.node(&node_id)? {
+                node.stopped_at = Some(now);
+                tx.put_node(&node)?;
+            }
             Ok(Applied::Done)
         }
     }

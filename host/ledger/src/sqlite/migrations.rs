@@ -21,6 +21,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005_call_keys.sql"),
     include_str!("migrations/0006_breakers_per_tool.sql"),
     include_str!("migrations/0007_typed_run_facts.sql"),
+    include_str!("migrations/0008_nodes.sql"),
 ];
 
 /// The schema version this build writes and understands.

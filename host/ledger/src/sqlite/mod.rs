@@ -30,7 +30,8 @@ use crate::contract::Ledger;
 use crate::error::LedgerError;
 use crate::records::{
     Applied, Attempt, BreakerRecord, CallKeyRecord, Checkpoint, EffectRecord, Escalation,
-    EscalationFilter, JournalEntry, LockRecord, NewJournalEntry, Op, Run, RunFilter,
+    EscalationFilter, Holdings, JournalEntry, LockRecord, NewJournalEntry, NodeRecord, Op, Run,
+    RunFilter, StrandedFilter,
 };
 // Also the pg module's, for the SQLite file `ledger copy` reads.
 pub(crate) use error::SqlContext;
@@ -321,6 +322,18 @@ impl Ledger for SqliteLedger {
 
     fn call_key(&self, key: &str) -> Result<Option<CallKeyRecord>, LedgerError> {
         self.read(|conn| rows::call_key(conn, key))
+    }
+
+    fn stranded(&self, filter: &StrandedFilter) -> Result<Vec<Run>, LedgerError> {
+        self.read(|conn| rows::stranded(conn, filter))
+    }
+
+    fn nodes(&self) -> Result<Vec<NodeRecord>, LedgerError> {
+        self.read(rows::nodes)
+    }
+
+    fn holdings(&self, holder: &str) -> Result<Holdings, LedgerError> {
+        self.read(|conn| rows::holdings(conn, holder))
     }
 }
 

@@ -10,8 +10,9 @@ use super::error::SqlContext;
 use crate::error::LedgerError;
 use crate::records::{
     Attempt, AttemptStatus, BreakerRecord, BreakerState, CallKeyRecord, Checkpoint, EffectRecord,
-    EffectStatus, Escalation, EscalationFilter, EscalationReason, EscalationStatus, JournalEntry,
-    LockRecord, Resolution, Run, RunFilter, RunLock, RunStatus,
+    EffectStatus, Escalation, EscalationFilter, EscalationReason, EscalationStatus, Holdings,
+    JournalEntry, LockRecord, NodeRecord, Resolution, Run, RunFilter, RunLock, RunStatus,
+    StrandedFilter,
 };
 
 macro_rules! sql_status {
@@ -432,6 +433,89 @@ pub(super) fn call_key(conn: &Connection, key: &str) -> Result<Option<CallKeyRec
         .optional()
     })
     .context("reading a call key")
+}
+
+pub(super) fn stranded(
+    conn: &Connection,
+    filter: &StrandedFilter,
+) -> Result<Vec<Run>, LedgerError> {
+    let limit = i64::try_from(filter.limit).unwrap_or(i64::MAX);
+    // `runs.attempts` is the number of the run's latest attempt (0: none yet).
+    conn.prepare_cached(concat!(
+        run_select!(),
+        " WHERE status = 'running' AND tool = ?1 AND CASE WHEN attempts = 0 \
+         THEN created_at <= ?4 ELSE EXISTS (SELECT 1 FROM attempts a \
+         WHERE a.run_id = runs.run_id AND a.attempt = runs.attempts \
+         AND ((a.status = 'running' AND a.lease_until <= ?2) \
+         OR (a.status <> 'running' AND (a.ended_at IS NULL OR a.ended_at <= ?3)))) END \
+         ORDER BY created_at, rowid LIMIT ?5"
+    ))
+    .and_then(|mut stmt| {
+        stmt.query_map(
+            params![
+                filter.tool,
+                filter.now,
+                filter.ended_by,
+                filter.created_by,
+                limit
+            ],
+            run_from_row,
+        )?
+        .collect()
+    })
+    .context("looking for stranded runs")
+}
+
+fn node_from_row(row: &Row<'_>) -> rusqlite::Result<NodeRecord> {
+    Ok(NodeRecord {
+        node_id: row.get(0)?,
+        address: row.get(1)?,
+        version: row.get(2)?,
+        started_at: row.get(3)?,
+        heartbeat_at: row.get(4)?,
+        stopped_at: row.get(5)?,
+    })
+}
+
+macro_rules! node_select {
+    () => {
+        "SELECT node_id, address, version, started_at, heartbeat_at, stopped_at FROM nodes"
+    };
+}
+
+pub(super) fn node(conn: &Connection, node_id: &str) -> Result<Option<NodeRecord>, LedgerError> {
+    conn.prepare_cached(concat!(node_select!(), " WHERE node_id = ?1"))
+        .and_then(|mut stmt| stmt.query_row([node_id], node_from_row).optional())
+        .context("reading a node")
+}
+
+pub(super) fn nodes(conn: &Connection) -> Result<Vec<NodeRecord>, LedgerError> {
+    conn.prepare_cached(concat!(
+        node_select!(),
+        " ORDER BY started_at DESC, node_id"
+    ))
+    .and_then(|mut stmt| stmt.query_map([], node_from_row)?.collect())
+    .context("listing nodes")
+}
+
+pub(super) fn holdings(conn: &Connection, holder: &str) -> Result<Holdings, LedgerError> {
+    let attempts = conn
+        .prepare_cached(concat!(
+            attempt_select!(),
+            " WHERE status = 'running' AND holder = ?1 AND (run_id, attempt) IN \
+             (SELECT run_id, attempts FROM runs WHERE status = 'running') \
+             ORDER BY started_at, run_id"
+        ))
+        .and_then(|mut stmt| stmt.query_map([holder], attempt_from_row)?.collect())
+        .context("reading the attempts a node holds")?;
+    let locks = conn
+        .prepare_cached(concat!(
+            lock_select!(),
+            " WHERE holder = ?1 AND released = 0 ORDER BY lock_key"
+        ))
+        .and_then(|mut stmt| stmt.query_map([holder], lock_from_row)?.collect())
+        .context("reading the locks a node holds")?;
+    Ok(Holdings { attempts, locks })
 }
 
 pub(super) fn breakers(conn: &Connection) -> Result<Vec<BreakerRecord>, LedgerError> {

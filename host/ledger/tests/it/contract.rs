@@ -13,6 +13,7 @@ const CONTRACT: &[&str] = &[
     "escalations::",
     "journal::",
     "locks::",
+    "nodes::",
     "runs::",
     "typed_facts::",
 ];

@@ -16,6 +16,7 @@ mod escalations;
 mod journal;
 mod locks;
 mod model;
+mod nodes;
 mod open;
 mod pg;
 mod runs;

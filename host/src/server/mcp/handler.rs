@@ -8,6 +8,7 @@ use super::McpError;
 use crate::journal::EventName;
 use crate::ledger::LedgerError;
 use crate::runs::{CallKey, RunError, RunOptions, RunReport};
+use crate::server::drain::Drain;
 use crate::server::metrics::Metrics;
 use crate::tool::LoadedTool;
 use crate::{FailureClass, Runtime};
@@ -48,6 +49,8 @@ pub struct McpServer {
     tools: Arc<BTreeMap<String, Served>>,
     /// Where calls are counted, when a server exposes metrics.
     metrics: Option<Arc<Metrics>>,
+    /// A node's drain, which cuts the calls still running at its end.
+    drain: Option<Drain>,
 }
 
 impl McpServer {
@@ -83,6 +86,7 @@ impl McpServer {
             runtime,
             tools: Arc::new(tools),
             metrics: None,
+            drain: None,
         })
     }
 
@@ -105,6 +109,22 @@ impl McpServer {
         self.metrics = Some(metrics);
         self
     }
+
+    /// Counts calls in flight into `drain`, and gives up their attempts' leases when it is
+    /// cut.
+    pub fn with_drain(mut self, drain: Drain) -> Self {
+        self.drain = Some(drain);
+        self
+    }
+}
+
+/// How a call's run future ended.
+enum Ended {
+    Ran(Result<RunReport, RunError>),
+    /// The client cancelled the call.
+    Cancelled,
+    /// The node's drain ended before the call did.
+    Cut,
 }
 
 /// A tool as MCP lists it. A tool that declares no effects cannot change the outside world
@@ -181,27 +201,50 @@ impl ServerHandler for McpServer {
             )
         });
         let input = args.to_string();
+        let _in_flight = self.drain.as_ref().map(Drain::enter);
+        let cut = async {
+            match &self.drain {
+                Some(drain) => drain.cut().await,
+                None => std::future::pending().await,
+            }
+        };
         let run = self
             .runtime
             .run_with_options(&served.loaded, &input, &options, true);
         let outcome = tokio::select! {
-            outcome = run => Some(outcome),
-            () = context.ct.cancelled() => None,
+            outcome = run => Ended::Ran(outcome),
+            () = context.ct.cancelled() => Ended::Cancelled,
+            () = cut => Ended::Cut,
         };
-        if let (Some(progress), Some(_)) = (progress, &outcome) {
+        if let (Some(progress), Ended::Ran(_)) = (progress, &outcome) {
             progress.finish().await;
         }
         let result = match outcome {
             // The run's future is gone, so the tool stopped at its last await point.
-            None => {
+            Ended::Cancelled => {
                 let why = "the MCP client cancelled the call";
                 if let Err(e) = self.runtime.cancelled(&run_id, why).await {
                     tracing::warn!(run_id, error = %e, "could not record the cancellation");
                 }
                 failure_result(FailureClass::Transient, why, Some(&run_id), None)
             }
-            Some(Ok(report)) => report_result(&report, false),
-            Some(Err(RunError::Ledger(LedgerError::CallKeyUsed {
+            Ended::Cut => {
+                let why = "the node serving the call shut down before it ended";
+                if let Err(e) = self.runtime.released(&run_id, why).await {
+                    tracing::warn!(run_id, error = %e, "could not release the attempt's lease");
+                }
+                let message = match &key {
+                    Some(_) => format!(
+                        "{why}; another node resumes run {run_id}: repeat the call with the same idempotency key for its result"
+                    ),
+                    None => format!(
+                        "{why}; another node resumes run {run_id}: `tollgate runs show {run_id}` shows how it ends"
+                    ),
+                };
+                failure_result(FailureClass::Transient, &message, Some(&run_id), None)
+            }
+            Ended::Ran(Ok(report)) => report_result(&report, false),
+            Ended::Ran(Err(RunError::Ledger(LedgerError::CallKeyUsed {
                 run_id: first,
                 tool,
                 args_digest: first_digest,
@@ -228,7 +271,7 @@ impl ServerHandler for McpServer {
                     )
                 }
             }
-            Some(Err(e)) => run_error_result(&e),
+            Ended::Ran(Err(e)) => run_error_result(&e),
         };
         if let Some(timer) = timer {
             timer.ended(&status_label(&result));

@@ -1,0 +1,15 @@
+-- The nodes of a fleet. Each `tollgate serve` process heartbeats its row, so an operator can
+-- see which nodes are alive and what each holds; a clean shutdown sets `stopped_at`. Rows of
+-- nodes silent for long are deleted by a starting node.
+
+CREATE TABLE nodes (
+    node_id      TEXT    NOT NULL PRIMARY KEY,
+    address      TEXT    NOT NULL,
+    version      TEXT    NOT NULL,
+    started_at   BIGINT  NOT NULL,
+    heartbeat_at BIGINT  NOT NULL,
+    stopped_at   BIGINT
+);
+
+-- What a node holds is read by holder; only unreleased locks are held.
+CREATE INDEX locks_by_holder ON locks (holder) WHERE NOT released;
