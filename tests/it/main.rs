@@ -6,6 +6,7 @@ mod cli;
 mod crash;
 mod effects;
 mod escalations;
+mod fleet;
 mod foundation;
 mod harness;
 mod hostile;

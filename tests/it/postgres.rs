@@ -19,6 +19,7 @@ const SUITES: &[&str] = &[
     "races::",
     "crash::",
     "serve::",
+    "fleet::",
 ];
 
 /// Tests of the SQLite file itself (a corrupt file, group commit into one file), which have

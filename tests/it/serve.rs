@@ -16,16 +16,16 @@ use tollgate_tests::plugins::{HELLO, INVOICE};
 use crate::harness::{Env, erp_config, invoice, tollgate_with};
 
 /// A `tollgate serve` process, killed when dropped.
-struct Node {
-    child: Child,
+pub(crate) struct Node {
+    pub(crate) child: Child,
     /// `http://127.0.0.1:PORT`
-    base: String,
+    pub(crate) base: String,
     /// The node's identity, as it records it as the holder of what it runs.
-    id: String,
+    pub(crate) id: String,
 }
 
 impl Node {
-    fn start(env: &Env, config: &std::path::Path, args: &[&str]) -> Self {
+    pub(crate) fn start(env: &Env, config: &std::path::Path, args: &[&str]) -> Self {
         let mut child = tollgate_with(env, config)
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(args)

@@ -53,6 +53,10 @@ pub struct Faults {
     /// Every request, with this probability in percent, books and then holds its answer
     /// for `hold_ms` (past the client's timeout).
     pub flaky_timeout_pct: u32,
+    /// Not a fault: fencing, as a downstream that checks `X-Tollgate-Fence` does. A request
+    /// whose fence is below the largest any request has carried is refused with 409, without
+    /// booking, when it comes to book (after `delay_ms`).
+    pub refuse_stale_fences: bool,
     /// Seeds the generator the `flaky_*` faults draw from (from the OS when `None`), so
     /// the same requests meet the same faults.
     pub seed: Option<u64>,
@@ -84,6 +88,8 @@ pub struct Stats {
     pub held: u64,
     /// `X-Tollgate-Fence` of each request that carried one, in arrival order.
     pub fences: Vec<i64>,
+    /// Requests refused for a fence below one seen before (`refuse_stale_fences`).
+    pub stale_fences: u64,
     /// The most requests ever handled at once.
     pub max_in_flight: u64,
     /// Lookups by idempotency key (`GET /invoices/by-key/{key}`), and of those, the ones
@@ -197,11 +203,11 @@ impl Drop for InFlight {
 
 async fn book(State(shared): State<Shared>, headers: HeaderMap, body: String) -> Response {
     let _in_flight = InFlight::enter(&shared);
-    if let Some(fence) = headers
+    let fence: Option<i64> = headers
         .get("x-tollgate-fence")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-    {
+        .and_then(|v| v.parse().ok());
+    if let Some(fence) = fence {
         shared.lock().stats.fences.push(fence);
     }
     let key = headers
@@ -302,6 +308,18 @@ async fn book(State(shared): State<Shared>, headers: HeaderMap, body: String) ->
     };
     let (response, hold, after) = {
         let mut s = shared.lock();
+        let newest = s.stats.fences.iter().copied().max();
+        if s.faults.refuse_stale_fences
+            && let (Some(fence), Some(newest)) = (fence, newest)
+            && fence < newest
+        {
+            s.stats.stale_fences += 1;
+            return (
+                StatusCode::CONFLICT,
+                Json(json!({ "error": format!("stale fence {fence}: {newest} was seen") })),
+            )
+                .into_response();
+        }
         if key.is_none() {
             s.stats.without_key += 1;
         }

@@ -37,8 +37,21 @@ pub struct Unrecorded {
 }
 
 impl Unrecorded {
-    /// How a resume settles the effect.
+    /// How the effect gets settled: by the attempt that took it over, or by a resume.
     pub fn recovery(&self, run_id: &str) -> String {
+        // Not a ledger that failed: another attempt (a host that found this one's lease
+        // lapsed) owns the effect now, and a resume has nothing to recover.
+        if let LedgerError::OwnershipLost {
+            owner_run_id,
+            owner_attempt,
+            status,
+            ..
+        } = &self.source
+        {
+            return format!(
+                "this attempt was superseded: attempt {owner_attempt} of run `{owner_run_id}` owns the effect now ({status}) and settles it, and nothing more is sent from here; `tollgate runs show {run_id}` shows how the run ends, and the same call under the same idempotency key returns its result"
+            );
+        }
         if self.honours_keys {
             format!(
                 "once the ledger is writable again, `tollgate resume {run_id}` sends it again under the same key, and the downstream, which honours keys, answers with its first outcome"
@@ -294,4 +307,43 @@ pub(super) fn unrecorded(
         probed: connector.can_reconcile(),
         source: e,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unrecorded(source: LedgerError) -> Unrecorded {
+        Unrecorded {
+            kind: "erp.post".into(),
+            key: "k".into(),
+            honours_keys: true,
+            probed: false,
+            source,
+        }
+    }
+
+    #[test]
+    fn an_outcome_refused_because_another_attempt_took_the_effect_over_says_so_not_resume() {
+        let superseded = unrecorded(LedgerError::OwnershipLost {
+            kind: "erp.post".into(),
+            key: "k".into(),
+            run_id: "r".into(),
+            attempt: 1,
+            owner_run_id: "r".into(),
+            owner_attempt: 2,
+            status: EffectStatus::Succeeded,
+        });
+        let text = superseded.failure("r").message;
+        assert!(
+            text.contains("this attempt was superseded: attempt 2"),
+            "{text}"
+        );
+        assert!(!text.contains("writable again"), "{text}");
+        let unwritable = unrecorded(LedgerError::WriterGone).failure("r").message;
+        assert!(
+            unwritable.contains("once the ledger is writable again"),
+            "{unwritable}"
+        );
+    }
 }
