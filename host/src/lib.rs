@@ -23,6 +23,7 @@ mod holder;
 pub mod journal;
 pub mod ledger;
 pub mod locks;
+pub mod meters;
 pub mod nodes;
 pub mod policy;
 pub mod retry;

@@ -12,6 +12,7 @@ use crate::failure::Failure;
 use crate::ledger::{
     self, Escalation, EscalationFilter, Ledger, LedgerError, LedgerOptions, Location,
 };
+use crate::meters::{MeteredLedger, Meters};
 use crate::runs::{self, RunError, RunOptions, RunReport};
 use crate::services::{Parts, Services};
 use crate::story::RunStory;
@@ -171,6 +172,9 @@ impl RuntimeBuilder {
                 Location::parse(&path).open(self.ledger_options)?
             }
         };
+        // Every write is timed and counted, whoever makes it.
+        let meters = Meters::default();
+        let ledger = MeteredLedger::wrap(ledger, meters.clone());
         let mut connectors = BTreeMap::new();
         for (kind, config) in &self.config.connectors {
             connectors.insert(
@@ -181,7 +185,8 @@ impl RuntimeBuilder {
         connectors.extend(self.connectors);
         let effects = Arc::new(
             EffectEngine::new(ledger.clone(), connectors, self.clock.clone())
-                .with_breaker(self.config.breaker.clone()),
+                .with_breaker(self.config.breaker.clone())
+                .with_meters(meters.clone()),
         );
         let lease_ttl_ms = i64::try_from(self.config.lease_ttl_ms.unwrap_or(DEFAULT_LEASE_TTL_MS))
             .unwrap_or(i64::MAX);
@@ -199,6 +204,7 @@ impl RuntimeBuilder {
                 random: self.random,
                 holder: crate::holder::this_process().to_owned(),
                 lease_ttl_ms,
+                meters,
             })),
         })
     }
@@ -352,6 +358,12 @@ impl Runtime {
     /// Every node that heartbeats in this ledger, with its state and what it holds.
     pub async fn nodes(&self) -> Result<Vec<crate::nodes::NodeView>, LedgerError> {
         crate::nodes::list(&self.services).await
+    }
+
+    /// What this runtime counts as it works (attempts, effects, ledger writes), for a
+    /// server's `/metrics`.
+    pub fn meters(&self) -> &Meters {
+        self.services.meters()
     }
 
     /// How long an attempt's lease lasts without renewal (`lease_ttl_ms`).

@@ -1,5 +1,5 @@
 //! What every run of one runtime shares: the engine and its linker, the precompiled cache, the
-//! ledger, the effect engine, the operator config, this process's holder identity, and time,
+//! ledger (metered), the effect engine, the operator config, its meters, this process's holder identity, and time,
 //! waiting and chance as injected dependencies.
 //!
 //! Built once by [`crate::RuntimeBuilder`] and never changed after; runs, locks and
@@ -11,6 +11,7 @@ use crate::config::Config;
 use crate::effects::EffectEngine;
 use crate::engine::{ArtifactCache, EngineHandle};
 use crate::ledger::Ledger;
+use crate::meters::Meters;
 use crate::policy::Policy;
 use std::sync::Arc;
 use wasmtime::component::Linker;
@@ -34,6 +35,7 @@ pub(crate) struct Parts {
     pub random: Arc<dyn Random>,
     pub holder: String,
     pub lease_ttl_ms: Millis,
+    pub meters: Meters,
 }
 
 impl Services {
@@ -55,6 +57,11 @@ impl Services {
 
     pub fn ledger(&self) -> &Arc<dyn Ledger> {
         &self.parts.ledger
+    }
+
+    /// What this runtime counts as it works.
+    pub fn meters(&self) -> &Meters {
+        &self.parts.meters
     }
 
     pub fn effects(&self) -> &Arc<EffectEngine> {

@@ -210,6 +210,38 @@ async fn a_node_serves_health_readiness_metrics_and_mcp_and_exits_cleanly_on_sig
         Some(0.0),
         "{metrics}"
     );
+    // What the runtime measured: the attempt, and the ledger writes that recorded it.
+    assert_eq!(
+        sample(
+            &metrics,
+            "tollgate_attempts_total",
+            &["tool=\"hello\"", "outcome=\"succeeded\""]
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            "tollgate_attempt_seconds_count",
+            &["tool=\"hello\""]
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert!(
+        sample(
+            &metrics,
+            "tollgate_ledger_writes_total",
+            &["outcome=\"committed\""]
+        )
+        .is_some_and(|n| n >= 2.0),
+        "{metrics}"
+    );
+    assert!(
+        sample(&metrics, "tollgate_ledger_write_seconds_count", &[]).is_some_and(|n| n >= 2.0),
+        "{metrics}"
+    );
 
     // SIGTERM with nothing in flight: the node stops and exits 0.
     let sent = std::process::Command::new("kill")
@@ -321,6 +353,22 @@ async fn a_node_resumes_a_run_whose_host_was_killed() {
     let metrics = metrics_once_counted(&node, "tollgate_recoveries_total", &labels);
     assert_eq!(
         sample(&metrics, "tollgate_recoveries_total", &labels),
+        Some(1.0),
+        "{metrics}"
+    );
+    // The node dispatched the effect again and recorded its (replayed) outcome.
+    let effect = ["kind=\"erp.post-invoice\"", "status=\"succeeded\""];
+    assert_eq!(
+        sample(&metrics, "tollgate_effects_total", &effect),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            "tollgate_effect_seconds_count",
+            &["kind=\"erp.post-invoice\""]
+        ),
         Some(1.0),
         "{metrics}"
     );

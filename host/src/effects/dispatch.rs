@@ -113,6 +113,7 @@ impl EffectEngine {
                 }
             }
             let span = tracing::info_span!("connector", kind = req.kind, key = req.key, connector = %connector.describe());
+            let sent = std::time::Instant::now();
             let result = tracing::Instrument::instrument(connector.dispatch(call), span).await;
             let now = self.clock.now_ms();
             // Only what the downstream did (or failed to do) says anything about its health: a
@@ -168,7 +169,7 @@ impl EffectEngine {
                 }
                 other => other,
             };
-            return self.record(req, connector, result, ops).await;
+            return self.record(req, connector, result, ops, sent).await;
         }
     }
 
@@ -180,6 +181,7 @@ impl EffectEngine {
         connector: &dyn Connector,
         result: Result<Response, ConnectorError>,
         mut ops: Vec<Op>,
+        sent: std::time::Instant,
     ) -> Result<EffectOutcome, EffectError> {
         let now = self.clock.now_ms();
         let (status, response, failure) = match result {
@@ -228,6 +230,8 @@ impl EffectEngine {
         ledger::apply(&self.ledger, ops)
             .await
             .map_err(|e| unrecorded(req, connector, e))?;
+        self.meters
+            .effect_ended(req.kind, status.as_str(), Some(sent.elapsed()));
         if let Some(failure) = failure {
             return Err(EffectError::Refused(failure));
         }
@@ -278,6 +282,8 @@ impl EffectEngine {
         if let Err(e) = ledger::apply(&self.ledger, ops).await {
             return unrecorded(req, connector, e);
         }
+        self.meters
+            .effect_ended(req.kind, EffectStatus::InDoubt.as_str(), None);
         let (kind, key) = (req.kind.to_owned(), req.key.to_owned());
         let effect = match ledger::read(&self.ledger, move |l| l.effect(&kind, &key)).await {
             Ok(effect) => effect,

@@ -79,6 +79,7 @@ pub struct EffectEngine {
     pub(super) connectors: BTreeMap<String, Arc<dyn Connector>>,
     pub(super) clock: Arc<dyn Clock>,
     pub(super) breaker: BreakerPolicy,
+    pub(super) meters: crate::meters::Meters,
 }
 
 impl std::fmt::Debug for EffectEngine {
@@ -100,7 +101,14 @@ impl EffectEngine {
             connectors,
             clock,
             breaker: BreakerPolicy::default(),
+            meters: crate::meters::Meters::default(),
         }
+    }
+
+    /// Counts each recorded dispatch into `meters`.
+    pub fn with_meters(mut self, meters: crate::meters::Meters) -> Self {
+        self.meters = meters;
+        self
     }
 
     /// Sets the circuit breaker every connector gets.

@@ -395,6 +395,15 @@ impl Ending<'_> {
             }
         };
         ledger::apply(self.services.ledger(), ops).await?;
+        let outcome = match &result {
+            Ok(_) => "succeeded",
+            Err(failure) => failure.class.as_str(),
+        };
+        self.services.meters().attempt_ended(
+            &self.tool.descriptor.name,
+            outcome,
+            self.started.elapsed(),
+        );
         Ok(RunReport {
             run_id: run_id.to_owned(),
             attempt: n,

@@ -2,7 +2,8 @@
 //! `prometheus-client`.
 //!
 //! Two kinds of figures: what this process saw (calls, their latency and outcome, the calls
-//! in flight, recoveries, ledger reads that failed), counted as it happens; and what the
+//! in flight, recoveries, ledger reads that failed; and from its runtime's
+//! [`crate::meters::Meters`], attempts, effects and ledger writes), counted as it happens; and what the
 //! ledger holds (open escalations, breaker states), read when the endpoint is scraped, so
 //! every node of a fleet reports the same shared truth.
 
@@ -52,6 +53,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// The server's own metrics; [`Self::with_runtime`] adds what its runtime measures.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("tollgate");
         let calls = Family::<Labels, Counter>::default();
@@ -117,6 +119,12 @@ impl Metrics {
             open_escalations,
             breakers,
         }
+    }
+
+    /// Adds what `runtime` measures (attempts, effects, ledger writes) to what is exposed.
+    pub fn with_runtime(mut self, runtime: &Runtime) -> Self {
+        runtime.meters().register(&mut self.registry);
+        self
     }
 
     /// A call to `tool` has arrived; the guard counts it in flight until it is dropped.

@@ -65,7 +65,7 @@ pub async fn serve(
     listening: impl FnOnce(SocketAddr),
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), McpError> {
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::new().with_runtime(server.runtime()));
     let drain = Drain::new();
     let server = server
         .with_metrics(Arc::clone(&metrics))
