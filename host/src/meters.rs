@@ -13,8 +13,8 @@ use prometheus_client::registry::Registry;
 
 use crate::ledger::{
     Applied, Attempt, BreakerRecord, CallKeyRecord, Checkpoint, EffectRecord, Escalation,
-    EscalationFilter, Holdings, JournalEntry, Ledger, LedgerError, LockRecord, NewJournalEntry,
-    NodeRecord, Op, Run, RunFilter, StrandedFilter,
+    EscalationFilter, EscalationStatus, Holdings, JournalEntry, Ledger, LedgerError, LockRecord,
+    NewJournalEntry, NodeRecord, Op, Run, RunFilter, StrandedFilter,
 };
 
 type Labels = Vec<(&'static str, String)>;
@@ -242,6 +242,10 @@ impl Ledger for MeteredLedger {
 
     fn escalations(&self, filter: &EscalationFilter) -> Result<Vec<Escalation>, LedgerError> {
         self.inner.escalations(filter)
+    }
+
+    fn count_escalations(&self, status: EscalationStatus) -> Result<u64, LedgerError> {
+        self.inner.count_escalations(status)
     }
 
     fn lock(&self, key: &str) -> Result<Option<LockRecord>, LedgerError> {

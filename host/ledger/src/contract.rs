@@ -6,9 +6,9 @@
 use crate::error::LedgerError;
 use crate::records::{
     Applied, Attempt, AttemptStatus, BreakerRecord, CallKeyRecord, Checkpoint, Claim, EffectRecord,
-    EffectStatus, Escalation, EscalationFilter, Holdings, JournalEntry, LockRecord, Millis,
-    NewEscalation, NewJournalEntry, NewRun, NodeRecord, Op, Resolution, Run, RunFilter, RunStatus,
-    StrandedFilter,
+    EffectStatus, Escalation, EscalationFilter, EscalationStatus, Holdings, JournalEntry,
+    LockRecord, Millis, NewEscalation, NewJournalEntry, NewRun, NodeRecord, Op, Resolution, Run,
+    RunFilter, RunStatus, StrandedFilter,
 };
 
 pub trait Ledger: Send + Sync + 'static {
@@ -54,6 +54,10 @@ pub trait Ledger: Send + Sync + 'static {
 
     /// Escalations matching `filter`, oldest first (by id).
     fn escalations(&self, filter: &EscalationFilter) -> Result<Vec<Escalation>, LedgerError>;
+
+    /// How many escalations are in `status`, counted by the ledger (for gauges, which must
+    /// not read the rows).
+    fn count_escalations(&self, status: EscalationStatus) -> Result<u64, LedgerError>;
 
     /// The lock row for `key`, released or not; `None` if it was never taken.
     fn lock(&self, key: &str) -> Result<Option<LockRecord>, LedgerError>;

@@ -18,7 +18,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::Runtime;
-use crate::ledger::{self, EscalationFilter, EscalationStatus};
+use crate::ledger::{self, EscalationStatus};
 
 type Labels = Vec<(&'static str, String)>;
 
@@ -168,15 +168,14 @@ impl Metrics {
 
     async fn read_ledger(&self, runtime: &Runtime) {
         let started = Instant::now();
-        let open = EscalationFilter {
-            status: Some(EscalationStatus::Open),
-            run_id: None,
-            limit: 100_000,
-        };
-        match runtime.escalations(&open).await {
+        let open = ledger::read(runtime.ledger(), |l| {
+            l.count_escalations(EscalationStatus::Open)
+        })
+        .await;
+        match open {
             Ok(open) => {
                 self.open_escalations
-                    .set(i64::try_from(open.len()).unwrap_or(i64::MAX));
+                    .set(i64::try_from(open).unwrap_or(i64::MAX));
             }
             Err(e) => {
                 tracing::warn!("metrics: cannot read open escalations: {e}");

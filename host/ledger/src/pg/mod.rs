@@ -38,8 +38,8 @@ use crate::contract::Ledger;
 use crate::error::LedgerError;
 use crate::records::{
     Applied, Attempt, BreakerRecord, CallKeyRecord, Checkpoint, EffectRecord, Escalation,
-    EscalationFilter, Holdings, JournalEntry, LockRecord, NewJournalEntry, NodeRecord, Op, Run,
-    RunFilter, StrandedFilter,
+    EscalationFilter, EscalationStatus, Holdings, JournalEntry, LockRecord, NewJournalEntry,
+    NodeRecord, Op, Run, RunFilter, StrandedFilter,
 };
 use crate::rules;
 use crate::sqlite::Create;
@@ -610,6 +610,10 @@ impl Ledger for PgLedger {
     fn escalations(&self, filter: &EscalationFilter) -> Result<Vec<Escalation>, LedgerError> {
         let filter = filter.clone();
         self.read(move |c| rows::escalations(c, &filter))
+    }
+
+    fn count_escalations(&self, status: EscalationStatus) -> Result<u64, LedgerError> {
+        self.read(move |c| rows::count_escalations(c, status))
     }
 
     fn lock(&self, key: &str) -> Result<Option<LockRecord>, LedgerError> {

@@ -503,6 +503,17 @@ pub(super) fn call_key(
     )
 }
 
+pub(super) fn count_escalations(
+    c: &mut impl GenericClient,
+    status: EscalationStatus,
+) -> Result<u64, LedgerError> {
+    let what = "counting escalations";
+    let statement =
+        prepared(c, "SELECT count(*) FROM escalations WHERE status = $1").context(what)?;
+    let row = c.query_one(&statement, &[&status.as_str()]).context(what)?;
+    u64_at(&row, 0)
+}
+
 pub(super) fn stranded(
     c: &mut impl GenericClient,
     filter: &StrandedFilter,

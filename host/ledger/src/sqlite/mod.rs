@@ -30,8 +30,8 @@ use crate::contract::Ledger;
 use crate::error::LedgerError;
 use crate::records::{
     Applied, Attempt, BreakerRecord, CallKeyRecord, Checkpoint, EffectRecord, Escalation,
-    EscalationFilter, Holdings, JournalEntry, LockRecord, NewJournalEntry, NodeRecord, Op, Run,
-    RunFilter, StrandedFilter,
+    EscalationFilter, EscalationStatus, Holdings, JournalEntry, LockRecord, NewJournalEntry,
+    NodeRecord, Op, Run, RunFilter, StrandedFilter,
 };
 // Also the pg module's, for the SQLite file `ledger copy` reads.
 pub(crate) use error::SqlContext;
@@ -299,6 +299,10 @@ impl Ledger for SqliteLedger {
 
     fn escalations(&self, filter: &EscalationFilter) -> Result<Vec<Escalation>, LedgerError> {
         self.read(|conn| rows::escalations(conn, filter))
+    }
+
+    fn count_escalations(&self, status: EscalationStatus) -> Result<u64, LedgerError> {
+        self.read(|conn| rows::count_escalations(conn, status))
     }
 
     fn lock(&self, key: &str) -> Result<Option<LockRecord>, LedgerError> {

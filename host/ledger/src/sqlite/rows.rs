@@ -409,6 +409,15 @@ pub(super) fn escalations(
     result.context("listing escalations")
 }
 
+pub(super) fn count_escalations(
+    conn: &Connection,
+    status: EscalationStatus,
+) -> Result<u64, LedgerError> {
+    conn.prepare_cached("SELECT count(*) FROM escalations WHERE status = ?1")
+        .and_then(|mut stmt| stmt.query_row([status], |row| row.get(0)))
+        .context("counting escalations")
+}
+
 pub(super) fn lock(conn: &Connection, key: &str) -> Result<Option<LockRecord>, LedgerError> {
     conn.prepare_cached(concat!(lock_select!(), " WHERE lock_key = ?1"))
         .and_then(|mut stmt| stmt.query_row([key], lock_from_row).optional())

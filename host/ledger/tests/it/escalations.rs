@@ -239,6 +239,14 @@ fn escalations_filter_by_status_and_run_oldest_first_and_limited() {
     assert_eq!(list(Some(EscalationStatus::Open), Some("a"), 100), [a2.id]);
     assert_eq!(list(Some(EscalationStatus::Open), None, 2), [b1.id, a2.id]);
     assert_eq!(list(None, Some("nobody"), 100), Vec::<i64>::new());
+    // Counted without reading them.
+    assert_eq!(ledger.count_escalations(EscalationStatus::Open).unwrap(), 3);
+    assert_eq!(
+        ledger
+            .count_escalations(EscalationStatus::Resolved)
+            .unwrap(),
+        1
+    );
 }
 
 #[test]
