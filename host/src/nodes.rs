@@ -44,11 +44,11 @@ pub struct NodeView {
     pub holds: Holdings,
 }
 
-/// `node`'s state at `now`, for leases of `lease_ttl_ms`.
-pub fn state(node: &NodeRecord, now: Millis, lease_ttl_ms: Millis) -> NodeState {
+/// `node`'s state at `now`, judged by its own lease TTL.
+pub fn state(node: &NodeRecord, now: Millis) -> NodeState {
     if node.stopped_at.is_some() {
         NodeState::Stopped
-    } else if node.heartbeat_at.saturating_add(lease_ttl_ms) > now {
+    } else if node.heartbeat_at.saturating_add(node.lease_ttl_ms) > now {
         NodeState::Live
     } else {
         NodeState::Dead
@@ -74,6 +74,7 @@ pub(crate) async fn heartbeat(
         node_id: services.holder().to_owned(),
         address: address.to_owned(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
+        lease_ttl_ms: services.lease_ttl_ms(),
         forget_silent_before: first.then(|| now.saturating_sub(FORGET_AFTER_MS)),
         now,
     };
@@ -98,7 +99,7 @@ pub(crate) async fn list(services: &Services) -> Result<Vec<NodeView>, LedgerErr
         let holder = node.node_id.clone();
         let holds = ledger::read(services.ledger(), move |l| l.holdings(&holder)).await?;
         views.push(NodeView {
-            state: state(&node, now, services.lease_ttl_ms()),
+            state: state(&node, now),
             node,
             holds,
         });
@@ -110,23 +111,25 @@ pub(crate) async fn list(services: &Services) -> Result<Vec<NodeView>, LedgerErr
 mod tests {
     use super::*;
 
-    fn node(heartbeat_at: Millis, stopped_at: Option<Millis>) -> NodeRecord {
+    fn node(heartbeat_at: Millis, lease_ttl_ms: Millis, stopped_at: Option<Millis>) -> NodeRecord {
         NodeRecord {
             node_id: "n".into(),
             address: "127.0.0.1:1".into(),
             version: "0".into(),
             started_at: 0,
             heartbeat_at,
+            lease_ttl_ms,
             stopped_at,
         }
     }
 
     #[test]
-    fn a_node_is_live_for_one_lease_after_its_last_beat_and_stopped_once_it_says_so() {
-        assert_eq!(state(&node(1_000, None), 30_999, 30_000), NodeState::Live);
-        assert_eq!(state(&node(1_000, None), 31_000, 30_000), NodeState::Dead);
+    fn a_node_is_live_for_its_own_lease_after_its_last_beat_and_stopped_once_it_says_so() {
+        assert_eq!(state(&node(1_000, 30_000, None), 30_999), NodeState::Live);
+        assert_eq!(state(&node(1_000, 30_000, None), 31_000), NodeState::Dead);
+        assert_eq!(state(&node(1_000, 2_000, None), 3_000), NodeState::Dead);
         assert_eq!(
-            state(&node(1_000, Some(1_500)), 1_600, 30_000),
+            state(&node(1_000, 30_000, Some(1_500)), 1_600),
             NodeState::Stopped
         );
     }

@@ -394,8 +394,9 @@ impl Runtime {
 
     /// Gives up this host's running attempt of `run_id` because the host is shutting down
     /// (its future dropped): the lease ends now and the lock is freed, so any host resumes
-    /// the run at once; journaled as `attempt.released`.
-    pub async fn released(&self, run_id: &str, why: &str) -> Result<(), RunError> {
+    /// the run at once; journaled as `attempt.released`. `false` if this host had no
+    /// running attempt of it (it was between attempts).
+    pub async fn released(&self, run_id: &str, why: &str) -> Result<bool, RunError> {
         runs::released(&self.services, run_id, why).await
     }
 

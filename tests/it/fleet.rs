@@ -143,7 +143,7 @@ async fn campaign(honours_keys: bool) -> Outcome {
     ));
     let fast = ["--recovery-interval-ms", "100", "--drain-timeout-ms", "0"];
     let mut a = Node::start(&env, &config, &fast);
-    let b = Node::start(&env, &config, &fast);
+    let mut b = Node::start(&env, &config, &fast);
     let c = Node::start(&env, &config, &fast);
     let bases = Arc::new(vec![a.base.clone(), b.base.clone(), c.base.clone()]);
 
@@ -186,6 +186,21 @@ async fn campaign(honours_keys: bool) -> Outcome {
     for (index, agent) in agents.into_iter().enumerate() {
         answers.insert(format!("INV-F{index:03}"), agent.await.unwrap());
     }
+    // B drained (cutting and releasing what it ran) and exited cleanly, saying so.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = b.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "B did not exit on SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(status.code(), Some(0), "B exits cleanly");
+    let nodes = env.open_ledger().nodes().unwrap();
+    let b_row = nodes.iter().find(|n| n.node_id == b.id).unwrap();
+    assert!(b_row.stopped_at.is_some(), "B recorded that it stopped");
+    let a_row = nodes.iter().find(|n| n.node_id == a.id).unwrap();
+    assert_eq!(a_row.stopped_at, None, "A was killed: it could not say so");
     drop(c);
     Outcome {
         answers,
@@ -350,7 +365,9 @@ async fn a_frozen_node_that_wakes_after_its_run_was_taken_over_is_fenced_out() {
     let env = Env::new();
     let erp = Erp::start(true).unwrap();
     erp.inject(Faults {
-        delay_ms: 4_000,
+        // B must take the run over (a lease and the lock's TTL, 1 s each) before A's
+        // request comes to book: ample room on a loaded machine.
+        delay_ms: 6_000,
         refuse_stale_fences: true,
         ..Faults::default()
     });

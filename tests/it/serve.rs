@@ -492,7 +492,14 @@ async fn a_draining_node_releases_a_cut_calls_lease_and_another_node_resumes_it_
         result["content"][0]["text"]
             .as_str()
             .unwrap()
-            .contains("shut down before it ended"),
+            .contains("shut down before it ended; run"),
+        "{result}"
+    );
+    assert!(
+        result["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("another node resumes it now"),
         "{result}"
     );
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -54,8 +54,8 @@ pub struct Faults {
     /// for `hold_ms` (past the client's timeout).
     pub flaky_timeout_pct: u32,
     /// Not a fault: fencing, as a downstream that checks `X-Tollgate-Fence` does. A request
-    /// whose fence is below the largest any request has carried is refused with 409, without
-    /// booking, when it comes to book (after `delay_ms`).
+    /// whose fence is below the largest a request for the same invoice has carried is refused
+    /// with 409, without booking, when it comes to book (after `delay_ms`).
     pub refuse_stale_fences: bool,
     /// Seeds the generator the `flaky_*` faults draw from (from the OS when `None`), so
     /// the same requests meet the same faults.
@@ -104,6 +104,8 @@ struct Inner {
     faults: Faults,
     stats: Stats,
     by_key: BTreeMap<String, serde_json::Value>,
+    /// The largest `X-Tollgate-Fence` that arrived for each invoice.
+    newest_fence: BTreeMap<String, i64>,
     rng: StdRng,
 }
 
@@ -137,6 +139,7 @@ impl Erp {
             faults: Faults::default(),
             stats: Stats::default(),
             by_key: BTreeMap::new(),
+            newest_fence: BTreeMap::new(),
             rng: StdRng::from_os_rng(),
         })));
         let app = Router::new()
@@ -207,9 +210,6 @@ async fn book(State(shared): State<Shared>, headers: HeaderMap, body: String) ->
         .get("x-tollgate-fence")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok());
-    if let Some(fence) = fence {
-        shared.lock().stats.fences.push(fence);
-    }
     let key = headers
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
@@ -225,7 +225,14 @@ async fn book(State(shared): State<Shared>, headers: HeaderMap, body: String) ->
         let mut s = shared.lock();
         let roll = s.rng.random_range(0..100u32);
         s.stats.requests += 1;
+        if let Some(fence) = fence {
+            s.stats.fences.push(fence);
+        }
         if let Some(invoice_id) = arriving {
+            if let Some(fence) = fence {
+                let newest = s.newest_fence.entry(invoice_id.clone()).or_default();
+                *newest = (*newest).max(fence);
+            }
             *s.stats.requests_by_invoice.entry(invoice_id).or_default() += 1;
         }
         if let Some(run_id) = run_id {
@@ -308,7 +315,7 @@ async fn book(State(shared): State<Shared>, headers: HeaderMap, body: String) ->
     };
     let (response, hold, after) = {
         let mut s = shared.lock();
-        let newest = s.stats.fences.iter().copied().max();
+        let newest = s.newest_fence.get(&invoice_id).copied();
         if s.faults.refuse_stale_fences
             && let (Some(fence), Some(newest)) = (fence, newest)
             && fence < newest

@@ -426,6 +426,7 @@ pub trait LedgerExt: Ledger {
         node_id: &str,
         address: &str,
         version: &str,
+        lease_ttl_ms: Millis,
         forget_silent_before: Option<Millis>,
         now: Millis,
     ) -> Result<(), LedgerError> {
@@ -433,6 +434,7 @@ pub trait LedgerExt: Ledger {
             node_id: node_id.to_owned(),
             address: address.to_owned(),
             version: version.to_owned(),
+            lease_ttl_ms,
             forget_silent_before,
             now,
         };

@@ -665,6 +665,8 @@ pub enum Op {
         address: String,
         /// The host build the node runs.
         version: String,
+        /// The node's lease TTL: it counts as dead once silent this long.
+        lease_ttl_ms: Millis,
         forget_silent_before: Option<Millis>,
         now: Millis,
     },
@@ -680,6 +682,8 @@ pub struct NodeRecord {
     pub version: String,
     pub started_at: Millis,
     pub heartbeat_at: Millis,
+    /// The node's lease TTL: it counts as dead once silent this long.
+    pub lease_ttl_ms: Millis,
     /// When it shut down cleanly; `None` while it runs or after it died.
     pub stopped_at: Option<Millis>,
 }

@@ -48,8 +48,15 @@ impl Unrecorded {
             ..
         } = &self.source
         {
+            let then = if owner_run_id == run_id {
+                format!(
+                    "`tollgate runs show {run_id}` shows how the run ends, and the same call under the same idempotency key returns its result"
+                )
+            } else {
+                format!("`tollgate runs show {owner_run_id}` shows how that run settles it")
+            };
             return format!(
-                "this attempt was superseded: attempt {owner_attempt} of run `{owner_run_id}` owns the effect now ({status}) and settles it, and nothing more is sent from here; `tollgate runs show {run_id}` shows how the run ends, and the same call under the same idempotency key returns its result"
+                "this attempt was superseded: attempt {owner_attempt} of run `{owner_run_id}` owns the effect now ({status}) and settles it, and nothing more is sent from here; {then}"
             );
         }
         if self.honours_keys {

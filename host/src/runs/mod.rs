@@ -324,13 +324,20 @@ pub(crate) async fn cancelled(
     run_id: &str,
     why: &str,
 ) -> Result<(), RunError> {
-    give_up(services, run_id, why, GiveUp::Cancelled).await
+    give_up(services, run_id, why, GiveUp::Cancelled)
+        .await
+        .map(drop)
 }
 
 /// Gives up this host's running attempt of `run_id` because the host is shutting down (the
 /// attempt's future was dropped at an await point): its lease ends now and its lock is
 /// freed, so any host's recovery loop resumes the run at once rather than after the lease.
-pub(crate) async fn released(services: &Services, run_id: &str, why: &str) -> Result<(), RunError> {
+/// `false` if this host had no running attempt of it (it was between attempts).
+pub(crate) async fn released(
+    services: &Services,
+    run_id: &str,
+    why: &str,
+) -> Result<bool, RunError> {
     give_up(services, run_id, why, GiveUp::Released).await
 }
 
@@ -342,18 +349,19 @@ enum GiveUp {
     Released,
 }
 
+/// `false` if this host had no running attempt of `run_id` to give up.
 async fn give_up(
     services: &Services,
     run_id: &str,
     why: &str,
     how: GiveUp,
-) -> Result<(), RunError> {
+) -> Result<bool, RunError> {
     let id = run_id.to_owned();
     let Some(attempt) = read(services, move |l| l.attempts(&id)).await?.pop() else {
-        return Ok(());
+        return Ok(false);
     };
     if attempt.status != AttemptStatus::Running || attempt.holder != services.holder() {
-        return Ok(());
+        return Ok(false);
     }
     let n = attempt.attempt;
     let now = services.now();
@@ -423,7 +431,7 @@ async fn give_up(
         }
     }
     ledger::apply(services.ledger(), ops).await?;
-    Ok(())
+    Ok(true)
 }
 
 /// The report of a finished run, from its ledger record.

@@ -118,7 +118,9 @@ pub async fn serve(
         .into_future();
     tokio::pin!(serving);
     let result = tokio::select! {
-        served = &mut serving => served.map_err(|e| McpError::Transport(e.to_string())),
+        // First: with no connection open, serving may end in the same wake that shutdown
+        // began, and the drain must still run for the recoveries in flight.
+        biased;
         () = stop.cancelled() => {
             finish_drain(&drain, options.drain).await;
             match tokio::time::timeout(CLOSE_GRACE, &mut serving).await {
@@ -126,9 +128,10 @@ pub async fn serve(
                 Err(_) => Ok(()),
             }
         }
+        served = &mut serving => served.map_err(|e| McpError::Transport(e.to_string())),
     };
     stop.cancel();
-    drain.cut_now(); // only reached early if serving failed: nothing may run on
+    drain.cut_now(); // reached without a drain only if serving failed: nothing may run on
     if let Err(e) = recovering.await {
         tracing::warn!("the recovery loop ended badly: {e}");
     }

@@ -64,6 +64,9 @@ pub async fn run(
             }
         };
         for (run_id, tool_name) in stranded {
+            if stop.is_cancelled() {
+                break; // shutdown began during the look: claim nothing more
+            }
             let Some(tool) = server.tool(&tool_name).cloned() else {
                 continue; // only this node's tools were asked for
             };

@@ -542,7 +542,8 @@ pub(super) fn stranded(
     )
 }
 
-const NODE_COLUMNS: &str = "node_id, address, version, started_at, heartbeat_at, stopped_at";
+const NODE_COLUMNS: &str =
+    "node_id, address, version, started_at, heartbeat_at, lease_ttl_ms, stopped_at";
 
 fn node_from_row(row: &Row) -> Result<NodeRecord, LedgerError> {
     Ok(NodeRecord {
@@ -551,7 +552,8 @@ fn node_from_row(row: &Row) -> Result<NodeRecord, LedgerError> {
         version: get(row, 2)?,
         started_at: get(row, 3)?,
         heartbeat_at: get(row, 4)?,
-        stopped_at: get(row, 5)?,
+        lease_ttl_ms: get(row, 5)?,
+        stopped_at: get(row, 6)?,
     })
 }
 

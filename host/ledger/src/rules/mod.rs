@@ -407,6 +407,7 @@ pub fn apply(tx: &mut impl Tx, op: Op) -> Result<Applied, LedgerError> {
             node_id,
             address,
             version,
+            lease_ttl_ms,
             forget_silent_before,
             now,
         } => {
@@ -423,6 +424,7 @@ pub fn apply(tx: &mut impl Tx, op: Op) -> Result<Applied, LedgerError> {
                 version,
                 started_at,
                 heartbeat_at: now,
+                lease_ttl_ms,
                 stopped_at: None,
             })?;
             Ok(Applied::Done)

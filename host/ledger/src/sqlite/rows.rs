@@ -482,13 +482,15 @@ fn node_from_row(row: &Row<'_>) -> rusqlite::Result<NodeRecord> {
         version: row.get(2)?,
         started_at: row.get(3)?,
         heartbeat_at: row.get(4)?,
-        stopped_at: row.get(5)?,
+        lease_ttl_ms: row.get(5)?,
+        stopped_at: row.get(6)?,
     })
 }
 
 macro_rules! node_select {
     () => {
-        "SELECT node_id, address, version, started_at, heartbeat_at, stopped_at FROM nodes"
+        "SELECT node_id, address, version, started_at, heartbeat_at, lease_ttl_ms, stopped_at \
+         FROM nodes"
     };
 }
 

@@ -326,10 +326,11 @@ impl Tx for SqliteTx<'_> {
 
     fn put_node(&mut self, node: &NodeRecord) -> Result<(), LedgerError> {
         self.execute(
-            "INSERT INTO nodes (node_id, address, version, started_at, heartbeat_at, stopped_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (node_id) DO UPDATE SET \
-             address = excluded.address, version = excluded.version, \
-             started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at, \
+            "INSERT INTO nodes (node_id, address, version, started_at, heartbeat_at, \
+             lease_ttl_ms, stopped_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+             ON CONFLICT (node_id) DO UPDATE SET address = excluded.address, \
+             version = excluded.version, started_at = excluded.started_at, \
+             heartbeat_at = excluded.heartbeat_at, lease_ttl_ms = excluded.lease_ttl_ms, \
              stopped_at = excluded.stopped_at",
             params![
                 node.node_id,
@@ -337,6 +338,7 @@ impl Tx for SqliteTx<'_> {
                 node.version,
                 node.started_at,
                 node.heartbeat_at,
+                node.lease_ttl_ms,
                 node.stopped_at
             ],
             "recording a node's heartbeat",

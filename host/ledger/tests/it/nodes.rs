@@ -118,13 +118,13 @@ fn a_heartbeat_records_the_node_keeps_its_start_and_a_stop_marks_it_until_it_bea
     let ledger = ledger();
     assert!(ledger.nodes().unwrap().is_empty());
     ledger
-        .heartbeat("a:1:x", "127.0.0.1:8080", "0.1.0", None, T0)
+        .heartbeat("a:1:x", "127.0.0.1:8080", "0.1.0", 30_000, None, T0)
         .unwrap();
     ledger
-        .heartbeat("a:1:x", "127.0.0.1:8080", "0.1.0", None, T0 + 1_000)
+        .heartbeat("a:1:x", "127.0.0.1:8080", "0.1.0", 30_000, None, T0 + 1_000)
         .unwrap();
     ledger
-        .heartbeat("b:2:y", "127.0.0.1:8081", "0.1.0", None, T0 + 500)
+        .heartbeat("b:2:y", "127.0.0.1:8081", "0.1.0", 30_000, None, T0 + 500)
         .unwrap();
     let nodes = ledger.nodes().unwrap();
     assert_eq!(nodes.len(), 2);
@@ -149,7 +149,7 @@ fn a_heartbeat_records_the_node_keeps_its_start_and_a_stop_marks_it_until_it_bea
     assert_eq!(nodes[1].heartbeat_at, T0 + 1_000);
 
     ledger
-        .heartbeat("a:1:x", "127.0.0.1:8080", "0.1.0", None, T0 + 3_000)
+        .heartbeat("a:1:x", "127.0.0.1:8080", "0.1.0", 30_000, None, T0 + 3_000)
         .unwrap();
     let again = &ledger.nodes().unwrap()[1];
     assert_eq!((again.started_at, again.stopped_at), (T0, None));
@@ -158,10 +158,12 @@ fn a_heartbeat_records_the_node_keeps_its_start_and_a_stop_marks_it_until_it_bea
 #[test]
 fn a_heartbeat_that_forgets_silent_nodes_deletes_only_those_silent_since_before_the_cutoff() {
     let ledger = ledger();
-    ledger.heartbeat("old", "a", "v", None, T0).unwrap();
-    ledger.heartbeat("recent", "b", "v", None, T0 + 10).unwrap();
+    ledger.heartbeat("old", "a", "v", 30_000, None, T0).unwrap();
     ledger
-        .heartbeat("new", "c", "v", Some(T0 + 10), T0 + 20)
+        .heartbeat("recent", "b", "v", 30_000, None, T0 + 10)
+        .unwrap();
+    ledger
+        .heartbeat("new", "c", "v", 30_000, Some(T0 + 10), T0 + 20)
         .unwrap();
     let mut left: Vec<String> = ledger
         .nodes()

@@ -118,6 +118,55 @@ impl McpServer {
     }
 }
 
+impl McpServer {
+    /// Resolves when a node's drain cuts the calls still running; never without a drain.
+    async fn cut(&self) {
+        match &self.drain {
+            Some(drain) => drain.cut().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// The answer to a call whose run future was dropped (so the tool stopped at its last
+    /// await point), after recording why: the client cancelled it, or the node's drain cut
+    /// it and gave up its attempt's lease for another node.
+    async fn stopped(&self, ended: Ended, run_id: &str, keyed: bool) -> CallToolResult {
+        if let Ended::Cancelled = ended {
+            let why = "the MCP client cancelled the call";
+            if let Err(e) = self.runtime.cancelled(run_id, why).await {
+                tracing::warn!(run_id, error = %e, "could not record the cancellation");
+            }
+            return failure_result(FailureClass::Transient, why, Some(run_id), None);
+        }
+        let why = "the node serving the call shut down before it ended";
+        let released = match self.runtime.released(run_id, why).await {
+            Ok(released) => released,
+            Err(e) => {
+                tracing::warn!(run_id, error = %e, "could not release the attempt's lease");
+                false
+            }
+        };
+        let next = if released {
+            "another node resumes it now"
+        } else {
+            // Between attempts (a backoff), or the release failed: a recovery loop takes it
+            // once the backoff and a lease have passed.
+            "a node's recovery loop resumes it once its retry backoff and a lease have passed"
+        };
+        let then = if keyed {
+            "repeat the call with the same idempotency key for its result".to_owned()
+        } else {
+            format!("`tollgate runs show {run_id}` shows how it ends")
+        };
+        failure_result(
+            FailureClass::Transient,
+            &format!("{why}; run {run_id} is resumable and {next}: {then}"),
+            Some(run_id),
+            None,
+        )
+    }
+}
+
 /// How a call's run future ended.
 enum Ended {
     Ran(Result<RunReport, RunError>),
@@ -202,47 +251,18 @@ impl ServerHandler for McpServer {
         });
         let input = args.to_string();
         let _in_flight = self.drain.as_ref().map(Drain::enter);
-        let cut = async {
-            match &self.drain {
-                Some(drain) => drain.cut().await,
-                None => std::future::pending().await,
-            }
-        };
         let run = self
             .runtime
             .run_with_options(&served.loaded, &input, &options, true);
         let outcome = tokio::select! {
             outcome = run => Ended::Ran(outcome),
             () = context.ct.cancelled() => Ended::Cancelled,
-            () = cut => Ended::Cut,
+            () = self.cut() => Ended::Cut,
         };
         if let (Some(progress), Ended::Ran(_)) = (progress, &outcome) {
             progress.finish().await;
         }
         let result = match outcome {
-            // The run's future is gone, so the tool stopped at its last await point.
-            Ended::Cancelled => {
-                let why = "the MCP client cancelled the call";
-                if let Err(e) = self.runtime.cancelled(&run_id, why).await {
-                    tracing::warn!(run_id, error = %e, "could not record the cancellation");
-                }
-                failure_result(FailureClass::Transient, why, Some(&run_id), None)
-            }
-            Ended::Cut => {
-                let why = "the node serving the call shut down before it ended";
-                if let Err(e) = self.runtime.released(&run_id, why).await {
-                    tracing::warn!(run_id, error = %e, "could not release the attempt's lease");
-                }
-                let message = match &key {
-                    Some(_) => format!(
-                        "{why}; another node resumes run {run_id}: repeat the call with the same idempotency key for its result"
-                    ),
-                    None => format!(
-                        "{why}; another node resumes run {run_id}: `tollgate runs show {run_id}` shows how it ends"
-                    ),
-                };
-                failure_result(FailureClass::Transient, &message, Some(&run_id), None)
-            }
             Ended::Ran(Ok(report)) => report_result(&report, false),
             Ended::Ran(Err(RunError::Ledger(LedgerError::CallKeyUsed {
                 run_id: first,
@@ -255,9 +275,17 @@ impl ServerHandler for McpServer {
                         .call_key
                         .is_some_and(|c| c.args_digest == first_digest);
                 if same {
-                    match self.runtime.join(&served.loaded, &first).await {
-                        Ok(report) => report_result(&report, true),
-                        Err(e) => run_error_result(&e),
+                    // A join may drive the run itself (its host died), so it is cut and
+                    // cancelled like a run of this call's own.
+                    let joined = tokio::select! {
+                        joined = self.runtime.join(&served.loaded, &first) => Ended::Ran(joined),
+                        () = context.ct.cancelled() => Ended::Cancelled,
+                        () = self.cut() => Ended::Cut,
+                    };
+                    match joined {
+                        Ended::Ran(Ok(report)) => report_result(&report, true),
+                        Ended::Ran(Err(e)) => run_error_result(&e),
+                        ended => self.stopped(ended, &first, key.is_some()).await,
                     }
                 } else {
                     failure_result(
@@ -272,6 +300,7 @@ impl ServerHandler for McpServer {
                 }
             }
             Ended::Ran(Err(e)) => run_error_result(&e),
+            ended => self.stopped(ended, &run_id, key.is_some()).await,
         };
         if let Some(timer) = timer {
             timer.ended(&status_label(&result));

@@ -8,8 +8,11 @@ CREATE TABLE nodes (
     version      TEXT    NOT NULL,
     started_at   BIGINT  NOT NULL,
     heartbeat_at BIGINT  NOT NULL,
+    -- The node's own lease TTL: it is dead once silent this long.
+    lease_ttl_ms BIGINT  NOT NULL CHECK (lease_ttl_ms > 0),
     stopped_at   BIGINT
 );
 
--- What a node holds is read by holder; only unreleased locks are held.
+-- What a node holds is read by holder: the running attempts and the unreleased locks.
+CREATE INDEX attempts_running_by_holder ON attempts (holder) WHERE status = 'running';
 CREATE INDEX locks_by_holder ON locks (holder) WHERE NOT released;
