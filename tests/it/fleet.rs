@@ -1,11 +1,12 @@
 //! A fleet: three `tollgate serve` nodes on one ledger, agents calling any of them with
 //! idempotency keys and retrying on another node when one fails them, while one node is
-//! killed with `kill -9` and another is sent SIGTERM with calls in flight. Re-run on
+//! killed with `kill -9` (and restarted) and another is sent SIGTERM with calls in flight;
+//! a killed node's run resumed by the other within a lease and an interval; split brain. Re-run on
 //! PostgreSQL by the suite driver, the fleet's shared backend.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -89,25 +90,30 @@ async fn call(client: &reqwest::Client, base: &str, id: &str, key: &str) -> Resu
         .ok_or_else(|| format!("no answer in {body:?}"))
 }
 
-/// An agent's persistence: the same key on the next node until the call has an answer that
-/// is not transient (a node gone, a call cut by a drain).
-async fn call_until_answered(bases: Arc<Vec<String>>, index: usize) -> Answer {
+/// The nodes' addresses as agents see them; a restarted node takes its slot.
+type Bases = Arc<RwLock<Vec<String>>>;
+
+/// An agent's persistence: invoice `index`'s call under its key, first to node `first` (an
+/// index into `bases`), then on the next node until an answer that is not transient (a node
+/// gone, a call cut by a drain). Returns the answer and the node that gave it.
+async fn call_until_answered(bases: &Bases, index: usize, first: usize) -> (Answer, usize) {
     let id = format!("INV-F{index:03}");
     let key = format!("fleet-{id}");
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(120);
     for attempt in 0.. {
         assert!(Instant::now() < deadline, "{id}: no answer in time");
-        let base = &bases[(index + attempt) % bases.len()];
-        if let Ok(result) = call(&client, base, &id, &key).await {
+        let slot = (first + attempt) % 3;
+        let base = bases.read().unwrap()[slot].clone();
+        if let Ok(result) = call(&client, &base, &id, &key).await {
             let run_id = result["_meta"][RUN_ID_META].as_str().map(str::to_owned);
             let status = result["_meta"][STATUS_META].as_str().map(str::to_owned);
             match (run_id, status) {
                 (Some(run_id), Some(status)) if status == "succeeded" => {
-                    return Answer::Succeeded { run_id };
+                    return (Answer::Succeeded { run_id }, slot);
                 }
                 (Some(run_id), Some(status)) if status != "running" => {
-                    return Answer::Stopped { run_id, status };
+                    return (Answer::Stopped { run_id, status }, slot);
                 }
                 _ => {} // transient: try again
             }
@@ -126,9 +132,10 @@ struct Outcome {
     killed: String,
 }
 
-/// Three nodes; `INVOICES` keyed calls from `CLIENTS` agents at once. Once a third of the
-/// calls are answered node A is killed (`kill -9`); once two thirds are, node B is sent
-/// SIGTERM with a drain of 0 ms, so what it runs is cut and released.
+/// Three nodes; `INVOICES` keyed calls from `CLIENTS` agents at once, each to a random node
+/// and repeated on another. Once a third of the calls are answered node A is killed
+/// (`kill -9`) and restarted; once two thirds are, node B is sent SIGTERM with a drain of
+/// 0 ms, so what it runs is cut and released.
 async fn campaign(honours_keys: bool) -> Outcome {
     let env = Env::new();
     let erp = Erp::start(honours_keys).unwrap();
@@ -145,7 +152,11 @@ async fn campaign(honours_keys: bool) -> Outcome {
     let mut a = Node::start(&env, &config, &fast);
     let mut b = Node::start(&env, &config, &fast);
     let c = Node::start(&env, &config, &fast);
-    let bases = Arc::new(vec![a.base.clone(), b.base.clone(), c.base.clone()]);
+    let bases: Bases = Arc::new(RwLock::new(vec![
+        a.base.clone(),
+        b.base.clone(),
+        c.base.clone(),
+    ]));
 
     let answered = Arc::new(AtomicUsize::new(0));
     let gate = Arc::new(Semaphore::new(CLIENTS));
@@ -154,7 +165,15 @@ async fn campaign(honours_keys: bool) -> Outcome {
         let (bases, answered, gate) = (bases.clone(), answered.clone(), gate.clone());
         agents.push(tokio::spawn(async move {
             let _turn = gate.acquire_owned().await.unwrap();
-            let answer = call_until_answered(bases, index).await;
+            let first = rand::random_range(0..3);
+            let (answer, slot) = call_until_answered(&bases, index, first).await;
+            // The agent repeats the call on another node (its answer got lost, say): it
+            // gets the same run's answer, never a second run.
+            let (again, _) = call_until_answered(&bases, index, slot + 1).await;
+            assert_eq!(
+                again, answer,
+                "INV-F{index:03}: the repeat found another run"
+            );
             answered.fetch_add(1, Ordering::SeqCst);
             answer
         }));
@@ -173,9 +192,23 @@ async fn campaign(honours_keys: bool) -> Outcome {
         }
     };
     reach(INVOICES / 3).await;
+    // Killed the moment it holds a run whose request downstream booked and has not yet
+    // answered: the window a retry must not send again.
+    let ledger = env.open_ledger();
+    wait_for("A never held a booked, unanswered request", || {
+        booked_unanswered(&*ledger, &erp, &a.id)
+    })
+    .await;
     a.child.kill().unwrap(); // SIGKILL, with calls in flight
     a.child.wait().unwrap();
+    // Restarted under a new identity, in the killed node's slot.
+    let restarted = Node::start(&env, &config, &fast);
+    bases.write().unwrap()[0] = restarted.base.clone();
     reach(2 * INVOICES / 3).await;
+    wait_for("B never held a run", || {
+        !ledger.holdings(&b.id).unwrap().attempts.is_empty()
+    })
+    .await;
     let sent = std::process::Command::new("kill")
         .args(["-TERM", &b.child.id().to_string()])
         .status()
@@ -201,13 +234,37 @@ async fn campaign(honours_keys: bool) -> Outcome {
     assert!(b_row.stopped_at.is_some(), "B recorded that it stopped");
     let a_row = nodes.iter().find(|n| n.node_id == a.id).unwrap();
     assert_eq!(a_row.stopped_at, None, "A was killed: it could not say so");
-    drop(c);
+    assert!(nodes.iter().any(|n| n.node_id == restarted.id));
+    drop((c, restarted));
     Outcome {
         answers,
         erp,
         env,
         killed: a.id.clone(),
     }
+}
+
+/// Whether `node` holds a running attempt whose invoice the ERP has booked while the ledger
+/// still has its effect pending: the answer is on its way.
+fn booked_unanswered(ledger: &dyn tollgate::ledger::Ledger, erp: &Erp, node: &str) -> bool {
+    let settled = erp.stats().settled_by_key;
+    ledger
+        .holdings(node)
+        .unwrap()
+        .attempts
+        .iter()
+        .any(|attempt| {
+            let Some(run) = ledger.run(&attempt.run_id).unwrap() else {
+                return false;
+            };
+            let input: Value = serde_json::from_str(&run.input).unwrap();
+            let key = format!("post-invoice:{}", input["invoice_id"].as_str().unwrap());
+            settled.contains_key(&key)
+                && ledger
+                    .effect("erp.post-invoice", &key)
+                    .unwrap()
+                    .is_some_and(|e| e.status == tollgate::ledger::EffectStatus::Pending)
+        })
 }
 
 /// The ledger's runs, by run id, with the journal events of each.
@@ -441,4 +498,67 @@ async fn a_frozen_node_that_wakes_after_its_run_was_taken_over_is_fenced_out() {
         ledger.holdings(&a.id).unwrap().attempts.is_empty(),
         "A holds nothing"
     );
+}
+
+/// Recovery in isolation: node A holds a run whose request the ERP booked and holds; A is
+/// killed. Node B, already running, resumes it once A's lease lapses: by the ledger's own
+/// clock, within one recovery interval of the lapse (plus room for a loaded machine, well
+/// under another lease), and the ERP books the invoice once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_nodes_run_is_resumed_by_another_within_its_lease_and_an_interval() {
+    const LEASE_MS: i64 = 4_000;
+    const INTERVAL_MS: i64 = 100;
+    let env = Env::new();
+    let erp = Erp::start(true).unwrap();
+    erp.inject(Faults {
+        timeout_after_success: 1,
+        hold_ms: 60_000,
+        ..Faults::default()
+    });
+    let config = env.config_file(&format!(
+        "lease_ttl_ms = {LEASE_MS}\n{}component = {INVOICE:?}\n",
+        erp_config(&erp.invoices_url(), true, 120_000)
+    ));
+    let interval = INTERVAL_MS.to_string();
+    let fast = ["--recovery-interval-ms", interval.as_str()];
+    let mut a = Node::start(&env, &config, &fast);
+    let b = Node::start(&env, &config, &fast);
+    let base_a = a.base.clone();
+    let key = "alone-INV-ALONE";
+    let first =
+        tokio::spawn(async move { call(&reqwest::Client::new(), &base_a, "INV-ALONE", key).await });
+    wait_for("A's request never arrived", || erp.stats().requests == 1).await;
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+    assert!(first.await.unwrap().is_err(), "A died without answering");
+
+    let ledger = env.open_ledger();
+    let run_id = ledger.call_key(key).unwrap().unwrap().run_id;
+    wait_for("B never finished the run", || {
+        ledger.run(&run_id).unwrap().unwrap().status != RunStatus::Running
+    })
+    .await;
+    assert_eq!(
+        ledger.run(&run_id).unwrap().unwrap().status,
+        RunStatus::Succeeded
+    );
+    let attempts = ledger.attempts(&run_id).unwrap();
+    assert_eq!(attempts.len(), 2, "{attempts:?}");
+    assert_eq!(attempts[0].holder, a.id);
+    assert_eq!(attempts[1].holder, b.id);
+    let recovered = ledger
+        .journal_entries(&run_id)
+        .unwrap()
+        .into_iter()
+        .find(|e| e.event == "run.recovered")
+        .expect("B journaled the recovery");
+    let lapsed = attempts[0].lease_until;
+    let late = recovered.at - lapsed;
+    eprintln!("fleet: resumed {late} ms after the lease lapsed");
+    assert!(late >= 0, "resumed before the lease lapsed: {late} ms");
+    assert!(
+        late <= INTERVAL_MS + 1_000,
+        "resumed {late} ms after the lease lapsed, past one {INTERVAL_MS} ms interval"
+    );
+    assert_eq!(erp.stats().postings, 1, "booked once, replayed to B");
 }
