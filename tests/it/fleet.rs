@@ -18,7 +18,7 @@ use tollgate_tests::invoice;
 use tollgate_tests::plugins::INVOICE;
 
 use crate::harness::{Env, erp_config};
-use crate::serve::Node;
+use crate::serve::{Node, mcp_call};
 
 const INVOICES: usize = 300;
 const CLIENTS: usize = 24;
@@ -39,55 +39,9 @@ enum Answer {
 /// One `tools/call` of `invoice` with `key`, as a client makes it over streamable HTTP;
 /// `Err` for a node that is gone or answers nothing usable.
 async fn call(client: &reqwest::Client, base: &str, id: &str, key: &str) -> Result<Value, String> {
-    let url = format!("{base}/mcp");
-    let post = |body: Value, session: Option<String>| {
-        let mut request = client
-            .post(&url)
-            .header("accept", "application/json, text/event-stream")
-            .json(&body);
-        if let Some(session) = session {
-            request = request.header("mcp-session-id", session);
-        }
-        request.send()
-    };
-    let init = post(
-        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-            "protocolVersion": "2025-06-18", "capabilities": {},
-            "clientInfo": {"name": "fleet-agent", "version": "1"}}}),
-        None,
-    )
-    .await
-    .map_err(|e| e.to_string())?;
-    let session = init
-        .headers()
-        .get("mcp-session-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    init.text().await.map_err(|e| e.to_string())?;
-    post(
-        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
-        session.clone(),
-    )
-    .await
-    .map_err(|e| e.to_string())?;
     let arguments: Value = serde_json::from_str(&invoice(id)).unwrap();
-    let body = post(
-        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
-            "name": "invoice", "arguments": arguments,
-            "_meta": {IDEMPOTENCY_KEY_META: key}}}),
-        session,
-    )
-    .await
-    .map_err(|e| e.to_string())?
-    .text()
-    .await
-    .map_err(|e| e.to_string())?;
-    body.lines()
-        .map(|line| line.strip_prefix("data:").unwrap_or(line).trim())
-        .filter_map(|data| serde_json::from_str::<Value>(data).ok())
-        .find(|message| message["id"] == 2)
-        .map(|message| message["result"].clone())
-        .ok_or_else(|| format!("no answer in {body:?}"))
+    let meta = json!({ IDEMPOTENCY_KEY_META: key });
+    mcp_call(client, base, "invoice", arguments, meta).await
 }
 
 /// The nodes' addresses as agents see them; a restarted node takes its slot.
@@ -209,25 +163,14 @@ async fn campaign(honours_keys: bool) -> Outcome {
         !ledger.holdings(&b.id).unwrap().attempts.is_empty()
     })
     .await;
-    let sent = std::process::Command::new("kill")
-        .args(["-TERM", &b.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
+    b.signal("-TERM");
 
     let mut answers = BTreeMap::new();
     for (index, agent) in agents.into_iter().enumerate() {
         answers.insert(format!("INV-F{index:03}"), agent.await.unwrap());
     }
     // B drained (cutting and releasing what it ran) and exited cleanly, saying so.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = b.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "B did not exit on SIGTERM");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let status = b.exited(Duration::from_secs(30)).await;
     assert_eq!(status.code(), Some(0), "B exits cleanly");
     let nodes = env.open_ledger().nodes().unwrap();
     let b_row = nodes.iter().find(|n| n.node_id == b.id).unwrap();
@@ -397,14 +340,6 @@ async fn a_fleet_losing_nodes_over_a_keyless_downstream_books_nothing_twice() {
     assert!(stopped >= 1, "no kill landed after downstream acted");
 }
 
-fn signal(node: &Node, sig: &str) {
-    let sent = std::process::Command::new("kill")
-        .args([sig, &node.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success(), "kill {sig}");
-}
-
 async fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
     let started = Instant::now();
     while !ready() {
@@ -441,7 +376,7 @@ async fn a_frozen_node_that_wakes_after_its_run_was_taken_over_is_fenced_out() {
     let first =
         tokio::spawn(async move { call(&reqwest::Client::new(), &base_a, "INV-SPLIT", key).await });
     wait_for("A's request never arrived", || erp.stats().requests == 1).await;
-    signal(&a, "-STOP");
+    a.signal("-STOP");
     wait_for("B never took the run over", || erp.stats().requests == 2).await;
     let ledger = env.open_ledger();
     let run_id = ledger.call_key(key).unwrap().unwrap().run_id;
@@ -449,7 +384,7 @@ async fn a_frozen_node_that_wakes_after_its_run_was_taken_over_is_fenced_out() {
         ledger.run(&run_id).unwrap().unwrap().status != RunStatus::Running
     })
     .await;
-    signal(&a, "-CONT");
+    a.signal("-CONT");
     // A's own answer says it was superseded, not that a resume is needed.
     let answer = first.await.unwrap().expect("A answers once it wakes");
     let text = answer["content"][0]["text"].as_str().unwrap_or_default();

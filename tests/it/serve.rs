@@ -76,6 +76,29 @@ impl Node {
     }
 }
 
+impl Node {
+    /// Sends the node `sig` (`-TERM`, `-STOP`, `-CONT`) with `kill`.
+    pub(crate) fn signal(&self, sig: &str) {
+        let sent = std::process::Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill {sig}");
+    }
+
+    /// Waits up to `limit` for the node to exit; how it exited.
+    pub(crate) async fn exited(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "node {} did not exit", self.id);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
 impl Drop for Node {
     fn drop(&mut self) {
         _ = self.child.kill();
@@ -84,11 +107,17 @@ impl Drop for Node {
 }
 
 /// One MCP exchange over streamable HTTP, as any client makes it: `initialize`, then
-/// `notifications/initialized`, then `tools/call`. Returns the call's result.
-async fn call_over_mcp(base: &str, tool: &str, arguments: Value) -> Value {
-    let client = reqwest::Client::new();
+/// `notifications/initialized`, then `tools/call` (with `meta` as its `_meta`, unless empty).
+/// The call's result; `Err` for a node that is gone, refuses, or answers nothing usable.
+pub(crate) async fn mcp_call(
+    client: &reqwest::Client,
+    base: &str,
+    tool: &str,
+    arguments: Value,
+    meta: Value,
+) -> Result<Value, String> {
     let url = format!("{base}/mcp");
-    let post = |body: Value, session: Option<&str>| {
+    let post = |body: Value, session: Option<String>| {
         let mut request = client
             .post(&url)
             .header("accept", "application/json, text/event-stream")
@@ -105,35 +134,52 @@ async fn call_over_mcp(base: &str, tool: &str, arguments: Value) -> Value {
         None,
     )
     .await
-    .unwrap();
-    assert!(init.status().is_success(), "{init:?}");
+    .map_err(|e| e.to_string())?;
+    if !init.status().is_success() {
+        return Err(format!("initialize: {init:?}"));
+    }
     let session = init
         .headers()
         .get("mcp-session-id")
-        .map(|v| v.to_str().unwrap().to_owned());
-    let _ = init.text().await.unwrap();
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    init.text().await.map_err(|e| e.to_string())?;
     let notified = post(
         json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
-        session.as_deref(),
+        session.clone(),
     )
     .await
-    .unwrap();
-    assert!(notified.status().is_success(), "{notified:?}");
-    let called = post(
-        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
-               "params": {"name": tool, "arguments": arguments}}),
-        session.as_deref(),
+    .map_err(|e| e.to_string())?;
+    if !notified.status().is_success() {
+        return Err(format!("notifications/initialized: {notified:?}"));
+    }
+    let mut params = json!({"name": tool, "arguments": arguments});
+    if meta.as_object().is_some_and(|m| !m.is_empty()) {
+        params["_meta"] = meta;
+    }
+    let body = post(
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": params}),
+        session,
     )
     .await
-    .unwrap();
-    let body = called.text().await.unwrap();
+    .map_err(|e| e.to_string())?
+    .text()
+    .await
+    .map_err(|e| e.to_string())?;
     // An SSE stream or a plain JSON body: the answer is the message with id 2.
     body.lines()
         .map(|line| line.strip_prefix("data:").unwrap_or(line).trim())
         .filter_map(|data| serde_json::from_str::<Value>(data).ok())
         .find(|message| message["id"] == 2)
-        .unwrap_or_else(|| panic!("no answer to tools/call in {body}"))["result"]
-        .clone()
+        .map(|message| message["result"].clone())
+        .ok_or_else(|| format!("no answer to tools/call in {body:?}"))
+}
+
+/// [`mcp_call`] without `_meta`, by a test that expects an answer.
+async fn call_over_mcp(base: &str, tool: &str, arguments: Value) -> Value {
+    mcp_call(&reqwest::Client::new(), base, tool, arguments, json!({}))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Reads `/metrics` until the sample of `name` with `labels` appears (the counter moves just
@@ -244,22 +290,8 @@ async fn a_node_serves_health_readiness_metrics_and_mcp_and_exits_cleanly_on_sig
     );
 
     // SIGTERM with nothing in flight: the node stops and exits 0.
-    let sent = std::process::Command::new("kill")
-        .args(["-TERM", &node.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = node.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the node did not exit on SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    node.signal("-TERM");
+    let status = node.exited(Duration::from_secs(20)).await;
     assert_eq!(status.code(), Some(0));
 }
 
@@ -481,11 +513,7 @@ async fn a_draining_node_releases_a_cut_calls_lease_and_another_node_resumes_it_
         "B holds nothing yet"
     );
 
-    let sent = std::process::Command::new("kill")
-        .args(["-TERM", &a.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
+    a.signal("-TERM");
     let result = call.await.unwrap();
     assert_eq!(result["isError"], true, "{result}");
     assert!(
@@ -502,14 +530,7 @@ async fn a_draining_node_releases_a_cut_calls_lease_and_another_node_resumes_it_
             .contains("another node resumes it now"),
         "{result}"
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = a.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "node A did not exit");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = a.exited(Duration::from_secs(30)).await;
     assert_eq!(status.code(), Some(0), "A drains and exits cleanly");
 
     assert_eq!(ended(&env, &run_id).await.status, RunStatus::Succeeded);
