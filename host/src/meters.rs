@@ -17,11 +17,12 @@ use crate::ledger::{
     NewJournalEntry, NodeRecord, Op, Run, RunFilter, StrandedFilter,
 };
 
-type Labels = Vec<(&'static str, String)>;
+/// A metric's labels, as `prometheus-client` encodes them.
+pub(crate) type Labels = Vec<(&'static str, String)>;
 type Timings = Family<Labels, Histogram, fn() -> Histogram>;
 
-/// Buckets from 1 ms to about 65 s: attempts and effects.
-fn slow() -> Histogram {
+/// Buckets from 1 ms to about 65 s: calls, attempts, effects, scrapes.
+pub(crate) fn slow() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 2.0, 17))
 }
 

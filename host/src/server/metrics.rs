@@ -14,18 +14,12 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::Runtime;
 use crate::ledger::{self, EscalationStatus};
-
-type Labels = Vec<(&'static str, String)>;
-
-/// Latency buckets from 1 ms to about 65 s.
-fn latency() -> Histogram {
-    Histogram::new(exponential_buckets(0.001, 2.0, 17))
-}
+use crate::meters::{Labels, slow};
 
 /// The server's metrics. Cheap to share behind an `Arc`.
 pub struct Metrics {
@@ -65,7 +59,7 @@ impl Metrics {
             calls.clone(),
         );
         let call_seconds =
-            Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(latency);
+            Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(slow);
         registry.register(
             "call_seconds",
             "Time from a tool call's arrival to its answer, attempts and retries included",
@@ -90,7 +84,7 @@ impl Metrics {
             "Ledger reads by this server's own loops and scrapes that failed, by what they read",
             ledger_errors.clone(),
         );
-        let scrape_seconds = latency();
+        let scrape_seconds = slow();
         registry.register(
             "ledger_scrape_seconds",
             "Time the ledger took to answer what a scrape reads from it",
