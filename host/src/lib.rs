@@ -33,6 +33,7 @@ pub mod schema;
 pub mod server;
 mod services;
 pub mod story;
+pub mod telemetry;
 pub mod text;
 pub mod tool;
 

@@ -110,7 +110,13 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.verbose, cli.log_format);
+    let traces = match init_tracing(cli.verbose, cli.log_format) {
+        Ok(traces) => traces,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitStatus::Error.into();
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -121,16 +127,30 @@ fn main() -> ExitCode {
             return ExitStatus::Error.into();
         }
     };
-    match runtime.block_on(dispatch(cli)) {
+    let status = match runtime.block_on(dispatch(cli)) {
         Ok(status) => status.into(),
         Err(e) => {
             commands::report_error(&e);
             ExitStatus::Error.into()
         }
+    };
+    // Outside the runtime: the exporter's last send blocks this thread, bounded.
+    drop(runtime);
+    if let Some(traces) = traces {
+        traces.shutdown();
     }
+    status
 }
 
-fn init_tracing(verbose: u8, format: LogFormat) {
+/// Logs on stderr, filtered by -v or RUST_LOG; and, when an OTLP endpoint is configured,
+/// the host's spans exported as traces, whatever the log level.
+fn init_tracing(
+    verbose: u8,
+    format: LogFormat,
+) -> Result<Option<tollgate::telemetry::Traces>, tollgate::telemetry::TelemetryError> {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let default = match verbose {
         0 => "warn",
         1 => "info,tollgate=info",
@@ -138,22 +158,29 @@ fn init_tracing(verbose: u8, format: LogFormat) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let logs = match format {
         // Colours only on a terminal (and not under NO_COLOR): a log file or pipe gets no
         // escape sequences at all, not even ours.
-        LogFormat::Text => builder
+        LogFormat::Text => logs
             .fmt_fields(text::LogFields)
             .with_ansi(
                 std::io::stderr().is_terminal()
                     && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
             )
-            .init(),
+            .boxed(),
         // JSON escapes every control inside its strings itself.
-        LogFormat::Json => builder.json().init(),
-    }
+        LogFormat::Json => logs.json().boxed(),
+    };
+    let (traces, handle) = match tollgate::telemetry::otlp()? {
+        Some((layer, handle)) => (Some(layer), Some(handle)),
+        None => (None, None),
+    };
+    tracing_subscriber::registry()
+        .with(logs.with_filter(filter))
+        .with(traces)
+        .init();
+    Ok(handle)
 }
 
 async fn dispatch(cli: Cli) -> anyhow::Result<ExitStatus> {

@@ -20,6 +20,7 @@ use crate::tool::{self, LoadError, LoadedTool};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use tracing::Instrument as _;
 
 /// Where the ledger lives unless configured otherwise.
 pub const DEFAULT_LEDGER: &str = ".tollgate/ledger.db";
@@ -240,7 +241,8 @@ impl Runtime {
 
     /// Starts a new run of `tool` on JSON `input`, with run IDs `run-<date>-<uuid>`.
     pub async fn run(&self, tool: &Arc<LoadedTool>, input: &str) -> Result<RunReport, RunError> {
-        runs::start(&self.services, tool, input, &RunOptions::default()).await
+        self.run_with_options(tool, input, &RunOptions::default(), false)
+            .await
     }
 
     /// Starts a new run with `options` (run ID prefix, business-object lock); with `retry`,
@@ -252,12 +254,26 @@ impl Runtime {
         options: &RunOptions,
         retry: bool,
     ) -> Result<RunReport, RunError> {
-        let first = runs::start(&self.services, tool, input, options).await?;
-        if retry {
-            runs::retry(&self.services, tool, first).await
-        } else {
-            Ok(first)
-        }
+        // Named before it starts, so its span (and every log line in it) carries its ID.
+        let run_id = match &options.run_id {
+            Some(id) => id.clone(),
+            None => self.new_run_id(&options.prefix)?,
+        };
+        let options = RunOptions {
+            run_id: Some(run_id.clone()),
+            ..options.clone()
+        };
+        let drive = async {
+            let first = runs::start(&self.services, tool, input, &options).await?;
+            if retry {
+                runs::retry(&self.services, tool, first).await
+            } else {
+                Ok(first)
+            }
+        };
+        drive
+            .instrument(runs::span(&tool.descriptor.name, &run_id))
+            .await
     }
 
     /// Starts a new run whose ID begins with `prefix`.
@@ -271,7 +287,7 @@ impl Runtime {
             prefix: prefix.to_owned(),
             ..RunOptions::default()
         };
-        runs::start(&self.services, tool, input, &options).await
+        self.run_with_options(tool, input, &options, false).await
     }
 
     /// Starts the next attempt of an unfinished run. Without `tool`, loads the component the
@@ -301,12 +317,17 @@ impl Runtime {
                 &loaded
             }
         };
-        let report = runs::resume(&self.services, tool, run_id).await?;
-        if retry {
-            runs::retry(&self.services, tool, report).await
-        } else {
-            Ok(report)
-        }
+        let drive = async {
+            let report = runs::resume(&self.services, tool, run_id).await?;
+            if retry {
+                runs::retry(&self.services, tool, report).await
+            } else {
+                Ok(report)
+            }
+        };
+        drive
+            .instrument(runs::span(&tool.descriptor.name, run_id))
+            .await
     }
 
     /// Starts a run and, while its attempts fail retryably, resumes it under the tool's
@@ -330,7 +351,9 @@ impl Runtime {
     /// Waits for a run another caller started, and returns how it ended; a run whose driver
     /// died is resumed (and retried under its policy) instead.
     pub async fn join(&self, tool: &Arc<LoadedTool>, run_id: &str) -> Result<RunReport, RunError> {
-        runs::join(&self.services, tool, run_id).await
+        runs::join(&self.services, tool, run_id)
+            .instrument(runs::span(&tool.descriptor.name, run_id))
+            .await
     }
 
     /// Up to `batch` running runs of `tools` that no live host drives (their attempt's
@@ -383,7 +406,9 @@ impl Runtime {
         tool: &Arc<LoadedTool>,
         run_id: &str,
     ) -> Result<runs::Recovery, RunError> {
-        runs::recover(&self.services, tool, run_id).await
+        runs::recover(&self.services, tool, run_id)
+            .instrument(runs::span(&tool.descriptor.name, run_id))
+            .await
     }
 
     /// Records that this host's running attempt of `run_id` was given up by its caller (its
@@ -438,8 +463,12 @@ impl Runtime {
                 let resume = async {
                     let path = runs::component_path(&self.services, &escalation.run_id).await?;
                     let tool = self.load(&path).await?;
-                    let first = runs::resume(&self.services, &tool, &escalation.run_id).await?;
-                    runs::retry(&self.services, &tool, first).await
+                    let drive = async {
+                        let first = runs::resume(&self.services, &tool, &escalation.run_id).await?;
+                        runs::retry(&self.services, &tool, first).await
+                    };
+                    let span = runs::span(&tool.descriptor.name, &escalation.run_id);
+                    drive.instrument(span).await
                 };
                 Some(resume.await.map_err(|e: RunError| SettleError::Resume {
                     escalation: Box::new(escalation.clone()),

@@ -21,6 +21,7 @@ mod retry;
 mod sdk;
 mod serve;
 mod snapshots;
+mod traces;
 
 /// Every plugin under `plugins/` has a test named after it in `plugins.rs`: adding a plugin
 /// without a test fails the build.

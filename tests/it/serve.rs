@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use tollgate::ledger::{AttemptStatus, RunFilter, RunStatus};
 use tollgate::server::mcp::RUN_ID_META;
 use tollgate_tests::erp::{Erp, Faults};
+use tollgate_tests::mcp_http::Session;
 use tollgate_tests::plugins::{HELLO, INVOICE};
 
 use crate::harness::{Env, erp_config, invoice, tollgate_with};
@@ -26,9 +27,20 @@ pub(crate) struct Node {
 
 impl Node {
     pub(crate) fn start(env: &Env, config: &std::path::Path, args: &[&str]) -> Self {
+        Self::start_with(env, config, args, &[])
+    }
+
+    /// [`Node::start`] with `vars` set in the node's environment.
+    pub(crate) fn start_with(
+        env: &Env,
+        config: &std::path::Path,
+        args: &[&str],
+        vars: &[(&str, &str)],
+    ) -> Self {
         let mut child = tollgate_with(env, config)
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(args)
+            .envs(vars.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -106,9 +118,9 @@ impl Drop for Node {
     }
 }
 
-/// One MCP exchange over streamable HTTP, as any client makes it: `initialize`, then
-/// `notifications/initialized`, then `tools/call` (with `meta` as its `_meta`, unless empty).
-/// The call's result; `Err` for a node that is gone, refuses, or answers nothing usable.
+/// One MCP exchange over streamable HTTP, as any client makes it: a new session, then one
+/// `tools/call` (with `meta` as its `_meta`, unless empty). The call's result; `Err` for a
+/// node that is gone, refuses, or answers nothing usable.
 pub(crate) async fn mcp_call(
     client: &reqwest::Client,
     base: &str,
@@ -116,63 +128,10 @@ pub(crate) async fn mcp_call(
     arguments: Value,
     meta: Value,
 ) -> Result<Value, String> {
-    let url = format!("{base}/mcp");
-    let post = |body: Value, session: Option<String>| {
-        let mut request = client
-            .post(&url)
-            .header("accept", "application/json, text/event-stream")
-            .json(&body);
-        if let Some(session) = session {
-            request = request.header("mcp-session-id", session);
-        }
-        request.send()
-    };
-    let init = post(
-        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-            "protocolVersion": "2025-06-18", "capabilities": {},
-            "clientInfo": {"name": "serve-test", "version": "1"}}}),
-        None,
-    )
-    .await
-    .map_err(|e| e.to_string())?;
-    if !init.status().is_success() {
-        return Err(format!("initialize: {init:?}"));
-    }
-    let session = init
-        .headers()
-        .get("mcp-session-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    init.text().await.map_err(|e| e.to_string())?;
-    let notified = post(
-        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
-        session.clone(),
-    )
-    .await
-    .map_err(|e| e.to_string())?;
-    if !notified.status().is_success() {
-        return Err(format!("notifications/initialized: {notified:?}"));
-    }
-    let mut params = json!({"name": tool, "arguments": arguments});
-    if meta.as_object().is_some_and(|m| !m.is_empty()) {
-        params["_meta"] = meta;
-    }
-    let body = post(
-        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": params}),
-        session,
-    )
-    .await
-    .map_err(|e| e.to_string())?
-    .text()
-    .await
-    .map_err(|e| e.to_string())?;
-    // An SSE stream or a plain JSON body: the answer is the message with id 2.
-    body.lines()
-        .map(|line| line.strip_prefix("data:").unwrap_or(line).trim())
-        .filter_map(|data| serde_json::from_str::<Value>(data).ok())
-        .find(|message| message["id"] == 2)
-        .map(|message| message["result"].clone())
-        .ok_or_else(|| format!("no answer to tools/call in {body:?}"))
+    Session::open(client, base)
+        .await?
+        .call(tool, arguments, meta)
+        .await
 }
 
 /// [`mcp_call`] without `_meta`, by a test that expects an answer.

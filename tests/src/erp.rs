@@ -86,6 +86,8 @@ pub struct Stats {
     /// Requests that booked and then held their answer for `hold_ms` (timeouts after
     /// success, counted and flaky).
     pub held: u64,
+    /// W3C `traceparent` of each request that carried one, in arrival order.
+    pub traceparents: Vec<String>,
     /// `X-Tollgate-Fence` of each request that carried one, in arrival order.
     pub fences: Vec<i64>,
     /// Requests refused for a fence below one seen before (`refuse_stale_fences`).
@@ -218,6 +220,10 @@ async fn book(State(shared): State<Shared>, headers: HeaderMap, body: String) ->
         .get("x-tollgate-run-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    let traceparent = headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let arriving = serde_json::from_str::<serde_json::Value>(&body)
         .ok()
         .and_then(|v| v.get("invoice_id")?.as_str().map(str::to_owned));
@@ -227,6 +233,9 @@ async fn book(State(shared): State<Shared>, headers: HeaderMap, body: String) ->
         s.stats.requests += 1;
         if let Some(fence) = fence {
             s.stats.fences.push(fence);
+        }
+        if let Some(traceparent) = traceparent {
+            s.stats.traceparents.push(traceparent);
         }
         if let Some(invoice_id) = arriving {
             if let Some(fence) = fence {

@@ -8,6 +8,8 @@ pub mod plugins {
 }
 
 pub mod erp;
+pub mod mcp_http;
+pub mod otlp;
 pub mod pg_server;
 pub mod server;
 pub mod web;

@@ -142,7 +142,8 @@ impl effects::Host for ToolState {
             payload: &payload,
             fence: ctx.fence,
         };
-        let performed = ctx.effects.perform(req).await;
+        let span = tracing::info_span!("effect", kind = %kind, key = %key);
+        let performed = tracing::Instrument::instrument(ctx.effects.perform(req), span).await;
         // Remembered by the host, not read back from what the tool returns: the effect an
         // escalation's evidence shows as the one the run stopped on.
         ctx.note_effect_result(&kind, &key, performed.is_ok());

@@ -76,6 +76,7 @@ impl HttpConnector {
             .header(RUN_ID_HEADER, call.run_id)
             .header(ATTEMPT_HEADER, call.attempt.to_string())
             .headers(fence_header(call.fence))
+            .headers(crate::telemetry::trace_headers())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(call.payload.to_owned());
         let mut response = request.send().await.map_err(|e| self.request_error(&e))?;
@@ -236,7 +237,8 @@ impl HttpConnector {
             .request(probe.method.clone(), url)
             .headers(self.headers.clone())
             .header(IDEMPOTENCY_KEY, call.key)
-            .header(RUN_ID_HEADER, call.run_id);
+            .header(RUN_ID_HEADER, call.run_id)
+            .headers(crate::telemetry::trace_headers());
         let mut response = match request.send().await {
             Ok(response) => response,
             Err(e) => {

@@ -83,8 +83,7 @@ pub(super) async fn run(
         None => begin(services, tool, run_id).await?,
     };
     let n = attempt.attempt;
-    let span =
-        tracing::info_span!("run", run_id = %run_id, attempt = n, tool = %tool.descriptor.name);
+    let span = tracing::info_span!("attempt", attempt = n);
     let ending = Ending {
         services,
         tool,

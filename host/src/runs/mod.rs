@@ -31,6 +31,12 @@ use crate::tool::LoadedTool;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The span of a run while this host drives it (its attempts, and the retries between
+/// them), under the caller's span.
+pub(crate) fn span(tool: &str, run_id: &str) -> tracing::Span {
+    tracing::info_span!("run", run_id = %run_id, tool = %tool)
+}
+
 /// Creates the run record, then runs its first attempt.
 pub(crate) async fn start(
     services: &Arc<Services>,

@@ -25,6 +25,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument as _;
 
 /// `_meta` key of a `tools/call` request: the caller's idempotency key for the whole call.
 /// A repeat with the same key and arguments returns the first run's result (joining it while
@@ -224,9 +225,26 @@ impl ServerHandler for McpServer {
                 None,
             )
         })?;
+        let span = tracing::info_span!("call", tool = %name);
+        continue_callers_trace(&span, &context);
+        self.call(served, name, request.arguments, context)
+            .instrument(span)
+            .await
+    }
+}
+
+impl McpServer {
+    /// A `tools/call` of a served tool, as a run.
+    async fn call(
+        &self,
+        served: &Served,
+        name: String,
+        arguments: Option<JsonObject>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
         // After the lookup: a label per name a client makes up would grow without bound.
         let timer = self.metrics.as_ref().map(|m| m.call(&name));
-        let args = Value::Object(request.arguments.unwrap_or_default());
+        let args = Value::Object(arguments.unwrap_or_default());
         let key = idempotency_key(context.meta.get(IDEMPOTENCY_KEY_META))?;
         let run_id = self
             .runtime
@@ -306,6 +324,38 @@ impl ServerHandler for McpServer {
             timer.ended(&status_label(&result));
         }
         Ok(result.into())
+    }
+}
+
+/// Makes a call's span continue the trace its caller sent: W3C `traceparent`/`tracestate` on
+/// the HTTP request, else in the request's `_meta` (SEP-414).
+fn continue_callers_trace(span: &tracing::Span, context: &RequestContext<RoleServer>) {
+    let headers = context
+        .extensions
+        .get::<http::request::Parts>()
+        .map(|parts| &parts.headers)
+        .filter(|headers| headers.contains_key("traceparent"));
+    match headers {
+        Some(headers) => {
+            crate::telemetry::continue_trace(span, &opentelemetry_http::HeaderExtractor(headers));
+        }
+        None => crate::telemetry::continue_trace(span, &MetaCarrier(&context.meta)),
+    }
+}
+
+/// An MCP request's `_meta` as a carrier of W3C trace context.
+struct MetaCarrier<'a>(&'a MetaObject);
+
+impl opentelemetry::propagation::Extractor for MetaCarrier<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        match key {
+            "traceparent" => self.0.get_traceparent(),
+            "tracestate" => self.0.get_tracestate(),
+            _ => None,
+        }
+    }
+    fn keys(&self) -> Vec<&str> {
+        vec!["traceparent", "tracestate"]
     }
 }
 

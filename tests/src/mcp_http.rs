@@ -1,0 +1,89 @@
+//! An MCP client over streamable HTTP, as small as any client is: `initialize`, then
+//! `notifications/initialized`, then `tools/call`s on the session, each answered as plain
+//! JSON or as an SSE stream. Shared by the tests and the load benchmark.
+
+use serde_json::{Value, json};
+
+/// An initialized MCP session with one server.
+pub struct Session {
+    client: reqwest::Client,
+    url: String,
+    id: Option<String>,
+    next: u64,
+}
+
+impl Session {
+    /// Opens a session with the server at `base` (`http://HOST:PORT`); `Err` for a server
+    /// that is gone, refuses, or answers nothing usable.
+    pub async fn open(client: &reqwest::Client, base: &str) -> Result<Self, String> {
+        let mut session = Self {
+            client: client.clone(),
+            url: format!("{base}/mcp"),
+            id: None,
+            next: 1,
+        };
+        let init = session
+            .post(
+                json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+                "protocolVersion": "2025-06-18", "capabilities": {},
+                "clientInfo": {"name": "tollgate-tests", "version": "1"}}}),
+            )
+            .await?;
+        if !init.status().is_success() {
+            return Err(format!("initialize: {init:?}"));
+        }
+        session.id = init
+            .headers()
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        init.text().await.map_err(|e| e.to_string())?;
+        let notified = session
+            .post(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+            .await?;
+        if !notified.status().is_success() {
+            return Err(format!("notifications/initialized: {notified:?}"));
+        }
+        Ok(session)
+    }
+
+    /// One `tools/call` (with `meta` as its `_meta`, unless empty): the call's result.
+    pub async fn call(
+        &mut self,
+        tool: &str,
+        arguments: Value,
+        meta: Value,
+    ) -> Result<Value, String> {
+        let id = self.next;
+        self.next += 1;
+        let mut params = json!({"name": tool, "arguments": arguments});
+        if meta.as_object().is_some_and(|m| !m.is_empty()) {
+            params["_meta"] = meta;
+        }
+        let body = self
+            .post(json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params}))
+            .await?
+            .text()
+            .await
+            .map_err(|e| e.to_string())?;
+        // An SSE stream or a plain JSON body: the answer is the message with the call's id.
+        body.lines()
+            .map(|line| line.strip_prefix("data:").unwrap_or(line).trim())
+            .filter_map(|data| serde_json::from_str::<Value>(data).ok())
+            .find(|message| message["id"] == id)
+            .map(|message| message["result"].clone())
+            .ok_or_else(|| format!("no answer to tools/call in {body:?}"))
+    }
+
+    async fn post(&self, body: Value) -> Result<reqwest::Response, String> {
+        let mut request = self
+            .client
+            .post(&self.url)
+            .header("accept", "application/json, text/event-stream")
+            .json(&body);
+        if let Some(id) = &self.id {
+            request = request.header("mcp-session-id", id);
+        }
+        request.send().await.map_err(|e| e.to_string())
+    }
+}
