@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tollgate::ledger::scratch::PgScratch;
+use tollgate::ledger::scratch::{PgScratch, transaction_counts};
 use tollgate::ledger::{Ledger, Location};
 use tollgate::{Config, Runtime};
 use tollgate_tests::erp::{Erp, Faults};
@@ -323,18 +323,35 @@ async fn fleet(dir: &Path, length: Duration) {
     let load = drive(std::slice::from_ref(&node), FLEET_CLIENTS, length).await;
     println!("{}", load.row("one node on SQLite (baseline)"));
     drop(node);
+    let mut retries = Vec::new();
     for n in 1..=3 {
         let pg = PgScratch::new();
         let nodes: Vec<Node> = (0..n)
             .map(|_| Node::start(dir, &config, &pg.url(), &[]))
             .collect();
+        let before = transaction_counts().expect("pg_stat_database");
         let load = drive(&nodes, FLEET_CLIENTS, length).await;
+        // The statistics reach pg_stat_database within a second.
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        let after = transaction_counts().expect("pg_stat_database");
+        retries.push((n, after.0 - before.0, after.1 - before.1));
         println!(
             "{}",
             load.row(&format!(
                 "**{n} node{} on PostgreSQL**",
                 if n == 1 { "" } else { "s" }
             ))
+        );
+    }
+    println!("\nPostgreSQL's own count over each line (warm-up included; pg_stat_database):\n");
+    println!(
+        "| nodes | committed | rolled back (serialization failures, retried) | rolled back per commit |"
+    );
+    println!("| --- | --- | --- | --- |");
+    for (n, committed, rolled_back) in retries {
+        println!(
+            "| {n} | {committed} | {rolled_back} | {:.2} |",
+            rolled_back as f64 / committed.max(1) as f64
         );
     }
 }

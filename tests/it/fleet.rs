@@ -497,3 +497,86 @@ async fn a_killed_nodes_run_is_resumed_by_another_within_its_lease_and_an_interv
     );
     assert_eq!(erp.stats().postings, 1, "booked once, replayed to B");
 }
+
+/// An approval asked through one node is decided by two approvers at once from two other
+/// processes on the ledger: one decision commits and resumes the run, which posts once; the
+/// other is told who decided; and the agent's repeat on another node gets the run's result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_asked_on_one_node_is_settled_once_from_any_process_of_the_fleet() {
+    let erp = Erp::start(true).unwrap();
+    let env = Env::new();
+    let config = env.config_file(&format!(
+        "{}component = {INVOICE:?}\n[tools.invoice.approval]\n\"erp.post-invoice\" = \"required\"\n",
+        erp_config(&erp.invoices_url(), true, 5_000)
+    ));
+    let asked = Node::start(&env, &config, &[]);
+    let answering = Node::start(&env, &config, &[]);
+    let client = reqwest::Client::new();
+
+    let paused = call(&client, &asked.base, "INV-AP", "approve-me")
+        .await
+        .unwrap();
+    assert_eq!(paused["_meta"][STATUS_META], "waiting_approval", "{paused}");
+    let run_id = paused["_meta"][RUN_ID_META].as_str().unwrap().to_owned();
+    let ledger = env.open_ledger();
+    let open = ledger
+        .escalations(&EscalationFilter {
+            status: Some(EscalationStatus::Open),
+            run_id: Some(run_id.clone()),
+            ..EscalationFilter::default()
+        })
+        .unwrap();
+    let id = open[0].id.to_string();
+
+    let approve = |by: &str| {
+        crate::harness::tollgate_with(&env, &config)
+            .args(["approve", &id, "--reason", "checked", "--by", by])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (alice, bob) = (approve("alice"), approve("bob"));
+    let (alice, bob) = (
+        alice.wait_with_output().unwrap(),
+        bob.wait_with_output().unwrap(),
+    );
+    let (won, lost, winner) = match (alice.status.success(), bob.status.success()) {
+        (true, false) => (alice, bob, "alice"),
+        (false, true) => (bob, alice, "bob"),
+        _ => panic!(
+            "exactly one approval commits: alice {:?} {}, bob {:?} {}",
+            alice.status,
+            String::from_utf8_lossy(&alice.stderr),
+            bob.status,
+            String::from_utf8_lossy(&bob.stderr)
+        ),
+    };
+    let lost = String::from_utf8_lossy(&lost.stderr);
+    assert!(
+        lost.contains("already resolved") && lost.contains(&format!("by {winner}")),
+        "{lost}"
+    );
+    assert!(won.status.success());
+    assert_eq!(erp.postings_for("INV-AP"), 1);
+    assert_eq!(
+        erp.stats().requests,
+        1,
+        "dispatched once, after the approval"
+    );
+
+    // The agent repeats its call on the other node: the run's result, not a second run.
+    let repeated = call(&client, &answering.base, "INV-AP", "approve-me")
+        .await
+        .unwrap();
+    assert_eq!(repeated["_meta"][STATUS_META], "succeeded", "{repeated}");
+    assert_eq!(repeated["_meta"][RUN_ID_META], run_id.as_str());
+    let resolved = ledger
+        .journal_entries(&run_id)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.event == "escalation.resolved")
+        .count();
+    assert_eq!(resolved, 1, "one decision journaled");
+    assert_eq!(erp.stats().requests, 1);
+}

@@ -99,6 +99,18 @@ impl Drop for PgScratch {
 }
 
 /// Runs `sql` on the test server.
+/// Transactions the test server's database committed and rolled back so far (PostgreSQL's
+/// `pg_stat_database`, updated about once a second): how many a workload's retries cost.
+pub fn transaction_counts() -> Result<(i64, i64), postgres::Error> {
+    on_own_thread(|| {
+        let row = postgres::Client::connect(&server(), postgres::NoTls)?.query_one(
+            "SELECT xact_commit, xact_rollback FROM pg_stat_database WHERE datname = current_database()",
+            &[],
+        )?;
+        Ok((row.get(0), row.get(1)))
+    })
+}
+
 fn admin(sql: &str) -> Result<(), postgres::Error> {
     on_own_thread(|| postgres::Client::connect(&server(), postgres::NoTls)?.batch_execute(sql))
 }
