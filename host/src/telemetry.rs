@@ -31,10 +31,16 @@ const PROTOCOLS: [&str; 2] = [
 ];
 /// How long one export may take before it counts as failed.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The most of a collector's answer read: it carries at most a partial-success note.
+const MAX_ANSWER_BYTES: u64 = 64 * 1024;
+/// The longest `tracestate` sent downstream; W3C asks vendors to keep theirs within 512
+/// bytes, and a caller's longer one would only make requests a downstream may refuse.
+const MAX_TRACESTATE_BYTES: usize = 512;
 /// How long a process waits, as it exits, for its last spans to go out.
 const FLUSH_AT_EXIT: Duration = Duration::from_secs(2);
-/// The spans exported: the host's own, at info and above. Guest code and the libraries
-/// under the host (wasmtime, hyper, the exporter itself) add none.
+/// The spans exported: the host's own, at info and above, with the events logged in them
+/// (a tool's own log lines among them, each cut to its policy's `max_log_bytes`, at most 128
+/// per span). The libraries under the host (wasmtime, hyper, the exporter itself) add none.
 const TARGET: &str = "tollgate";
 
 #[derive(Debug, thiserror::Error)]
@@ -103,8 +109,11 @@ where
     let mut resource = opentelemetry_sdk::Resource::builder().with_attribute(
         opentelemetry::KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
     );
-    // OTEL_SERVICE_NAME, read by the builder, wins over this default.
-    if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
+    // OTEL_SERVICE_NAME or a service.name in OTEL_RESOURCE_ATTRIBUTES, both read by the
+    // builder, win over this default.
+    let named = std::env::var_os("OTEL_SERVICE_NAME").is_some()
+        || std::env::var("OTEL_RESOURCE_ATTRIBUTES").is_ok_and(|a| a.contains("service.name="));
+    if !named {
         resource = resource.with_service_name("tollgate");
     }
     let provider = SdkTracerProvider::builder()
@@ -128,6 +137,12 @@ pub fn trace_headers() -> http::HeaderMap {
         &context,
         &mut opentelemetry_http::HeaderInjector(&mut headers),
     );
+    if headers
+        .get("tracestate")
+        .is_some_and(|state| state.len() > MAX_TRACESTATE_BYTES)
+    {
+        headers.remove("tracestate");
+    }
     headers
 }
 
@@ -164,7 +179,12 @@ impl HttpClient for BlockingClient {
         let mut answer = Response::new(Bytes::new());
         *answer.status_mut() = response.status();
         *answer.headers_mut() = response.headers().clone();
-        *answer.body_mut() = response.bytes()?;
+        let mut body = Vec::new();
+        std::io::Read::read_to_end(
+            &mut std::io::Read::take(response, MAX_ANSWER_BYTES),
+            &mut body,
+        )?;
+        *answer.body_mut() = Bytes::from(body);
         Ok(answer)
     }
 }

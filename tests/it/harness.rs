@@ -170,7 +170,8 @@ pub fn in_env<'c>(
         .env("TOLLGATE_LEDGER", env.ledger())
         .env("TOLLGATE_CACHE_DIR", env.cache())
         .env_remove("TOLLGATE_CONFIG")
-        .env_remove("RUST_LOG")
+        .env_remove("RUST_LOG");
+    without_telemetry(command)
         .env("NO_COLOR", "1")
         .current_dir(env.dir.path())
 }
@@ -189,6 +190,17 @@ pub fn tollgate_bin() -> PathBuf {
         bin.display()
     );
     bin
+}
+
+/// Removes the caller's OpenTelemetry settings (`OTEL_*`) from `command`: a test's process
+/// exports traces only when the test says so.
+pub fn without_telemetry(command: &mut std::process::Command) -> &mut std::process::Command {
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("OTEL_") {
+            command.env_remove(name);
+        }
+    }
+    command
 }
 
 /// A port on 127.0.0.1 with nothing listening.
@@ -217,6 +229,7 @@ pub fn tollgate_with(env: &Env, config: &Path) -> std::process::Command {
 /// [`tollgate_with`] on another precompiled cache.
 pub fn tollgate_with_cache(env: &Env, config: &Path, cache: &Path) -> std::process::Command {
     let mut cmd = std::process::Command::new(tollgate_bin());
+    without_telemetry(&mut cmd);
     cmd.arg("--config")
         .arg(config)
         .arg("--ledger")

@@ -71,8 +71,11 @@ impl Session {
             .map(|line| line.strip_prefix("data:").unwrap_or(line).trim())
             .filter_map(|data| serde_json::from_str::<Value>(data).ok())
             .find(|message| message["id"] == id)
-            .map(|message| message["result"].clone())
             .ok_or_else(|| format!("no answer to tools/call in {body:?}"))
+            .and_then(|message| match message.get("error") {
+                Some(error) => Err(format!("tools/call answered a JSON-RPC error: {error}")),
+                None => Ok(message["result"].clone()),
+            })
     }
 
     async fn post(&self, body: Value) -> Result<reqwest::Response, String> {

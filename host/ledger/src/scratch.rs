@@ -98,7 +98,6 @@ impl Drop for PgScratch {
     }
 }
 
-/// Runs `sql` on the test server.
 /// Transactions the test server's database committed and rolled back so far (PostgreSQL's
 /// `pg_stat_database`, updated about once a second): how many a workload's retries cost.
 pub fn transaction_counts() -> Result<(i64, i64), postgres::Error> {
@@ -111,6 +110,7 @@ pub fn transaction_counts() -> Result<(i64, i64), postgres::Error> {
     })
 }
 
+/// Runs `sql` on the test server.
 fn admin(sql: &str) -> Result<(), postgres::Error> {
     on_own_thread(|| postgres::Client::connect(&server(), postgres::NoTls)?.batch_execute(sql))
 }

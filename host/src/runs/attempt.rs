@@ -83,7 +83,8 @@ pub(super) async fn run(
         None => begin(services, tool, run_id).await?,
     };
     let n = attempt.attempt;
-    let span = tracing::info_span!("attempt", attempt = n);
+    // The run ID again: a JSON log line names only its innermost span's fields.
+    let span = tracing::info_span!("attempt", run_id = %run_id, attempt = n);
     let ending = Ending {
         services,
         tool,
