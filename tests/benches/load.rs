@@ -61,6 +61,23 @@ struct Load {
 }
 
 impl Load {
+    /// The clients' tallies, each `(latencies of the calls that succeeded, errors)`, as one.
+    fn of(results: Vec<ClientResult>, elapsed: Duration, server_cpu: Option<f64>) -> Self {
+        let mut load = Load {
+            calls: 0,
+            errors: 0,
+            elapsed,
+            latencies: Vec::new(),
+            server_cpu,
+        };
+        for (latencies, errors) in results {
+            load.calls += latencies.len();
+            load.errors += errors;
+            load.latencies.extend(latencies);
+        }
+        load
+    }
+
     fn percentile(&self, p: f64) -> Duration {
         let mut sorted = self.latencies.clone();
         sorted.sort();
@@ -188,19 +205,7 @@ async fn drive(nodes: &[Node], clients: usize, length: Duration) -> Load {
     let (_, results) = run_clients(sessions, started + length).await;
     let elapsed = started.elapsed();
     let cpu_after: f64 = nodes.iter().map(Node::cpu).sum();
-    let mut load = Load {
-        calls: 0,
-        errors: 0,
-        elapsed,
-        latencies: Vec::new(),
-        server_cpu: Some(cpu_after - cpu_before),
-    };
-    for (latencies, errors) in results {
-        load.calls += latencies.len();
-        load.errors += errors;
-        load.latencies.extend(latencies);
-    }
-    load
+    Load::of(results, elapsed, Some(cpu_after - cpu_before))
 }
 
 type ClientResult = (Vec<Duration>, usize);
@@ -273,25 +278,17 @@ async fn in_process(dir: &Path, clients: usize, length: Duration) -> Load {
             })
             .collect();
         async move {
-            let mut all = (Vec::new(), 0);
+            let mut results = Vec::new();
             for task in tasks {
-                let (latencies, errors) = task.await.expect("task");
-                all.0.extend(latencies);
-                all.1 += errors;
+                results.push(task.await.expect("task"));
             }
-            all
+            results
         }
     };
     drive_until(Instant::now() + Duration::from_millis(500)).await;
     let started = Instant::now();
-    let (latencies, errors) = drive_until(started + length).await;
-    Load {
-        calls: latencies.len(),
-        errors,
-        elapsed: started.elapsed(),
-        latencies,
-        server_cpu: None,
-    }
+    let results = drive_until(started + length).await;
+    Load::of(results, started.elapsed(), None)
 }
 
 const HEADER: &str = "| | calls/s | p50 | p99 | server CPU per call | server cores busy | errors |\n| --- | --- | --- | --- | --- | --- | --- |";
