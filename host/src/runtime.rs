@@ -6,6 +6,7 @@ use crate::clock::{Clock, Random, Sleeper, SystemClock, ThreadRandom, TokioSleep
 use crate::config::Config;
 use crate::effects::EffectEngine;
 use crate::effects::connector::{Connector, ConnectorSetupError};
+use crate::engine::loaded::Stamp;
 use crate::engine::{ArtifactCache, CacheError, EngineHandle, EngineOptions};
 use crate::escalation::{self, Decision, EscalationError, NextStep};
 use crate::failure::Failure;
@@ -227,16 +228,33 @@ impl Runtime {
 
     /// Loads the tool component at `path` without holding it to its policy: for showing what
     /// a tool is and what it would need. It cannot run until [`Runtime::load`] accepts it.
+    ///
+    /// With the precompiled cache on, a file loaded before and unchanged since is not read
+    /// again: the tool made of it then is returned ([`crate::engine::loaded`]). Without the
+    /// cache, every load compiles, as `--no-cache` promises.
     pub async fn inspect(&self, path: impl AsRef<Path>) -> Result<Arc<LoadedTool>, LoadError> {
         let services = &self.services;
-        tool::load(
-            services.engine(),
-            services.linker(),
-            services.cache(),
-            path.as_ref(),
-        )
-        .await
-        .map(Arc::new)
+        let path = path.as_ref();
+        let stamp = services.cache().and_then(|_| Stamp::of(path));
+        if let Some(stamp) = stamp
+            && let Some(tool) = services.loaded().get(path, stamp)
+        {
+            return Ok(tool);
+        }
+        let tool = Arc::new(
+            tool::load(
+                services.engine(),
+                services.linker(),
+                services.cache(),
+                path,
+                stamp,
+            )
+            .await?,
+        );
+        if let Some(stamp) = stamp {
+            services.loaded().keep(path, stamp, &tool);
+        }
+        Ok(tool)
     }
 
     /// Starts a new run of `tool` on JSON `input`, with run IDs `run-<date>-<uuid>`.

@@ -9,6 +9,7 @@ use crate::capabilities::ToolState;
 use crate::clock::{Clock, Millis, Random, Sleeper};
 use crate::config::Config;
 use crate::effects::EffectEngine;
+use crate::engine::loaded::Loaded;
 use crate::engine::{ArtifactCache, EngineHandle};
 use crate::ledger::Ledger;
 use crate::meters::Meters;
@@ -19,6 +20,7 @@ use wasmtime::component::Linker;
 /// See the module docs; fields are reached through methods only.
 pub(crate) struct Services {
     parts: Parts,
+    loaded: Loaded,
 }
 
 /// The parts [`Services`] is built from.
@@ -40,7 +42,15 @@ pub(crate) struct Parts {
 
 impl Services {
     pub fn new(parts: Parts) -> Self {
-        Self { parts }
+        Self {
+            parts,
+            loaded: Loaded::default(),
+        }
+    }
+
+    /// The tools this runtime has loaded, by file, for loading them again without work.
+    pub fn loaded(&self) -> &Loaded {
+        &self.loaded
     }
 
     pub fn engine(&self) -> &wasmtime::Engine {

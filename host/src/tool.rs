@@ -5,6 +5,7 @@
 
 use crate::bindings::{Tool, ToolPre, types};
 use crate::capabilities::{Deadlines, ToolState, guarded_store, is_provided};
+use crate::engine::loaded::Stamp;
 use crate::engine::{ArtifactCache, CacheOutcome};
 use crate::policy::{Policy, is_valid_effect_kind};
 use crate::schema::{InputSchema, SchemaError};
@@ -12,8 +13,8 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use wasmtime::Engine;
-use wasmtime::component::Linker;
 use wasmtime::component::types::ComponentItem;
+use wasmtime::component::{Component, Linker};
 
 /// What a tool says about itself, checked by the host.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -108,37 +109,24 @@ pub enum LoadError {
 }
 
 /// Reads, compiles (or loads from cache), checks and describes the component at `path`.
+/// With `stamp`, the file's identity taken before it is read, a cache that remembers the
+/// file's digest for that identity serves it without the file being read or hashed at all.
 pub(crate) async fn load(
     engine: &Engine,
     linker: &Linker<ToolState>,
     cache: Option<&ArtifactCache>,
     path: &Path,
+    stamp: Option<Stamp>,
 ) -> Result<LoadedTool, LoadError> {
-    let bytes = match std::fs::read(path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(LoadError::NotFound(path.to_owned()));
-        }
-        Err(source) => {
-            return Err(LoadError::Read {
-                path: path.to_owned(),
-                source,
-            });
-        }
+    let remembered = cache.zip(stamp).and_then(|(cache, stamp)| {
+        let digest = cache.digest_of(path, stamp)?;
+        let component = cache.load(engine, &digest)?;
+        Some((digest, component))
+    });
+    let (digest, component, cache_outcome) = match remembered {
+        Some((digest, component)) => (digest, component, CacheOutcome::Hit),
+        None => read_and_compile(engine, cache, path, stamp)?,
     };
-    let digest = hex::encode(Sha256::digest(&bytes));
-    let bytes = to_component_binary(path, bytes)?;
-    let (component, cache_outcome) = match cache {
-        Some(cache) => cache.load_or_compile(engine, &digest, &bytes),
-        None => {
-            wasmtime::component::Component::new(engine, &bytes).map(|c| (c, CacheOutcome::Disabled))
-        }
-    }
-    .map_err(|e| LoadError::Invalid {
-        path: path.to_owned(),
-        reason: format!("{e:#}"),
-    })?;
-
     let ty = component.component_type();
     let imports: Vec<String> = ty
         .imports(engine)
@@ -198,6 +186,42 @@ pub(crate) async fn load(
         pre,
         validator,
     })
+}
+
+/// The component at `path` read, hashed and compiled (or loaded precompiled by its digest),
+/// remembering its digest for `stamp` in the cache.
+fn read_and_compile(
+    engine: &Engine,
+    cache: Option<&ArtifactCache>,
+    path: &Path,
+    stamp: Option<Stamp>,
+) -> Result<(String, Component, CacheOutcome), LoadError> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(LoadError::NotFound(path.to_owned()));
+        }
+        Err(source) => {
+            return Err(LoadError::Read {
+                path: path.to_owned(),
+                source,
+            });
+        }
+    };
+    let digest = hex::encode(Sha256::digest(&bytes));
+    let bytes = to_component_binary(path, bytes)?;
+    let (component, outcome) = match cache {
+        Some(cache) => cache.load_or_compile(engine, &digest, &bytes),
+        None => Component::new(engine, &bytes).map(|c| (c, CacheOutcome::Disabled)),
+    }
+    .map_err(|e| LoadError::Invalid {
+        path: path.to_owned(),
+        reason: format!("{e:#}"),
+    })?;
+    if let (Some(cache), Some(stamp)) = (cache, stamp) {
+        cache.remember_digest(path, stamp, &digest);
+    }
+    Ok((digest, component, outcome))
 }
 
 /// Accepts a component binary or WAT text; refuses core modules and anything else.

@@ -163,6 +163,31 @@ async fn second_load_is_served_from_precompiled_cache() {
 }
 
 #[tokio::test]
+async fn an_unchanged_component_loaded_again_in_one_runtime_is_not_read_again() {
+    let env = Env::new();
+    let runtime = env.runtime("");
+    let path = env.dir.path().join("tool.wasm");
+    std::fs::copy(HELLO, &path).unwrap();
+    let inspect = async || runtime.inspect(&path).await.unwrap();
+    // A file changed within the last two seconds could change again within one clock tick
+    // unseen, so its load is not kept.
+    let fresh = inspect().await;
+    assert!(!Arc::ptr_eq(&fresh, &inspect().await));
+    std::thread::sleep(std::time::Duration::from_millis(2_100));
+    let first = inspect().await;
+    assert!(
+        Arc::ptr_eq(&first, &inspect().await),
+        "the kept tool is returned"
+    );
+
+    // Any write changes the file's identity: the new bytes are loaded and checked.
+    std::fs::write(&path, std::fs::read(INVOICE).unwrap()).unwrap();
+    let changed = inspect().await;
+    assert_ne!(changed.digest, first.digest);
+    assert_eq!(changed.descriptor.name, "invoice");
+}
+
+#[tokio::test]
 async fn tampered_cache_artifact_is_never_loaded() {
     use tollgate::engine::CacheOutcome;
     let env = Env::new();

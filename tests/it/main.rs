@@ -3,6 +3,7 @@
 //! One test binary, one module per area.
 
 mod cli;
+mod commits;
 mod crash;
 mod effects;
 mod escalations;

@@ -1,10 +1,15 @@
 //! The on-disk cache of precompiled components.
 //!
 //! Deserializing a precompiled artifact runs native code the engine trusts blindly, so the
-//! cache only ever loads bytes it wrote itself: each artifact carries an HMAC-SHA256 under a
-//! secret key that lives in the cache directory. The file name is keyed by the component's
-//! sha256, the wasmtime version and the engine's configuration, so a change to any of them is
-//! a miss, never a mismatched load.
+//! cache only ever loads bytes it wrote itself: each artifact carries a MAC (keyed BLAKE3,
+//! several times faster than HMAC-SHA256 over the tens of megabytes an interpreter's
+//! artifact holds) under a secret key that lives in the cache directory. The file name is
+//! keyed by the component's sha256, the wasmtime version and the engine's configuration, so
+//! a change to any of them is a miss, never a mismatched load.
+//!
+//! Beside the artifacts, the cache remembers each component file's sha256 by the file's
+//! identity ([`Stamp`]), under the same key, so that loading an unchanged component does not
+//! read and hash it again.
 //!
 //! Invariant: the key is secret to the user running the host. It is read only from a
 //! directory that user owns and no other user can write, and only from a file that user owns
@@ -12,7 +17,6 @@
 //! refused, because whoever can plant or read the key can sign their own native code as the
 //! artifact of any component. New cache directories are created 0700 and new keys 0600.
 
-use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use std::fs::{DirBuilder, File, Metadata, OpenOptions, Permissions};
 use std::hash::{Hash, Hasher};
@@ -22,9 +26,11 @@ use std::path::{Path, PathBuf};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-type HmacSha256 = Hmac<Sha256>;
-const MAC_LEN: usize = 32;
-const KEY_LEN: usize = 32;
+use self::sealed::Sealed;
+use super::loaded::Stamp;
+
+const MAC_LEN: usize = blake3::OUT_LEN;
+const KEY_LEN: usize = blake3::KEY_LEN;
 const KEY_FILE: &str = "cache.key";
 /// Bits a trusted cache directory must not have: group or world write.
 const DIR_FORBIDDEN: u32 = 0o022;
@@ -192,14 +198,63 @@ impl ArtifactCache {
             .join(format!("{}.cwasm", hex::encode(name.finalize())))
     }
 
-    fn mac(&self, digest: &str, artifact: &[u8]) -> HmacSha256 {
-        // new_from_slice accepts any key length for HMAC; the error arm cannot occur.
-        let mut mac = HmacSha256::new_from_slice(&self.key)
-            .unwrap_or_else(|_| HmacSha256::new(&Default::default()));
-        mac.update(self.engine_hash.as_bytes());
-        mac.update(digest.as_bytes());
-        mac.update(artifact);
-        mac
+    /// Where the digest of the component file at `path` is remembered.
+    fn digest_path(&self, path: &Path) -> PathBuf {
+        let name = blake3::hash(path.as_os_str().as_encoded_bytes());
+        self.dir.join(format!("{}.digest", name.to_hex()))
+    }
+
+    /// The MAC of `parts` under this cache's key, for a record of `kind`: each part is
+    /// length-prefixed, so no two different records hash alike.
+    fn mac(&self, kind: &str, parts: &[&[u8]]) -> blake3::Hash {
+        let mut mac = blake3::Hasher::new_keyed(&self.key);
+        for part in std::iter::once(kind.as_bytes()).chain(parts.iter().copied()) {
+            mac.update(&(part.len() as u64).to_le_bytes());
+            mac.update(part);
+        }
+        mac.finalize()
+    }
+
+    fn artifact_mac(&self, digest: &str, artifact: &[u8]) -> blake3::Hash {
+        self.mac(
+            "artifact",
+            &[self.engine_hash.as_bytes(), digest.as_bytes(), artifact],
+        )
+    }
+
+    /// The sha256 of the component file at `path` remembered for its identity `stamp`, if
+    /// this cache wrote one for exactly that file version.
+    pub fn digest_of(&self, path: &Path, stamp: Stamp) -> Option<String> {
+        let record = std::fs::read(self.digest_path(path)).ok()?;
+        let split = record.len().checked_sub(MAC_LEN)?;
+        let (body, tag) = record.split_at(split);
+        let tag: [u8; MAC_LEN] = tag.try_into().ok()?;
+        // `Hash` compares in constant time.
+        if self.mac("digest", &[path.as_os_str().as_encoded_bytes(), body])
+            != blake3::Hash::from_bytes(tag)
+        {
+            return None;
+        }
+        let (stamp_bytes, digest) = body.split_at_checked(Stamp::LEN)?;
+        (stamp_bytes == stamp.to_bytes())
+            .then(|| String::from_utf8(digest.to_vec()).ok())
+            .flatten()
+    }
+
+    /// Remembers that the component file at `path`, as identified by `stamp`, has sha256
+    /// `digest`. A failure to write only costs the next load a hash.
+    pub fn remember_digest(&self, path: &Path, stamp: Stamp, digest: &str) {
+        let body = [&stamp.to_bytes()[..], digest.as_bytes()].concat();
+        let tag = self.mac("digest", &[path.as_os_str().as_encoded_bytes(), &body]);
+        let written = tempfile::NamedTempFile::new_in(&self.dir).and_then(|mut tmp| {
+            tmp.write_all(&body)?;
+            tmp.write_all(tag.as_bytes())?;
+            tmp.persist(self.digest_path(path)).map_err(|e| e.error)?;
+            Ok(())
+        });
+        if let Err(e) = written {
+            tracing::debug!(path = %path.display(), error = %e, "could not remember a component's digest");
+        }
     }
 
     /// Loads the precompiled artifact for the component with sha256 `digest`, or compiles
@@ -221,22 +276,37 @@ impl ArtifactCache {
         Ok((component, CacheOutcome::Miss))
     }
 
+    /// The precompiled artifact of the component with sha256 `digest`, if the cache holds a
+    /// sound one.
+    pub fn load(&self, engine: &Engine, digest: &str) -> Option<Component> {
+        self.try_load(engine, digest, &self.artifact_path(digest))
+    }
+
     fn try_load(&self, engine: &Engine, digest: &str, path: &Path) -> Option<Component> {
         // Artifacts need no owner or mode check of their own: each is verified against the
         // key, which `open` made sure only this user knows, so bytes anyone else wrote or
         // changed fail verification and are compiled over; and they hold compiled code of
         // components, nothing secret.
-        let file = std::fs::read(path).ok()?;
-        let split = file.len().checked_sub(MAC_LEN)?;
-        let (artifact, tag) = file.split_at(split);
-        if self.mac(digest, artifact).verify_slice(tag).is_err() {
+        let (sealed, tag) = match Sealed::open::<MAC_LEN>(path) {
+            Ok(opened) => opened,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "precompiled component could not be read; recompiling");
+                return None;
+            }
+        };
+        // `Hash` compares in constant time.
+        if self.artifact_mac(digest, sealed.bytes()) != blake3::Hash::from_bytes(tag) {
             tracing::warn!(path = %path.display(), "precompiled component failed its integrity check; recompiling");
             return None;
         }
-        // The HMAC proves this user's cache wrote these exact bytes for this engine
-        // configuration, which is the precondition `deserialize` requires.
-        #[expect(unsafe_code, reason = "artifact authenticated by HMAC above")]
-        let loaded = unsafe { Component::deserialize(engine, artifact) };
+        // The MAC proves this user's cache wrote these exact bytes for this engine
+        // configuration, which is the precondition `deserialize` requires; sealed, they
+        // cannot change before the engine maps them. Without `/proc` (or where memory files
+        // may not be executable) the engine copies them instead.
+        #[expect(unsafe_code, reason = "artifact authenticated by its MAC above")]
+        let loaded = unsafe { Component::deserialize_file(engine, sealed.path()) }
+            .or_else(|_| unsafe { Component::deserialize(engine, sealed.bytes()) });
         match loaded {
             Ok(component) => Some(component),
             Err(e) => {
@@ -250,10 +320,10 @@ impl ArtifactCache {
         let artifact = component
             .serialize()
             .map_err(|e| anyhow::anyhow!("{e:#}"))?;
-        let tag = self.mac(digest, &artifact).finalize().into_bytes();
+        let tag = self.artifact_mac(digest, &artifact);
         let mut tmp = tempfile::NamedTempFile::new_in(&self.dir)?;
         tmp.write_all(&artifact)?;
-        tmp.write_all(&tag)?;
+        tmp.write_all(tag.as_bytes())?;
         tmp.persist(path)?;
         Ok(())
     }
@@ -343,5 +413,6 @@ impl Hasher for ShaHasher {
     }
 }
 
+mod sealed;
 #[cfg(test)]
 mod tests;

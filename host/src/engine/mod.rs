@@ -5,6 +5,7 @@
 //! components.
 
 mod cache;
+pub mod loaded;
 
 pub use cache::{ArtifactCache, CacheError, CacheOutcome, Exposure};
 

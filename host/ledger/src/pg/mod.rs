@@ -7,10 +7,10 @@
 //! `spawn_blocking`. `sqlx` would bring a second async runtime layer and its own migration
 //! tool for no gain here; `deadpool` pools async clients, which these threads do not need.
 //!
-//! Invariant: every `apply` is one `SERIALIZABLE` transaction. Serialization failures,
-//! deadlocks and racing inserts of one key are retried inside the backend, a bounded number
-//! of times, so they never surface as a wrong answer; a lost connection is
-//! [`LedgerError::Unavailable`] and never a half-applied batch.
+//! Invariant: every `apply` is one `READ COMMITTED` transaction that locks each row a rule
+//! decides on as it reads it ([`tx`] says how). Deadlocks and racing inserts of one key are
+//! retried inside the backend, a bounded number of times, so they never surface as a wrong
+//! answer; a lost connection is [`LedgerError::Unavailable`] and never a half-applied batch.
 
 mod error;
 mod import;
@@ -21,6 +21,7 @@ mod tx;
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -33,6 +34,7 @@ use self::error::{
     unavailable,
 };
 use self::pool::{Conn, Pool};
+use self::rows::Hold;
 use self::tx::PgTx;
 use crate::contract::Ledger;
 use crate::error::LedgerError;
@@ -62,6 +64,11 @@ pub struct PgOptions {
     /// The longest a statement may run, or an answer be awaited, before the database counts
     /// as unavailable.
     pub io_timeout: Duration,
+    /// How long queued journal entries wait for a write to carry them before a transaction
+    /// of their own writes them (as SQLite's `journal_linger`): a run's log lines then go
+    /// into the commit that ends it. A reader of the journal writes them first, so only a
+    /// crash can lose what waits. Zero writes them at once.
+    pub journal_linger: Duration,
 }
 
 impl Default for PgOptions {
@@ -71,6 +78,7 @@ impl Default for PgOptions {
             connections: 8,
             connect_timeout: Duration::from_secs(5),
             io_timeout: Duration::from_secs(30),
+            journal_linger: Duration::from_millis(20),
         }
     }
 }
@@ -82,6 +90,10 @@ pub struct PgLedger {
     /// Journal entries queued by [`Ledger::journal`], written by the next `apply` (in its
     /// transaction) or by a flush job, whichever comes first.
     pending: Arc<Queue>,
+    /// Transactions rolled back for a conflict with another one and run again.
+    conflicts: Arc<AtomicU64>,
+    /// Wakes the thread that writes queued journal entries a linger after they are queued.
+    flusher: Option<Flusher>,
     // Declared after the queue: dropped after it, it runs the queued flushes first.
     pool: Pool,
     // Declared last so it is dropped after the connections close: it drops the schema.
@@ -170,9 +182,13 @@ impl PgLedger {
                 }
             })
         })?;
+        let pending = Arc::new(Queue::default());
+        let flusher = Flusher::start(&pool, &pending, options.journal_linger)?;
         Ok(Self {
             pool,
-            pending: Arc::new(Queue::default()),
+            pending,
+            conflicts: Arc::new(AtomicU64::new(0)),
+            flusher: Some(flusher),
             location,
             _scratch: None,
         })
@@ -190,6 +206,12 @@ impl PgLedger {
     /// The database, as a URL without its password.
     pub fn location(&self) -> &str {
         &self.location
+    }
+
+    /// How many transactions this handle has rolled back for a conflict with another
+    /// transaction (a deadlock, or a key inserted by another first) and run again.
+    pub fn conflict_retries(&self) -> u64 {
+        self.conflicts.load(Ordering::Relaxed)
     }
 
     /// A read on a connection thread, run once more on a fresh connection if the first
@@ -340,6 +362,64 @@ impl Queue {
     }
 }
 
+/// The thread that hands a flush of the queued journal entries to a connection thread, a
+/// linger after the first of them was queued. It sleeps on its own thread so that no
+/// connection thread is held waiting.
+struct Flusher {
+    wake: std::sync::mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Flusher {
+    fn start(pool: &Pool, pending: &Arc<Queue>, linger: Duration) -> Result<Self, LedgerError> {
+        let (wake, woken) = std::sync::mpsc::channel::<()>();
+        let jobs = pool.handle().ok_or(LedgerError::WriterGone)?;
+        let pending = Arc::clone(pending);
+        let thread = std::thread::Builder::new()
+            .name("tollgate-pg-journal".to_owned())
+            .spawn(move || {
+                while woken.recv().is_ok() {
+                    let deadline = std::time::Instant::now() + linger;
+                    // Later wakes within the linger are for the same flush.
+                    loop {
+                        let left = deadline.saturating_duration_since(std::time::Instant::now());
+                        match woken.recv_timeout(left) {
+                            Ok(()) => continue,
+                            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => break,
+                            // The ledger is closing; its drop writes what is queued.
+                            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+                        }
+                    }
+                    let pending = Arc::clone(&pending);
+                    let flush: pool::Job = Box::new(move |conn| {
+                        if let Err(err) = pending.flush(conn) {
+                            tracing::warn!(error = %err, "ledger: could not write queued journal entries yet");
+                            if classify(&err) == Class::Connection {
+                                conn.reset();
+                            }
+                        }
+                    });
+                    if jobs.send(flush).is_err() {
+                        return;
+                    }
+                }
+            })
+            .map_err(|err| {
+                LedgerError::Internal(format!("cannot start the journal flush thread: {err}"))
+            })?;
+        Ok(Self { wake, thread })
+    }
+
+    fn wake(&self) {
+        let _ = self.wake.send(());
+    }
+
+    fn stop(self) {
+        drop(self.wake);
+        let _ = self.thread.join();
+    }
+}
+
 /// Writes queued journal entries inside `tx`. An entry the database refuses for its values
 /// ([`is_refused_value`]) is dropped with a warning, so that one bad entry cannot keep every
 /// later request from committing. Any other failure (a timeout, a lock not granted, a lost
@@ -421,9 +501,10 @@ fn try_apply(
         return Ok(Ok(Vec::new()));
     }
     let client = conn.client()?;
+    // READ COMMITTED, with the rows a rule decides on locked as it reads them ([`tx`]).
     let mut tx = client
         .build_transaction()
-        .isolation_level(IsolationLevel::Serializable)
+        .isolation_level(IsolationLevel::ReadCommitted)
         .start()
         .context("starting a transaction")?;
     if journal.is_empty() {
@@ -462,7 +543,7 @@ fn run_rules(
     tx: &mut postgres::Transaction<'_>,
     ops: &[Op],
 ) -> Result<Result<Vec<Applied>, LedgerError>, LedgerError> {
-    let mut rows = PgTx { tx };
+    let mut rows = PgTx::new(tx);
     let mut applied = Vec::with_capacity(ops.len());
     for op in ops {
         match rules::apply(&mut rows, op.clone()) {
@@ -481,6 +562,7 @@ fn apply_with_retries(
     conn: &mut Conn,
     journal: &[Queued],
     ops: &[Op],
+    retried: &AtomicU64,
 ) -> Result<Result<Vec<Applied>, LedgerError>, LedgerError> {
     let mut conflicts = 0;
     let mut duplicates = 0;
@@ -500,6 +582,7 @@ fn apply_with_retries(
             }
             Class::Conflict if conflicts < MAX_CONFLICT_RETRIES => {
                 conflicts += 1;
+                retried.fetch_add(1, Ordering::Relaxed);
                 if is_unique_violation(&err) {
                     duplicates += 1;
                 }
@@ -536,30 +619,27 @@ fn apply_with_retries(
 impl Ledger for PgLedger {
     fn apply(&self, ops: Vec<Op>) -> Result<Vec<Applied>, LedgerError> {
         let pending = Arc::clone(&self.pending);
+        let conflicts = Arc::clone(&self.conflicts);
         self.pool.call(move |conn| {
             let journal = pending.take(false);
-            apply_with_retries(conn, &journal, &ops).inspect_err(|_| pending.put_back(journal))?
+            apply_with_retries(conn, &journal, &ops, &conflicts)
+                .inspect_err(|_| pending.put_back(journal))?
         })
     }
 
     fn journal(&self, entry: NewJournalEntry) {
-        if self.pending.push(entry) {
-            // One flush per batch of queued entries; an `apply` that comes first takes them.
-            let pending = Arc::clone(&self.pending);
-            let _ = self.pool.send(move |conn| {
-                if let Err(err) = pending.flush(conn) {
-                    tracing::warn!(error = %err, "ledger: could not write queued journal entries yet");
-                    if classify(&err) == Class::Connection {
-                        conn.reset();
-                    }
-                }
-            });
+        // One flush per batch of queued entries, a linger later; an `apply` that comes first
+        // takes them into its own transaction.
+        if self.pending.push(entry)
+            && let Some(flusher) = &self.flusher
+        {
+            flusher.wake();
         }
     }
 
     fn run(&self, run_id: &str) -> Result<Option<Run>, LedgerError> {
         let run_id = run_id.to_owned();
-        self.read(move |c| rows::run(c, &run_id))
+        self.read(move |c| rows::run(c, &run_id, Hold::Nothing))
     }
 
     fn runs(&self, filter: &RunFilter) -> Result<Vec<Run>, LedgerError> {
@@ -574,7 +654,7 @@ impl Ledger for PgLedger {
 
     fn effect(&self, kind: &str, key: &str) -> Result<Option<EffectRecord>, LedgerError> {
         let (kind, key) = (kind.to_owned(), key.to_owned());
-        self.read(move |c| rows::effect(c, &kind, &key))
+        self.read(move |c| rows::effect(c, &kind, &key, Hold::Nothing))
     }
 
     fn effects_for_run(&self, run_id: &str) -> Result<Vec<EffectRecord>, LedgerError> {
@@ -604,7 +684,7 @@ impl Ledger for PgLedger {
     }
 
     fn escalation(&self, id: i64) -> Result<Option<Escalation>, LedgerError> {
-        self.read(move |c| rows::escalation(c, id))
+        self.read(move |c| rows::escalation(c, id, Hold::Nothing))
     }
 
     fn escalations(&self, filter: &EscalationFilter) -> Result<Vec<Escalation>, LedgerError> {
@@ -618,7 +698,7 @@ impl Ledger for PgLedger {
 
     fn lock(&self, key: &str) -> Result<Option<LockRecord>, LedgerError> {
         let key = key.to_owned();
-        self.read(move |c| rows::lock(c, &key))
+        self.read(move |c| rows::lock(c, &key, Hold::Nothing))
     }
 
     fn breakers(&self) -> Result<Vec<BreakerRecord>, LedgerError> {
@@ -627,7 +707,7 @@ impl Ledger for PgLedger {
 
     fn breaker(&self, connector: &str, tool: &str) -> Result<Option<BreakerRecord>, LedgerError> {
         let (connector, tool) = (connector.to_owned(), tool.to_owned());
-        self.read(move |c| rows::breaker(c, &connector, &tool))
+        self.read(move |c| rows::breaker(c, &connector, &tool, Hold::Nothing))
     }
 
     fn stored_bytes(&self, run_id: &str) -> Result<u64, LedgerError> {
@@ -661,6 +741,10 @@ impl Ledger for PgLedger {
 
 impl Drop for PgLedger {
     fn drop(&mut self) {
+        // Stopped first: it holds a handle that keeps the connection threads alive.
+        if let Some(flusher) = self.flusher.take() {
+            flusher.stop();
+        }
         // Whatever is still queued goes in before the connections close.
         if let Err(err) = self.apply(Vec::new()) {
             tracing::warn!(error = %err, "ledger: queued journal entries were not written");

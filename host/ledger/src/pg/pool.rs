@@ -60,7 +60,7 @@ impl Conn {
     }
 }
 
-type Job = Box<dyn FnOnce(&mut Conn) + Send>;
+pub(super) type Job = Box<dyn FnOnce(&mut Conn) + Send>;
 
 pub(super) struct Pool {
     jobs: Option<Sender<Job>>,
@@ -104,6 +104,12 @@ impl Pool {
             let _ = reply.send(job(conn));
         })?;
         answer.recv().map_err(|_| LedgerError::WriterGone)?
+    }
+
+    /// A handle that queues jobs on this pool's threads. The pool's threads stop only once
+    /// every handle is dropped, so a holder must drop it before the pool is.
+    pub(super) fn handle(&self) -> Option<Sender<Job>> {
+        self.jobs.clone()
     }
 
     /// Queues `job` without waiting for it.

@@ -262,13 +262,41 @@ fn all<T>(
         .collect()
 }
 
+/// What a read holds until its transaction ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Hold {
+    /// Nothing: a read outside a write, or of rows no rule writes after reading.
+    Nothing,
+    /// The row read, as `FOR NO KEY UPDATE`: a writer that locked it first is waited for and
+    /// the row is read as that writer committed it; later writers wait for this transaction.
+    /// It is the lock an `UPDATE` takes, so a row inserted elsewhere that references this one
+    /// (a journal entry of the run) is not held up by it.
+    Row,
+}
+
+impl Hold {
+    fn clause(self) -> &'static str {
+        match self {
+            Hold::Nothing => "",
+            Hold::Row => " FOR NO KEY UPDATE",
+        }
+    }
+}
+
 /// `usize` limits as SQL's BIGINT: anything larger means "no limit".
 fn limit(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-pub(super) fn run(c: &mut impl GenericClient, run_id: &str) -> Result<Option<Run>, LedgerError> {
-    let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE run_id = $1");
+pub(super) fn run(
+    c: &mut impl GenericClient,
+    run_id: &str,
+    hold: Hold,
+) -> Result<Option<Run>, LedgerError> {
+    let sql = format!(
+        "SELECT {RUN_COLUMNS} FROM runs WHERE run_id = $1{}",
+        hold.clause()
+    );
     one(c, &sql, &[&run_id], run_from_row, "reading a run")
 }
 
@@ -344,8 +372,12 @@ pub(super) fn effect(
     c: &mut impl GenericClient,
     kind: &str,
     key: &str,
+    hold: Hold,
 ) -> Result<Option<EffectRecord>, LedgerError> {
-    let sql = format!("SELECT {EFFECT_COLUMNS} FROM effects WHERE kind = $1 AND key = $2");
+    let sql = format!(
+        "SELECT {EFFECT_COLUMNS} FROM effects WHERE kind = $1 AND key = $2{}",
+        hold.clause()
+    );
     one(
         c,
         &sql,
@@ -425,8 +457,12 @@ pub(super) fn journal_entries(
 pub(super) fn escalation(
     c: &mut impl GenericClient,
     id: i64,
+    hold: Hold,
 ) -> Result<Option<Escalation>, LedgerError> {
-    let sql = format!("SELECT {ESCALATION_COLUMNS} FROM escalations WHERE id = $1");
+    let sql = format!(
+        "SELECT {ESCALATION_COLUMNS} FROM escalations WHERE id = $1{}",
+        hold.clause()
+    );
     one(
         c,
         &sql,
@@ -476,8 +512,12 @@ pub(super) fn escalations(
 pub(super) fn lock(
     c: &mut impl GenericClient,
     key: &str,
+    hold: Hold,
 ) -> Result<Option<LockRecord>, LedgerError> {
-    let sql = format!("SELECT {LOCK_COLUMNS} FROM locks WHERE lock_key = $1");
+    let sql = format!(
+        "SELECT {LOCK_COLUMNS} FROM locks WHERE lock_key = $1{}",
+        hold.clause()
+    );
     one(c, &sql, &[&key], lock_from_row, "reading a lock")
 }
 
@@ -560,8 +600,12 @@ fn node_from_row(row: &Row) -> Result<NodeRecord, LedgerError> {
 pub(super) fn node(
     c: &mut impl GenericClient,
     node_id: &str,
+    hold: Hold,
 ) -> Result<Option<NodeRecord>, LedgerError> {
-    let sql = format!("SELECT {NODE_COLUMNS} FROM nodes WHERE node_id = $1");
+    let sql = format!(
+        "SELECT {NODE_COLUMNS} FROM nodes WHERE node_id = $1{}",
+        hold.clause()
+    );
     one(c, &sql, &[&node_id], node_from_row, "reading a node")
 }
 
@@ -609,8 +653,12 @@ pub(super) fn breaker(
     c: &mut impl GenericClient,
     connector: &str,
     tool: &str,
+    hold: Hold,
 ) -> Result<Option<BreakerRecord>, LedgerError> {
-    let sql = format!("SELECT {BREAKER_COLUMNS} FROM breakers WHERE connector = $1 AND tool = $2");
+    let sql = format!(
+        "SELECT {BREAKER_COLUMNS} FROM breakers WHERE connector = $1 AND tool = $2{}",
+        hold.clause()
+    );
     one(
         c,
         &sql,

@@ -1,15 +1,32 @@
 //! The PostgreSQL side of [`Tx`]: every INSERT and UPDATE of the PostgreSQL ledger; the rules
 //! that decide them live in [`crate::rules`].
 //!
-//! Invariant: called inside one `SERIALIZABLE` transaction per request, so the rules' reads
-//! and writes commit together or not at all, and a conflicting request is retried whole.
+//! Invariant: called inside one `READ COMMITTED` transaction per request, in which every row
+//! a rule reads and then decides on is locked as it is read ([`Hold::Row`]). So a rule's check
+//! and its write cannot race another writer of the same rows: the second waits for the first
+//! and then reads what it committed. Rows nobody else writes are not locked, and a request
+//! never waits on one that touches other keys, which is what lets a fleet's nodes write side
+//! by side. (`SERIALIZABLE` gave the same answers but tracked every read as a predicate, and
+//! rolled back independent runs whose keys shared an index page.)
+//!
+//! - A run's attempts and checkpoints are guarded by the run's row: reading one locks the
+//!   run first, in a statement of its own, so that the read that follows, a new snapshot,
+//!   sees what the previous holder committed. Locks are always taken run first, then the
+//!   run's other rows, so two requests on one run cannot deadlock.
+//! - A row read as absent cannot be locked. The rules then insert it, and a plain `INSERT`
+//!   of a key another transaction inserted first fails as a unique violation, which is
+//!   retried whole and then reads the winner's row. The `put_*` upserts therefore insert
+//!   without `ON CONFLICT` when this transaction read the key as absent.
+//! - A deadlock the order above does not rule out (requests on several keys) is detected by
+//!   the server and retried like any conflict.
 
 use std::borrow::Cow;
+use std::collections::HashSet;
 
 use postgres::{GenericClient, Transaction};
 
 use super::error::PgContext;
-use super::rows;
+use super::rows::{self, Hold};
 use crate::error::LedgerError;
 use crate::records::{
     Attempt, BreakerRecord, CallKeyRecord, EffectRecord, Escalation, LockRecord, Millis,
@@ -18,7 +35,21 @@ use crate::records::{
 use crate::rules::Tx;
 
 pub(super) struct PgTx<'a, 'b> {
-    pub(super) tx: &'a mut Transaction<'b>,
+    tx: &'a mut Transaction<'b>,
+    /// Runs whose row this transaction has locked.
+    held_runs: HashSet<String>,
+    /// Keys this transaction read and found absent, as (table, key).
+    absent: HashSet<(&'static str, String)>,
+}
+
+impl<'a, 'b> PgTx<'a, 'b> {
+    pub(super) fn new(tx: &'a mut Transaction<'b>) -> Self {
+        Self {
+            tx,
+            held_runs: HashSet::new(),
+            absent: HashSet::new(),
+        }
+    }
 }
 
 fn n(v: u32) -> i64 {
@@ -47,6 +78,56 @@ fn big(v: u64) -> Result<i64, LedgerError> {
 }
 
 impl PgTx<'_, '_> {
+    /// Locks the run's row, once per transaction, so the run's other rows read next are
+    /// read as the run's previous writer left them.
+    fn hold_run(&mut self, run_id: &str) -> Result<(), LedgerError> {
+        if self.held_runs.contains(run_id) {
+            return Ok(());
+        }
+        let what = "locking a run";
+        let statement = rows::prepared(
+            self.tx,
+            "SELECT 1 FROM runs WHERE run_id = $1 FOR NO KEY UPDATE",
+        )
+        .context(what)?;
+        if self
+            .tx
+            .query_opt(&statement, &[&run_id])
+            .context(what)?
+            .is_some()
+        {
+            self.held_runs.insert(run_id.to_owned());
+        }
+        Ok(())
+    }
+
+    /// Notes whether a key was read as absent, for the `put_*` that may follow.
+    fn noted<T>(&mut self, table: &'static str, key: String, found: Option<T>) -> Option<T> {
+        if found.is_none() {
+            self.absent.insert((table, key));
+        } else {
+            self.absent.remove(&(table, key));
+        }
+        found
+    }
+
+    /// `INSERT` alone when this transaction last read the key as absent (a racing insert
+    /// must fail, not be overwritten); otherwise the upsert, over a row locked when it was
+    /// read. After either, the row exists.
+    fn upsert(
+        &mut self,
+        table: &'static str,
+        key: String,
+        insert: &str,
+        on_conflict: &str,
+    ) -> String {
+        if self.absent.remove(&(table, key)) {
+            insert.to_owned()
+        } else {
+            format!("{insert} {on_conflict}")
+        }
+    }
+
     fn exec(
         &mut self,
         sql: &str,
@@ -60,7 +141,11 @@ impl PgTx<'_, '_> {
 
 impl Tx for PgTx<'_, '_> {
     fn run(&mut self, run_id: &str) -> Result<Option<Run>, LedgerError> {
-        rows::run(self.tx, run_id)
+        let run = rows::run(self.tx, run_id, Hold::Row)?;
+        if run.is_some() {
+            self.held_runs.insert(run_id.to_owned());
+        }
+        Ok(run)
     }
 
     fn insert_run(&mut self, run: &NewRun) -> Result<(), LedgerError> {
@@ -114,10 +199,12 @@ impl Tx for PgTx<'_, '_> {
     }
 
     fn attempt(&mut self, run_id: &str, attempt: u32) -> Result<Option<Attempt>, LedgerError> {
+        self.hold_run(run_id)?;
         rows::attempt(self.tx, run_id, attempt)
     }
 
     fn latest_attempt(&mut self, run_id: &str) -> Result<Option<Attempt>, LedgerError> {
+        self.hold_run(run_id)?;
         rows::latest_attempt(self.tx, run_id)
     }
 
@@ -159,7 +246,7 @@ impl Tx for PgTx<'_, '_> {
     }
 
     fn effect(&mut self, kind: &str, key: &str) -> Result<Option<EffectRecord>, LedgerError> {
-        rows::effect(self.tx, kind, key)
+        rows::effect(self.tx, kind, key, Hold::Row)
     }
 
     fn insert_effect(&mut self, e: &EffectRecord) -> Result<(), LedgerError> {
@@ -233,10 +320,12 @@ impl Tx for PgTx<'_, '_> {
     }
 
     fn escalation(&mut self, id: i64) -> Result<Option<Escalation>, LedgerError> {
-        rows::escalation(self.tx, id)
+        rows::escalation(self.tx, id, Hold::Row)
     }
 
     fn open_escalation(&mut self, run_id: &str) -> Result<Option<Escalation>, LedgerError> {
+        // Guarded by the run's row: one open escalation per run is also a unique index.
+        self.hold_run(run_id)?;
         rows::open_escalation(self.tx, run_id)
     }
 
@@ -283,16 +372,23 @@ impl Tx for PgTx<'_, '_> {
     }
 
     fn lock(&mut self, key: &str) -> Result<Option<LockRecord>, LedgerError> {
-        rows::lock(self.tx, key)
+        let found = rows::lock(self.tx, key, Hold::Row)?;
+        Ok(self.noted("locks", key.to_owned(), found))
     }
 
     fn put_lock(&mut self, lock: &LockRecord) -> Result<(), LedgerError> {
-        self.exec(
+        let sql = self.upsert(
+            "locks",
+            lock.key.clone(),
             "INSERT INTO locks (lock_key, run_id, holder, fence, acquired_at, lease_until, \
-             released) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (lock_key) DO UPDATE SET \
+             released) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "ON CONFLICT (lock_key) DO UPDATE SET \
              run_id = excluded.run_id, holder = excluded.holder, fence = excluded.fence, \
              acquired_at = excluded.acquired_at, lease_until = excluded.lease_until, \
              released = excluded.released",
+        );
+        self.exec(
+            &sql,
             &[
                 &lock.key,
                 &lock.run_id,
@@ -312,15 +408,22 @@ impl Tx for PgTx<'_, '_> {
         connector: &str,
         tool: &str,
     ) -> Result<Option<BreakerRecord>, LedgerError> {
-        rows::breaker(self.tx, connector, tool)
+        let found = rows::breaker(self.tx, connector, tool, Hold::Row)?;
+        Ok(self.noted("breakers", format!("{connector}\0{tool}"), found))
     }
 
     fn put_breaker(&mut self, b: &BreakerRecord) -> Result<(), LedgerError> {
-        self.exec(
+        let sql = self.upsert(
+            "breakers",
+            format!("{}\0{}", b.connector, b.tool),
             "INSERT INTO breakers (connector, tool, state, consecutive_failures, open_until, \
-             updated_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (connector, tool) DO UPDATE \
+             updated_at) VALUES ($1, $2, $3, $4, $5, $6)",
+            "ON CONFLICT (connector, tool) DO UPDATE \
              SET state = excluded.state, consecutive_failures = excluded.consecutive_failures, \
              open_until = excluded.open_until, updated_at = excluded.updated_at",
+        );
+        self.exec(
+            &sql,
             &[
                 &b.connector,
                 &b.tool,
@@ -349,17 +452,23 @@ impl Tx for PgTx<'_, '_> {
     }
 
     fn node(&mut self, node_id: &str) -> Result<Option<NodeRecord>, LedgerError> {
-        rows::node(self.tx, node_id)
+        let found = rows::node(self.tx, node_id, Hold::Row)?;
+        Ok(self.noted("nodes", node_id.to_owned(), found))
     }
 
     fn put_node(&mut self, node: &NodeRecord) -> Result<(), LedgerError> {
-        self.exec(
+        let sql = self.upsert(
+            "nodes",
+            node.node_id.clone(),
             "INSERT INTO nodes (node_id, address, version, started_at, heartbeat_at, \
-             lease_ttl_ms, stopped_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
-             ON CONFLICT (node_id) DO UPDATE SET address = excluded.address, \
+             lease_ttl_ms, stopped_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "ON CONFLICT (node_id) DO UPDATE SET address = excluded.address, \
              version = excluded.version, started_at = excluded.started_at, \
              heartbeat_at = excluded.heartbeat_at, lease_ttl_ms = excluded.lease_ttl_ms, \
              stopped_at = excluded.stopped_at",
+        );
+        self.exec(
+            &sql,
             &[
                 &node.node_id,
                 &text(&node.address),

@@ -6,9 +6,10 @@
 //! fence comes next, who owns an effect, and whether an escalation is still open. A [`Tx`]
 //! only reads and writes typed rows.
 //!
-//! Invariant: every check reads inside the caller's transaction, so on a backend whose
-//! transactions are serializable (SQLite's single writer, PostgreSQL's `SERIALIZABLE`) checks
-//! and writes never race. An `Err` leaves the transaction for the caller to roll back.
+//! Invariant: every check reads inside the caller's transaction, and a backend makes the rows
+//! a check reads stay as read until the transaction ends (SQLite has one writer at a time;
+//! PostgreSQL locks each row as a rule reads it, see `pg::tx`), so checks and writes never
+//! race. An `Err` leaves the transaction for the caller to roll back.
 
 use crate::breaker;
 use crate::error::LedgerError;

@@ -67,6 +67,12 @@ pub struct LedgerOptions {
     pub group_commit: bool,
     /// Most requests (apply calls and queued journal entries) in one group commit.
     pub max_batch: usize,
+    /// How long queued journal entries with no write beside them wait for one, so that a
+    /// run's log lines go into the commit that ends it rather than into commits of their
+    /// own. A reader of the journal flushes them first, so only a crash can lose what waits:
+    /// at most this long of journal entries, never a run, attempt or effect. Zero commits
+    /// them at once. Used with group commit only.
+    pub journal_linger: Duration,
 }
 
 impl Default for LedgerOptions {
@@ -76,6 +82,7 @@ impl Default for LedgerOptions {
             busy_timeout: Duration::from_secs(5),
             group_commit: true,
             max_batch: 256,
+            journal_linger: Duration::from_millis(20),
         }
     }
 }
@@ -181,6 +188,7 @@ impl SqliteLedger {
             path: path.to_owned(),
             group_commit: options.group_commit,
             max_batch: options.max_batch,
+            journal_linger: options.journal_linger,
             counters: Arc::clone(&counters),
         };
         let handle = std::thread::Builder::new()
@@ -290,6 +298,9 @@ impl Ledger for SqliteLedger {
     }
 
     fn journal_entries(&self, run_id: &str) -> Result<Vec<JournalEntry>, LedgerError> {
+        // What was queued before this read is part of what it must see: an empty request
+        // commits whatever waits in the writer's queue ahead of it.
+        self.apply(Vec::new())?;
         self.read(|conn| rows::journal_entries(conn, run_id))
     }
 

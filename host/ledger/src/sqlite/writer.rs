@@ -7,7 +7,8 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
@@ -25,6 +26,12 @@ pub(super) enum Request {
     Journal(NewJournalEntry),
 }
 
+impl Request {
+    fn is_journal(&self) -> bool {
+        matches!(self, Request::Journal(_))
+    }
+}
+
 #[derive(Debug, Default)]
 pub(super) struct Counters {
     pub(super) commits: AtomicU64,
@@ -37,6 +44,7 @@ pub(super) struct Writer {
     pub(super) path: PathBuf,
     pub(super) group_commit: bool,
     pub(super) max_batch: usize,
+    pub(super) journal_linger: Duration,
     pub(super) counters: Arc<Counters>,
 }
 
@@ -52,22 +60,71 @@ impl Writer {
         } else {
             1
         };
+        let linger = if self.group_commit {
+            self.journal_linger
+        } else {
+            Duration::ZERO
+        };
         let mut batch = Vec::with_capacity(max_batch);
         while let Ok(first) = self.requests.recv() {
             batch.push(first);
-            while batch.len() < max_batch {
-                match self.requests.try_recv() {
-                    Ok(next) => batch.push(next),
-                    Err(_) => break,
-                }
+            self.take_queued(&mut batch, max_batch);
+            if !linger.is_zero() && batch.iter().all(Request::is_journal) {
+                self.wait_for_a_write(&mut batch, max_batch, linger);
             }
             self.commit(&mut batch);
         }
         tracing::debug!(path = %self.path.display(), "ledger writer stopped");
     }
 
+    /// Adds what is queued already, up to `max_batch` requests.
+    fn take_queued(&self, batch: &mut Vec<Request>, max_batch: usize) {
+        while batch.len() < max_batch {
+            match self.requests.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Holds a batch of journal entries alone for up to `linger`, until a write comes to
+    /// commit them with: a run's log lines then cost no commit of their own. Every sender
+    /// gone ends the wait too, and the entries are committed on the way out.
+    fn wait_for_a_write(&self, batch: &mut Vec<Request>, max_batch: usize, linger: Duration) {
+        let deadline = Instant::now() + linger;
+        while batch.len() < max_batch {
+            match self
+                .requests
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(next) => {
+                    let write = !next.is_journal();
+                    batch.push(next);
+                    if write {
+                        self.take_queued(batch, max_batch);
+                        return;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return,
+            }
+        }
+    }
+
     /// Commits `batch` in one transaction, then answers it; leaves `batch` empty.
     fn commit(&mut self, batch: &mut Vec<Request>) {
+        // Empty requests (a reader's flush) with nothing queued ahead: nothing to commit, and
+        // no reason to wait for another process's write lock.
+        if batch
+            .iter()
+            .all(|r| matches!(r, Request::Apply { ops, .. } if ops.is_empty()))
+        {
+            for request in batch.drain(..) {
+                if let Request::Apply { reply, .. } = request {
+                    let _ = reply.send(Ok(Vec::new()));
+                }
+            }
+            return;
+        }
         let mut replies: Vec<(Reply, Result<Vec<Applied>, LedgerError>)> =
             Vec::with_capacity(batch.len());
         let mut journaled = 0usize;

@@ -8,11 +8,14 @@ use crate::T0;
 const THREADS: usize = 32;
 
 fn scratch(group_commit: bool) -> (tempfile::TempDir, Arc<SqliteLedger>) {
-    let dir = tempfile::tempdir().unwrap();
-    let options = LedgerOptions {
+    scratch_with(LedgerOptions {
         group_commit,
         ..LedgerOptions::default()
-    };
+    })
+}
+
+fn scratch_with(options: LedgerOptions) -> (tempfile::TempDir, Arc<SqliteLedger>) {
+    let dir = tempfile::tempdir().unwrap();
     let ledger = SqliteLedger::open(&dir.path().join("ledger.db"), options).unwrap();
     (dir, Arc::new(ledger))
 }
@@ -164,4 +167,83 @@ fn concurrent_claims_of_one_key_yield_exactly_one_fresh() {
         .filter(|c| matches!(c, tollgate_ledger::Claim::Fresh))
         .count();
     assert_eq!(fresh, 1);
+}
+
+fn log_line(run_id: &str, n: u32) -> tollgate_ledger::NewJournalEntry {
+    tollgate_ledger::NewJournalEntry {
+        run_id: run_id.to_owned(),
+        attempt: None,
+        at: T0,
+        level: "info".to_owned(),
+        event: "tool.log".to_owned(),
+        message: format!("line {n}"),
+        fields: serde_json::json!({}),
+    }
+}
+
+#[test]
+fn journal_entries_queued_during_a_run_go_into_the_commit_of_the_write_that_follows() {
+    // A linger far longer than the run, so the test does not depend on timing.
+    let (_dir, ledger) = scratch_with(LedgerOptions {
+        journal_linger: std::time::Duration::from_secs(30),
+        ..LedgerOptions::default()
+    });
+    ledger.apply(vec![create("r1".to_owned())]).unwrap();
+    let before = ledger.stats().commits;
+    for n in 0..5 {
+        ledger.journal(log_line("r1", n));
+        // The tool works between its log lines; the writer is idle meanwhile.
+        thread::sleep(std::time::Duration::from_millis(2));
+    }
+    ledger
+        .apply(vec![Op::ParkRun {
+            run_id: "r1".to_owned(),
+            status: tollgate_ledger::RunStatus::Escalated,
+            now: T0,
+        }])
+        .unwrap();
+    assert_eq!(
+        ledger.stats().commits - before,
+        1,
+        "the log lines and the write share one commit"
+    );
+    assert_eq!(ledger.journal_entries("r1").unwrap().len(), 5);
+}
+
+#[test]
+fn journal_entries_with_no_write_after_them_are_committed_after_the_linger() {
+    let linger = std::time::Duration::from_millis(50);
+    let (_dir, ledger) = scratch_with(LedgerOptions {
+        journal_linger: linger,
+        ..LedgerOptions::default()
+    });
+    ledger.apply(vec![create("r1".to_owned())]).unwrap();
+    let before = ledger.stats().commits;
+    ledger.journal(log_line("r1", 0));
+    let deadline = std::time::Instant::now() + linger * 100;
+    while ledger.stats().commits == before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a lone journal entry was never committed"
+        );
+        thread::sleep(linger / 4);
+    }
+    assert_eq!(ledger.stats().commits - before, 1);
+}
+
+#[test]
+fn a_reader_of_the_journal_sees_entries_queued_before_it_read() {
+    let (_dir, ledger) = scratch_with(LedgerOptions {
+        journal_linger: std::time::Duration::from_secs(30),
+        ..LedgerOptions::default()
+    });
+    ledger.apply(vec![create("r1".to_owned())]).unwrap();
+    for n in 0..3 {
+        ledger.journal(log_line("r1", n));
+        assert_eq!(
+            ledger.journal_entries("r1").unwrap().len(),
+            n as usize + 1,
+            "entry {n} is not in the journal yet"
+        );
+    }
 }

@@ -137,6 +137,80 @@ fn concurrent_claims_of_one_key_from_many_handles_have_exactly_one_winner() {
 }
 
 #[test]
+fn runs_on_distinct_keys_at_once_commit_without_a_conflict_retry() {
+    // Eight writers, each running whole runs (with an effect, a lock and journal entries) on
+    // keys no other writer touches: nothing they do conflicts, so no transaction may be
+    // rolled back and run again. A retry here is work the database did for nothing, and the
+    // fleet's throughput falls with every node that adds to it.
+    let scratch = Scratch::new();
+    let ledger = Arc::new(scratch.open());
+    let start = Arc::new(Barrier::new(8));
+    let writers: Vec<_> = (0..8)
+        .map(|writer| {
+            let (ledger, start) = (Arc::clone(&ledger), Arc::clone(&start));
+            std::thread::spawn(move || {
+                start.wait();
+                for n in 0..25 {
+                    let run_id = format!("w{writer}-r{n}");
+                    whole_run(&*ledger, &run_id);
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.join().unwrap();
+    }
+    assert_eq!(ledger.conflict_retries(), 0, "transactions were run again");
+}
+
+/// A run from start to end through the ledger: created, an attempt, a lock, a journal
+/// entry, an effect claimed, dispatched and recorded, the attempt and the run ended.
+fn whole_run(ledger: &dyn Ledger, run_id: &str) {
+    use tollgate_ledger::{AttemptStatus, EffectStatus, RunStatus};
+    new_run(ledger, run_id);
+    let attempt = ledger
+        .begin_attempt(run_id, "sha256:c", "h", T0 + 30_000, false, T0)
+        .unwrap();
+    ledger
+        .acquire_lock(&format!("lock-{run_id}"), run_id, "h", T0 + 30_000, T0)
+        .unwrap();
+    ledger.journal(entry(run_id, "tool.log", "working"));
+    let claim = ledger
+        .claim_effect("erp", run_id, "d", "{}", run_id, attempt.attempt, T0)
+        .unwrap();
+    assert_eq!(claim, Claim::Fresh);
+    ledger
+        .mark_dispatched("erp", run_id, run_id, attempt.attempt, T0)
+        .unwrap();
+    ledger
+        .record_outcome(
+            "erp",
+            run_id,
+            run_id,
+            attempt.attempt,
+            EffectStatus::Succeeded,
+            Some("{}"),
+            None,
+            None,
+            T0,
+        )
+        .unwrap();
+    ledger
+        .end_attempt(
+            run_id,
+            attempt.attempt,
+            AttemptStatus::Succeeded,
+            None,
+            None,
+            T0,
+        )
+        .unwrap();
+    ledger
+        .end_run(run_id, RunStatus::Succeeded, Some("{}"), None, None, T0)
+        .unwrap();
+}
+
+#[test]
 fn lock_fences_grow_strictly_across_handles_racing_for_one_key() {
     let scratch = Scratch::new();
     let start = Arc::new(Barrier::new(8));
@@ -309,4 +383,112 @@ fn a_password_given_as_a_url_parameter_is_redacted_too() {
         tollgate_ledger::redact("postgres://u@127.0.0.1/db?password=s3cret&sslmode=disable");
     assert!(!shown.contains("s3cret"), "{shown}");
     assert!(shown.contains("sslmode=disable"), "{shown}");
+}
+
+#[test]
+fn journal_entries_queued_during_a_run_go_into_the_transaction_of_the_write_that_follows() {
+    let scratch = Scratch::new();
+    // A linger far longer than the run, so the test does not depend on timing.
+    let ledger = PgLedger::open(
+        &scratch.url(),
+        PgOptions {
+            journal_linger: std::time::Duration::from_secs(30),
+            ..PgOptions::default()
+        },
+    )
+    .unwrap();
+    new_run(&ledger, "r1");
+    for n in 0..5 {
+        ledger.journal(entry("r1", "tool.log", &format!("line {n}")));
+        // The tool works between its log lines.
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let mut db = postgres::Client::connect(&scratch.url(), postgres::NoTls).unwrap();
+    let count = "SELECT count(*) FROM journal WHERE run_id = 'r1' AND event = 'tool.log'";
+    let before: i64 = db.query_one(count, &[]).unwrap().get(0);
+    assert_eq!(before, 0, "no transaction of their own wrote them");
+    ledger
+        .apply(vec![Op::ParkRun {
+            run_id: "r1".to_owned(),
+            status: tollgate_ledger::RunStatus::Escalated,
+            now: T0,
+        }])
+        .unwrap();
+    let after: i64 = db.query_one(count, &[]).unwrap().get(0);
+    assert_eq!(after, 5, "the write carried them");
+    // The transaction that wrote a row is its `xmin`.
+    let journal_txs: Vec<String> = db
+        .query(
+            "SELECT DISTINCT xmin::text FROM journal WHERE run_id = 'r1' AND event = 'tool.log'",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(journal_txs.len(), 1, "one transaction carried them all");
+}
+
+#[test]
+fn journal_entries_with_no_write_after_them_are_written_after_the_linger() {
+    let scratch = Scratch::new();
+    let ledger = PgLedger::open(
+        &scratch.url(),
+        PgOptions {
+            journal_linger: std::time::Duration::from_millis(50),
+            ..PgOptions::default()
+        },
+    )
+    .unwrap();
+    new_run(&ledger, "r1");
+    ledger.journal(entry("r1", "tool.log", "alone"));
+    let mut db = postgres::Client::connect(&scratch.url(), postgres::NoTls).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let written: i64 = db
+            .query_one(
+                "SELECT count(*) FROM journal WHERE run_id = 'r1' AND event = 'tool.log'",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        if written == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a lone journal entry was never written"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_lock_taken_and_released_in_one_request_ends_released() {
+    // The request inserts the lock's row (its key was absent), then reads it back and
+    // writes it again: the second write updates the row the first made.
+    let scratch = Scratch::new();
+    let ledger = scratch.open();
+    new_run(&ledger, "r1");
+    let ops = vec![
+        Op::AcquireLock {
+            key: "l1".to_owned(),
+            run_id: "r1".to_owned(),
+            holder: "h1".to_owned(),
+            lease_until: T0 + 10_000,
+            now: T0,
+        },
+        Op::ReleaseLock {
+            key: "l1".to_owned(),
+            run_id: "r1".to_owned(),
+            fence: 1,
+            now: T0,
+        },
+    ];
+    ledger
+        .apply(ops)
+        .expect("one request takes and releases the lock");
+    let lock = ledger.lock("l1").unwrap().expect("the row stays");
+    assert!(lock.released);
+    assert_eq!(lock.fence, 1);
 }

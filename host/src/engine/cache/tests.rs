@@ -62,10 +62,10 @@ fn plant_forgery(dir: &Path, engine: &Engine) -> String {
     };
     let digest_a = digest(A.as_bytes());
     let forged = Component::new(engine, B).unwrap().serialize().unwrap();
-    let tag = attacker.mac(&digest_a, &forged).finalize().into_bytes();
+    let tag = attacker.artifact_mac(&digest_a, &forged);
     fs::write(
         attacker.artifact_path(&digest_a),
-        [&forged[..], &tag[..]].concat(),
+        [&forged[..], tag.as_bytes()].concat(),
     )
     .unwrap();
     digest_a
@@ -291,5 +291,70 @@ fn existing_cache_dir_others_can_only_read_is_used() {
     let (component, _) = cache
         .load_or_compile(&engine, &digest_a, A.as_bytes())
         .unwrap();
+    assert_eq!(answer(&engine, &component), 1);
+}
+
+#[test]
+fn a_remembered_digest_is_given_only_for_the_same_file_version() {
+    let engine = engine();
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = ArtifactCache::open(&tmp.path().join("cache"), &engine).unwrap();
+    let path = tmp.path().join("tool.wasm");
+    let digest_a = digest(A.as_bytes());
+    cache.remember_digest(&path, Stamp::made_up(1), &digest_a);
+    assert_eq!(
+        cache.digest_of(&path, Stamp::made_up(1)),
+        Some(digest_a.clone())
+    );
+    assert_eq!(
+        cache.digest_of(&path, Stamp::made_up(2)),
+        None,
+        "another version of the file"
+    );
+    assert_eq!(
+        cache.digest_of(&tmp.path().join("other.wasm"), Stamp::made_up(1)),
+        None,
+        "another file"
+    );
+}
+
+#[test]
+fn a_remembered_digest_someone_changed_is_not_believed() {
+    let engine = engine();
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = ArtifactCache::open(&tmp.path().join("cache"), &engine).unwrap();
+    let path = tmp.path().join("tool.wasm");
+    cache.remember_digest(&path, Stamp::made_up(1), &digest(A.as_bytes()));
+    // Point the record at B's digest (whose artifact the cache may well hold) without the
+    // key: the MAC no longer matches.
+    let record = cache.digest_path(&path);
+    let bytes = fs::read(&record).unwrap();
+    let forged =
+        String::from_utf8_lossy(&bytes).replace(&digest(A.as_bytes()), &digest(B.as_bytes()));
+    assert_ne!(forged.as_bytes(), &bytes[..]);
+    fs::write(&record, forged.as_bytes()).unwrap();
+    assert_eq!(cache.digest_of(&path, Stamp::made_up(1)), None);
+}
+
+#[test]
+fn a_hit_is_loaded_from_a_sealed_copy_of_the_artifact() {
+    let engine = engine();
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = ArtifactCache::open(&tmp.path().join("cache"), &engine).unwrap();
+    let digest_a = digest(A.as_bytes());
+    cache
+        .load_or_compile(&engine, &digest_a, A.as_bytes())
+        .unwrap();
+    let (sealed, _) = Sealed::open::<MAC_LEN>(&cache.artifact_path(&digest_a)).unwrap();
+    // The copy refuses every change: a write, a truncation, and growing it.
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .open(sealed.path())
+        .unwrap();
+    use std::io::Write as _;
+    assert!(file.write_all(b"x").is_err(), "a sealed copy took a write");
+    assert!(file.set_len(1).is_err(), "a sealed copy was truncated");
+    assert!(file.set_len(1 << 30).is_err(), "a sealed copy grew");
+    let component = cache.load(&engine, &digest_a).expect("a hit");
     assert_eq!(answer(&engine, &component), 1);
 }
