@@ -2,9 +2,11 @@
 //!
 //! The ledger's contract is synchronous (its rules are plain functions over rows inside one
 //! transaction, see `tollgate_ledger::rules`), and async code reaches it only through
-//! [`apply`] and [`read`], which run it on the blocking pool. Writes block until their
-//! commit is durable (an fsync, or a PostgreSQL round trip); so do reads of a PostgreSQL
-//! ledger, and a slow database must not hold the executor threads that serve other calls.
+//! [`apply`] and [`read`]: a write is handed to the backend's writer thread where it has one
+//! (SQLite) and awaited, anything else runs on the blocking pool. Writes wait until their
+//! commit is as durable as asked (an fsync, or a PostgreSQL round trip); so do reads of a
+//! PostgreSQL ledger, and a slow database must not hold the executor threads that serve
+//! other calls.
 //! One bridge for both backends keeps code from assuming that a read is a local file's
 //! microseconds. Synchronous callers (the CLI's read commands) call the contract directly.
 
@@ -14,10 +16,32 @@ use std::sync::Arc;
 
 /// Applies `ops` durably without blocking the executor.
 pub async fn apply(ledger: &Arc<dyn Ledger>, ops: Vec<Op>) -> Result<Vec<Applied>, LedgerError> {
-    let ledger = ledger.clone();
-    tokio::task::spawn_blocking(move || ledger.apply(ops))
-        .await
-        .unwrap_or_else(|e| Err(LedgerError::Internal(format!("ledger task failed: {e}"))))
+    apply_with(ledger, ops, Durability::Synced).await
+}
+
+/// [`apply`], as durable as `durability` asks.
+pub async fn apply_with(
+    ledger: &Arc<dyn Ledger>,
+    ops: Vec<Op>,
+    durability: Durability,
+) -> Result<Vec<Applied>, LedgerError> {
+    // A backend with a writer thread answers through a oneshot: no blocking-pool thread
+    // is woken only to wait on it.
+    let (answer, answered) = tokio::sync::oneshot::channel();
+    let done: Done = Box::new(move |result| {
+        // Fails only if the caller stopped waiting (its call was cancelled).
+        let _ = answer.send(result);
+    });
+    match ledger.submit(ops, durability, done) {
+        Ok(()) => answered.await.unwrap_or(Err(LedgerError::WriterGone)),
+        Err(Unsent::Closed) => Err(LedgerError::WriterGone),
+        Err(Unsent::Unsupported { ops, durability }) => {
+            let ledger = ledger.clone();
+            tokio::task::spawn_blocking(move || ledger.apply_with(ops, durability))
+                .await
+                .unwrap_or_else(|e| Err(LedgerError::Internal(format!("ledger task failed: {e}"))))
+        }
+    }
 }
 
 /// Runs `read` against the ledger without blocking the executor.

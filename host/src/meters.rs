@@ -12,9 +12,9 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::ledger::{
-    Applied, Attempt, BreakerRecord, CallKeyRecord, Checkpoint, EffectRecord, Escalation,
-    EscalationFilter, EscalationStatus, Holdings, JournalEntry, Ledger, LedgerError, LockRecord,
-    NewJournalEntry, NodeRecord, Op, Run, RunFilter, StrandedFilter,
+    Applied, Attempt, BreakerRecord, CallKeyRecord, Checkpoint, Done, Durability, EffectRecord,
+    Escalation, EscalationFilter, EscalationStatus, Holdings, JournalEntry, Ledger, LedgerError,
+    LockRecord, NewJournalEntry, NodeRecord, Op, Run, RunFilter, StrandedFilter, Unsent,
 };
 
 /// A metric's labels, as `prometheus-client` encodes them.
@@ -189,12 +189,29 @@ impl MeteredLedger {
 }
 
 impl Ledger for MeteredLedger {
-    fn apply(&self, ops: Vec<Op>) -> Result<Vec<Applied>, LedgerError> {
+    fn apply_with(
+        &self,
+        ops: Vec<Op>,
+        durability: Durability,
+    ) -> Result<Vec<Applied>, LedgerError> {
         let started = Instant::now();
-        let result = self.inner.apply(ops);
+        let result = self.inner.apply_with(ops, durability);
         self.meters
             .ledger_write(started.elapsed(), result.as_ref().map(drop));
         result
+    }
+
+    fn submit(&self, ops: Vec<Op>, durability: Durability, done: Done) -> Result<(), Unsent> {
+        let started = Instant::now();
+        let meters = self.meters.clone();
+        self.inner.submit(
+            ops,
+            durability,
+            Box::new(move |result| {
+                meters.ledger_write(started.elapsed(), result.as_ref().map(drop));
+                done(result);
+            }),
+        )
     }
 
     fn journal(&self, entry: NewJournalEntry) {
@@ -235,6 +252,10 @@ impl Ledger for MeteredLedger {
 
     fn journal_entries(&self, run_id: &str) -> Result<Vec<JournalEntry>, LedgerError> {
         self.inner.journal_entries(run_id)
+    }
+
+    fn journal_since(&self, run_id: &str, seq: i64) -> Result<Vec<JournalEntry>, LedgerError> {
+        self.inner.journal_since(run_id, seq)
     }
 
     fn escalation(&self, id: i64) -> Result<Option<Escalation>, LedgerError> {

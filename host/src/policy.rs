@@ -44,6 +44,38 @@ pub struct Policy {
     /// The tool's component, for `tollgate mcp` (relative to the config file's directory).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub component: Option<PathBuf>,
+    /// How a run's own records are written before its caller hears the answer.
+    #[serde(default, skip_serializing_if = "Record::is_sync")]
+    pub record: Record,
+}
+
+/// How a run's start and successful end are written before its caller is answered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Record {
+    /// Synced to stable storage first, like everything else the ledger holds.
+    #[default]
+    Sync,
+    /// Committed (seen by every reader, kept if the host is killed) and synced by a later
+    /// commit: a crash of the machine, or of the PostgreSQL server, can lose the records of
+    /// the last runs before it, and nothing else. Only for tools without effects, whose
+    /// records are audit: such a run changes nothing that a lost record would let happen
+    /// twice. A run that fails or escalates is always synced.
+    Async,
+}
+
+impl Record {
+    fn is_sync(&self) -> bool {
+        *self == Record::Sync
+    }
+
+    /// The durability of a run's start and successful end.
+    pub fn durability(self) -> crate::ledger::Durability {
+        match self {
+            Record::Sync => crate::ledger::Durability::Synced,
+            Record::Async => crate::ledger::Durability::Unsynced,
+        }
+    }
 }
 
 /// Whether an effect kind needs a human's approval before it is dispatched.
@@ -266,6 +298,12 @@ impl Policy {
                     ),
                 );
             }
+        }
+        if self.record == Record::Async && !self.effects.is_empty() {
+            bad(
+                &["record"],
+                "a tool granted effects is always recorded synchronously, because its run's records are what keep each effect exactly-once: remove `record = \"async\"`, or the effects".to_owned(),
+            );
         }
         for name in &self.env {
             let valid = !name.is_empty()

@@ -35,7 +35,9 @@ pub struct LoadedTool {
     pub descriptor: Descriptor,
     pub imports: Vec<String>,
     pub exports: Vec<String>,
-    /// Whether the compiled code came from the precompiled cache.
+    /// Whether the compiled code came from the precompiled cache when the file was read. A
+    /// tool a runtime kept and returns again ([`crate::Runtime::inspect`]) keeps the outcome
+    /// of that first read.
     pub cache: CacheOutcome,
     pub(crate) pre: ToolPre<ToolState>,
     pub(crate) validator: InputSchema,
@@ -105,6 +107,14 @@ pub enum LoadError {
         tool: String,
         /// Each ungranted import with the policy lines that would grant it.
         missing: Vec<(String, String)>,
+    },
+    #[error(
+        "{path}: the policy of `{tool}` asks for `record = \"async\"`, but the tool declares effects ({}): a tool with effects is always recorded synchronously, because its run's records are what keep each effect exactly-once; remove `record = \"async\"` under [tools.{tool}]", crate::text::Escaped(.effects.join(", "))
+    )]
+    AsyncRecordWithEffects {
+        path: PathBuf,
+        tool: String,
+        effects: Vec<String>,
     },
 }
 
@@ -262,6 +272,13 @@ impl LoadedTool {
     /// import of an interface the policy does not grant.
     pub fn check_policy(&self, policy: &Policy) -> Result<(), LoadError> {
         let tool = &self.descriptor.name;
+        if policy.record == crate::policy::Record::Async && !self.descriptor.effects.is_empty() {
+            return Err(LoadError::AsyncRecordWithEffects {
+                path: self.path.clone(),
+                tool: tool.clone(),
+                effects: self.descriptor.effects.clone(),
+            });
+        }
         if let Some(pinned) = policy.pinned_digest()
             && pinned != self.digest
         {

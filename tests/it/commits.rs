@@ -5,7 +5,7 @@
 
 use crate::harness::{Env, erp_config, invoice, load, output};
 use std::sync::Arc;
-use tollgate::ledger::{Ledger, LedgerOptions, SqliteLedger};
+use tollgate::ledger::{Durability, Ledger, LedgerOptions, SqliteLedger};
 use tollgate::{LoadedTool, Runtime};
 use tollgate_tests::erp::Erp;
 use tollgate_tests::plugins::{HELLO, INVOICE};
@@ -22,22 +22,28 @@ fn runtime(env: &Env, config: &str) -> (Runtime, Arc<SqliteLedger>) {
     (runtime, ledger)
 }
 
-/// Commits made by one run of `tool` on `input`, after one run to warm up. What the run
-/// queued and is still waiting in the ledger is flushed and counted too.
+/// The commits (all, and those synced) made by one run of `tool` on `input`, after one run
+/// to warm up. What the run queued and is still waiting in the ledger is committed and
+/// counted too, without a sync of its own.
 async fn commits_of_one_run(
     runtime: &Runtime,
     ledger: &SqliteLedger,
     tool: &Arc<LoadedTool>,
     inputs: [&str; 2],
-) -> u64 {
+) -> (u64, u64) {
+    let flush = || ledger.apply_with(Vec::new(), Durability::Unsynced).unwrap();
     let warm_up = runtime.run(tool, inputs[0]).await.unwrap();
     output(&warm_up);
-    ledger.apply(Vec::new()).unwrap();
-    let before = ledger.stats().commits;
+    flush();
+    let before = ledger.stats();
     let report = runtime.run(tool, inputs[1]).await.unwrap();
     output(&report);
-    ledger.apply(Vec::new()).unwrap();
-    ledger.stats().commits - before
+    flush();
+    let after = ledger.stats();
+    (
+        after.commits - before.commits,
+        after.synced_commits - before.synced_commits,
+    )
 }
 
 #[tokio::test]
@@ -46,8 +52,20 @@ async fn a_run_with_no_effects_commits_its_start_and_its_end_only() {
     let (runtime, ledger) = runtime(&env, "");
     let tool = load(&runtime, HELLO).await;
     let input = r#"{"message":"hi"}"#;
-    let commits = commits_of_one_run(&runtime, &ledger, &tool, [input, input]).await;
+    let (commits, synced) = commits_of_one_run(&runtime, &ledger, &tool, [input, input]).await;
     assert_eq!(commits, 2, "start and end");
+    assert_eq!(synced, 2);
+}
+
+#[tokio::test]
+async fn a_run_of_a_tool_recorded_async_commits_its_start_and_end_without_a_sync() {
+    let env = Env::new();
+    let (runtime, ledger) = runtime(&env, "[tools.hello]\nrecord = \"async\"\n");
+    let tool = load(&runtime, HELLO).await;
+    let input = r#"{"message":"hi"}"#;
+    let (commits, synced) = commits_of_one_run(&runtime, &ledger, &tool, [input, input]).await;
+    assert_eq!(commits, 2, "start and end");
+    assert_eq!(synced, 0, "neither waited for the disk");
 }
 
 #[tokio::test]
@@ -56,7 +74,7 @@ async fn a_run_with_one_effect_commits_start_intent_outcome_its_checkpoints_and_
     let env = Env::new();
     let (runtime, ledger) = runtime(&env, &erp_config(&erp.invoices_url(), true, 5_000));
     let tool = load(&runtime, INVOICE).await;
-    let commits = commits_of_one_run(
+    let (commits, synced) = commits_of_one_run(
         &runtime,
         &ledger,
         &tool,
@@ -69,4 +87,5 @@ async fn a_run_with_one_effect_commits_start_intent_outcome_its_checkpoints_and_
         commits, 6,
         "start, checkpoint, intent, outcome, checkpoint and end"
     );
+    assert_eq!(synced, 6);
 }

@@ -10,7 +10,7 @@ use tollgate::engine::EngineOptions;
 use tollgate::{FailureClass, LoadError, RunReport, Runtime};
 use tollgate_tests::plugins::{
     HELLO, HOSTILE_COMPUTE, HOSTILE_EFFECTS, HOSTILE_FS, HOSTILE_INSTANCES, HOSTILE_NET,
-    HOSTILE_TABLE, HOSTILE_TEXT,
+    HOSTILE_TABLE, HOSTILE_TEXT, INVOICE,
 };
 use tollgate_tests::web::{DATA, Web};
 
@@ -605,6 +605,21 @@ async fn policy_digest_pin_refuses_any_other_build() {
     assert!(matches!(err, LoadError::DigestMismatch { .. }), "{err}");
     assert!(err.to_string().contains(&hello_digest), "{err}");
     let runtime = env.runtime(&format!("[tools.hello]\ndigest = \"{hello_digest}\"\n"));
+    hello_still_runs(&runtime).await;
+}
+
+#[tokio::test]
+async fn async_recording_is_refused_at_load_for_a_tool_that_declares_effects() {
+    let env = Env::new();
+    // No effect granted, so the policy itself is valid: the tool's own declaration decides.
+    let runtime = env.runtime("[tools.invoice]\nrecord = \"async\"\n");
+    let err = runtime.load(INVOICE).await.unwrap_err();
+    assert!(
+        matches!(err, LoadError::AsyncRecordWithEffects { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("erp.post-invoice"), "{err}");
+    let runtime = env.runtime("[tools.hello]\nrecord = \"async\"\n");
     hello_still_runs(&runtime).await;
 }
 

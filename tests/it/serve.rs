@@ -254,6 +254,31 @@ async fn a_node_serves_health_readiness_metrics_and_mcp_and_exits_cleanly_on_sig
     assert_eq!(status.code(), Some(0));
 }
 
+/// `record = "async"`: a read-only tool's run is committed, though not synced, before its
+/// caller is answered, so a node killed the moment the answers arrive has lost none of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_recorded_async_and_answered_before_a_kill_9_are_all_in_the_ledger() {
+    let env = Env::new();
+    let config = env.config_file(&format!(
+        "[tools.hello]\ncomponent = {HELLO:?}\nrecord = \"async\"\n"
+    ));
+    let mut node = Node::start(&env, &config, &[]);
+    let mut run_ids = Vec::new();
+    for n in 0..5 {
+        let result = call_over_mcp(&node.base, "hello", json!({"message": format!("m{n}")})).await;
+        run_ids.push(result["_meta"][RUN_ID_META].as_str().unwrap().to_owned());
+    }
+    node.child.kill().unwrap(); // SIGKILL
+    node.child.wait().unwrap();
+    let ledger = env.open_ledger();
+    for (n, run_id) in run_ids.iter().enumerate() {
+        let run = ledger.run(run_id).unwrap().expect("the run was recorded");
+        assert_eq!(run.status, RunStatus::Succeeded, "{run_id}");
+        let output: Value = serde_json::from_str(run.output.as_deref().unwrap()).unwrap();
+        assert_eq!(output["echo"], format!("m{n}"), "{run_id}");
+    }
+}
+
 /// Starts an invoice run of the real binary on `config` and kills it (`kill -9`) while its
 /// request waits on the ERP, which booked it; returns the run's id.
 async fn killed_mid_dispatch(env: &Env, config: &std::path::Path, erp: &Erp) -> String {

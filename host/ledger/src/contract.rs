@@ -5,11 +5,25 @@
 
 use crate::error::LedgerError;
 use crate::records::{
-    Applied, Attempt, AttemptStatus, BreakerRecord, CallKeyRecord, Checkpoint, Claim, EffectRecord,
-    EffectStatus, Escalation, EscalationFilter, EscalationStatus, Holdings, JournalEntry,
-    LockRecord, Millis, NewEscalation, NewJournalEntry, NewRun, NodeRecord, Op, Resolution, Run,
-    RunFilter, RunStatus, StrandedFilter,
+    Applied, Attempt, AttemptStatus, BreakerRecord, CallKeyRecord, Checkpoint, Claim, Durability,
+    EffectRecord, EffectStatus, Escalation, EscalationFilter, EscalationStatus, Holdings,
+    JournalEntry, LockRecord, Millis, NewEscalation, NewJournalEntry, NewRun, NodeRecord, Op,
+    Resolution, Run, RunFilter, RunStatus, StrandedFilter,
 };
+
+/// Called once with the result of a [`Ledger::submit`]ted request.
+pub type Done = Box<dyn FnOnce(Result<Vec<Applied>, LedgerError>) + Send>;
+
+/// A request [`Ledger::submit`] did not queue; its `done` was dropped uncalled.
+pub enum Unsent {
+    /// The backend applies requests only on the caller's thread: apply them there.
+    Unsupported {
+        ops: Vec<Op>,
+        durability: Durability,
+    },
+    /// The ledger is closed; nothing was applied.
+    Closed,
+}
 
 pub trait Ledger: Send + Sync + 'static {
     /// Applies `ops` atomically and returns one [`Applied`] per op, in order.
@@ -17,7 +31,24 @@ pub trait Ledger: Send + Sync + 'static {
     /// When this returns `Ok` the ops are durable; on `Err` nothing of this call is applied.
     /// Everything queued earlier by [`Ledger::journal`] on the same thread is durable too, so
     /// `apply(vec![])` is a flush.
-    fn apply(&self, ops: Vec<Op>) -> Result<Vec<Applied>, LedgerError>;
+    fn apply(&self, ops: Vec<Op>) -> Result<Vec<Applied>, LedgerError> {
+        self.apply_with(ops, Durability::Synced)
+    }
+
+    /// [`Ledger::apply`], returning once the commit is as durable as `durability` asks.
+    fn apply_with(&self, ops: Vec<Op>, durability: Durability)
+    -> Result<Vec<Applied>, LedgerError>;
+
+    /// [`Ledger::apply_with`] without waiting: a backend with a writer thread of its own
+    /// queues the request and calls `done` with its result from that thread, so an async
+    /// caller needs no thread of its own to wait on. A backend without one hands the
+    /// request back ([`Unsent::Unsupported`]) for the caller to apply on a thread it can
+    /// block. `done` must not block or call the ledger's writes: it runs on the writer's
+    /// thread, ahead of the next batch.
+    fn submit(&self, ops: Vec<Op>, durability: Durability, done: Done) -> Result<(), Unsent> {
+        drop(done);
+        Err(Unsent::Unsupported { ops, durability })
+    }
 
     /// Queues a journal entry without waiting; it commits with the next batch (or shortly
     /// after). FIFO with later `apply` calls from the same thread. An entry that cannot be
@@ -50,6 +81,11 @@ pub trait Ledger: Send + Sync + 'static {
     /// The run's journal, in commit order.
     fn journal_entries(&self, run_id: &str) -> Result<Vec<JournalEntry>, LedgerError>;
 
+    /// The run's committed journal entries after `seq`, in order: for a follower that has
+    /// read up to `seq`. Entries still queued are not written first (they come with the
+    /// run's next commit, within the journal linger), so following a run costs no commit.
+    fn journal_since(&self, run_id: &str, seq: i64) -> Result<Vec<JournalEntry>, LedgerError>;
+
     fn escalation(&self, id: i64) -> Result<Option<Escalation>, LedgerError>;
 
     /// Escalations matching `filter`, oldest first (by id).
@@ -71,6 +107,11 @@ pub trait Ledger: Send + Sync + 'static {
     /// The bytes the run's rows occupy, counted as [`crate::stored`] counts them: the run,
     /// its attempts, the effects it owns, its checkpoints, journal, escalations and call keys.
     /// `RunNotFound` for an unknown run.
+    ///
+    /// Counts what is committed: journal entries still queued are not flushed first, so that
+    /// reading a budget at an attempt's start does not cost a commit. What can be queued
+    /// then is that attempt's own start, since every earlier `apply` of the run (its last
+    /// attempt's end among them) made what was queued before it durable.
     fn stored_bytes(&self, run_id: &str) -> Result<u64, LedgerError>;
 
     /// The run a caller's idempotency key started, if the key is known.

@@ -16,15 +16,15 @@ pub mod scratch;
 mod sqlite;
 
 pub use breaker::{Admission, BreakerRule};
-pub use contract::{Ledger, LedgerExt};
+pub use contract::{Done, Ledger, LedgerExt, Unsent};
 pub use error::LedgerError;
 pub use location::Location;
 pub use pg::{CopyReport, PgLedger, PgOptions, redact, verify_copy};
 pub use records::{
     Applied, Attempt, AttemptStatus, BreakerRecord, BreakerState, CallKeyRecord, Checkpoint, Claim,
-    EffectRecord, EffectStatus, Escalation, EscalationFilter, EscalationReason, EscalationStatus,
-    Holdings, JournalEntry, LockRecord, Millis, NewEscalation, NewJournalEntry, NewRun, NodeRecord,
-    Op, Resolution, Run, RunFilter, RunLock, RunStatus, StrandedFilter, format_ms, payload_digest,
-    stored,
+    Durability, EffectRecord, EffectStatus, Escalation, EscalationFilter, EscalationReason,
+    EscalationStatus, Holdings, JournalEntry, LockRecord, Millis, NewEscalation, NewJournalEntry,
+    NewRun, NodeRecord, Op, Resolution, Run, RunFilter, RunLock, RunStatus, StrandedFilter,
+    format_ms, payload_digest, stored,
 };
 pub use sqlite::{Create, LedgerOptions, LedgerStats, SqliteLedger};

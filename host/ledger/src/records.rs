@@ -160,7 +160,7 @@ pub fn payload_digest(payload: &[u8]) -> String {
 /// writes against its storage budget with these same functions, so the budget it enforces
 /// and the figure the ledger reports agree.
 pub mod stored {
-    use super::NewJournalEntry;
+    use super::{NewJournalEntry, NewRun};
 
     /// What one row costs besides its text and blobs: its header, its keys (the run id among
     /// them) and its index entries, rounded up. Counting it keeps empty rows from being free.
@@ -168,6 +168,28 @@ pub mod stored {
 
     fn len(text: &str) -> u64 {
         u64::try_from(text.len()).unwrap_or(u64::MAX)
+    }
+
+    /// A new run's row: its tool and its input.
+    pub fn new_run(run: &NewRun) -> u64 {
+        ROW_COST
+            .saturating_add(len(&run.tool))
+            .saturating_add(len(&run.input))
+    }
+
+    /// A new attempt's row: the component digest it runs and its holder.
+    pub fn new_attempt(component_digest: &str, holder: &str) -> u64 {
+        ROW_COST
+            .saturating_add(len(component_digest))
+            .saturating_add(len(holder))
+    }
+
+    /// A call's idempotency key row.
+    pub fn call_key(key: &str, tool: &str, args_digest: &str) -> u64 {
+        ROW_COST
+            .saturating_add(len(key))
+            .saturating_add(len(tool))
+            .saturating_add(len(args_digest))
     }
 
     /// A journal entry, its fields as the JSON text the ledger stores.
@@ -433,6 +455,21 @@ pub struct BreakerRecord {
     /// in flight stops holding the circuit, so another may try.
     pub open_until: Option<Millis>,
     pub updated_at: Millis,
+}
+
+/// How durable a write must be before [`crate::Ledger::apply_with`] returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// On stable storage: kept through a crash of the machine or of the database server.
+    /// Every rule that makes effects exactly-once depends on it.
+    #[default]
+    Synced,
+    /// Committed, seen by every reader and kept if the process is killed, but not yet
+    /// flushed to stable storage: a crash of the machine (SQLite) or of the database server
+    /// (PostgreSQL) may lose the last such commits. Commits keep their order, so the next
+    /// synced commit makes every earlier one durable, and what is lost is always a tail.
+    /// For the audit records of runs that change nothing.
+    Unsynced,
 }
 
 /// One durable mutation. A call to [`crate::Ledger::apply`] commits all its ops atomically.

@@ -225,14 +225,9 @@ impl ArtifactCache {
     /// The sha256 of the component file at `path` remembered for its identity `stamp`, if
     /// this cache wrote one for exactly that file version.
     pub fn digest_of(&self, path: &Path, stamp: Stamp) -> Option<String> {
-        let record = std::fs::read(self.digest_path(path)).ok()?;
-        let split = record.len().checked_sub(MAC_LEN)?;
-        let (body, tag) = record.split_at(split);
-        let tag: [u8; MAC_LEN] = tag.try_into().ok()?;
+        let (body, tag) = read_record(&self.digest_path(path)).ok()?;
         // `Hash` compares in constant time.
-        if self.mac("digest", &[path.as_os_str().as_encoded_bytes(), body])
-            != blake3::Hash::from_bytes(tag)
-        {
+        if self.mac("digest", &[path.as_os_str().as_encoded_bytes(), &body]) != tag {
             return None;
         }
         let (stamp_bytes, digest) = body.split_at_checked(Stamp::LEN)?;
@@ -246,15 +241,19 @@ impl ArtifactCache {
     pub fn remember_digest(&self, path: &Path, stamp: Stamp, digest: &str) {
         let body = [&stamp.to_bytes()[..], digest.as_bytes()].concat();
         let tag = self.mac("digest", &[path.as_os_str().as_encoded_bytes(), &body]);
-        let written = tempfile::NamedTempFile::new_in(&self.dir).and_then(|mut tmp| {
-            tmp.write_all(&body)?;
-            tmp.write_all(tag.as_bytes())?;
-            tmp.persist(self.digest_path(path)).map_err(|e| e.error)?;
-            Ok(())
-        });
-        if let Err(e) = written {
+        if let Err(e) = self.write_record(&self.digest_path(path), &body, tag) {
             tracing::debug!(path = %path.display(), error = %e, "could not remember a component's digest");
         }
+    }
+
+    /// Writes `body` and its MAC `tag` to `dest` in one rename, so a reader finds the whole
+    /// record or the one before it.
+    fn write_record(&self, dest: &Path, body: &[u8], tag: blake3::Hash) -> std::io::Result<()> {
+        let mut tmp = tempfile::NamedTempFile::new_in(&self.dir)?;
+        tmp.write_all(body)?;
+        tmp.write_all(tag.as_bytes())?;
+        tmp.persist(dest).map_err(|e| e.error)?;
+        Ok(())
     }
 
     /// Loads the precompiled artifact for the component with sha256 `digest`, or compiles
@@ -287,26 +286,38 @@ impl ArtifactCache {
         // key, which `open` made sure only this user knows, so bytes anyone else wrote or
         // changed fail verification and are compiled over; and they hold compiled code of
         // components, nothing secret.
-        let (sealed, tag) = match Sealed::open::<MAC_LEN>(path) {
-            Ok(opened) => opened,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        match Artifact::open(path) {
+            Ok(artifact) => self.check_and_load(engine, digest, path, &artifact),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %e, "precompiled component could not be read; recompiling");
-                return None;
+                None
             }
-        };
+        }
+    }
+
+    fn check_and_load(
+        &self,
+        engine: &Engine,
+        digest: &str,
+        path: &Path,
+        artifact: &Artifact,
+    ) -> Option<Component> {
         // `Hash` compares in constant time.
-        if self.artifact_mac(digest, sealed.bytes()) != blake3::Hash::from_bytes(tag) {
+        if self.artifact_mac(digest, artifact.bytes()) != artifact.tag {
             tracing::warn!(path = %path.display(), "precompiled component failed its integrity check; recompiling");
             return None;
         }
         // The MAC proves this user's cache wrote these exact bytes for this engine
-        // configuration, which is the precondition `deserialize` requires; sealed, they
-        // cannot change before the engine maps them. Without `/proc` (or where memory files
-        // may not be executable) the engine copies them instead.
+        // configuration, which is the precondition `deserialize` requires; sealed or in the
+        // heap, they cannot change before the engine takes them. Without `/proc` (or where
+        // memory files may not be executable) the engine copies them instead of mapping.
         #[expect(unsafe_code, reason = "artifact authenticated by its MAC above")]
-        let loaded = unsafe { Component::deserialize_file(engine, sealed.path()) }
-            .or_else(|_| unsafe { Component::deserialize(engine, sealed.bytes()) });
+        let loaded = artifact
+            .path()
+            .map(|sealed| unsafe { Component::deserialize_file(engine, sealed) })
+            .filter(Result::is_ok)
+            .unwrap_or_else(|| unsafe { Component::deserialize(engine, artifact.bytes()) });
         match loaded {
             Ok(component) => Some(component),
             Err(e) => {
@@ -321,11 +332,73 @@ impl ArtifactCache {
             .serialize()
             .map_err(|e| anyhow::anyhow!("{e:#}"))?;
         let tag = self.artifact_mac(digest, &artifact);
-        let mut tmp = tempfile::NamedTempFile::new_in(&self.dir)?;
-        tmp.write_all(&artifact)?;
-        tmp.write_all(tag.as_bytes())?;
-        tmp.persist(path)?;
+        self.write_record(path, &artifact, tag)?;
         Ok(())
+    }
+}
+
+/// A record [`ArtifactCache::write_record`] wrote: its body and its MAC.
+fn read_record(path: &Path) -> std::io::Result<(Vec<u8>, blake3::Hash)> {
+    let mut body = std::fs::read(path)?;
+    let split = body
+        .len()
+        .checked_sub(MAC_LEN)
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "too short"))?;
+    let tag: [u8; MAC_LEN] = body[split..].try_into().map_err(std::io::Error::other)?;
+    body.truncate(split);
+    Ok((body, blake3::Hash::from_bytes(tag)))
+}
+
+/// An artifact's bytes, read to be checked and loaded.
+struct Artifact {
+    body: Body,
+    tag: blake3::Hash,
+}
+
+enum Body {
+    /// Sealed in a memory file, which the engine can map.
+    Sealed(Sealed),
+    /// Read into the heap, where memory files cannot be made (a seccomp filter, or
+    /// `vm.memfd_noexec`).
+    Read(Vec<u8>),
+}
+
+impl Artifact {
+    fn open(path: &Path) -> std::io::Result<Self> {
+        match Sealed::open::<MAC_LEN>(path) {
+            Ok((sealed, tag)) => Ok(Self {
+                body: Body::Sealed(sealed),
+                tag: blake3::Hash::from_bytes(tag),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(e),
+            Err(sealing) => {
+                tracing::debug!(path = %path.display(), error = %sealing, "artifact not sealed; reading it instead");
+                Self::read(path)
+            }
+        }
+    }
+
+    fn read(path: &Path) -> std::io::Result<Self> {
+        let (body, tag) = read_record(path)?;
+        Ok(Self {
+            body: Body::Read(body),
+            tag,
+        })
+    }
+
+    fn bytes(&self) -> &[u8] {
+        match &self.body {
+            Body::Sealed(sealed) => sealed.bytes(),
+            Body::Read(bytes) => bytes,
+        }
+    }
+
+    /// A path the engine can map the checked bytes from, if they are sealed.
+    fn path(&self) -> Option<PathBuf> {
+        match &self.body {
+            Body::Sealed(sealed) => Some(sealed.path()),
+            Body::Read(_) => None,
+        }
     }
 }
 

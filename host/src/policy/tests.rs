@@ -132,3 +132,24 @@ fn digest_pins_accept_prefixed_and_bare_hex() {
     assert_eq!(policy.validate(), Ok(()));
     assert_eq!(policy.pinned_digest(), Some(hex.to_ascii_lowercase()));
 }
+
+#[test]
+fn async_recording_is_refused_for_a_tool_granted_effects() {
+    let policy: Policy = toml::from_str("record = \"async\"\n").unwrap();
+    assert_eq!(policy.record, Record::Async);
+    assert_eq!(policy.validate(), Ok(()), "a read-only tool may");
+    let policy: Policy =
+        toml::from_str("record = \"async\"\neffects = [\"erp.post-invoice\"]\n").unwrap();
+    let problems = policy.validate().unwrap_err();
+    assert_eq!(dotted(&problems[0].path), "record");
+    assert!(
+        problems[0].problem.contains("remove `record = \"async\"`"),
+        "{}",
+        problems[0].problem
+    );
+    let err = toml::from_str::<Policy>("record = \"later\"\n").unwrap_err();
+    assert!(
+        err.to_string().contains("expected `sync` or `async`"),
+        "{err}"
+    );
+}

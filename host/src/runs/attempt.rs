@@ -67,6 +67,14 @@ async fn begin(
     }
 }
 
+/// An attempt its caller began already.
+pub(super) struct Begun {
+    pub(super) attempt: ledger::Attempt,
+    /// What the run's rows occupy in the ledger, when the caller knows it (it wrote them
+    /// all, in the batch that created the run); else it is read.
+    pub(super) stored: Option<u64>,
+}
+
 /// Runs one attempt of `run_id` on `input`, holding `lock` if the run has one: `begun`, if
 /// the caller began it already, else the next one.
 pub(super) async fn run(
@@ -75,12 +83,12 @@ pub(super) async fn run(
     run_id: &str,
     input: serde_json::Value,
     lock: Option<RunLock>,
-    begun: Option<ledger::Attempt>,
+    begun: Option<Begun>,
 ) -> Result<RunReport, RunError> {
     let started = Instant::now();
-    let attempt = match begun {
-        Some(attempt) => attempt,
-        None => begin(services, tool, run_id).await?,
+    let (attempt, known_stored) = match begun {
+        Some(Begun { attempt, stored }) => (attempt, stored),
+        None => (begin(services, tool, run_id).await?, None),
     };
     let n = attempt.attempt;
     // The run ID again: a JSON log line names only its innermost span's fields.
@@ -105,7 +113,9 @@ pub(super) async fn run(
         let policy = services.policy_for(&tool.descriptor.name);
         // The attempt's lease is renewed while it waits for the lock too, so nobody takes
         // a waiting attempt for a crashed one.
-        let waiting = LeaseRenewer::spawn(services.clone(), run_id.to_owned(), n, None);
+        let waiting = lock
+            .is_some()
+            .then(|| LeaseRenewer::spawn(services.clone(), run_id.to_owned(), n, None));
         let held = match &lock {
             Some(spec) => match locks::acquire(services, run_id, n, spec).await {
                 Ok(held) => Some(held),
@@ -118,7 +128,10 @@ pub(super) async fn run(
         drop(waiting);
         // The budget covers the whole run: this attempt gets what earlier ones left.
         let id = run_id.to_owned();
-        let stored = ledger::read(services.ledger(), move |l| l.stored_bytes(&id)).await;
+        let stored = match known_stored {
+            Some(stored) => Ok(stored),
+            None => ledger::read(services.ledger(), move |l| l.stored_bytes(&id)).await,
+        };
         let stored = match stored {
             Ok(stored) => stored,
             Err(e) => {
@@ -394,7 +407,13 @@ impl Ending<'_> {
                 run_status
             }
         };
-        ledger::apply(self.services.ledger(), ops).await?;
+        // Only a success may go unsynced: a failure can open an escalation, which a human
+        // must find after any crash.
+        let durability = match &result {
+            Ok(_) => policy.record.durability(),
+            Err(_) => ledger::Durability::Synced,
+        };
+        ledger::apply_with(self.services.ledger(), ops, durability).await?;
         let outcome = match &result {
             Ok(_) => "succeeded",
             Err(failure) => failure.class.as_str(),

@@ -5,7 +5,9 @@
 //! Invariants: a run exists in the ledger before its first instruction executes; an attempt
 //! holds a lease, renewed while it runs, so another process can tell a live attempt from a
 //! crashed one; the attempt's end (and the run's, when final) is durable before the caller
-//! hears of it. One attempt is [`attempt`]; the sandbox call inside it is [`sandbox`].
+//! hears of it (committed, and synced too unless the tool's policy says `record = "async"`,
+//! which only a tool without effects may). One attempt is [`attempt`]; the sandbox call
+//! inside it is [`sandbox`].
 
 mod attempt;
 mod options;
@@ -99,7 +101,9 @@ pub(crate) async fn start(
     // The first attempt begins in the same batch: a run is never seen without its driver's
     // live attempt, so a caller joining it waits instead of resuming it as abandoned.
     ops.push(attempt::begin_op(services, tool, &run_id, false));
-    let applied = ledger::apply(services.ledger(), ops).await?;
+    // Every row the new run has is in this batch, so its size needs no read afterwards.
+    let written: u64 = ops.iter().map(stored_by).sum();
+    let applied = ledger::apply_with(services.ledger(), ops, policy.record.durability()).await?;
     let first = applied
         .into_iter()
         .find_map(|a| match a {
@@ -107,7 +111,27 @@ pub(crate) async fn start(
             _ => None,
         })
         .ok_or_else(|| LedgerError::Internal("CreateRun batch began no attempt".into()))?;
-    attempt::run(services, tool, &run_id, value, lock, Some(first)).await
+    let begun = attempt::Begun {
+        stored: Some(written + ledger::stored::new_attempt(&first.component_digest, &first.holder)),
+        attempt: first,
+    };
+    attempt::run(services, tool, &run_id, value, lock, Some(begun)).await
+}
+
+/// What the rows `op` adds to a new run occupy in the ledger; the attempt's row is counted
+/// from what the ledger returns.
+fn stored_by(op: &Op) -> u64 {
+    match op {
+        Op::CreateRun(run) => ledger::stored::new_run(run),
+        Op::Journal(entry) => ledger::stored::journal_entry(entry),
+        Op::ClaimCallKey {
+            key,
+            tool,
+            args_digest,
+            ..
+        } => ledger::stored::call_key(key, tool, args_digest),
+        _ => 0,
+    }
 }
 
 /// Starts the next attempt of an unfinished run. A finished run gets its recorded ending (a

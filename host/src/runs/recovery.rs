@@ -149,6 +149,17 @@ pub(crate) async fn recover(
         ) => return Ok(Recovery::NotStranded),
         Err(e) => return Err(e.into()),
     };
-    let report = attempt::run(services, tool, run_id, input, run.lock, Some(begun)).await?;
+    let report = attempt::run(
+        services,
+        tool,
+        run_id,
+        input,
+        run.lock,
+        Some(attempt::Begun {
+            attempt: begun,
+            stored: None,
+        }),
+    )
+    .await?;
     Ok(Recovery::Resumed(retry(services, tool, report).await?))
 }

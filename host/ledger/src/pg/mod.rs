@@ -19,10 +19,11 @@ mod pool;
 mod rows;
 mod tx;
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use postgres::{Config, IsolationLevel};
@@ -39,9 +40,9 @@ use self::tx::PgTx;
 use crate::contract::Ledger;
 use crate::error::LedgerError;
 use crate::records::{
-    Applied, Attempt, BreakerRecord, CallKeyRecord, Checkpoint, EffectRecord, Escalation,
-    EscalationFilter, EscalationStatus, Holdings, JournalEntry, LockRecord, NewJournalEntry,
-    NodeRecord, Op, Run, RunFilter, StrandedFilter,
+    Applied, Attempt, BreakerRecord, CallKeyRecord, Checkpoint, Durability, EffectRecord,
+    Escalation, EscalationFilter, EscalationStatus, Holdings, JournalEntry, LockRecord,
+    NewJournalEntry, NodeRecord, Op, Run, RunFilter, StrandedFilter,
 };
 use crate::rules;
 use crate::sqlite::Create;
@@ -244,15 +245,22 @@ impl PgLedger {
 
 /// Journal entries queued by [`Ledger::journal`] and not yet written.
 ///
-/// Whoever writes them (an `apply`, in its own transaction, or a flush job) first takes
-/// `order`, then the entries; a flush holds `order` until its entries are committed. So an
-/// `apply` that follows a flush waits for it, and a thread's journal entries never get later
-/// sequence numbers than the ops it applies after queuing them. (Every statement is bounded by
-/// the connection's timeouts, so a flush on a dead connection holds `order` for a bounded
-/// time.)
+/// Two rules keep the contract's promise that an `apply` which returns `Ok` has made durable
+/// everything queued before it was called, whoever wrote it:
+/// - A flush takes `order`, then the entries, and holds `order` until they are committed; an
+///   `apply` takes `order` to take entries, so it starts after a flush in progress.
+/// - An `apply` takes its entries under a ticket, and before it returns waits until every
+///   batch taken under an earlier ticket is committed (or put back, when its write failed).
+///   It waits after its own commit, holding no row lock, so the batches still commit side by
+///   side; only the answers come back in the order the entries were taken. Tickets only ever
+///   wait for smaller tickets, so the waits cannot form a cycle.
+///
+/// Every statement is bounded by the connection's timeouts, so each wait is bounded too.
 struct Queue {
     order: Mutex<()>,
     state: Mutex<Pending>,
+    /// Signalled when a batch taken under a ticket is settled.
+    settled: Condvar,
     /// Prefix of this queue's entry keys: unique per process and ledger.
     nonce: String,
 }
@@ -263,6 +271,23 @@ struct Pending {
     /// A flush job is queued and has not yet taken the entries.
     flush_queued: bool,
     next_key: u64,
+    next_ticket: u64,
+    /// Tickets of batches taken by an `apply` and not yet committed or put back.
+    in_flight: BTreeSet<u64>,
+}
+
+/// Entries an `apply` took, and the ticket that orders its answer after earlier batches'.
+/// Dropping it settles the ticket, so a panic cannot leave later answers waiting.
+struct Taken<'q> {
+    queue: &'q Queue,
+    ticket: u64,
+    entries: Vec<Queued>,
+}
+
+impl Drop for Taken<'_> {
+    fn drop(&mut self) {
+        self.queue.settle(self.ticket);
+    }
 }
 
 /// A journal entry and the key that makes writing it twice harmless.
@@ -277,11 +302,15 @@ struct Queued {
 /// on, for a reason no retry fixes, must not fail every later request with it.
 const MAX_JOURNAL_FAILURES: u32 = 5;
 
+/// The longest an `apply` waits for batches taken before its own to commit.
+const SETTLE_WAIT_LIMIT: Duration = Duration::from_secs(60);
+
 impl Default for Queue {
     fn default() -> Self {
         Self {
             order: Mutex::new(()),
             state: Mutex::new(Pending::default()),
+            settled: Condvar::new(),
             nonce: format!("{:016x}{:04x}", rand_u64(), std::process::id() & 0xffff),
         }
     }
@@ -303,17 +332,61 @@ impl Queue {
         !std::mem::replace(&mut state.flush_queued, true)
     }
 
-    /// Everything queued. A flush job queued later still runs, and finds nothing.
-    fn take(&self, by_flush: bool) -> Vec<Queued> {
-        // Waits for a flush in progress, whose entries come before these.
-        let _order = (!by_flush).then(|| self.order.lock());
+    /// Everything queued, for a flush. A flush job queued later still runs, and finds nothing.
+    fn take_for_flush(&self) -> Vec<Queued> {
         let Ok(mut state) = self.state.lock() else {
             return Vec::new();
         };
-        if by_flush {
-            state.flush_queued = false;
-        }
+        state.flush_queued = false;
         std::mem::take(&mut state.entries)
+    }
+
+    /// Everything queued, for an `apply`, under the next ticket.
+    fn take(&self) -> Taken<'_> {
+        // Waits for a flush in progress, whose entries come before these.
+        let _order = self.order.lock();
+        let mut taken = Taken {
+            queue: self,
+            ticket: 0,
+            entries: Vec::new(),
+        };
+        if let Ok(mut state) = self.state.lock() {
+            state.next_ticket += 1;
+            taken.ticket = state.next_ticket;
+            taken.entries = std::mem::take(&mut state.entries);
+            if !taken.entries.is_empty() {
+                state.in_flight.insert(taken.ticket);
+            }
+        }
+        taken
+    }
+
+    fn settle(&self, ticket: u64) {
+        if let Ok(mut state) = self.state.lock()
+            && state.in_flight.remove(&ticket)
+        {
+            self.settled.notify_all();
+        }
+    }
+
+    /// Waits until every batch taken before `ticket` is settled.
+    fn wait_for_earlier(&self, ticket: u64) {
+        let Ok(state) = self.state.lock() else {
+            return;
+        };
+        let earlier_in_flight =
+            |state: &mut Pending| state.in_flight.first().is_some_and(|&first| first < ticket);
+        // A batch's write is bounded by the connection's timeouts; this bound only keeps a
+        // defect elsewhere from hanging every later answer.
+        let waited = self
+            .settled
+            .wait_timeout_while(state, SETTLE_WAIT_LIMIT, earlier_in_flight);
+        if waited.is_ok_and(|(_, timeout)| timeout.timed_out()) {
+            tracing::warn!(
+                "ledger: journal entries queued before a write were still not committed after \
+                 {SETTLE_WAIT_LIMIT:?}; answering without them"
+            );
+        }
     }
 
     /// Puts entries that could not be written back in front of any queued since. The next
@@ -346,7 +419,7 @@ impl Queue {
     /// Writes whatever is queued, in its own transaction.
     fn flush(&self, conn: &mut Conn) -> Result<(), LedgerError> {
         let _order = self.order.lock();
-        let taken = self.take(true);
+        let taken = self.take_for_flush();
         if taken.is_empty() {
             return Ok(());
         }
@@ -488,15 +561,27 @@ fn insert_one(
     Ok(())
 }
 
+/// What one `apply` writes: the journal entries it took, then its ops.
+#[derive(Clone, Copy)]
+struct Request<'a> {
+    journal: &'a [Queued],
+    ops: &'a [Op],
+    durability: Durability,
+}
+
 /// One try of a request: the queued journal, then the ops. With journal entries to keep, the
 /// ops run inside a savepoint, so that a rule's refusal undoes them but keeps the journal;
 /// without, a refusal rolls the transaction back (one round trip fewer each way).
 /// `Ok(Err(_))` is that refusal.
 fn try_apply(
     conn: &mut Conn,
-    journal: &[Queued],
-    ops: &[Op],
+    request: &Request<'_>,
 ) -> Result<Result<Vec<Applied>, LedgerError>, LedgerError> {
+    let Request {
+        journal,
+        ops,
+        durability,
+    } = *request;
     if journal.is_empty() && ops.is_empty() {
         return Ok(Ok(Vec::new()));
     }
@@ -507,6 +592,12 @@ fn try_apply(
         .isolation_level(IsolationLevel::ReadCommitted)
         .start()
         .context("starting a transaction")?;
+    if durability == Durability::Unsynced {
+        // The commit returns before its WAL record is flushed; the server's WAL writer
+        // flushes it within a few hundred milliseconds, in order.
+        tx.batch_execute("SET LOCAL synchronous_commit TO off")
+            .context("asking for an unsynced commit")?;
+    }
     if journal.is_empty() {
         return match run_rules(&mut tx, ops)? {
             Ok(applied) => {
@@ -560,8 +651,7 @@ fn run_rules(
 /// inner result is a rule's refusal.
 fn apply_with_retries(
     conn: &mut Conn,
-    journal: &[Queued],
-    ops: &[Op],
+    request: &Request<'_>,
     retried: &AtomicU64,
 ) -> Result<Result<Vec<Applied>, LedgerError>, LedgerError> {
     let mut conflicts = 0;
@@ -569,7 +659,7 @@ fn apply_with_retries(
     let mut reconnected = false;
     let mut prepared_again = false;
     loop {
-        let err = match try_apply(conn, journal, ops) {
+        let err = match try_apply(conn, request) {
             Ok(result) => return Ok(result),
             Err(err) => err,
         };
@@ -617,14 +707,29 @@ fn apply_with_retries(
 }
 
 impl Ledger for PgLedger {
-    fn apply(&self, ops: Vec<Op>) -> Result<Vec<Applied>, LedgerError> {
+    fn apply_with(
+        &self,
+        ops: Vec<Op>,
+        durability: Durability,
+    ) -> Result<Vec<Applied>, LedgerError> {
         let pending = Arc::clone(&self.pending);
         let conflicts = Arc::clone(&self.conflicts);
-        self.pool.call(move |conn| {
-            let journal = pending.take(false);
-            apply_with_retries(conn, &journal, &ops, &conflicts)
-                .inspect_err(|_| pending.put_back(journal))?
-        })
+        let (ticket, result) = self.pool.call(move |conn| {
+            let mut taken = pending.take();
+            let request = Request {
+                journal: &taken.entries,
+                ops: &ops,
+                durability,
+            };
+            let result = apply_with_retries(conn, &request, &conflicts);
+            if result.is_err() {
+                pending.put_back(std::mem::take(&mut taken.entries));
+            }
+            Ok((taken.ticket, result))
+        })?;
+        // Entries queued before this call may ride in an earlier batch still committing.
+        self.pending.wait_for_earlier(ticket);
+        result?
     }
 
     fn journal(&self, entry: NewJournalEntry) {
@@ -679,8 +784,12 @@ impl Ledger for PgLedger {
     fn journal_entries(&self, run_id: &str) -> Result<Vec<JournalEntry>, LedgerError> {
         // What was queued before this read is part of what it must see.
         self.apply(Vec::new())?;
+        self.journal_since(run_id, 0)
+    }
+
+    fn journal_since(&self, run_id: &str, seq: i64) -> Result<Vec<JournalEntry>, LedgerError> {
         let run_id = run_id.to_owned();
-        self.read(move |c| rows::journal_entries(c, &run_id))
+        self.read(move |c| rows::journal_entries(c, &run_id, seq))
     }
 
     fn escalation(&self, id: i64) -> Result<Option<Escalation>, LedgerError> {
@@ -711,7 +820,6 @@ impl Ledger for PgLedger {
     }
 
     fn stored_bytes(&self, run_id: &str) -> Result<u64, LedgerError> {
-        self.apply(Vec::new())?;
         let id = run_id.to_owned();
         self.read(move |c| rows::stored_bytes(c, &id))?
             .ok_or_else(|| LedgerError::RunNotFound {
@@ -841,6 +949,54 @@ mod tests {
     }
 
     #[test]
+    fn an_apply_returns_only_once_entries_queued_before_it_are_committed_by_another() {
+        let ledger = Arc::new(PgLedger::open_scratch().expect("open a scratch ledger"));
+        ledger.create_run(new_run("r1")).unwrap();
+        let url = ledger._scratch.as_ref().unwrap().url();
+        let count = |url: &str| -> i64 {
+            let mut client = postgres::Client::connect(url, postgres::NoTls).unwrap();
+            client
+                .query_one("SELECT count(*) FROM journal WHERE event = 'queued'", &[])
+                .unwrap()
+                .get(0)
+        };
+        // Another session holds `runs` against inserts until told to let go.
+        let (locked_tx, locked) = std::sync::mpsc::channel();
+        let (go, go_rx) = std::sync::mpsc::channel::<()>();
+        let holder = std::thread::spawn({
+            let url = url.clone();
+            move || {
+                let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+                let mut tx = client.transaction().unwrap();
+                tx.batch_execute("LOCK TABLE runs IN SHARE MODE").unwrap();
+                locked_tx.send(()).unwrap();
+                go_rx.recv().unwrap();
+                std::thread::sleep(Duration::from_millis(300));
+                tx.rollback().unwrap();
+            }
+        });
+        locked.recv().unwrap();
+        ledger.pending.push(entry("r1", "queued"));
+        // This write takes the queued entry and then waits for the lock on `runs`.
+        let carrier = std::thread::spawn({
+            let ledger = Arc::clone(&ledger);
+            move || ledger.create_run(new_run("r2"))
+        });
+        while ledger.pending.state.lock().unwrap().in_flight.is_empty() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        go.send(()).unwrap();
+        ledger.apply(Vec::new()).unwrap();
+        assert_eq!(
+            count(&url),
+            1,
+            "the entry queued before the apply is committed when it returns"
+        );
+        carrier.join().unwrap().unwrap();
+        holder.join().unwrap();
+    }
+
+    #[test]
     fn journal_entries_a_refused_request_committed_are_not_queued_again() {
         let ledger = PgLedger::open_scratch().expect("open a scratch ledger");
         ledger.create_run(new_run("r1")).unwrap();
@@ -851,7 +1007,7 @@ mod tests {
             "{refused:?}"
         );
         assert!(
-            ledger.pending.take(true).is_empty(),
+            ledger.pending.take_for_flush().is_empty(),
             "the refusal's transaction committed the entry; nothing is left to write"
         );
         assert_eq!(events(&ledger, "r1"), ["before the refusal"]);
@@ -916,13 +1072,13 @@ mod tests {
         let queue = Queue::default();
         queue.push(entry("r1", "stuck"));
         for failure in 1..MAX_JOURNAL_FAILURES {
-            let taken = queue.take(true);
+            let taken = queue.take_for_flush();
             assert_eq!(taken.len(), 1, "kept after {failure} failed write(s)");
             queue.put_back(taken);
         }
-        queue.put_back(queue.take(true));
+        queue.put_back(queue.take_for_flush());
         assert!(
-            queue.take(true).is_empty(),
+            queue.take_for_flush().is_empty(),
             "dropped after {MAX_JOURNAL_FAILURES} failed writes"
         );
     }
@@ -935,14 +1091,14 @@ mod tests {
             "the first entry queues a flush"
         );
         assert!(!queue.push(entry("r1", "b")), "one flush serves a batch");
-        let taken = queue.take(true);
+        let taken = queue.take_for_flush();
         queue.put_back(taken); // the flush failed
         assert!(
             queue.push(entry("r1", "c")),
             "entries put back by a failed flush need a flush of their own"
         );
         let events: Vec<String> = queue
-            .take(true)
+            .take_for_flush()
             .into_iter()
             .map(|q| q.entry.event)
             .collect();

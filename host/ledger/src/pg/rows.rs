@@ -440,15 +440,17 @@ pub(super) fn checkpoints(
     )
 }
 
+/// The run's journal entries after `seq`.
 pub(super) fn journal_entries(
     c: &mut impl GenericClient,
     run_id: &str,
+    seq: i64,
 ) -> Result<Vec<JournalEntry>, LedgerError> {
     all(
         c,
         "SELECT seq, run_id, attempt, at, level, event, message, fields FROM journal \
-         WHERE run_id = $1 ORDER BY seq",
-        &[&run_id],
+         WHERE run_id = $1 AND seq > $2 ORDER BY seq",
+        &[&run_id, &seq],
         journal_from_row,
         "reading the journal",
     )

@@ -203,6 +203,14 @@ impl Tx for PgTx<'_, '_> {
         rows::attempt(self.tx, run_id, attempt)
     }
 
+    fn attempt_to_report(
+        &mut self,
+        run_id: &str,
+        attempt: u32,
+    ) -> Result<Option<Attempt>, LedgerError> {
+        rows::attempt(self.tx, run_id, attempt)
+    }
+
     fn latest_attempt(&mut self, run_id: &str) -> Result<Option<Attempt>, LedgerError> {
         self.hold_run(run_id)?;
         rows::latest_attempt(self.tx, run_id)

@@ -32,6 +32,16 @@ pub trait Tx {
     fn touch_run(&mut self, run_id: &str, now: Millis) -> Result<(), LedgerError>;
 
     fn attempt(&mut self, run_id: &str, attempt: u32) -> Result<Option<Attempt>, LedgerError>;
+    /// The attempt as last committed, for a rule that only reports it and decides nothing on
+    /// it: a backend that locks what a rule reads (PostgreSQL) need not lock its run, so a
+    /// claim on another run's effect never waits on, or holds up, that run.
+    fn attempt_to_report(
+        &mut self,
+        run_id: &str,
+        attempt: u32,
+    ) -> Result<Option<Attempt>, LedgerError> {
+        self.attempt(run_id, attempt)
+    }
     fn latest_attempt(&mut self, run_id: &str) -> Result<Option<Attempt>, LedgerError>;
     fn insert_attempt(&mut self, attempt: &Attempt) -> Result<(), LedgerError>;
     /// Writes `status`, `lease_until`, `ended_at`, `error_class`, `error_message`, `cpu_ms`.
@@ -875,7 +885,7 @@ fn claim_effect(
     now: Millis,
 ) -> Result<Applied, LedgerError> {
     if let Some(effect) = tx.effect(&kind, &key)? {
-        let owner = tx.attempt(&effect.run_id, effect.attempt)?;
+        let owner = tx.attempt_to_report(&effect.run_id, effect.attempt)?;
         return Ok(Applied::Claim(Claim::Existing { effect, owner }));
     }
     tx.insert_effect(&EffectRecord {

@@ -1,7 +1,8 @@
 //! The SQLite ledger: one file, one writer thread doing group commit, one reader connection.
 //!
 //! Invariant: only the writer thread ever writes the file (plus migrations at open, before it
-//! starts), every write commits with `synchronous=FULL` before its caller is answered, and a
+//! starts), every write commits before its caller is answered (with `synchronous=FULL`,
+//! unless every request of its batch asked for [`Durability::Unsynced`]), and a
 //! file is written only after it has been recognised as a Tollgate ledger. A new ledger is
 //! made beside its path and linked into place complete, so the path holds nothing or a whole
 //! ledger: an empty file there is never one of ours, and is refused rather than taken for a
@@ -26,12 +27,12 @@ use std::time::Duration;
 
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 
-use crate::contract::Ledger;
+use crate::contract::{Done, Ledger, Unsent};
 use crate::error::LedgerError;
 use crate::records::{
-    Applied, Attempt, BreakerRecord, CallKeyRecord, Checkpoint, EffectRecord, Escalation,
-    EscalationFilter, EscalationStatus, Holdings, JournalEntry, LockRecord, NewJournalEntry,
-    NodeRecord, Op, Run, RunFilter, StrandedFilter,
+    Applied, Attempt, BreakerRecord, CallKeyRecord, Checkpoint, Durability, EffectRecord,
+    Escalation, EscalationFilter, EscalationStatus, Holdings, JournalEntry, LockRecord,
+    NewJournalEntry, NodeRecord, Op, Run, RunFilter, StrandedFilter,
 };
 // Also the pg module's, for the SQLite file `ledger copy` reads.
 pub(crate) use error::SqlContext;
@@ -91,6 +92,11 @@ impl Default for LedgerOptions {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct LedgerStats {
     pub commits: u64,
+    /// Of the commits, those synced to stable storage before they returned (all but the
+    /// batches that held only [`Durability::Unsynced`] requests and journal entries).
+    pub synced_commits: u64,
+    /// Syncs of unsynced commits when nothing synced came within a second.
+    pub tail_syncs: u64,
     pub requests: u64,
 }
 
@@ -190,6 +196,8 @@ impl SqliteLedger {
             max_batch: options.max_batch,
             journal_linger: options.journal_linger,
             counters: Arc::clone(&counters),
+            synced: true,
+            unsynced_since: None,
         };
         let handle = std::thread::Builder::new()
             .name("tollgate-ledger-writer".to_owned())
@@ -214,6 +222,8 @@ impl SqliteLedger {
     pub fn stats(&self) -> LedgerStats {
         LedgerStats {
             commits: self.counters.commits.load(Ordering::Relaxed),
+            synced_commits: self.counters.synced_commits.load(Ordering::Relaxed),
+            tail_syncs: self.counters.tail_syncs.load(Ordering::Relaxed),
             requests: self.counters.requests.load(Ordering::Relaxed),
         }
     }
@@ -243,13 +253,30 @@ impl Drop for SqliteLedger {
 }
 
 impl Ledger for SqliteLedger {
-    fn apply(&self, ops: Vec<Op>) -> Result<Vec<Applied>, LedgerError> {
-        let requests = self.requests.as_ref().ok_or(LedgerError::WriterGone)?;
+    fn apply_with(
+        &self,
+        ops: Vec<Op>,
+        durability: Durability,
+    ) -> Result<Vec<Applied>, LedgerError> {
         let (reply, answer) = mpsc::sync_channel(1);
-        requests
-            .send(Request::Apply { ops, reply })
+        let done: Done = Box::new(move |result| {
+            // Fails only if the caller is gone (its thread died); nobody is left to tell.
+            let _ = reply.send(result);
+        });
+        self.submit(ops, durability, done)
             .map_err(|_| LedgerError::WriterGone)?;
         answer.recv().map_err(|_| LedgerError::WriterGone)?
+    }
+
+    fn submit(&self, ops: Vec<Op>, durability: Durability, done: Done) -> Result<(), Unsent> {
+        let requests = self.requests.as_ref().ok_or(Unsent::Closed)?;
+        requests
+            .send(Request::Apply {
+                ops,
+                durability,
+                reply: done,
+            })
+            .map_err(|_| Unsent::Closed)
     }
 
     fn journal(&self, entry: NewJournalEntry) {
@@ -301,7 +328,11 @@ impl Ledger for SqliteLedger {
         // What was queued before this read is part of what it must see: an empty request
         // commits whatever waits in the writer's queue ahead of it.
         self.apply(Vec::new())?;
-        self.read(|conn| rows::journal_entries(conn, run_id))
+        self.journal_since(run_id, 0)
+    }
+
+    fn journal_since(&self, run_id: &str, seq: i64) -> Result<Vec<JournalEntry>, LedgerError> {
+        self.read(|conn| rows::journal_entries(conn, run_id, seq))
     }
 
     fn escalation(&self, id: i64) -> Result<Option<Escalation>, LedgerError> {

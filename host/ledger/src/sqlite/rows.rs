@@ -336,15 +336,20 @@ pub(super) fn checkpoints(conn: &Connection, run_id: &str) -> Result<Vec<Checkpo
     .context("listing checkpoints")
 }
 
+/// The run's journal entries after `seq`.
 pub(super) fn journal_entries(
     conn: &Connection,
     run_id: &str,
+    seq: i64,
 ) -> Result<Vec<JournalEntry>, LedgerError> {
     conn.prepare_cached(
         "SELECT seq, run_id, attempt, at, level, event, message, fields FROM journal \
-         WHERE run_id = ?1 ORDER BY seq",
+         WHERE run_id = ?1 AND seq > ?2 ORDER BY seq",
     )
-    .and_then(|mut stmt| stmt.query_map([run_id], journal_from_row)?.collect())
+    .and_then(|mut stmt| {
+        stmt.query_map(params![run_id, seq], journal_from_row)?
+            .collect()
+    })
     .context("reading the journal")
 }
 

@@ -2,12 +2,16 @@
 //!
 //! Invariant (durable before return): no request is answered before the transaction holding
 //! it has committed; if that commit fails, every request in the batch gets the error. Each
-//! request runs in its own savepoint, so one failing request never fails the others.
+//! request runs in its own savepoint, so one failing request never fails the others. A batch
+//! commits with `synchronous=FULL` (the WAL is synced before the commit returns) when any
+//! request in it asks for [`Durability::Synced`], and with `NORMAL` (written to the WAL, which
+//! survives the process but is synced only by the next `FULL` commit or a checkpoint) when
+//! none does. No commit stays unsynced for longer than [`SYNC_WITHIN`].
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
@@ -16,13 +20,17 @@ use super::error::SqlContext;
 use super::refine;
 use super::tx::SqliteTx;
 use crate::error::LedgerError;
-use crate::records::{Applied, NewJournalEntry, Op};
+use crate::records::{Applied, Durability, NewJournalEntry, Op};
 use crate::rules;
 
-pub(super) type Reply = SyncSender<Result<Vec<Applied>, LedgerError>>;
+pub(super) type Reply = crate::contract::Done;
 
 pub(super) enum Request {
-    Apply { ops: Vec<Op>, reply: Reply },
+    Apply {
+        ops: Vec<Op>,
+        durability: Durability,
+        reply: Reply,
+    },
     Journal(NewJournalEntry),
 }
 
@@ -35,6 +43,10 @@ impl Request {
 #[derive(Debug, Default)]
 pub(super) struct Counters {
     pub(super) commits: AtomicU64,
+    /// Of the commits, those synced to stable storage before they returned.
+    pub(super) synced_commits: AtomicU64,
+    /// Syncs of unsynced commits with nothing else to commit.
+    pub(super) tail_syncs: AtomicU64,
     pub(super) requests: AtomicU64,
 }
 
@@ -46,7 +58,15 @@ pub(super) struct Writer {
     pub(super) max_batch: usize,
     pub(super) journal_linger: Duration,
     pub(super) counters: Arc<Counters>,
+    /// The connection's `synchronous` setting is `FULL` (as `open` leaves it).
+    pub(super) synced: bool,
+    /// When the oldest commit not yet synced was made.
+    pub(super) unsynced_since: Option<Instant>,
 }
+
+/// The longest a commit stays unsynced: the window of runs recorded `async` that a crash of
+/// the machine can lose.
+pub(super) const SYNC_WITHIN: Duration = Duration::from_secs(1);
 
 /// Why a batch could not commit; every request in it gets this error.
 struct BatchFailed(LedgerError);
@@ -66,7 +86,7 @@ impl Writer {
             Duration::ZERO
         };
         let mut batch = Vec::with_capacity(max_batch);
-        while let Ok(first) = self.requests.recv() {
+        while let Some(first) = self.next_request() {
             batch.push(first);
             self.take_queued(&mut batch, max_batch);
             if !linger.is_zero() && batch.iter().all(Request::is_journal) {
@@ -74,7 +94,47 @@ impl Writer {
             }
             self.commit(&mut batch);
         }
+        self.sync_tail();
         tracing::debug!(path = %self.path.display(), "ledger writer stopped");
+    }
+
+    /// The next request; `None` once every sender is gone. While unsynced commits wait for a
+    /// sync, it waits no longer than [`SYNC_WITHIN`] after the first of them, and syncs them
+    /// itself if no request came.
+    fn next_request(&mut self) -> Option<Request> {
+        loop {
+            let Some(since) = self.unsynced_since else {
+                return self.requests.recv().ok();
+            };
+            let left = SYNC_WITHIN.saturating_sub(since.elapsed());
+            match self.requests.recv_timeout(left) {
+                Ok(request) => return Some(request),
+                Err(RecvTimeoutError::Timeout) => self.sync_tail(),
+                Err(RecvTimeoutError::Disconnected) => return None,
+            }
+        }
+    }
+
+    /// Syncs unsynced commits with a passive checkpoint, which syncs the WAL first.
+    fn sync_tail(&mut self) {
+        if self.unsynced_since.is_none() {
+            return;
+        }
+        let synced = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+            .context("syncing unsynced commits");
+        match synced {
+            Ok(()) => {
+                self.unsynced_since = None;
+                self.counters.tail_syncs.fetch_add(1, Ordering::Relaxed);
+            }
+            // Tried again on the next wait, and the next synced commit covers them anyway.
+            Err(err) => {
+                tracing::warn!(error = %err, "ledger: could not sync unsynced commits yet");
+                self.unsynced_since = Some(Instant::now());
+            }
+        }
     }
 
     /// Adds what is queued already, up to `max_batch` requests.
@@ -120,7 +180,7 @@ impl Writer {
         {
             for request in batch.drain(..) {
                 if let Request::Apply { reply, .. } = request {
-                    let _ = reply.send(Ok(Vec::new()));
+                    reply(Ok(Vec::new()));
                 }
             }
             return;
@@ -133,10 +193,15 @@ impl Writer {
         match outcome {
             Ok(()) => {
                 self.counters.commits.fetch_add(1, Ordering::Relaxed);
+                if self.synced {
+                    self.counters.synced_commits.fetch_add(1, Ordering::Relaxed);
+                    self.unsynced_since = None;
+                } else if self.unsynced_since.is_none() {
+                    self.unsynced_since = Some(Instant::now());
+                }
                 self.counters.requests.fetch_add(applies, Ordering::Relaxed);
                 for (reply, result) in replies {
-                    // Fails only if the caller is gone (its thread died); nobody is left to tell.
-                    let _ = reply.send(result);
+                    reply(result);
                 }
             }
             Err(BatchFailed(err)) => {
@@ -154,7 +219,7 @@ impl Writer {
                     );
                 }
                 for (reply, _) in replies {
-                    let _ = reply.send(Err(err.clone()));
+                    reply(Err(err.clone()));
                 }
             }
         }
@@ -168,15 +233,43 @@ impl Writer {
         replies: &mut Vec<(Reply, Result<Vec<Applied>, LedgerError>)>,
         journaled: &mut usize,
     ) -> Result<(), BatchFailed> {
-        let mut failure = self
-            .conn
-            .prepare_cached("BEGIN IMMEDIATE")
-            .and_then(|mut stmt| stmt.execute([]))
-            .context("starting a write transaction")
-            .err();
+        // Unsynced commits stay so for at most `SYNC_WITHIN`: under steady load, a batch
+        // after that syncs them with its own.
+        let synced = self
+            .unsynced_since
+            .is_some_and(|since| since.elapsed() >= SYNC_WITHIN)
+            || batch.iter().any(|r| {
+                matches!(
+                    r,
+                    Request::Apply {
+                        durability: Durability::Synced,
+                        ..
+                    }
+                )
+            });
+        let mut failure = None;
+        if synced != self.synced {
+            let setting = if synced { "FULL" } else { "NORMAL" };
+            match self
+                .conn
+                .pragma_update(None, "synchronous", setting)
+                .context("setting how commits are synced")
+            {
+                Ok(()) => self.synced = synced,
+                Err(err) => failure = Some(err),
+            }
+        }
+        if failure.is_none() {
+            failure = self
+                .conn
+                .prepare_cached("BEGIN IMMEDIATE")
+                .and_then(|mut stmt| stmt.execute([]))
+                .context("starting a write transaction")
+                .err();
+        }
         for request in batch.drain(..) {
             match request {
-                Request::Apply { ops, reply } => {
+                Request::Apply { ops, reply, .. } => {
                     let result = match failure {
                         Some(_) => Err(LedgerError::Internal("batch already failed".to_owned())),
                         None => match self.apply_request(ops) {

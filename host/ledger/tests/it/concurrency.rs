@@ -3,7 +3,7 @@ use std::thread;
 
 use tollgate_ledger::{Ledger, LedgerError, LedgerExt, LedgerOptions, NewRun, Op, SqliteLedger};
 
-use crate::T0;
+use crate::{T0, log_line, park, queue_log_lines};
 
 const THREADS: usize = 32;
 
@@ -169,18 +169,6 @@ fn concurrent_claims_of_one_key_yield_exactly_one_fresh() {
     assert_eq!(fresh, 1);
 }
 
-fn log_line(run_id: &str, n: u32) -> tollgate_ledger::NewJournalEntry {
-    tollgate_ledger::NewJournalEntry {
-        run_id: run_id.to_owned(),
-        attempt: None,
-        at: T0,
-        level: "info".to_owned(),
-        event: "tool.log".to_owned(),
-        message: format!("line {n}"),
-        fields: serde_json::json!({}),
-    }
-}
-
 #[test]
 fn journal_entries_queued_during_a_run_go_into_the_commit_of_the_write_that_follows() {
     // A linger far longer than the run, so the test does not depend on timing.
@@ -190,18 +178,8 @@ fn journal_entries_queued_during_a_run_go_into_the_commit_of_the_write_that_foll
     });
     ledger.apply(vec![create("r1".to_owned())]).unwrap();
     let before = ledger.stats().commits;
-    for n in 0..5 {
-        ledger.journal(log_line("r1", n));
-        // The tool works between its log lines; the writer is idle meanwhile.
-        thread::sleep(std::time::Duration::from_millis(2));
-    }
-    ledger
-        .apply(vec![Op::ParkRun {
-            run_id: "r1".to_owned(),
-            status: tollgate_ledger::RunStatus::Escalated,
-            now: T0,
-        }])
-        .unwrap();
+    queue_log_lines(&*ledger, "r1");
+    park(&*ledger, "r1");
     assert_eq!(
         ledger.stats().commits - before,
         1,
@@ -246,4 +224,78 @@ fn a_reader_of_the_journal_sees_entries_queued_before_it_read() {
             "entry {n} is not in the journal yet"
         );
     }
+}
+
+#[test]
+fn unsynced_writes_commit_without_a_sync_and_a_synced_write_after_them_syncs() {
+    use tollgate_ledger::Durability;
+    let (dir, ledger) = scratch_with(LedgerOptions::default());
+    let before = ledger.stats();
+    for n in 0..3 {
+        ledger
+            .apply_with(vec![create(format!("r{n}"))], Durability::Unsynced)
+            .unwrap();
+        // Committed: a reader on another connection sees it at once.
+        assert!(ledger.run(&format!("r{n}")).unwrap().is_some());
+    }
+    let unsynced = ledger.stats();
+    assert_eq!(unsynced.commits - before.commits, 3);
+    assert_eq!(
+        unsynced.synced_commits, before.synced_commits,
+        "no unsynced write was synced"
+    );
+    ledger.apply(vec![create("r3".to_owned())]).unwrap();
+    let synced = ledger.stats();
+    assert_eq!(synced.synced_commits - unsynced.synced_commits, 1);
+    // Another process opening the file sees all four, as after a `kill -9` of this one.
+    let other =
+        SqliteLedger::open(&dir.path().join("ledger.db"), LedgerOptions::default()).unwrap();
+    for n in 0..4 {
+        assert!(other.run(&format!("r{n}")).unwrap().is_some(), "r{n}");
+    }
+}
+
+#[test]
+fn an_unsynced_commit_with_nothing_after_it_is_synced_within_a_second() {
+    use tollgate_ledger::Durability;
+    let (_dir, ledger) = scratch_with(LedgerOptions::default());
+    ledger
+        .apply_with(vec![create("r1".to_owned())], Durability::Unsynced)
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while ledger.stats().tail_syncs == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the unsynced commit was never synced"
+        );
+        thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(
+        ledger.stats().tail_syncs,
+        1,
+        "synced once, then nothing is left"
+    );
+}
+
+#[test]
+fn a_submitted_write_is_answered_from_the_writer_thread_after_its_commit() {
+    use tollgate_ledger::Durability;
+    let (_dir, ledger) = scratch_with(LedgerOptions::default());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let caller = thread::current().id();
+    let reader = Arc::clone(&ledger);
+    let submitted = ledger.submit(
+        vec![create("r1".to_owned())],
+        Durability::Synced,
+        Box::new(move |result| {
+            // Committed before the answer: a reader on another connection sees the run.
+            let seen = reader.run("r1").map(|run| run.is_some());
+            tx.send((result, seen, thread::current().id())).unwrap();
+        }),
+    );
+    assert!(submitted.is_ok(), "a SQLite ledger queues it");
+    let (result, seen, answered_on) = rx.recv().unwrap();
+    assert_eq!(result.unwrap().len(), 1);
+    assert!(seen.unwrap(), "answered only once committed");
+    assert_ne!(answered_on, caller, "answered by the writer thread");
 }

@@ -79,3 +79,26 @@ fn applied_journal_entry_for_an_unknown_run_is_run_not_found() {
         .unwrap_err();
     assert!(matches!(err, LedgerError::RunNotFound { run_id } if run_id == "ghost"));
 }
+
+#[test]
+fn a_follower_reads_only_the_entries_after_the_last_it_saw() {
+    let ledger = ledger();
+    new_run(&*ledger, "r1");
+    new_run(&*ledger, "r2");
+    ledger
+        .apply(vec![
+            Op::Journal(entry("r1", "log", "one")),
+            Op::Journal(entry("r2", "log", "other run")),
+            Op::Journal(entry("r1", "log", "two")),
+            Op::Journal(entry("r1", "log", "three")),
+        ])
+        .unwrap();
+    let all = ledger.journal_since("r1", 0).unwrap();
+    let messages = |entries: &[tollgate_ledger::JournalEntry]| -> Vec<String> {
+        entries.iter().map(|e| e.message.clone()).collect()
+    };
+    assert_eq!(messages(&all), ["one", "two", "three"]);
+    let after_first = ledger.journal_since("r1", all[0].seq).unwrap();
+    assert_eq!(messages(&after_first), ["two", "three"]);
+    assert!(ledger.journal_since("r1", all[2].seq).unwrap().is_empty());
+}

@@ -51,6 +51,38 @@ pub fn new_run(ledger: &dyn Ledger, run_id: &str) {
         .expect("create run");
 }
 
+/// A tool's log line, number `n`.
+pub fn log_line(run_id: &str, n: u32) -> tollgate_ledger::NewJournalEntry {
+    tollgate_ledger::NewJournalEntry {
+        run_id: run_id.to_owned(),
+        attempt: None,
+        at: T0,
+        level: "info".to_owned(),
+        event: "tool.log".to_owned(),
+        message: format!("line {n}"),
+        fields: serde_json::json!({}),
+    }
+}
+
+/// What a tool's run journals as it works: five log lines, 2 ms apart.
+pub fn queue_log_lines(ledger: &dyn Ledger, run_id: &str) {
+    for n in 0..5 {
+        ledger.journal(log_line(run_id, n));
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
+/// A write that ends a run's attempt, as the host's would.
+pub fn park(ledger: &dyn Ledger, run_id: &str) {
+    ledger
+        .apply(vec![tollgate_ledger::Op::ParkRun {
+            run_id: run_id.to_owned(),
+            status: tollgate_ledger::RunStatus::Escalated,
+            now: T0,
+        }])
+        .expect("park the run");
+}
+
 /// A run with one live attempt (lease until T0 + 30 s), held by "h1".
 pub fn running(ledger: &dyn Ledger, run_id: &str) -> Attempt {
     new_run(ledger, run_id);

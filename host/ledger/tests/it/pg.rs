@@ -8,7 +8,7 @@ use std::sync::{Arc, Barrier};
 use tollgate_ledger::scratch::PgScratch;
 use tollgate_ledger::{Claim, Create, Ledger, LedgerError, LedgerExt, Op, PgLedger, PgOptions};
 
-use crate::{T0, new_run};
+use crate::{T0, log_line, new_run, park, queue_log_lines};
 
 /// A schema of its own on the test server, opened as a ledger.
 struct Scratch(PgScratch);
@@ -389,59 +389,32 @@ fn a_password_given_as_a_url_parameter_is_redacted_too() {
 fn journal_entries_queued_during_a_run_go_into_the_transaction_of_the_write_that_follows() {
     let scratch = Scratch::new();
     // A linger far longer than the run, so the test does not depend on timing.
-    let ledger = PgLedger::open(
-        &scratch.url(),
-        PgOptions {
-            journal_linger: std::time::Duration::from_secs(30),
-            ..PgOptions::default()
-        },
-    )
-    .unwrap();
+    let ledger = open_with_linger(&scratch, std::time::Duration::from_secs(30));
     new_run(&ledger, "r1");
-    for n in 0..5 {
-        ledger.journal(entry("r1", "tool.log", &format!("line {n}")));
-        // The tool works between its log lines.
-        std::thread::sleep(std::time::Duration::from_millis(2));
-    }
     let mut db = postgres::Client::connect(&scratch.url(), postgres::NoTls).unwrap();
     let count = "SELECT count(*) FROM journal WHERE run_id = 'r1' AND event = 'tool.log'";
+    queue_log_lines(&ledger, "r1");
     let before: i64 = db.query_one(count, &[]).unwrap().get(0);
     assert_eq!(before, 0, "no transaction of their own wrote them");
-    ledger
-        .apply(vec![Op::ParkRun {
-            run_id: "r1".to_owned(),
-            status: tollgate_ledger::RunStatus::Escalated,
-            now: T0,
-        }])
-        .unwrap();
+    park(&ledger, "r1");
     let after: i64 = db.query_one(count, &[]).unwrap().get(0);
     assert_eq!(after, 5, "the write carried them");
-    // The transaction that wrote a row is its `xmin`.
-    let journal_txs: Vec<String> = db
+    // The (sub)transaction that wrote a row is its `xmin`.
+    let journal_txs = db
         .query(
             "SELECT DISTINCT xmin::text FROM journal WHERE run_id = 'r1' AND event = 'tool.log'",
             &[],
         )
-        .unwrap()
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
+        .unwrap();
     assert_eq!(journal_txs.len(), 1, "one transaction carried them all");
 }
 
 #[test]
 fn journal_entries_with_no_write_after_them_are_written_after_the_linger() {
     let scratch = Scratch::new();
-    let ledger = PgLedger::open(
-        &scratch.url(),
-        PgOptions {
-            journal_linger: std::time::Duration::from_millis(50),
-            ..PgOptions::default()
-        },
-    )
-    .unwrap();
+    let ledger = open_with_linger(&scratch, std::time::Duration::from_millis(50));
     new_run(&ledger, "r1");
-    ledger.journal(entry("r1", "tool.log", "alone"));
+    ledger.journal(log_line("r1", 0));
     let mut db = postgres::Client::connect(&scratch.url(), postgres::NoTls).unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
@@ -491,4 +464,15 @@ fn a_lock_taken_and_released_in_one_request_ends_released() {
     let lock = ledger.lock("l1").unwrap().expect("the row stays");
     assert!(lock.released);
     assert_eq!(lock.fence, 1);
+}
+
+fn open_with_linger(scratch: &Scratch, linger: std::time::Duration) -> PgLedger {
+    PgLedger::open(
+        &scratch.url(),
+        PgOptions {
+            journal_linger: linger,
+            ..PgOptions::default()
+        },
+    )
+    .expect("open a scratch ledger")
 }

@@ -556,6 +556,19 @@ fn stored_bytes_counts_every_row_of_the_run_the_way_the_host_charges_it() {
     let run_row = stored::ROW_COST + "echo".len() as u64 + r#"{"x":1}"#.len() as u64;
     let attempt_row = stored::ROW_COST + "sha256:c0ffee".len() as u64 + "h1".len() as u64;
     assert_eq!(start, run_row + attempt_row);
+    // What the host counts a new run's first attempt from, without asking the ledger.
+    let new_run = tollgate_ledger::NewRun {
+        run_id: "r1".into(),
+        tool: "echo".into(),
+        input: r#"{"x":1}"#.into(),
+        now: T0,
+        component: Some("/tools/echo.wasm".into()),
+        lock: None,
+    };
+    assert_eq!(
+        stored::new_run(&new_run) + stored::new_attempt("sha256:c0ffee", "h1"),
+        start
+    );
 
     let entry = NewJournalEntry {
         run_id: "r1".into(),
@@ -572,6 +585,9 @@ fn stored_bytes_counts_every_row_of_the_run_the_way_the_host_charges_it() {
     ledger
         .claim_effect("erp.post", "k1", &digest, r#"{"a":1}"#, "r1", 1, T0)
         .unwrap();
+    ledger
+        .claim_call_key("call-1", "echo", "d1", "r1", T0)
+        .unwrap();
     let grown = ledger.stored_bytes("r1").unwrap() - start;
     // An empty log event is not free, and fields count as the JSON text stored.
     assert!(stored::journal_entry(&entry) > stored::ROW_COST + 12);
@@ -580,6 +596,7 @@ fn stored_bytes_counts_every_row_of_the_run_the_way_the_host_charges_it() {
         stored::journal_entry(&entry)
             + stored::checkpoint("c", 100)
             + stored::effect_claim("erp.post", "k1", r#"{"a":1}"#)
+            + stored::call_key("call-1", "echo", "d1")
     );
     // Another run's rows are not counted.
     assert_eq!(ledger.stored_bytes("other").unwrap(), run_row + attempt_row);

@@ -358,3 +358,85 @@ fn a_hit_is_loaded_from_a_sealed_copy_of_the_artifact() {
     let component = cache.load(&engine, &digest_a).expect("a hit");
     assert_eq!(answer(&engine, &component), 1);
 }
+
+#[test]
+fn a_hit_where_memory_files_are_refused_is_read_checked_and_loaded() {
+    let engine = engine();
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = ArtifactCache::open(&tmp.path().join("cache"), &engine).unwrap();
+    let digest_a = digest(A.as_bytes());
+    cache
+        .load_or_compile(&engine, &digest_a, A.as_bytes())
+        .unwrap();
+    let path = cache.artifact_path(&digest_a);
+    let artifact = std::thread::spawn({
+        let path = path.clone();
+        move || {
+            refuse_memory_files_on_this_thread();
+            Artifact::open(&path)
+        }
+    })
+    .join()
+    .unwrap()
+    .expect("read without a memory file");
+    assert!(
+        matches!(artifact.body, Body::Read(_)),
+        "memory files were refused, so the artifact was read"
+    );
+    let component = cache
+        .check_and_load(&engine, &digest_a, &path, &artifact)
+        .expect("a hit, not a compile");
+    assert_eq!(answer(&engine, &component), 1);
+    let mut forged = fs::read(&path).unwrap();
+    forged[0] ^= 1;
+    fs::write(&path, forged).unwrap();
+    let tampered = Artifact::read(&path).unwrap();
+    assert!(
+        cache
+            .check_and_load(&engine, &digest_a, &path, &tampered)
+            .is_none(),
+        "a changed artifact read into the heap fails its check like a sealed one"
+    );
+}
+
+/// A seccomp filter on the calling thread (and threads it starts) that fails
+/// `memfd_create` with `EPERM`, as a container's profile may.
+#[expect(unsafe_code, reason = "installing a seccomp filter")]
+fn refuse_memory_files_on_this_thread() {
+    use libc::{
+        BPF_ABS, BPF_JEQ, BPF_JMP, BPF_K, BPF_LD, BPF_RET, BPF_W, EPERM, PR_SET_NO_NEW_PRIVS,
+        PR_SET_SECCOMP, SECCOMP_MODE_FILTER, SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO,
+        SYS_memfd_create, c_ulong, sock_filter, sock_fprog,
+    };
+    let op = |code: u32, jt: u8, jf: u8, k: u32| sock_filter {
+        code: code as u16,
+        jt,
+        jf,
+        k,
+    };
+    let filter = [
+        // The system call's number: the first field of `seccomp_data`.
+        op(BPF_LD | BPF_W | BPF_ABS, 0, 0, 0),
+        op(BPF_JMP | BPF_JEQ | BPF_K, 0, 1, SYS_memfd_create as u32),
+        op(BPF_RET | BPF_K, 0, 0, SECCOMP_RET_ERRNO | EPERM as u32),
+        op(BPF_RET | BPF_K, 0, 0, SECCOMP_RET_ALLOW),
+    ];
+    let program = sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_ptr().cast_mut(),
+    };
+    // SAFETY: plain prctl calls; the filter outlives the call, which copies it.
+    unsafe {
+        assert_eq!(libc::prctl(PR_SET_NO_NEW_PRIVS, 1 as c_ulong, 0, 0, 0), 0);
+        assert_eq!(
+            libc::prctl(
+                PR_SET_SECCOMP,
+                SECCOMP_MODE_FILTER as c_ulong,
+                &raw const program as c_ulong
+            ),
+            0,
+            "install a seccomp filter: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}

@@ -6,7 +6,7 @@
 
 use super::McpError;
 use crate::journal::EventName;
-use crate::ledger::LedgerError;
+use crate::ledger::{self, LedgerError};
 use crate::runs::{CallKey, RunError, RunOptions, RunReport};
 use crate::server::drain::Drain;
 use crate::server::metrics::Metrics;
@@ -523,12 +523,13 @@ impl Progress {
             let mut step = 0u32;
             let mut stopping = false;
             loop {
-                let last = seen;
-                let entries = runtime
-                    .ledger()
-                    .journal_entries(&run_id)
+                // Only what was committed since the last look: a look costs no commit, and
+                // the run's last commit carries everything it queued.
+                let id = run_id.clone();
+                let entries = ledger::read(runtime.ledger(), move |l| l.journal_since(&id, seen))
+                    .await
                     .unwrap_or_default();
-                for entry in entries.into_iter().filter(|e| e.seq > last) {
+                for entry in entries {
                     seen = entry.seq;
                     let milestone =
                         EventName::parse(&entry.event).is_some_and(|e| MILESTONES.contains(&e));
