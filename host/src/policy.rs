@@ -57,11 +57,41 @@ pub enum Record {
     #[default]
     Sync,
     /// Committed (seen by every reader, kept if the host is killed) and synced by a later
-    /// commit: a crash of the machine, or of the PostgreSQL server, can lose the records of
-    /// the last runs before it, and nothing else. Only for tools without effects, whose
-    /// records are audit: such a run changes nothing that a lost record would let happen
-    /// twice. A run that fails or escalates is always synced.
+    /// commit within a second: a crash of the machine, or of the PostgreSQL server, can lose
+    /// the records of the last runs before it, and nothing else. Only for tools that can
+    /// change nothing (no effects, no read-write directory, no HTTP writes), whose records
+    /// are audit: such a run changes nothing that a lost record would let happen twice. A
+    /// run that fails or escalates is always synced.
     Async,
+}
+
+impl Policy {
+    /// What this policy lets a tool change: effects, a writable directory, HTTP requests
+    /// other than reads.
+    pub fn grants_writes(&self) -> Vec<String> {
+        let mut writes = Vec::new();
+        if !self.effects.is_empty() {
+            writes.push(format!(
+                "effects ({})",
+                self.effects.iter().cloned().collect::<Vec<_>>().join(", ")
+            ));
+        }
+        for grant in self.fs.iter().filter(|g| g.mode == FsMode::Rw) {
+            writes.push(format!("`{}` read-write", grant.guest));
+        }
+        for grant in &self.http {
+            let writes_to = grant
+                .methods
+                .iter()
+                .filter(|m| !matches!(m.as_str(), "GET" | "HEAD"))
+                .cloned()
+                .collect::<Vec<_>>();
+            if !writes_to.is_empty() {
+                writes.push(format!("{} to {}", writes_to.join("/"), grant.host));
+            }
+        }
+        writes
+    }
 }
 
 impl Record {
@@ -299,11 +329,17 @@ impl Policy {
                 );
             }
         }
-        if self.record == Record::Async && !self.effects.is_empty() {
-            bad(
-                &["record"],
-                "a tool granted effects is always recorded synchronously, because its run's records are what keep each effect exactly-once: remove `record = \"async\"`, or the effects".to_owned(),
-            );
+        if self.record == Record::Async {
+            let writes = self.grants_writes();
+            if !writes.is_empty() {
+                bad(
+                    &["record"],
+                    format!(
+                        "only a tool that cannot change anything may be recorded `async` (a lost record would let a retry change it again), and this policy grants {}: remove `record = \"async\"`, or those grants",
+                        writes.join(", ")
+                    ),
+                );
+            }
         }
         for name in &self.env {
             let valid = !name.is_empty()

@@ -43,8 +43,8 @@ pub trait Ledger: Send + Sync + 'static {
     /// queues the request and calls `done` with its result from that thread, so an async
     /// caller needs no thread of its own to wait on. A backend without one hands the
     /// request back ([`Unsent::Unsupported`]) for the caller to apply on a thread it can
-    /// block. `done` must not block or call the ledger's writes: it runs on the writer's
-    /// thread, ahead of the next batch.
+    /// block. `done` must not block, call the ledger's writes or hold the last handle to
+    /// the ledger: it runs on the writer's thread, ahead of the next batch.
     fn submit(&self, ops: Vec<Op>, durability: Durability, done: Done) -> Result<(), Unsent> {
         drop(done);
         Err(Unsent::Unsupported { ops, durability })
@@ -83,7 +83,10 @@ pub trait Ledger: Send + Sync + 'static {
 
     /// The run's committed journal entries after `seq`, in order: for a follower that has
     /// read up to `seq`. Entries still queued are not written first (they come with the
-    /// run's next commit, within the journal linger), so following a run costs no commit.
+    /// run's next commit, within the journal linger), so following a run costs no commit. On
+    /// PostgreSQL a sequence number is taken at insert, so an entry whose transaction
+    /// commits after one with a higher number is missed by a follower already past it:
+    /// good for progress, not for audit.
     fn journal_since(&self, run_id: &str, seq: i64) -> Result<Vec<JournalEntry>, LedgerError>;
 
     fn escalation(&self, id: i64) -> Result<Option<Escalation>, LedgerError>;
@@ -110,8 +113,9 @@ pub trait Ledger: Send + Sync + 'static {
     ///
     /// Counts what is committed: journal entries still queued are not flushed first, so that
     /// reading a budget at an attempt's start does not cost a commit. What can be queued
-    /// then is that attempt's own start, since every earlier `apply` of the run (its last
-    /// attempt's end among them) made what was queued before it durable.
+    /// then is the host's own record of that attempt (its start, a lock wait), since every
+    /// earlier `apply` of the run (its last attempt's end among them) made what was queued
+    /// before it durable.
     fn stored_bytes(&self, run_id: &str) -> Result<u64, LedgerError>;
 
     /// The run a caller's idempotency key started, if the key is known.

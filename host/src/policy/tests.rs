@@ -143,9 +143,22 @@ fn async_recording_is_refused_for_a_tool_granted_effects() {
     let problems = policy.validate().unwrap_err();
     assert_eq!(dotted(&problems[0].path), "record");
     assert!(
-        problems[0].problem.contains("remove `record = \"async\"`"),
+        problems[0].problem.contains("remove `record = \"async\"`")
+            && problems[0].problem.contains("effects (erp.post-invoice)"),
         "{}",
         problems[0].problem
+    );
+    // Anything else that lets a tool change the world is refused the same way.
+    let dir = tempfile::tempdir().unwrap();
+    let policy: Policy = toml::from_str(&format!(
+        "record = \"async\"\n[[fs]]\nhost = {:?}\nguest = \"/out\"\nmode = \"rw\"\n[[http]]\nhost = \"api.example.com:443\"\nmethods = [\"GET\", \"POST\"]\n",
+        dir.path()
+    ))
+    .unwrap();
+    let problem = &policy.validate().unwrap_err()[0].problem;
+    assert!(
+        problem.contains("`/out` read-write") && problem.contains("POST to api.example.com:443"),
+        "{problem}"
     );
     let err = toml::from_str::<Policy>("record = \"later\"\n").unwrap_err();
     assert!(

@@ -128,7 +128,8 @@ pub(super) async fn run(
         drop(waiting);
         // The budget covers the whole run: this attempt gets what earlier ones left.
         let id = run_id.to_owned();
-        let stored = match known_stored {
+        // Known only while nothing else was written: taking a lock journals its wait.
+        let stored = match known_stored.filter(|_| lock.is_none()) {
             Some(stored) => Ok(stored),
             None => ledger::read(services.ledger(), move |l| l.stored_bytes(&id)).await,
         };

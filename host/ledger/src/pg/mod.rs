@@ -250,10 +250,13 @@ impl PgLedger {
 /// - A flush takes `order`, then the entries, and holds `order` until they are committed; an
 ///   `apply` takes `order` to take entries, so it starts after a flush in progress.
 /// - An `apply` takes its entries under a ticket, and before it returns waits until every
-///   batch taken under an earlier ticket is committed (or put back, when its write failed).
-///   It waits after its own commit, holding no row lock, so the batches still commit side by
+///   batch taken under an earlier ticket is committed or put back (its write failed). It
+///   waits after its own commit, holding no row lock, so the batches still commit side by
 ///   side; only the answers come back in the order the entries were taken. Tickets only ever
-///   wait for smaller tickets, so the waits cannot form a cycle.
+///   wait for smaller tickets, so the waits cannot form a cycle. Entries put back are then
+///   written by the waiting `apply` itself, so an `Ok` still means they are durable.
+/// - An unsynced `apply` takes no entries: a synced one that waited for its commit could
+///   otherwise return before that commit's WAL record is flushed.
 ///
 /// Every statement is bounded by the connection's timeouts, so each wait is bounded too.
 struct Queue {
@@ -359,6 +362,27 @@ impl Queue {
             }
         }
         taken
+    }
+
+    /// A ticket for an `apply` that takes no entries (it still answers after earlier ones).
+    fn take_nothing(&self) -> Taken<'_> {
+        let mut taken = Taken {
+            queue: self,
+            ticket: 0,
+            entries: Vec::new(),
+        };
+        if let Ok(mut state) = self.state.lock() {
+            state.next_ticket += 1;
+            taken.ticket = state.next_ticket;
+        }
+        taken
+    }
+
+    /// Whether entries a failed write put back are waiting to be written again.
+    fn has_put_back(&self) -> bool {
+        self.state
+            .lock()
+            .is_ok_and(|state| state.entries.iter().any(|queued| queued.failed > 0))
     }
 
     fn settle(&self, ticket: u64) {
@@ -715,7 +739,12 @@ impl Ledger for PgLedger {
         let pending = Arc::clone(&self.pending);
         let conflicts = Arc::clone(&self.conflicts);
         let (ticket, result) = self.pool.call(move |conn| {
-            let mut taken = pending.take();
+            // An unsynced commit carries no one else's journal entries: a synced write that
+            // waited for it to settle could return before its WAL record is flushed.
+            let mut taken = match durability {
+                Durability::Synced => pending.take(),
+                Durability::Unsynced => pending.take_nothing(),
+            };
             let request = Request {
                 journal: &taken.entries,
                 ops: &ops,
@@ -729,7 +758,25 @@ impl Ledger for PgLedger {
         })?;
         // Entries queued before this call may ride in an earlier batch still committing.
         self.pending.wait_for_earlier(ticket);
-        result?
+        // The inner result: the ops' outcome, a rule's refusal included.
+        let applied = result?;
+        // One of those batches failed and put its entries back: they are not durable yet, so
+        // this write carries them now (or reports why it cannot).
+        if durability == Durability::Synced && self.pending.has_put_back() {
+            let pending = Arc::clone(&self.pending);
+            let conflicts = Arc::clone(&self.conflicts);
+            self.pool.call(move |conn| {
+                let mut taken = pending.take();
+                let request = Request {
+                    journal: &taken.entries,
+                    ops: &[],
+                    durability,
+                };
+                apply_with_retries(conn, &request, &conflicts)
+                    .inspect_err(|_| pending.put_back(std::mem::take(&mut taken.entries)))?
+            })?;
+        }
+        applied
     }
 
     fn journal(&self, entry: NewJournalEntry) {
@@ -994,6 +1041,55 @@ mod tests {
         );
         carrier.join().unwrap().unwrap();
         holder.join().unwrap();
+    }
+
+    #[test]
+    fn an_apply_after_a_failed_carrier_writes_the_entries_it_put_back_or_fails() {
+        let scratch = crate::scratch::PgScratch::new();
+        let plain = scratch.url();
+        // Statements give up on a lock after 200 ms (SQLSTATE 55P03).
+        let mut ledger = PgLedger::open(
+            &format!("{plain}%20-clock_timeout%3D200"),
+            PgOptions::default(),
+        )
+        .expect("open a scratch ledger");
+        ledger._scratch = Some(scratch);
+        let ledger = Arc::new(ledger);
+        ledger.create_run(new_run("r1")).unwrap();
+        let mut other = postgres::Client::connect(&plain, postgres::NoTls).unwrap();
+        let mut holder = other.transaction().unwrap();
+        holder
+            .batch_execute("LOCK TABLE journal IN ACCESS EXCLUSIVE MODE")
+            .unwrap();
+        ledger.pending.push(entry("r1", "queued"));
+        // This write takes the entry, cannot insert it, and puts it back.
+        let carrier = std::thread::spawn({
+            let ledger = Arc::clone(&ledger);
+            move || ledger.apply(Vec::new())
+        });
+        while ledger.pending.state.lock().unwrap().in_flight.is_empty() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let after = ledger.apply(Vec::new());
+        assert!(
+            carrier.join().unwrap().is_err(),
+            "the carrier's write failed"
+        );
+        let committed = |plain: &str| -> i64 {
+            let mut client = postgres::Client::connect(plain, postgres::NoTls).unwrap();
+            client
+                .query_one("SELECT count(*) FROM journal WHERE event = 'queued'", &[])
+                .unwrap()
+                .get(0)
+        };
+        match after {
+            // The journal is still locked, so writing the entry itself failed too.
+            Err(err) => assert!(err.to_string().contains("lock"), "{err}"),
+            Ok(_) => panic!("answered Ok while the entry queued before it was not written"),
+        }
+        holder.rollback().unwrap();
+        ledger.apply(Vec::new()).unwrap();
+        assert_eq!(committed(&plain), 1, "written once the lock is gone");
     }
 
     #[test]

@@ -198,6 +198,7 @@ impl SqliteLedger {
             counters: Arc::clone(&counters),
             synced: true,
             unsynced_since: None,
+            retry_sync_at: None,
         };
         let handle = std::thread::Builder::new()
             .name("tollgate-ledger-writer".to_owned())

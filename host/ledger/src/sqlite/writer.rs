@@ -4,9 +4,9 @@
 //! it has committed; if that commit fails, every request in the batch gets the error. Each
 //! request runs in its own savepoint, so one failing request never fails the others. A batch
 //! commits with `synchronous=FULL` (the WAL is synced before the commit returns) when any
-//! request in it asks for [`Durability::Synced`], and with `NORMAL` (written to the WAL, which
-//! survives the process but is synced only by the next `FULL` commit or a checkpoint) when
-//! none does. No commit stays unsynced for longer than [`SYNC_WITHIN`].
+//! request in it asks for [`Durability::Synced`] or it holds journal entries only, and with
+//! `NORMAL` (written to the WAL, which survives the process but is synced only by the next
+//! `FULL` commit or a checkpoint) when its writes all ask for [`Durability::Unsynced`]. No commit stays unsynced for longer than [`SYNC_WITHIN`].
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -38,6 +38,16 @@ impl Request {
     fn is_journal(&self) -> bool {
         matches!(self, Request::Journal(_))
     }
+
+    fn is_synced(&self) -> bool {
+        matches!(
+            self,
+            Request::Apply {
+                durability: Durability::Synced,
+                ..
+            }
+        )
+    }
 }
 
 #[derive(Debug, Default)]
@@ -62,11 +72,16 @@ pub(super) struct Writer {
     pub(super) synced: bool,
     /// When the oldest commit not yet synced was made.
     pub(super) unsynced_since: Option<Instant>,
+    /// When to try syncing them again after a checkpoint that could not.
+    pub(super) retry_sync_at: Option<Instant>,
 }
 
 /// The longest a commit stays unsynced: the window of runs recorded `async` that a crash of
 /// the machine can lose.
 pub(super) const SYNC_WITHIN: Duration = Duration::from_secs(1);
+
+/// How soon a sync that could not complete is tried again.
+const SYNC_RETRY: Duration = Duration::from_millis(100);
 
 /// Why a batch could not commit; every request in it gets this error.
 struct BatchFailed(LedgerError);
@@ -106,8 +121,11 @@ impl Writer {
             let Some(since) = self.unsynced_since else {
                 return self.requests.recv().ok();
             };
-            let left = SYNC_WITHIN.saturating_sub(since.elapsed());
-            match self.requests.recv_timeout(left) {
+            let due = (since + SYNC_WITHIN).max(self.retry_sync_at.unwrap_or(since));
+            match self
+                .requests
+                .recv_timeout(due.saturating_duration_since(Instant::now()))
+            {
                 Ok(request) => return Some(request),
                 Err(RecvTimeoutError::Timeout) => self.sync_tail(),
                 Err(RecvTimeoutError::Disconnected) => return None,
@@ -115,24 +133,34 @@ impl Writer {
         }
     }
 
-    /// Syncs unsynced commits with a passive checkpoint, which syncs the WAL first.
+    /// Syncs unsynced commits with a passive checkpoint: it syncs the WAL before it copies
+    /// any of it into the database. A checkpoint that could not copy every frame (a reader,
+    /// here or in another process, still needs an older one) may not have synced anything,
+    /// so it counts only when it copied them all; otherwise it is tried again shortly.
     fn sync_tail(&mut self) {
         if self.unsynced_since.is_none() {
             return;
         }
-        let synced = self
+        let checkpoint = self
             .conn
-            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, i64>(1)?,
+                    row.get::<_, i64>(2)?,
+                ))
+            })
             .context("syncing unsynced commits");
-        match synced {
-            Ok(()) => {
+        match checkpoint {
+            Ok((0, frames, copied)) if frames >= 0 && copied == frames => {
                 self.unsynced_since = None;
+                self.retry_sync_at = None;
                 self.counters.tail_syncs.fetch_add(1, Ordering::Relaxed);
             }
-            // Tried again on the next wait, and the next synced commit covers them anyway.
+            Ok(_) => self.retry_sync_at = Some(Instant::now() + SYNC_RETRY),
             Err(err) => {
                 tracing::warn!(error = %err, "ledger: could not sync unsynced commits yet");
-                self.unsynced_since = Some(Instant::now());
+                self.retry_sync_at = Some(Instant::now() + SYNC_RETRY);
             }
         }
     }
@@ -178,6 +206,10 @@ impl Writer {
             .iter()
             .all(|r| matches!(r, Request::Apply { ops, .. } if ops.is_empty()))
         {
+            // A synced flush makes what went before it durable, unsynced commits included.
+            if batch.iter().any(Request::is_synced) {
+                self.sync_tail();
+            }
             for request in batch.drain(..) {
                 if let Request::Apply { reply, .. } = request {
                     reply(Ok(Vec::new()));
@@ -234,19 +266,13 @@ impl Writer {
         journaled: &mut usize,
     ) -> Result<(), BatchFailed> {
         // Unsynced commits stay so for at most `SYNC_WITHIN`: under steady load, a batch
-        // after that syncs them with its own.
+        // after that syncs them with its own. Journal entries alone are synced as before:
+        // only those riding in an unsynced write share its durability.
         let synced = self
             .unsynced_since
             .is_some_and(|since| since.elapsed() >= SYNC_WITHIN)
-            || batch.iter().any(|r| {
-                matches!(
-                    r,
-                    Request::Apply {
-                        durability: Durability::Synced,
-                        ..
-                    }
-                )
-            });
+            || batch.iter().any(Request::is_synced)
+            || batch.iter().all(Request::is_journal);
         let mut failure = None;
         if synced != self.synced {
             let setting = if synced { "FULL" } else { "NORMAL" };
@@ -256,6 +282,8 @@ impl Writer {
                 .context("setting how commits are synced")
             {
                 Ok(()) => self.synced = synced,
+                // Unable to relax it: this batch is synced, which is only slower.
+                Err(_) if !synced => {}
                 Err(err) => failure = Some(err),
             }
         }
