@@ -2,8 +2,9 @@
 //!
 //! The ledger's contract is synchronous (its rules are plain functions over rows inside one
 //! transaction, see `tollgate_ledger::rules`), and async code reaches it only through
-//! [`apply`] and [`read`]: a write is handed to the backend's writer thread where it has one
-//! (SQLite) and awaited, anything else runs on the blocking pool. Writes wait until their
+//! [`apply`], [`read`] and, for a write nobody waits for, [`apply_detached`]: a write is
+//! handed to the backend's writer thread where it has one (SQLite), anything else runs on the
+//! blocking pool. Writes wait until their
 //! commit is as durable as asked (an fsync, or a PostgreSQL round trip); so do reads of a
 //! PostgreSQL ledger, and a slow database must not hold the executor threads that serve
 //! other calls.
@@ -40,6 +41,32 @@ pub async fn apply_with(
             tokio::task::spawn_blocking(move || ledger.apply_with(ops, durability))
                 .await
                 .unwrap_or_else(|e| Err(LedgerError::Internal(format!("ledger task failed: {e}"))))
+        }
+    }
+}
+
+/// Applies `ops` as durable as `durability` asks without anyone waiting for it: `settle`
+/// hears how it went, on the ledger's writer thread or a blocking-pool thread, so it must not
+/// block. For a write whose caller has its answer already (a run recorded `async`).
+pub fn apply_detached(
+    ledger: &Arc<dyn Ledger>,
+    ops: Vec<Op>,
+    durability: Durability,
+    settle: impl Fn(Result<(), LedgerError>) + Clone + Send + 'static,
+) {
+    let done = settle.clone();
+    match ledger.submit(
+        ops,
+        durability,
+        Box::new(move |result| done(result.map(drop))),
+    ) {
+        Ok(()) => {}
+        Err(Unsent::Closed) => settle(Err(LedgerError::WriterGone)),
+        Err(Unsent::Unsupported { ops, durability }) => {
+            let ledger = ledger.clone();
+            tokio::task::spawn_blocking(move || {
+                settle(ledger.apply_with(ops, durability).map(drop))
+            });
         }
     }
 }

@@ -7,6 +7,7 @@
 //! downstream. Time, waiting and jitter come from [`Services`], so all of it runs in virtual
 //! time in tests.
 
+use crate::capabilities::deferred::Deferred;
 use crate::failure::{Failure, FailureClass};
 use crate::journal::{self, Event};
 use crate::ledger::{self, LedgerError, Op, RunLock};
@@ -202,6 +203,7 @@ impl LeaseRenewer {
         run_id: String,
         attempt: u32,
         lock: Option<HeldLock>,
+        deferred: Option<Arc<Deferred>>,
     ) -> Self {
         Self(tokio::spawn(async move {
             let ttl = lock.as_ref().map_or(services.lease_ttl_ms(), |l| {
@@ -210,6 +212,11 @@ impl LeaseRenewer {
             let period = Duration::from_millis(u64::try_from(ttl / 3).unwrap_or(1).max(1));
             loop {
                 services.ticker().sleep(period).await;
+                // A run not yet written has no lease anyone could see lapse; the write that
+                // records it counts its lease from then.
+                if deferred.as_ref().is_some_and(|d| !d.is_written()) {
+                    continue;
+                }
                 let op = Op::RenewLease {
                     run_id: run_id.clone(),
                     attempt,

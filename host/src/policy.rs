@@ -44,24 +44,28 @@ pub struct Policy {
     /// The tool's component, for `tollgate mcp` (relative to the config file's directory).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub component: Option<PathBuf>,
-    /// How a run's own records are written before its caller hears the answer.
+    /// Whether a run's own records are written before its caller hears the answer, or after.
     #[serde(default, skip_serializing_if = "Record::is_sync")]
     pub record: Record,
 }
 
-/// How a run's start and successful end are written before its caller is answered.
+/// Whether a run's start and successful end are written before its caller is answered.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Record {
     /// Synced to stable storage first, like everything else the ledger holds.
     #[default]
     Sync,
-    /// Committed (seen by every reader, kept if the host is killed) and synced by a later
-    /// commit within a second: a crash of the machine, or of the PostgreSQL server, can lose
-    /// the records of the last runs before it, and nothing else. Only for tools that can
-    /// change nothing (no effects, no read-write directory, no HTTP writes), whose records
-    /// are audit: such a run changes nothing that a lost record would let happen twice. A
-    /// run that fails or escalates is always synced.
+    /// Answered first and written after: the run's whole record (its start, its journal,
+    /// its end) goes into the ledger in one commit, not synced, once its caller has the
+    /// answer, and is synced by a later commit within a second. A crash can lose the records
+    /// of the last runs before it (a `kill -9` those not yet committed, a crash of the
+    /// machine or of the PostgreSQL server those not yet synced), never part of one, and
+    /// nothing else. Only for tools that can change nothing (no effects, no read-write
+    /// directory, no HTTP writes), whose records are audit: such a run changes nothing that
+    /// a lost record would let happen twice. A run with a lock or a call key, one that
+    /// saves a checkpoint, and one that fails are written before their answer; a failure
+    /// is synced.
     Async,
 }
 

@@ -294,6 +294,12 @@ impl Runtime {
             .await
     }
 
+    /// Waits until every run this runtime answered before writing it (`record = "async"`) is
+    /// written, or refused; a process calls it before it exits.
+    pub async fn records_written(&self) {
+        self.services.records_written().await;
+    }
+
     /// Starts a new run whose ID begins with `prefix`.
     pub async fn run_with_prefix(
         &self,

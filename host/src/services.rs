@@ -15,13 +15,24 @@ use crate::ledger::Ledger;
 use crate::meters::Meters;
 use crate::policy::Policy;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::Linker;
 
 /// See the module docs; fields are reached through methods only.
 pub(crate) struct Services {
     parts: Parts,
     loaded: Loaded,
+    /// Set when the ledger refused the record of a run recorded after its answer; cleared
+    /// when a run's record is written again.
+    records_refused: Arc<AtomicBool>,
+    /// One permit per run answered and not yet written, at most [`MAX_UNWRITTEN`].
+    unwritten: Arc<Semaphore>,
 }
+
+/// How many answered runs may wait to be written at once. Past that, a run recorded `async`
+/// is written before its answer: the backlog, and what a crash can take, stay bounded.
+const MAX_UNWRITTEN: u32 = 256;
 
 /// The parts [`Services`] is built from.
 pub(crate) struct Parts {
@@ -45,7 +56,35 @@ impl Services {
         Self {
             parts,
             loaded: Loaded::default(),
+            records_refused: Arc::new(AtomicBool::new(false)),
+            unwritten: Arc::new(Semaphore::new(MAX_UNWRITTEN as usize)),
         }
+    }
+
+    /// A place for one more run answered before it is written; `None` while
+    /// [`MAX_UNWRITTEN`] wait already.
+    pub fn unwritten_permit(&self) -> Option<OwnedSemaphorePermit> {
+        Arc::clone(&self.unwritten).try_acquire_owned().ok()
+    }
+
+    /// Waits until every run answered before it was written is written (or refused).
+    pub async fn records_written(&self) {
+        // Only the waits of runs answered before this call are waited for: all permits at
+        // once are free only when none of those holds one.
+        if let Ok(all) = self.unwritten.acquire_many(MAX_UNWRITTEN).await {
+            drop(all);
+        }
+    }
+
+    /// Whether a run recorded `async` may be answered before it is written: not while the
+    /// ledger refuses writes, so its callers hear of that instead of losing records.
+    pub fn defers_records(&self) -> bool {
+        !self.records_refused.load(Ordering::Relaxed)
+    }
+
+    /// The flag a refused deferred record sets, for the writer that hears of it.
+    pub fn records_refused(&self) -> &Arc<AtomicBool> {
+        &self.records_refused
     }
 
     /// The tools this runtime has loaded, by file, for loading them again without work.

@@ -5,7 +5,8 @@
 //! 1. `serve`: one node on the SQLite default serving `hello`, for N ∈ {1, 4, 16, 64}
 //!    clients, next to the same N concurrent `Runtime::run` calls in this process (no HTTP,
 //!    no MCP) on a SQLite file of its own. Calls/s, p50/p99 latency, and the server's CPU per
-//!    call and cores busy, from `/proc/<pid>/stat`.
+//!    call and cores busy, from `/proc/<pid>/stat`; then the same node with `hello`'s runs
+//!    recorded `async` (answered first, written after in one commit).
 //! 2. `fleet`: 1, 2 and 3 nodes on one PostgreSQL ledger with 64 clients spread over them
 //!    (as a round-robin balancer does), next to one node on SQLite, in the same run.
 //! 3. `recovery`: a node holding runs in flight is killed with `kill -9`; the time from its
@@ -293,16 +294,19 @@ async fn in_process(dir: &Path, clients: usize, length: Duration) -> Load {
 
 const HEADER: &str = "| | calls/s | p50 | p99 | server CPU per call | server cores busy | errors |\n| --- | --- | --- | --- | --- | --- | --- |";
 
-fn hello_config(dir: &Path) -> PathBuf {
-    let path = dir.join("tollgate.toml");
-    std::fs::write(&path, format!("[tools.hello]\ncomponent = {HELLO:?}\n")).expect("config");
+/// A config serving `hello`, its runs recorded as `record` says (`sync` or `async`).
+fn hello_config(dir: &Path, record: &str) -> PathBuf {
+    let path = dir.join(format!("tollgate-{record}.toml"));
+    let toml = format!("[tools.hello]\ncomponent = {HELLO:?}\nrecord = {record:?}\n");
+    std::fs::write(&path, toml).expect("config");
     path
 }
 
 async fn serve(dir: &Path, length: Duration) {
     println!("\n## 1. `serve` on SQLite, `hello`, N clients (one MCP session each)\n");
     println!("{HEADER}");
-    let config = hello_config(dir);
+    let config = hello_config(dir, "sync");
+    let read_only = hello_config(dir, "async");
     for clients in CLIENTS {
         let direct = in_process(dir, clients, length).await;
         println!(
@@ -313,6 +317,14 @@ async fn serve(dir: &Path, length: Duration) {
         let node = Node::start(dir, &config, ledger.to_str().expect("path"), &[]);
         let load = drive(std::slice::from_ref(&node), clients, length).await;
         println!("{}", load.row(&format!("**serve, {clients} clients**")));
+        drop(node);
+        let ledger = dir.join(format!("serve-async-{clients}.db"));
+        let node = Node::start(dir, &read_only, ledger.to_str().expect("path"), &[]);
+        let load = drive(std::slice::from_ref(&node), clients, length).await;
+        println!(
+            "{}",
+            load.row(&format!("serve, {clients} clients, `record = \"async\"`"))
+        );
     }
 }
 
@@ -321,7 +333,7 @@ async fn fleet(dir: &Path, length: Duration) {
         "\n## 2. A fleet on one PostgreSQL, `hello`, {FLEET_CLIENTS} clients spread over the nodes\n"
     );
     println!("{HEADER}");
-    let config = hello_config(dir);
+    let config = hello_config(dir, "sync");
     let ledger = dir.join("fleet-sqlite.db");
     let node = Node::start(dir, &config, ledger.to_str().expect("path"), &[]);
     let load = drive(std::slice::from_ref(&node), FLEET_CLIENTS, length).await;

@@ -1,6 +1,6 @@
 //! The real `tollgate` binary: output, exit codes, and one-line errors for bad input.
 
-use crate::harness::{Env, erp_config, invoice, tollgate, tollgate_command};
+use crate::harness::{Env, erp_config, invoice, tollgate, tollgate_command, tollgate_with};
 use std::process::Output;
 use tollgate_tests::erp::{Erp, Faults};
 use tollgate_tests::plugins::{CORE_MODULE, FIXTURE_TRAP, HELLO, HOSTILE_NET, INVOICE};
@@ -27,6 +27,23 @@ fn run_prints_output_and_run_id() {
         "{}",
         stderr(&out)
     );
+}
+
+/// A run recorded async is answered before it is written; the command still writes it
+/// before it exits.
+#[test]
+fn a_run_recorded_async_is_written_before_the_command_exits() {
+    let env = Env::new();
+    let config = env.config_file("[tools.hello]\nrecord = \"async\"\n");
+    let out = tollgate_with(&env, &config)
+        .args(["run", HELLO, "--input", r#"{"message":"later"}"#])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let run_id = json["run_id"].as_str().unwrap();
+    let run = env.open_ledger().run(run_id).unwrap().expect("written");
+    assert_eq!(run.status, tollgate::ledger::RunStatus::Succeeded);
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tollgate::ledger::{Durability, Ledger, LedgerOptions, SqliteLedger};
 use tollgate::{LoadedTool, Runtime};
 use tollgate_tests::erp::Erp;
-use tollgate_tests::plugins::{HELLO, INVOICE};
+use tollgate_tests::plugins::{HELLO, HOSTILE_LEDGER, INVOICE};
 
 /// A runtime on a SQLite ledger this test can read the commit counter of.
 fn runtime(env: &Env, config: &str) -> (Runtime, Arc<SqliteLedger>) {
@@ -58,14 +58,107 @@ async fn a_run_with_no_effects_commits_its_start_and_its_end_only() {
 }
 
 #[tokio::test]
-async fn a_run_of_a_tool_recorded_async_commits_its_start_and_end_without_a_sync() {
+async fn a_run_of_a_tool_recorded_async_is_written_in_one_commit_without_a_sync() {
     let env = Env::new();
-    let (runtime, ledger) = runtime(&env, "[tools.hello]\nrecord = \"async\"\n");
+    let (runtime, ledger) = runtime(&env, ASYNC_HELLO);
     let tool = load(&runtime, HELLO).await;
     let input = r#"{"message":"hi"}"#;
     let (commits, synced) = commits_of_one_run(&runtime, &ledger, &tool, [input, input]).await;
-    assert_eq!(commits, 2, "start and end");
-    assert_eq!(synced, 0, "neither waited for the disk");
+    assert_eq!(commits, 1, "start and end together, after the answer");
+    assert_eq!(synced, 0, "nothing waited for the disk");
+}
+
+/// The events of the run's journal, in order.
+fn events(ledger: &SqliteLedger, run_id: &str) -> Vec<String> {
+    let entries = ledger.journal_entries(run_id).unwrap();
+    entries.into_iter().map(|e| e.event).collect()
+}
+
+const ASYNC_HELLO: &str = "[tools.hello]\nrecord = \"async\"\n";
+
+/// A run recorded async is written whole after its caller has the answer: its rows, and the
+/// journal entries its attempt made, in the order they happened.
+#[tokio::test]
+async fn a_run_recorded_async_is_written_whole_with_its_journal_in_order() {
+    let env = Env::new();
+    let (runtime, ledger) = runtime(&env, ASYNC_HELLO);
+    let tool = load(&runtime, HELLO).await;
+    let report = runtime.run(&tool, r#"{"message":"whole"}"#).await.unwrap();
+    assert_eq!(output(&report)["echo"], "whole");
+    // Requests are written in order: this empty one returns once the run's is written.
+    ledger.apply_with(Vec::new(), Durability::Unsynced).unwrap();
+    let run = ledger
+        .run(&report.run_id)
+        .unwrap()
+        .expect("the run is written");
+    assert_eq!(run.status, tollgate::ledger::RunStatus::Succeeded);
+    assert_eq!(ledger.attempts(&report.run_id).unwrap().len(), 1);
+    let events = events(&ledger, &report.run_id);
+    assert_eq!(events.first().map(String::as_str), Some("run.created"));
+    assert_eq!(events.get(1).map(String::as_str), Some("attempt.started"));
+    assert_eq!(events.last().map(String::as_str), Some("attempt.succeeded"));
+    assert!(events.iter().any(|e| e == "log"), "{events:?}");
+}
+
+/// A run recorded async that writes before its end (a checkpoint) is written from then on
+/// like any run: the checkpoint's commit carries the run's start first.
+#[tokio::test]
+async fn a_run_recorded_async_that_saves_a_checkpoint_is_written_before_it() {
+    let env = Env::new();
+    let (runtime, ledger) = runtime(&env, "[tools.hostile-ledger]\nrecord = \"async\"\n");
+    let tool = load(&runtime, HOSTILE_LEDGER).await;
+    let report = runtime
+        .run(&tool, r#"{"attack":"checkpoints","count":2,"bytes":8}"#)
+        .await
+        .unwrap();
+    assert_eq!(output(&report)["saved"], 2);
+    // Written before the answer: no flush needed to read it.
+    let run = ledger.run(&report.run_id).unwrap().expect("written");
+    assert_eq!(run.status, tollgate::ledger::RunStatus::Succeeded);
+    assert_eq!(ledger.checkpoints(&report.run_id).unwrap().len(), 1);
+    let events = events(&ledger, &report.run_id);
+    assert_eq!(
+        &events[..3],
+        ["run.created", "attempt.started", "checkpoint.saved"]
+    );
+}
+
+/// When the ledger refuses a record written after the answer, runs recorded async are
+/// written before their answers again (their callers hear of a refusal) until one is
+/// written; then they are deferred again.
+#[tokio::test]
+async fn after_a_refused_async_record_runs_are_written_before_their_answers_until_one_is() {
+    let env = Env::new();
+    let (runtime, ledger) = runtime(&env, ASYNC_HELLO);
+    let tool = load(&runtime, HELLO).await;
+    let input = r#"{"message":"hi"}"#;
+    let first = runtime.run(&tool, input).await.unwrap();
+    ledger.apply_with(Vec::new(), Durability::Unsynced).unwrap();
+    // A run under an ID that is taken: answered, and its record refused whole.
+    let taken = tollgate::RunOptions {
+        run_id: Some(first.run_id.clone()),
+        ..Default::default()
+    };
+    let refused = runtime.run_with_options(&tool, input, &taken, false).await;
+    assert!(refused.is_ok(), "{refused:?}");
+    ledger.apply_with(Vec::new(), Durability::Unsynced).unwrap();
+    assert_eq!(
+        ledger.attempts(&first.run_id).unwrap().len(),
+        1,
+        "nothing of it written"
+    );
+    let commits = || async {
+        let before = ledger.stats().commits;
+        runtime.run(&tool, input).await.unwrap();
+        ledger.apply_with(Vec::new(), Durability::Unsynced).unwrap();
+        ledger.stats().commits - before
+    };
+    assert_eq!(
+        commits().await,
+        2,
+        "written before its answer: start, then end"
+    );
+    assert_eq!(commits().await, 1, "deferred again once a run was written");
 }
 
 #[tokio::test]

@@ -254,28 +254,88 @@ async fn a_node_serves_health_readiness_metrics_and_mcp_and_exits_cleanly_on_sig
     assert_eq!(status.code(), Some(0));
 }
 
-/// `record = "async"`: a read-only tool's run is committed, though not synced, before its
-/// caller is answered, so a node killed the moment the answers arrive has lost none of them.
+/// `record = "async"`: a read-only tool's run is answered first and written after, whole. A
+/// node that stops gracefully has written every run it answered; a node killed with `kill
+/// -9` may lose the last runs it answered, but leaves no part of one (nothing for recovery
+/// to resume).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn runs_recorded_async_and_answered_before_a_kill_9_are_all_in_the_ledger() {
+async fn runs_recorded_async_are_written_by_a_graceful_stop_and_whole_after_a_kill_9() {
     let env = Env::new();
     let config = env.config_file(&format!(
         "[tools.hello]\ncomponent = {HELLO:?}\nrecord = \"async\"\n"
     ));
     let mut node = Node::start(&env, &config, &[]);
-    let mut run_ids = Vec::new();
+    let mut answered = Vec::new();
     for n in 0..5 {
         let result = call_over_mcp(&node.base, "hello", json!({"message": format!("m{n}")})).await;
-        run_ids.push(result["_meta"][RUN_ID_META].as_str().unwrap().to_owned());
+        answered.push(result["_meta"][RUN_ID_META].as_str().unwrap().to_owned());
     }
-    node.child.kill().unwrap(); // SIGKILL
-    node.child.wait().unwrap();
+    node.signal("-TERM");
+    assert_eq!(node.exited(Duration::from_secs(20)).await.code(), Some(0));
     let ledger = env.open_ledger();
-    for (n, run_id) in run_ids.iter().enumerate() {
-        let run = ledger.run(run_id).unwrap().expect("the run was recorded");
+    for (n, run_id) in answered.iter().enumerate() {
+        let run = ledger.run(run_id).unwrap().expect("the run was written");
         assert_eq!(run.status, RunStatus::Succeeded, "{run_id}");
         let output: Value = serde_json::from_str(run.output.as_deref().unwrap()).unwrap();
         assert_eq!(output["echo"], format!("m{n}"), "{run_id}");
+    }
+    drop(ledger);
+
+    // Killed while two clients call as fast as they can.
+    let mut node = Node::start(&env, &config, &[]);
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let callers: Vec<_> = (0..2)
+        .map(|_| {
+            let (base, count) = (node.base.clone(), count.clone());
+            tokio::spawn(async move {
+                let client = reqwest::Client::new();
+                let args = json!({"message": "load"});
+                while mcp_call(&client, &base, "hello", args.clone(), json!({}))
+                    .await
+                    .is_ok()
+                {
+                    count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    let started = Instant::now();
+    while count.load(std::sync::atomic::Ordering::Relaxed) < 40 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "too few answers"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    node.child.kill().unwrap(); // SIGKILL
+    node.child.wait().unwrap();
+    for caller in callers {
+        caller.await.unwrap();
+    }
+    let ledger = env.open_ledger();
+    let filter = RunFilter {
+        limit: 100_000,
+        ..RunFilter::default()
+    };
+    let runs = ledger.runs(&filter).unwrap();
+    assert!(runs.len() > answered.len(), "the second node wrote runs");
+    for run in runs {
+        let id = &run.run_id;
+        assert_eq!(run.status, RunStatus::Succeeded, "{id}");
+        let attempts = ledger.attempts(id).unwrap();
+        assert_eq!(attempts.len(), 1, "{id}");
+        assert_eq!(attempts[0].status, AttemptStatus::Succeeded, "{id}");
+        let journal = ledger.journal_entries(id).unwrap();
+        assert_eq!(
+            journal.first().map(|e| e.event.as_str()),
+            Some("run.created"),
+            "{id}"
+        );
+        assert_eq!(
+            journal.last().map(|e| e.event.as_str()),
+            Some("attempt.succeeded"),
+            "{id}"
+        );
     }
 }
 

@@ -5,7 +5,7 @@ use super::{AttemptAbort, ToolState, journal_denial, to_tool_error};
 use crate::bindings::{checkpoints, types};
 use crate::failure::{Failure, FailureClass};
 use crate::journal::{self, Event};
-use crate::ledger::{self, Op};
+use crate::ledger::Op;
 
 const MAX_NAME_BYTES: usize = 128;
 
@@ -76,7 +76,7 @@ impl checkpoints::Host for ToolState {
             },
             Op::Journal(journaled),
         ];
-        ledger::apply(&ctx.ledger, ops).await.map_err(|e| {
+        ctx.apply(ops).await.map_err(|e| {
             wasmtime::Error::new(AttemptAbort(Failure::new(
                 FailureClass::Fatal,
                 format!("ledger unavailable, checkpoint not saved: {e}"),

@@ -37,7 +37,7 @@ impl log::Host for ToolState {
         if next > cap {
             if !self.log_truncated {
                 self.log_truncated = true;
-                ctx.ledger.journal(journal::entry(
+                ctx.journal(journal::entry(
                     ctx.at(),
                     Event::LogTruncated { max_log_bytes: cap },
                     format!("tool logged more than {cap} bytes; further events dropped"),

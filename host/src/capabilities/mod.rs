@@ -7,6 +7,7 @@
 
 pub mod budget;
 pub mod checkpoints;
+pub mod deferred;
 pub mod effects;
 pub mod fs;
 pub mod http;
@@ -49,6 +50,8 @@ pub struct AttemptContext {
     /// An effect sent downstream whose outcome the ledger would not record: the attempt
     /// stopped there, and its caller must be told.
     pub unrecorded: std::sync::Mutex<Option<Box<crate::effects::Unrecorded>>>,
+    /// The run's rows not yet written, for a run recorded after its caller is answered.
+    pub deferred: Option<Arc<deferred::Deferred>>,
 }
 
 impl AttemptContext {
@@ -58,6 +61,30 @@ impl AttemptContext {
             run_id: &self.run_id,
             attempt: Some(self.attempt),
             at: self.clock.now_ms(),
+        }
+    }
+
+    /// Journals `entry` of this attempt without waiting (see [`Ledger::journal`]); it waits
+    /// with the run's other rows while they are not written.
+    pub fn journal(&self, entry: tollgate_ledger::NewJournalEntry) {
+        match &self.deferred {
+            Some(deferred) => deferred.journal(self.ledger.as_ref(), entry),
+            None => self.ledger.journal(entry),
+        }
+    }
+
+    /// Applies `ops` of this attempt durably, after the run's rows not yet written.
+    pub async fn apply(
+        &self,
+        ops: Vec<tollgate_ledger::Op>,
+    ) -> Result<Vec<tollgate_ledger::Applied>, tollgate_ledger::LedgerError> {
+        match &self.deferred {
+            Some(deferred) => {
+                deferred
+                    .apply(&self.ledger, ops, tollgate_ledger::Durability::Synced)
+                    .await
+            }
+            None => crate::ledger::apply(&self.ledger, ops).await,
         }
     }
 
@@ -74,7 +101,7 @@ impl AttemptContext {
     pub fn journal_charged(&self, entry: tollgate_ledger::NewJournalEntry) -> bool {
         let bytes = tollgate_ledger::stored::journal_entry(&entry);
         if self.budget.charge(bytes).is_ok() {
-            self.ledger.journal(entry);
+            self.journal(entry);
             return true;
         }
         self.note_budget_spent();
@@ -89,7 +116,7 @@ impl AttemptContext {
         }
         let limit = self.budget.limit();
         tracing::warn!(run_id = %self.run_id, tool = %self.tool, limit, "storage budget spent");
-        self.ledger.journal(crate::journal::entry(
+        self.journal(crate::journal::entry(
             self.at(),
             crate::journal::Event::StorageBudgetSpent {
                 max_stored_bytes: limit,

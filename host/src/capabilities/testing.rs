@@ -68,6 +68,7 @@ impl Harness {
             budget: StorageBudget::new(budget, 0),
             failed_effect: std::sync::Mutex::new(None),
             unrecorded: std::sync::Mutex::new(None),
+            deferred: None,
         });
         let state = ToolState::new(&policy, TOOL, Some(ctx.clone())).expect("store data");
         Self { ledger, ctx, state }

@@ -14,6 +14,7 @@ pub struct McpArgs {
 pub async fn mcp(global: &Global, args: McpArgs) -> Result<ExitStatus> {
     let server =
         mcp::McpServer::load(global.runtime(LedgerUse::Records)?, &global.config_dir()).await?;
+    let runtime = server.runtime().clone();
     match args.listen {
         None => mcp::serve_stdio(server).await?,
         Some(addr) => {
@@ -29,5 +30,6 @@ pub async fn mcp(global: &Global, args: McpArgs) -> Result<ExitStatus> {
             .await?;
         }
     }
+    runtime.records_written().await;
     Ok(ExitStatus::Success)
 }

@@ -59,6 +59,7 @@ pub async fn run(global: &Global, args: RunArgs) -> Result<ExitStatus> {
     let report = runtime
         .run_with_options(&tool, &input, &options, args.retry)
         .await;
+    runtime.records_written().await;
     print_outcome(report, global.json())
 }
 

@@ -2,12 +2,15 @@
 //! sandbox with the attempt's capabilities, and record how it ended.
 //!
 //! Invariant: the attempt's end (and the run's, when final), the release of its lock and the
-//! escalation a final failure opens commit in one batch, before the caller hears of it.
+//! escalation a final failure opens commit in one batch, before the caller hears of it;
+//! except for the success of a run recorded `async`, whose whole record is written after its
+//! caller has the answer (see `capabilities::deferred`).
 
 use super::sandbox::{self, Stdio};
 use super::{RunError, RunReport};
 use crate::capabilities::AttemptContext;
 use crate::capabilities::budget::StorageBudget;
+use crate::capabilities::deferred::Deferred;
 use crate::escalation;
 use crate::failure::{EffectRef, Failure, FailureClass};
 use crate::journal::{self, Event};
@@ -35,6 +38,34 @@ pub(super) fn begin_op(
         lease_until: now.saturating_add(services.lease_ttl_ms()),
         take_over,
         now,
+    }
+}
+
+/// The attempt a new run's `begin` op (see [`begin_op`]) begins, as the ledger would
+/// return it: the run's first.
+pub(super) fn begun_by(begin: &Op) -> Option<ledger::Attempt> {
+    match begin {
+        Op::BeginAttempt {
+            run_id,
+            component_digest,
+            holder,
+            lease_until,
+            now,
+            ..
+        } => Some(ledger::Attempt {
+            run_id: run_id.clone(),
+            attempt: 1,
+            component_digest: component_digest.clone(),
+            holder: holder.clone(),
+            status: AttemptStatus::Running,
+            started_at: *now,
+            lease_until: *lease_until,
+            ended_at: None,
+            error_class: None,
+            error_message: None,
+            cpu_ms: 0,
+        }),
+        _ => None,
     }
 }
 
@@ -73,6 +104,9 @@ pub(super) struct Begun {
     /// What the run's rows occupy in the ledger, when the caller knows it (it wrote them
     /// all, in the batch that created the run); else it is read.
     pub(super) stored: Option<u64>,
+    /// The run's rows so far, when it is recorded after its caller is answered: not
+    /// written yet (see [`Deferred`]).
+    pub(super) deferred: Option<Vec<Op>>,
 }
 
 /// Runs one attempt of `run_id` on `input`, holding `lock` if the run has one: `begun`, if
@@ -86,10 +120,21 @@ pub(super) async fn run(
     begun: Option<Begun>,
 ) -> Result<RunReport, RunError> {
     let started = Instant::now();
-    let (attempt, known_stored) = match begun {
-        Some(Begun { attempt, stored }) => (attempt, stored),
-        None => (begin(services, tool, run_id).await?, None),
+    let (attempt, known_stored, deferred) = match begun {
+        Some(Begun {
+            attempt,
+            stored,
+            deferred,
+        }) => (attempt, stored, deferred),
+        None => (begin(services, tool, run_id).await?, None, None),
     };
+    let deferred = deferred.map(|ops| {
+        Arc::new(Deferred::new(
+            ops,
+            services.clock().clone(),
+            services.lease_ttl_ms(),
+        ))
+    });
     let n = attempt.attempt;
     // The run ID again: a JSON log line names only its innermost span's fields.
     let span = tracing::info_span!("attempt", run_id = %run_id, attempt = n);
@@ -99,10 +144,12 @@ pub(super) async fn run(
         run_id,
         attempt: n,
         started,
+        deferred: deferred.as_deref(),
     };
+    let unwritten = deferred.clone();
     async move {
         tracing::info!("attempt started");
-        services.ledger().journal(journal::entry(
+        ending.journal(journal::entry(
             ending.at(),
             Event::AttemptStarted {
                 holder: services.holder().to_owned(),
@@ -115,7 +162,7 @@ pub(super) async fn run(
         // a waiting attempt for a crashed one.
         let waiting = lock
             .is_some()
-            .then(|| LeaseRenewer::spawn(services.clone(), run_id.to_owned(), n, None));
+            .then(|| LeaseRenewer::spawn(services.clone(), run_id.to_owned(), n, None, None));
         let held = match &lock {
             Some(spec) => match locks::acquire(services, run_id, n, spec).await {
                 Ok(held) => Some(held),
@@ -124,7 +171,13 @@ pub(super) async fn run(
             None => None,
         };
         // Dropped with this future: a cancelled attempt stops renewing and its leases lapse.
-        let renewer = LeaseRenewer::spawn(services.clone(), run_id.to_owned(), n, held.clone());
+        let renewer = LeaseRenewer::spawn(
+            services.clone(),
+            run_id.to_owned(),
+            n,
+            held.clone(),
+            unwritten.clone(),
+        );
         drop(waiting);
         // The budget covers the whole run: this attempt gets what earlier ones left.
         let id = run_id.to_owned();
@@ -160,6 +213,7 @@ pub(super) async fn run(
             budget: StorageBudget::new(policy.limits.max_stored_bytes, stored),
             failed_effect: std::sync::Mutex::new(None),
             unrecorded: std::sync::Mutex::new(None),
+            deferred: unwritten,
         });
         let run_ctx = sandbox::run_context(services.now(), tool, &policy, run_id, n);
         let (result, stdio) = sandbox::execute(
@@ -266,9 +320,19 @@ struct Ending<'a> {
     run_id: &'a str,
     attempt: u32,
     started: Instant,
+    /// The run's rows not written yet, when it is recorded after its caller is answered.
+    deferred: Option<&'a Deferred>,
 }
 
 impl Ending<'_> {
+    /// Journals `entry` of this attempt without waiting.
+    fn journal(&self, entry: ledger::NewJournalEntry) {
+        match self.deferred {
+            Some(deferred) => deferred.journal(self.services.ledger().as_ref(), entry),
+            None => self.services.ledger().journal(entry),
+        }
+    }
+
     fn at(&self) -> journal::At<'_> {
         journal::At {
             run_id: self.run_id,
@@ -288,6 +352,17 @@ impl Ending<'_> {
             lock,
         } = outcome;
         let (run_id, n) = (self.run_id, self.attempt);
+        // A failure is written before its caller hears of it, as any run's: what of the run
+        // waits goes first, so its escalation finds the run.
+        if let (Some(deferred), Err(_)) = (self.deferred, &result) {
+            deferred
+                .apply(
+                    self.services.ledger(),
+                    Vec::new(),
+                    ledger::Durability::Synced,
+                )
+                .await?;
+        }
         let now = self.services.now();
         let mut ops: Vec<Op> = lock.iter().map(|l| l.release(run_id, now)).collect();
         for (bytes, event) in [
@@ -414,7 +489,25 @@ impl Ending<'_> {
             Ok(_) => policy.record.durability(),
             Err(_) => ledger::Durability::Synced,
         };
-        ledger::apply_with(self.services.ledger(), ops, durability).await?;
+        let waiting = match (self.deferred, &result) {
+            (Some(deferred), Ok(_)) => deferred.take().await,
+            _ => None,
+        };
+        match waiting {
+            Some(mut batch) => {
+                batch.extend(ops);
+                match self.services.unwritten_permit() {
+                    Some(permit) => self.record_later(batch, durability, permit),
+                    // Too many answered runs wait already: this one is written first.
+                    None => {
+                        ledger::apply_with(self.services.ledger(), batch, durability).await?;
+                    }
+                }
+            }
+            None => {
+                ledger::apply_with(self.services.ledger(), ops, durability).await?;
+            }
+        }
         let outcome = match &result {
             Ok(_) => "succeeded",
             Err(failure) => failure.class.as_str(),
@@ -434,5 +527,27 @@ impl Ending<'_> {
             already_finished: false,
             failed_effect,
         })
+    }
+
+    /// Writes the whole record of a run that succeeded, its caller answered without waiting.
+    /// A refused record is logged, and the next runs are written before their answers until
+    /// one is written again (see [`Services::defers_records`]).
+    fn record_later(
+        &self,
+        batch: Vec<Op>,
+        durability: ledger::Durability,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) {
+        let refused = self.services.records_refused().clone();
+        let run_id = self.run_id.to_owned();
+        // Given back once the write is settled and every copy of `settle` is gone.
+        let permit = Arc::new(permit);
+        ledger::apply_detached(self.services.ledger(), batch, durability, move |result| {
+            let _written = &permit;
+            if let Err(e) = result {
+                refused.store(true, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(run_id = %run_id, error = %e, "the ledger refused the record of a run its caller has the answer of; runs are now written before they are answered");
+            }
+        });
     }
 }

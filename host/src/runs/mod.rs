@@ -5,8 +5,9 @@
 //! Invariants: a run exists in the ledger before its first instruction executes; an attempt
 //! holds a lease, renewed while it runs, so another process can tell a live attempt from a
 //! crashed one; the attempt's end (and the run's, when final) is durable before the caller
-//! hears of it (committed, and synced too unless the tool's policy says `record = "async"`,
-//! which only a tool without effects may). One attempt is [`attempt`]; the sandbox call
+//! hears of it. The one exception to both is a run of a tool whose policy says `record =
+//! "async"`, which only a tool that can change nothing may: it is answered first and written
+//! after, whole (see `capabilities::deferred`). One attempt is [`attempt`]; the sandbox call
 //! inside it is [`sandbox`].
 
 mod attempt;
@@ -26,7 +27,7 @@ use crate::failure::{Failure, FailureClass};
 use crate::journal::{self, Event};
 use crate::ledger::{self, AttemptStatus, LedgerError, Op, RunStatus};
 use crate::locks;
-use crate::policy::Policy;
+use crate::policy::{Policy, Record};
 use crate::retry::{History, Verdict};
 use crate::services::Services;
 use crate::tool::LoadedTool;
@@ -100,10 +101,31 @@ pub(crate) async fn start(
     }
     // The first attempt begins in the same batch: a run is never seen without its driver's
     // live attempt, so a caller joining it waits instead of resuming it as abandoned.
-    ops.push(attempt::begin_op(services, tool, &run_id, false));
+    let begin = attempt::begin_op(services, tool, &run_id, false);
     // Every row the new run has is in this batch, so its size needs no read afterwards.
     let written: u64 = ops.iter().map(stored_by).sum();
+    // A run that can change nothing, holds no lock and claims no key waits to be written
+    // with its end, after its caller has the answer (see `capabilities::deferred`).
+    let defer = policy.record == Record::Async
+        && lock.is_none()
+        && options.call_key.is_none()
+        && services.defers_records();
+    if defer && let Some(first) = attempt::begun_by(&begin) {
+        ops.push(begin);
+        let begun = attempt::Begun {
+            stored: Some(
+                written + ledger::stored::new_attempt(&first.component_digest, &first.holder),
+            ),
+            attempt: first,
+            deferred: Some(ops),
+        };
+        return attempt::run(services, tool, &run_id, value, lock, Some(begun)).await;
+    }
+    ops.push(begin);
     let applied = ledger::apply_with(services.ledger(), ops, policy.record.durability()).await?;
+    services
+        .records_refused()
+        .store(false, std::sync::atomic::Ordering::Relaxed);
     let first = applied
         .into_iter()
         .find_map(|a| match a {
@@ -114,6 +136,7 @@ pub(crate) async fn start(
     let begun = attempt::Begun {
         stored: Some(written + ledger::stored::new_attempt(&first.component_digest, &first.holder)),
         attempt: first,
+        deferred: None,
     };
     attempt::run(services, tool, &run_id, value, lock, Some(begun)).await
 }

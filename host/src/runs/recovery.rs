@@ -158,6 +158,7 @@ pub(crate) async fn recover(
         Some(attempt::Begun {
             attempt: begun,
             stored: None,
+            deferred: None,
         }),
     )
     .await?;

@@ -139,6 +139,7 @@ pub async fn serve(
     if let Err(e) = beating.await {
         tracing::warn!("the heartbeat ended badly: {e}");
     }
+    runtime.records_written().await;
     if let Err(e) = runtime.node_stopped().await {
         tracing::warn!("cannot record in the ledger that this node stopped: {e}");
     }

@@ -344,10 +344,11 @@ impl Queue {
         std::mem::take(&mut state.entries)
     }
 
-    /// Everything queued, for an `apply`, under the next ticket.
-    fn take(&self) -> Taken<'_> {
+    /// The next ticket, for an `apply`, with everything queued if `entries` (an `apply` that
+    /// takes none still answers after the batches taken before it).
+    fn take(&self, entries: bool) -> Taken<'_> {
         // Waits for a flush in progress, whose entries come before these.
-        let _order = self.order.lock();
+        let _order = entries.then(|| self.order.lock());
         let mut taken = Taken {
             queue: self,
             ticket: 0,
@@ -356,24 +357,12 @@ impl Queue {
         if let Ok(mut state) = self.state.lock() {
             state.next_ticket += 1;
             taken.ticket = state.next_ticket;
-            taken.entries = std::mem::take(&mut state.entries);
+            if entries {
+                taken.entries = std::mem::take(&mut state.entries);
+            }
             if !taken.entries.is_empty() {
                 state.in_flight.insert(taken.ticket);
             }
-        }
-        taken
-    }
-
-    /// A ticket for an `apply` that takes no entries (it still answers after earlier ones).
-    fn take_nothing(&self) -> Taken<'_> {
-        let mut taken = Taken {
-            queue: self,
-            ticket: 0,
-            entries: Vec::new(),
-        };
-        if let Ok(mut state) = self.state.lock() {
-            state.next_ticket += 1;
-            taken.ticket = state.next_ticket;
         }
         taken
     }
@@ -670,14 +659,13 @@ fn run_rules(
     Ok(Ok(applied))
 }
 
-/// Runs a request until it commits, is refused by a rule, or fails for a reason a retry
-/// cannot fix. As [`try_apply`]: `Ok(_)` means the journal entries are written, even when the
+/// What a request came to: `Ok(_)` means its journal entries are written, even when the
 /// inner result is a rule's refusal.
-fn apply_with_retries(
-    conn: &mut Conn,
-    request: &Request<'_>,
-    retried: &AtomicU64,
-) -> Result<Result<Vec<Applied>, LedgerError>, LedgerError> {
+type Written = Result<Result<Vec<Applied>, LedgerError>, LedgerError>;
+
+/// Runs a request until it commits, is refused by a rule, or fails for a reason a retry
+/// cannot fix (see [`Written`]).
+fn apply_with_retries(conn: &mut Conn, request: &Request<'_>, retried: &AtomicU64) -> Written {
     let mut conflicts = 0;
     let mut duplicates = 0;
     let mut reconnected = false;
@@ -730,21 +718,20 @@ fn apply_with_retries(
     }
 }
 
-impl Ledger for PgLedger {
-    fn apply_with(
+impl PgLedger {
+    /// Writes `ops` in one transaction on a connection thread, with the queued journal
+    /// entries if `entries` (put back if they were not written). The write's ticket, and its
+    /// outcome as [`apply_with_retries`] gives it.
+    fn write(
         &self,
         ops: Vec<Op>,
         durability: Durability,
-    ) -> Result<Vec<Applied>, LedgerError> {
+        entries: bool,
+    ) -> Result<(u64, Written), LedgerError> {
         let pending = Arc::clone(&self.pending);
         let conflicts = Arc::clone(&self.conflicts);
-        let (ticket, result) = self.pool.call(move |conn| {
-            // An unsynced commit carries no one else's journal entries: a synced write that
-            // waited for it to settle could return before its WAL record is flushed.
-            let mut taken = match durability {
-                Durability::Synced => pending.take(),
-                Durability::Unsynced => pending.take_nothing(),
-            };
+        self.pool.call(move |conn| {
+            let mut taken = pending.take(entries);
             let request = Request {
                 journal: &taken.entries,
                 ops: &ops,
@@ -755,26 +742,27 @@ impl Ledger for PgLedger {
                 pending.put_back(std::mem::take(&mut taken.entries));
             }
             Ok((taken.ticket, result))
-        })?;
+        })
+    }
+}
+
+impl Ledger for PgLedger {
+    fn apply_with(
+        &self,
+        ops: Vec<Op>,
+        durability: Durability,
+    ) -> Result<Vec<Applied>, LedgerError> {
+        // An unsynced commit carries no one else's journal entries: a synced write that
+        // waited for it to settle could return before its WAL record is flushed.
+        let synced = durability == Durability::Synced;
+        let (ticket, result) = self.write(ops, durability, synced)?;
         // Entries queued before this call may ride in an earlier batch still committing.
         self.pending.wait_for_earlier(ticket);
-        // The inner result: the ops' outcome, a rule's refusal included.
         let applied = result?;
         // One of those batches failed and put its entries back: they are not durable yet, so
         // this write carries them now (or reports why it cannot).
-        if durability == Durability::Synced && self.pending.has_put_back() {
-            let pending = Arc::clone(&self.pending);
-            let conflicts = Arc::clone(&self.conflicts);
-            self.pool.call(move |conn| {
-                let mut taken = pending.take();
-                let request = Request {
-                    journal: &taken.entries,
-                    ops: &[],
-                    durability,
-                };
-                apply_with_retries(conn, &request, &conflicts)
-                    .inspect_err(|_| pending.put_back(std::mem::take(&mut taken.entries)))?
-            })?;
+        if synced && self.pending.has_put_back() {
+            self.write(Vec::new(), durability, true)?.1??;
         }
         applied
     }
@@ -964,18 +952,34 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn a_journal_entry_that_waits_out_a_lock_is_kept_for_the_next_write() {
+    /// A scratch ledger whose statements give up on a lock after 200 ms (the URL's own
+    /// `lock_timeout`, SQLSTATE 55P03, which says nothing against what was written), and
+    /// the scratch database's plain URL.
+    fn with_lock_timeout() -> (PgLedger, String) {
         let scratch = crate::scratch::PgScratch::new();
         let plain = scratch.url();
-        // The URL's own `lock_timeout`: a journal insert that cannot have its lock in 200 ms
-        // fails with SQLSTATE 55P03, which says nothing against the entry.
         let mut ledger = PgLedger::open(
             &format!("{plain}%20-clock_timeout%3D200"),
             PgOptions::default(),
         )
         .expect("open a scratch ledger");
         ledger._scratch = Some(scratch);
+        (ledger, plain)
+    }
+
+    /// How many journal entries of `event` the database at `url` has committed, read on a
+    /// connection of its own.
+    fn committed(url: &str, event: &str) -> i64 {
+        let mut client = postgres::Client::connect(url, postgres::NoTls).unwrap();
+        client
+            .query_one("SELECT count(*) FROM journal WHERE event = $1", &[&event])
+            .unwrap()
+            .get(0)
+    }
+
+    #[test]
+    fn a_journal_entry_that_waits_out_a_lock_is_kept_for_the_next_write() {
+        let (ledger, plain) = with_lock_timeout();
         ledger.create_run(new_run("r1")).unwrap();
         let mut other = postgres::Client::connect(&plain, postgres::NoTls).unwrap();
         let mut holder = other.transaction().unwrap();
@@ -1000,13 +1004,6 @@ mod tests {
         let ledger = Arc::new(PgLedger::open_scratch().expect("open a scratch ledger"));
         ledger.create_run(new_run("r1")).unwrap();
         let url = ledger._scratch.as_ref().unwrap().url();
-        let count = |url: &str| -> i64 {
-            let mut client = postgres::Client::connect(url, postgres::NoTls).unwrap();
-            client
-                .query_one("SELECT count(*) FROM journal WHERE event = 'queued'", &[])
-                .unwrap()
-                .get(0)
-        };
         // Another session holds `runs` against inserts until told to let go.
         let (locked_tx, locked) = std::sync::mpsc::channel();
         let (go, go_rx) = std::sync::mpsc::channel::<()>();
@@ -1035,7 +1032,7 @@ mod tests {
         go.send(()).unwrap();
         ledger.apply(Vec::new()).unwrap();
         assert_eq!(
-            count(&url),
+            committed(&url, "queued"),
             1,
             "the entry queued before the apply is committed when it returns"
         );
@@ -1045,15 +1042,7 @@ mod tests {
 
     #[test]
     fn an_apply_after_a_failed_carrier_writes_the_entries_it_put_back_or_fails() {
-        let scratch = crate::scratch::PgScratch::new();
-        let plain = scratch.url();
-        // Statements give up on a lock after 200 ms (SQLSTATE 55P03).
-        let mut ledger = PgLedger::open(
-            &format!("{plain}%20-clock_timeout%3D200"),
-            PgOptions::default(),
-        )
-        .expect("open a scratch ledger");
-        ledger._scratch = Some(scratch);
+        let (ledger, plain) = with_lock_timeout();
         let ledger = Arc::new(ledger);
         ledger.create_run(new_run("r1")).unwrap();
         let mut other = postgres::Client::connect(&plain, postgres::NoTls).unwrap();
@@ -1075,13 +1064,6 @@ mod tests {
             carrier.join().unwrap().is_err(),
             "the carrier's write failed"
         );
-        let committed = |plain: &str| -> i64 {
-            let mut client = postgres::Client::connect(plain, postgres::NoTls).unwrap();
-            client
-                .query_one("SELECT count(*) FROM journal WHERE event = 'queued'", &[])
-                .unwrap()
-                .get(0)
-        };
         match after {
             // The journal is still locked, so writing the entry itself failed too.
             Err(err) => assert!(err.to_string().contains("lock"), "{err}"),
@@ -1089,7 +1071,11 @@ mod tests {
         }
         holder.rollback().unwrap();
         ledger.apply(Vec::new()).unwrap();
-        assert_eq!(committed(&plain), 1, "written once the lock is gone");
+        assert_eq!(
+            committed(&plain, "queued"),
+            1,
+            "written once the lock is gone"
+        );
     }
 
     #[test]

@@ -128,6 +128,15 @@ impl McpServer {
         }
     }
 
+    /// Whether the run is in the ledger (a run recorded `async` is not, until it ends); a
+    /// ledger that cannot tell is taken to have it.
+    async fn recorded(&self, run_id: &str) -> bool {
+        let id = run_id.to_owned();
+        crate::ledger::read(self.runtime.ledger(), move |l| l.run(&id))
+            .await
+            .map_or(true, |run| run.is_some())
+    }
+
     /// The answer to a call whose run future was dropped (so the tool stopped at its last
     /// await point), after recording why: the client cancelled it, or the node's drain cut
     /// it and gave up its attempt's lease for another node.
@@ -147,6 +156,16 @@ impl McpServer {
                 false
             }
         };
+        if !released && !self.recorded(run_id).await {
+            return failure_result(
+                FailureClass::Transient,
+                &format!(
+                    "{why}; run {run_id} was not recorded (its tool's runs are written once they end) and nothing resumes it: call again"
+                ),
+                Some(run_id),
+                None,
+            );
+        }
         let next = if released {
             "another node resumes it now"
         } else {
