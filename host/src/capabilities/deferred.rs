@@ -14,6 +14,15 @@ use crate::clock::{Clock, Millis};
 use crate::ledger::{self, Applied, Durability, Ledger, LedgerError, NewJournalEntry, Op};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+/// Journals `entry` of a run without waiting: with the run's rows while `deferred` holds
+/// them unwritten, else as [`Ledger::journal`] does.
+pub fn journal(deferred: Option<&Deferred>, ledger: &dyn Ledger, entry: NewJournalEntry) {
+    match deferred {
+        Some(deferred) => deferred.journal(ledger, entry),
+        None => ledger.journal(entry),
+    }
+}
+
 /// What of a run is not written yet.
 pub struct Deferred {
     state: Arc<Mutex<State>>,

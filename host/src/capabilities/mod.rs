@@ -67,10 +67,7 @@ impl AttemptContext {
     /// Journals `entry` of this attempt without waiting (see [`Ledger::journal`]); it waits
     /// with the run's other rows while they are not written.
     pub fn journal(&self, entry: tollgate_ledger::NewJournalEntry) {
-        match &self.deferred {
-            Some(deferred) => deferred.journal(self.ledger.as_ref(), entry),
-            None => self.ledger.journal(entry),
-        }
+        deferred::journal(self.deferred.as_deref(), self.ledger.as_ref(), entry);
     }
 
     /// Applies `ops` of this attempt durably, after the run's rows not yet written.

@@ -10,7 +10,7 @@ use super::sandbox::{self, Stdio};
 use super::{RunError, RunReport};
 use crate::capabilities::AttemptContext;
 use crate::capabilities::budget::StorageBudget;
-use crate::capabilities::deferred::Deferred;
+use crate::capabilities::deferred::{self, Deferred};
 use crate::escalation;
 use crate::failure::{EffectRef, Failure, FailureClass};
 use crate::journal::{self, Event};
@@ -327,10 +327,7 @@ struct Ending<'a> {
 impl Ending<'_> {
     /// Journals `entry` of this attempt without waiting.
     fn journal(&self, entry: ledger::NewJournalEntry) {
-        match self.deferred {
-            Some(deferred) => deferred.journal(self.services.ledger().as_ref(), entry),
-            None => self.services.ledger().journal(entry),
-        }
+        deferred::journal(self.deferred, self.services.ledger().as_ref(), entry);
     }
 
     fn at(&self) -> journal::At<'_> {

@@ -977,21 +977,27 @@ mod tests {
             .get(0)
     }
 
+    /// A session of its own holding the journal table against every other, until it sends
+    /// `ROLLBACK`.
+    fn journal_locked(url: &str) -> postgres::Client {
+        let mut client = postgres::Client::connect(url, postgres::NoTls).unwrap();
+        client
+            .batch_execute("BEGIN; LOCK TABLE journal IN ACCESS EXCLUSIVE MODE")
+            .unwrap();
+        client
+    }
+
     #[test]
     fn a_journal_entry_that_waits_out_a_lock_is_kept_for_the_next_write() {
         let (ledger, plain) = with_lock_timeout();
         ledger.create_run(new_run("r1")).unwrap();
-        let mut other = postgres::Client::connect(&plain, postgres::NoTls).unwrap();
-        let mut holder = other.transaction().unwrap();
-        holder
-            .batch_execute("LOCK TABLE journal IN ACCESS EXCLUSIVE MODE")
-            .unwrap();
+        let mut holder = journal_locked(&plain);
         ledger.pending.push(entry("r1", "kept"));
         let err = ledger
             .apply(Vec::new())
             .expect_err("the journal is locked past the lock timeout");
         assert!(err.to_string().contains("lock"), "{err}");
-        holder.rollback().unwrap();
+        holder.batch_execute("ROLLBACK").unwrap();
         assert_eq!(
             events(&ledger, "r1"),
             ["kept"],
@@ -1045,11 +1051,7 @@ mod tests {
         let (ledger, plain) = with_lock_timeout();
         let ledger = Arc::new(ledger);
         ledger.create_run(new_run("r1")).unwrap();
-        let mut other = postgres::Client::connect(&plain, postgres::NoTls).unwrap();
-        let mut holder = other.transaction().unwrap();
-        holder
-            .batch_execute("LOCK TABLE journal IN ACCESS EXCLUSIVE MODE")
-            .unwrap();
+        let mut holder = journal_locked(&plain);
         ledger.pending.push(entry("r1", "queued"));
         // This write takes the entry, cannot insert it, and puts it back.
         let carrier = std::thread::spawn({
@@ -1069,7 +1071,7 @@ mod tests {
             Err(err) => assert!(err.to_string().contains("lock"), "{err}"),
             Ok(_) => panic!("answered Ok while the entry queued before it was not written"),
         }
-        holder.rollback().unwrap();
+        holder.batch_execute("ROLLBACK").unwrap();
         ledger.apply(Vec::new()).unwrap();
         assert_eq!(
             committed(&plain, "queued"),
