@@ -14,7 +14,8 @@
 //!
 //! Each client keeps one MCP session (one keep-alive connection) and calls in a loop; every
 //! call is a recorded run. Run: `cargo bench --workspace --bench load` (results:
-//! BENCHMARKS.md). `TOLLGATE_BENCH=serve|fleet|recovery` picks one section,
+//! BENCHMARKS.md). `TOLLGATE_BENCH=serve|fleet|recovery` picks one section (`direct`: only
+//! the in-process rows of `serve`, to profile the run itself),
 //! `TOLLGATE_BENCH_SECONDS` sets each measurement's length (default 5). The fleet and
 //! recovery sections need the PostgreSQL test server (`tests/postgres/setup.sh`).
 
@@ -57,7 +58,8 @@ struct Load {
     errors: usize,
     elapsed: Duration,
     latencies: Vec<Duration>,
-    /// Server CPU seconds over the measurement, all nodes together; `None` in-process.
+    /// Server CPU seconds over the measurement, all nodes together; in-process, this
+    /// process's (the runs' and the clients' loops, which do next to nothing else).
     server_cpu: Option<f64>,
 }
 
@@ -156,15 +158,19 @@ impl Node {
 
     /// User plus system CPU seconds the process has used.
     fn cpu(&self) -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
-            .expect("read /proc/<pid>/stat");
-        // After the `(comm)` field, which may hold spaces: utime and stime are fields 14, 15.
-        let rest = &stat[stat.rfind(')').expect("comm") + 2..];
-        let fields: Vec<&str> = rest.split(' ').collect();
-        let ticks: f64 =
-            fields[11].parse::<f64>().expect("utime") + fields[12].parse::<f64>().expect("stime");
-        ticks / TICKS_PER_SECOND
+        process_cpu(self.child.id())
     }
+}
+
+/// User plus system CPU seconds process `pid` has used.
+fn process_cpu(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/<pid>/stat");
+    // After the `(comm)` field, which may hold spaces: utime and stime are fields 14, 15.
+    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    let ticks: f64 =
+        fields[11].parse::<f64>().expect("utime") + fields[12].parse::<f64>().expect("stime");
+    ticks / TICKS_PER_SECOND
 }
 
 impl Drop for Node {
@@ -287,9 +293,11 @@ async fn in_process(dir: &Path, clients: usize, length: Duration) -> Load {
         }
     };
     drive_until(Instant::now() + Duration::from_millis(500)).await;
+    let cpu = process_cpu(std::process::id());
     let started = Instant::now();
     let results = drive_until(started + length).await;
-    Load::of(results, started.elapsed(), None)
+    let cpu = process_cpu(std::process::id()) - cpu;
+    Load::of(results, started.elapsed(), Some(cpu))
 }
 
 const HEADER: &str = "| | calls/s | p50 | p99 | server CPU per call | server cores busy | errors |\n| --- | --- | --- | --- | --- | --- | --- |";
@@ -300,6 +308,16 @@ fn hello_config(dir: &Path, record: &str) -> PathBuf {
     let toml = format!("[tools.hello]\ncomponent = {HELLO:?}\nrecord = {record:?}\n");
     std::fs::write(&path, toml).expect("config");
     path
+}
+
+/// Only the in-process rows of `serve`: what a profiler of the run itself records.
+async fn direct(dir: &Path, length: Duration) {
+    println!("\n## in-process `Runtime::run(hello)` on SQLite, N concurrent\n");
+    println!("{HEADER}");
+    for clients in CLIENTS {
+        let load = in_process(dir, clients, length).await;
+        println!("{}", load.row(&format!("{clients} concurrent")));
+    }
 }
 
 async fn serve(dir: &Path, length: Duration) {
@@ -478,6 +496,9 @@ fn main() {
     runtime.block_on(async {
         if section("serve") {
             serve(dir.path(), length).await;
+        }
+        if std::env::var("TOLLGATE_BENCH").is_ok_and(|s| s == "direct") {
+            direct(dir.path(), length).await;
         }
         if section("fleet") {
             fleet(dir.path(), length).await;

@@ -89,7 +89,8 @@ struct Outcome {
 /// Three nodes; `INVOICES` keyed calls from `CLIENTS` agents at once, each to a random node
 /// and repeated on another. Once a third of the calls are answered node A is killed
 /// (`kill -9`) and restarted; once two thirds are, node B is sent SIGTERM with a drain of
-/// 0 ms, so what it runs is cut and released.
+/// 0 ms, so what it runs is cut and released. Each signal lands while its node waits for
+/// downstream's answer to a request downstream has acted on.
 async fn campaign(honours_keys: bool) -> Outcome {
     let env = Env::new();
     let erp = Erp::start(honours_keys).unwrap();
@@ -159,11 +160,24 @@ async fn campaign(honours_keys: bool) -> Outcome {
     let restarted = Node::start(&env, &config, &fast);
     bases.write().unwrap()[0] = restarted.base.clone();
     reach(2 * INVOICES / 3).await;
-    wait_for("B never held a run", || {
-        !ledger.holdings(&b.id).unwrap().attempts.is_empty()
+    // Signalled the moment it holds such a run too, with downstream slowed so the signal
+    // surely lands before that answer (a run merely held may end before the signal does):
+    // the drain cuts an attempt in flight. Requests booked at the old pace are answered
+    // before the wait begins.
+    erp.inject(Faults {
+        delay_after_booking_ms: 1000,
+        ..Faults::default()
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_for("B never held a booked, unanswered request", || {
+        booked_unanswered(&*ledger, &erp, &b.id)
     })
     .await;
     b.signal("-TERM");
+    erp.inject(Faults {
+        delay_after_booking_ms: 100,
+        ..Faults::default()
+    });
 
     let mut answers = BTreeMap::new();
     for (index, agent) in agents.into_iter().enumerate() {
