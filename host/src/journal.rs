@@ -205,6 +205,8 @@ pub fn entry_at_level(
     message: impl Into<String>,
 ) -> NewJournalEntry {
     let name = event.name();
+    let message = message.into();
+    crate::milestones::note(at.run_id, name, &message);
     // Serializing plain fields cannot fail; should it, the entry still says what happened.
     let fields = serde_json::to_value(&event)
         .unwrap_or_else(|e| serde_json::json!({ "unserializable": e.to_string() }));
@@ -214,7 +216,7 @@ pub fn entry_at_level(
         at: at.at,
         level: level.to_owned(),
         event: name.as_str().to_owned(),
-        message: message.into(),
+        message,
         fields,
     }
 }

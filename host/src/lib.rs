@@ -24,6 +24,7 @@ pub mod journal;
 pub mod ledger;
 pub mod locks;
 pub mod meters;
+pub mod milestones;
 pub mod nodes;
 pub mod policy;
 pub mod retry;

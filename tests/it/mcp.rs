@@ -213,3 +213,64 @@ async fn node_sdk_over_streamable_http_lists_calls_dedupes_and_cancels() {
     drop(server);
     assert_scenario(&seen, &erp, &env, "INV-MCP-2").await;
 }
+
+/// Progress notifications follow a run as the host journals it, not as the ledger holds it:
+/// a run recorded `async`, written only after its caller has the answer, still names its
+/// milestones, each call's before its result.
+#[test]
+fn a_run_recorded_async_reports_its_milestones_as_progress_before_its_result() {
+    use std::io::Write;
+    let env = Env::new();
+    let config = env.config_file(&format!(
+        "[tools.hello]\ncomponent = {HELLO:?}\nrecord = \"async\"\n"
+    ));
+    let mut child = tollgate_with(&env, &config)
+        .arg("mcp")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start tollgate mcp");
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut next = || -> Value {
+        let line = lines.next().expect("an answer").expect("a line");
+        serde_json::from_str(&line).expect("JSON")
+    };
+    writeln!(
+        stdin,
+        r#"{{"jsonrpc":"2.0","id":1,"method":"initialize","params":{{"protocolVersion":"2025-06-18","capabilities":{{}},"clientInfo":{{"name":"progress","version":"1"}}}}}}"#
+    )
+    .unwrap();
+    assert_eq!(next()["id"], 1);
+    writeln!(
+        stdin,
+        r#"{{"jsonrpc":"2.0","method":"notifications/initialized"}}"#
+    )
+    .unwrap();
+    for id in 2..7 {
+        writeln!(
+            stdin,
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"hello","arguments":{{"message":"m"}},"_meta":{{"progressToken":{id}}}}}}}"#
+        )
+        .unwrap();
+        let mut progress = Vec::new();
+        loop {
+            let message = next();
+            if message["id"] == id {
+                assert_eq!(message["result"]["isError"], false, "{message}");
+                break;
+            }
+            assert_eq!(message["method"], "notifications/progress", "{message}");
+            assert_eq!(message["params"]["progressToken"], id, "{message}");
+            progress.push(message["params"]["message"].as_str().unwrap().to_owned());
+        }
+        assert!(
+            progress.iter().any(|p| p.starts_with("attempt.started")),
+            "call {id}: {progress:?}"
+        );
+    }
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+}

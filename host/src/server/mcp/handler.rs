@@ -5,8 +5,8 @@
 //! tool, a malformed `_meta`).
 
 use super::McpError;
-use crate::journal::EventName;
-use crate::ledger::{self, LedgerError};
+use crate::ledger::LedgerError;
+use crate::milestones;
 use crate::runs::{CallKey, RunError, RunOptions, RunReport};
 use crate::server::drain::Drain;
 use crate::server::metrics::Metrics;
@@ -278,14 +278,10 @@ impl McpServer {
             }),
             ..RunOptions::default()
         };
-        let progress = context.meta.get_progress_token().map(|token| {
-            Progress::spawn(
-                self.runtime.clone(),
-                run_id.clone(),
-                token,
-                context.peer.clone(),
-            )
-        });
+        let progress = context
+            .meta
+            .get_progress_token()
+            .map(|token| Progress::spawn(&run_id, token, context.peer.clone()));
         let input = args.to_string();
         let _in_flight = self.drain.as_ref().map(Drain::enter);
         let run = self
@@ -502,8 +498,8 @@ fn run_error_result(error: &RunError) -> CallToolResult {
 }
 
 /// Forwards a run's milestones (attempts, retries, lock waits, escalations) to the caller as
-/// progress notifications, by following the run's journal. Stops when dropped; [`finish`]
-/// first forwards what the run journaled since the last look.
+/// progress notifications, as this process journals them ([`crate::milestones`]). Stops when
+/// dropped; [`finish`] first forwards the milestones noted so far.
 ///
 /// [`finish`]: Progress::finish
 struct Progress {
@@ -517,59 +513,38 @@ impl Drop for Progress {
     }
 }
 
-const MILESTONES: &[EventName] = &[
-    EventName::AttemptStarted,
-    EventName::AttemptFailed,
-    EventName::RetryScheduled,
-    EventName::LockWaiting,
-    EventName::LockAcquired,
-    EventName::EffectIntent,
-    EventName::EffectRedispatch,
-    EventName::EscalationOpened,
-];
-
 impl Progress {
-    fn spawn(
-        runtime: Runtime,
-        run_id: String,
-        token: ProgressToken,
-        peer: Peer<RoleServer>,
-    ) -> Self {
+    /// Follows `run_id` from now: call it before the run starts.
+    fn spawn(run_id: &str, token: ProgressToken, peer: Peer<RoleServer>) -> Self {
+        let mut following = milestones::follow(run_id);
         let done = Arc::new(tokio::sync::Notify::new());
         let finished = done.clone();
         let task = tokio::spawn(async move {
-            let mut seen = 0i64;
             let mut step = 0u32;
-            let mut stopping = false;
+            let mut finishing = false;
             loop {
-                // Only what was committed since the last look: a look costs no commit, and
-                // the run's last commit carries everything it queued.
-                let id = run_id.clone();
-                let entries = ledger::read(runtime.ledger(), move |l| l.journal_since(&id, seen))
-                    .await
-                    .unwrap_or_default();
-                for entry in entries {
-                    seen = entry.seq;
-                    let milestone =
-                        EventName::parse(&entry.event).is_some_and(|e| MILESTONES.contains(&e));
-                    if !milestone {
-                        continue;
+                let milestone = if finishing {
+                    following.try_next()
+                } else {
+                    tokio::select! {
+                        biased;
+                        milestone = following.next() => milestone,
+                        // The run ended, so every milestone it had is noted: forward those.
+                        () = finished.notified() => {
+                            finishing = true;
+                            following.try_next()
+                        }
                     }
-                    step += 1;
-                    let note = ProgressNotificationParam::new(token.clone(), f64::from(step))
-                        .with_message(format!("{}: {}", entry.event, entry.message));
-                    if peer.notify_progress(note).await.is_err() {
-                        return;
-                    }
-                }
-                if stopping {
+                };
+                let Some(milestone) = milestone else {
+                    return;
+                };
+                step += 1;
+                let note = ProgressNotificationParam::new(token.clone(), f64::from(step))
+                    .with_message(format!("{}: {}", milestone.event, milestone.message));
+                if peer.notify_progress(note).await.is_err() {
                     return;
                 }
-                // Asked to stop: one last look, since the run may have journaled more.
-                stopping = tokio::select! {
-                    () = finished.notified() => true,
-                    () = tokio::time::sleep(Duration::from_millis(50)) => false,
-                };
             }
         });
         Self { task, done }
