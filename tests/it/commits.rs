@@ -22,6 +22,12 @@ fn runtime(env: &Env, config: &str) -> (Runtime, Arc<SqliteLedger>) {
     (runtime, ledger)
 }
 
+/// Returns once every request made so far is written: requests are written in order, so an
+/// empty one returns after them (committed, without a sync of its own).
+fn written_so_far(ledger: &SqliteLedger) {
+    ledger.apply_with(Vec::new(), Durability::Unsynced).unwrap();
+}
+
 /// The commits (all, and those synced) made by one run of `tool` on `input`, after one run
 /// to warm up. What the run queued and is still waiting in the ledger is committed and
 /// counted too, without a sync of its own.
@@ -31,14 +37,13 @@ async fn commits_of_one_run(
     tool: &Arc<LoadedTool>,
     inputs: [&str; 2],
 ) -> (u64, u64) {
-    let flush = || ledger.apply_with(Vec::new(), Durability::Unsynced).unwrap();
     let warm_up = runtime.run(tool, inputs[0]).await.unwrap();
     output(&warm_up);
-    flush();
+    written_so_far(ledger);
     let before = ledger.stats();
     let report = runtime.run(tool, inputs[1]).await.unwrap();
     output(&report);
-    flush();
+    written_so_far(ledger);
     let after = ledger.stats();
     (
         after.commits - before.commits,
@@ -85,8 +90,7 @@ async fn a_run_recorded_async_is_written_whole_with_its_journal_in_order() {
     let tool = load(&runtime, HELLO).await;
     let report = runtime.run(&tool, r#"{"message":"whole"}"#).await.unwrap();
     assert_eq!(output(&report)["echo"], "whole");
-    // Requests are written in order: this empty one returns once the run's is written.
-    ledger.apply_with(Vec::new(), Durability::Unsynced).unwrap();
+    written_so_far(&ledger);
     let run = ledger
         .run(&report.run_id)
         .unwrap()
@@ -112,7 +116,7 @@ async fn a_run_recorded_async_that_saves_a_checkpoint_is_written_before_it() {
         .await
         .unwrap();
     assert_eq!(output(&report)["saved"], 2);
-    // Written before the answer: no flush needed to read it.
+    // Written before the answer: readable at once.
     let run = ledger.run(&report.run_id).unwrap().expect("written");
     assert_eq!(run.status, tollgate::ledger::RunStatus::Succeeded);
     assert_eq!(ledger.checkpoints(&report.run_id).unwrap().len(), 1);
@@ -133,7 +137,7 @@ async fn after_a_refused_async_record_runs_are_written_before_their_answers_unti
     let tool = load(&runtime, HELLO).await;
     let input = r#"{"message":"hi"}"#;
     let first = runtime.run(&tool, input).await.unwrap();
-    ledger.apply_with(Vec::new(), Durability::Unsynced).unwrap();
+    written_so_far(&ledger);
     // A run under an ID that is taken: answered, and its record refused whole.
     let taken = tollgate::RunOptions {
         run_id: Some(first.run_id.clone()),
@@ -141,7 +145,7 @@ async fn after_a_refused_async_record_runs_are_written_before_their_answers_unti
     };
     let refused = runtime.run_with_options(&tool, input, &taken, false).await;
     assert!(refused.is_ok(), "{refused:?}");
-    ledger.apply_with(Vec::new(), Durability::Unsynced).unwrap();
+    written_so_far(&ledger);
     assert_eq!(
         ledger.attempts(&first.run_id).unwrap().len(),
         1,
@@ -150,7 +154,7 @@ async fn after_a_refused_async_record_runs_are_written_before_their_answers_unti
     let commits = || async {
         let before = ledger.stats().commits;
         runtime.run(&tool, input).await.unwrap();
-        ledger.apply_with(Vec::new(), Durability::Unsynced).unwrap();
+        written_so_far(&ledger);
         ledger.stats().commits - before
     };
     assert_eq!(

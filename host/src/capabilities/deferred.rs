@@ -98,12 +98,11 @@ impl Deferred {
                 }
             }
         };
-        let Some(waiting) = waiting else {
+        let Some(mut waiting) = waiting else {
             drop(writing);
             return ledger::apply_with(ledger, ops, durability).await;
         };
         let lease_until = self.clock.now_ms().saturating_add(self.lease_ttl_ms);
-        let mut waiting = waiting;
         for op in &mut waiting {
             if let Op::BeginAttempt {
                 lease_until: until, ..

@@ -490,19 +490,19 @@ impl Ending<'_> {
             (Some(deferred), Ok(_)) => deferred.take().await,
             _ => None,
         };
-        match waiting {
+        let (batch, permit) = match waiting {
             Some(mut batch) => {
                 batch.extend(ops);
-                match self.services.unwritten_permit() {
-                    Some(permit) => self.record_later(batch, durability, permit),
-                    // Too many answered runs wait already: this one is written first.
-                    None => {
-                        ledger::apply_with(self.services.ledger(), batch, durability).await?;
-                    }
-                }
+                (batch, self.services.unwritten_permit())
             }
+            None => (ops, None),
+        };
+        match permit {
+            Some(permit) => self.record_later(batch, durability, permit),
+            // Written before the answer: every run not deferred, and a deferred one while
+            // too many answered runs wait already.
             None => {
-                ledger::apply_with(self.services.ledger(), ops, durability).await?;
+                ledger::apply_with(self.services.ledger(), batch, durability).await?;
             }
         }
         let outcome = match &result {
