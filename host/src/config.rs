@@ -31,6 +31,9 @@ pub struct Config {
     /// The circuit breaker every connector gets.
     #[serde(default)]
     pub breaker: crate::retry::BreakerPolicy,
+    /// Who may call the MCP endpoint over HTTP.
+    #[serde(default)]
+    pub mcp: crate::server::access::McpConfig,
 }
 
 /// How an effect kind reaches the outside world.
@@ -304,6 +307,13 @@ impl Config {
                     }
                 }
             }
+        }
+        for (path, message) in self.mcp.problems(&self.tools) {
+            problems.push(Problem {
+                path,
+                line: None,
+                message,
+            });
         }
         problems
     }

@@ -31,6 +31,7 @@ pub mod retry;
 pub mod runs;
 mod runtime;
 pub mod schema;
+pub mod secret;
 pub mod server;
 mod services;
 pub mod story;

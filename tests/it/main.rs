@@ -2,6 +2,7 @@
 //! ledger file, real HTTP servers on 127.0.0.1 and the real `tollgate` binary.
 //! One test binary, one module per area.
 
+mod access;
 mod cli;
 mod commits;
 mod crash;

@@ -166,6 +166,33 @@ async fn python_sdk_over_stdio_lists_calls_dedupes_and_cancels() {
     assert_scenario(&seen, &erp, &env, "INV-MCP-1").await;
 }
 
+/// `tollgate mcp` on stdio with `config`: the process, its stdin, and its answers, one JSON
+/// message per call.
+fn stdio_server(
+    env: &Env,
+    config: &Path,
+) -> (
+    std::process::Child,
+    std::process::ChildStdin,
+    impl FnMut() -> Value,
+) {
+    let mut child = tollgate_with(env, config)
+        .arg("mcp")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start tollgate mcp");
+    let stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let next = move || -> Value {
+        let line = lines.next().expect("an answer").expect("a line");
+        serde_json::from_str(&line).expect("JSON")
+    };
+    (child, stdin, next)
+}
+
 /// `tollgate mcp --listen 127.0.0.1:0`, killed when dropped.
 struct HttpServer(std::process::Child);
 
@@ -224,20 +251,7 @@ fn a_run_recorded_async_reports_its_milestones_as_progress_before_its_result() {
     let config = env.config_file(&format!(
         "[tools.hello]\ncomponent = {HELLO:?}\nrecord = \"async\"\n"
     ));
-    let mut child = tollgate_with(&env, &config)
-        .arg("mcp")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start tollgate mcp");
-    let mut stdin = child.stdin.take().unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut next = || -> Value {
-        let line = lines.next().expect("an answer").expect("a line");
-        serde_json::from_str(&line).expect("JSON")
-    };
+    let (mut child, mut stdin, mut next) = stdio_server(&env, &config);
     writeln!(
         stdin,
         r#"{{"jsonrpc":"2.0","id":1,"method":"initialize","params":{{"protocolVersion":"2025-06-18","capabilities":{{}},"clientInfo":{{"name":"progress","version":"1"}}}}}}"#
@@ -273,4 +287,242 @@ fn a_run_recorded_async_reports_its_milestones_as_progress_before_its_result() {
     }
     drop(stdin);
     assert!(child.wait().unwrap().success());
+}
+
+/// Input that is not an MCP message gets the JSON-RPC error it deserves, on stdio and over
+/// HTTP: `-32700` for what is not JSON, `-32600` for JSON that is not a message (with its
+/// `id` when it has one), and the session goes on. A malformed notification or response on
+/// stdio gets no answer, so two peers cannot feed each other errors forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_input_gets_its_json_rpc_error_on_stdio_and_over_http() {
+    use std::io::Write as _;
+    let env = Env::new();
+    let config = env.config_file(&format!("[tools.hello]\ncomponent = {HELLO:?}\n"));
+    let (mut child, mut stdin, mut next) = stdio_server(&env, &config);
+    // Each refusal is awaited before the next line, so answers come in order.
+    writeln!(stdin, "{{not json").unwrap();
+    let parse = next();
+    assert_eq!(parse["error"]["code"], -32700, "{parse}");
+    assert_eq!(parse["id"], Value::Null, "{parse}");
+    writeln!(stdin, r#"{{"jsonrpc":"2.0","id":"q7","method":42}}"#).unwrap();
+    let invalid = next();
+    assert_eq!(invalid["error"]["code"], -32600, "{invalid}");
+    assert_eq!(invalid["id"], "q7", "{invalid}");
+    writeln!(stdin, r#"[{{"jsonrpc":"2.0","id":1,"method":"ping"}}]"#).unwrap();
+    let batch = next();
+    assert_eq!(batch["error"]["code"], -32600, "{batch}");
+    writeln!(
+        stdin,
+        r#"{{"jsonrpc":"2.0","id":1,"method":"initialize","params":{{"protocolVersion":"2025-06-18","capabilities":{{}},"clientInfo":{{"name":"malformed","version":"1"}}}}}}"#
+    )
+    .unwrap();
+    let init = next();
+    assert_eq!(init["id"], 1, "{init}");
+    writeln!(
+        stdin,
+        r#"{{"jsonrpc":"2.0","method":"notifications/initialized"}}"#
+    )
+    .unwrap();
+    // Neither of these is answered: the next line out is the tools/list result.
+    writeln!(
+        stdin,
+        r#"{{"jsonrpc":"2.0","id":null,"error":{{"code":-32700,"message":"x"}}}}"#
+    )
+    .unwrap();
+    writeln!(
+        stdin,
+        r#"{{"jsonrpc":"2.0","method":"notifications/bogus","params":3}}"#
+    )
+    .unwrap();
+    writeln!(stdin, r#"{{"jsonrpc":"2.0","id":2,"method":"tools/list"}}"#).unwrap();
+    let listed = next();
+    assert_eq!(listed["result"]["tools"][0]["name"], "hello", "{listed}");
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+
+    let node = crate::serve::Node::start(&env, &config, &[]);
+    let post = |body: &'static str| {
+        let url = format!("{}/mcp", node.base);
+        async move {
+            let response = reqwest::Client::new()
+                .post(url)
+                .header("content-type", "application/json")
+                .header("accept", "application/json, text/event-stream")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, parse) = post("{not json").await;
+    assert_eq!(
+        (status, &parse["error"]["code"]),
+        (400, &Value::from(-32700)),
+        "{parse}"
+    );
+    let (status, invalid) = post(r#"{"jsonrpc":"2.0","id":9,"method":42}"#).await;
+    assert_eq!(status, 400, "{invalid}");
+    assert_eq!(invalid["error"]["code"], -32600, "{invalid}");
+    assert_eq!(invalid["id"], 9, "{invalid}");
+}
+
+/// A client may pipe requests in and send answers to a file: stdin stays readable while it
+/// waits for the next request, even though only one of the two is a pipe.
+#[test]
+fn stdio_serves_a_pipe_in_and_a_file_out() {
+    use std::io::Write as _;
+    let env = Env::new();
+    let config = env.config_file(&format!("[tools.hello]\ncomponent = {HELLO:?}\n"));
+    let out_path = env.dir.path().join("answers.jsonl");
+    let out = std::fs::File::create(&out_path).unwrap();
+    let mut child = tollgate_with(&env, &config)
+        .arg("mcp")
+        .stdin(Stdio::piped())
+        .stdout(out)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start tollgate mcp");
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(
+        stdin,
+        r#"{{"jsonrpc":"2.0","id":1,"method":"initialize","params":{{"protocolVersion":"2025-06-18","capabilities":{{}},"clientInfo":{{"name":"file","version":"1"}}}}}}"#
+    )
+    .unwrap();
+    writeln!(
+        stdin,
+        r#"{{"jsonrpc":"2.0","method":"notifications/initialized"}}"#
+    )
+    .unwrap();
+    // The server reads an empty pipe here, as it does between any two requests.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    writeln!(stdin, r#"{{"jsonrpc":"2.0","id":2,"method":"tools/list"}}"#).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    drop(stdin);
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let answers = std::fs::read_to_string(&out_path).unwrap();
+    let listed: Value = serde_json::from_str(answers.lines().nth(1).expect("two answers")).unwrap();
+    assert_eq!(listed["result"]["tools"][0]["name"], "hello", "{answers}");
+}
+
+/// `_meta` of a stateless (2026-07-28) request: the protocol version, who the client is and
+/// what it supports, carried on every request instead of a session.
+fn stateless_meta() -> Value {
+    serde_json::json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "tollgate-tests", "version": "1"},
+        "io.modelcontextprotocol/clientCapabilities": {}
+    })
+}
+
+/// One stateless POST of `method` with `params` (and the stateless `_meta`), with `token` as
+/// its bearer: the response's session header, if any, and the JSON-RPC message it answered.
+pub(crate) async fn stateless(
+    base: &str,
+    token: Option<&str>,
+    method: &str,
+    name: Option<&str>,
+    mut params: Value,
+) -> (Option<String>, Value) {
+    params["_meta"] = stateless_meta();
+    let mut request = reqwest::Client::new()
+        .post(format!("{base}/mcp"))
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", method)
+        .json(&serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}));
+    if let Some(name) = name {
+        request = request.header("mcp-name", name);
+    }
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 200, "{method}");
+    let session = response
+        .headers()
+        .get("mcp-session-id")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let body = response.text().await.unwrap();
+    let message = body
+        .lines()
+        .map(|line| line.strip_prefix("data:").unwrap_or(line).trim())
+        .filter_map(|data| serde_json::from_str::<Value>(data).ok())
+        .find(|message| message["id"] == 1)
+        .unwrap_or_else(|| panic!("no answer to {method} in {body:?}"));
+    (session, message)
+}
+
+/// The 2026-07-28 protocol is served statelessly (`server/discover`, no session, every
+/// request carrying its own version and capabilities), and on the same endpoint a 2025
+/// client still opens a session and calls as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_2026_07_28_protocol_is_served_statelessly_beside_2025_sessions() {
+    let env = Env::new();
+    let config = env.config_file(&format!("[tools.hello]\ncomponent = {HELLO:?}\n"));
+    let node = crate::serve::Node::start(&env, &config, &[]);
+
+    let (session, discovered) = stateless(
+        &node.base,
+        None,
+        "server/discover",
+        None,
+        serde_json::json!({}),
+    )
+    .await;
+    assert_eq!(session, None, "no session under 2026-07-28");
+    let versions = discovered["result"]["supportedVersions"]
+        .as_array()
+        .unwrap();
+    for version in ["2026-07-28", "2025-11-25", "2025-06-18"] {
+        assert!(
+            versions.iter().any(|v| v == version),
+            "{version}: {discovered}"
+        );
+    }
+    assert!(
+        discovered["result"]["capabilities"]["tools"].is_object(),
+        "{discovered}"
+    );
+
+    let (_, listed) = stateless(&node.base, None, "tools/list", None, serde_json::json!({})).await;
+    assert_eq!(listed["result"]["tools"][0]["name"], "hello", "{listed}");
+    let (session, called) = stateless(
+        &node.base,
+        None,
+        "tools/call",
+        Some("hello"),
+        serde_json::json!({"name": "hello", "arguments": {"message": "stateless"}}),
+    )
+    .await;
+    assert_eq!(session, None);
+    let result = &called["result"];
+    assert_eq!(result["structuredContent"]["echo"], "stateless", "{called}");
+    let run_id = result["_meta"]["tollgate/runId"].as_str().unwrap();
+    let run = env
+        .open_ledger()
+        .run(run_id)
+        .unwrap()
+        .expect("the call is a recorded run");
+    assert_eq!(run.tool, "hello");
+
+    for version in ["2025-11-25", "2025-06-18"] {
+        let client = reqwest::Client::new();
+        let mut session =
+            tollgate_tests::mcp_http::Session::open_version(&client, &node.base, version)
+                .await
+                .unwrap();
+        let result = session
+            .call(
+                "hello",
+                serde_json::json!({"message": version}),
+                serde_json::json!({}),
+            )
+            .await
+            .unwrap();
+        assert_eq!(result["structuredContent"]["echo"], version, "{result}");
+    }
 }

@@ -23,6 +23,8 @@ pub(crate) struct Node {
     pub(crate) base: String,
     /// The node's identity, as it records it as the holder of what it runs.
     pub(crate) id: String,
+    /// Everything the node has written to stderr so far.
+    pub(crate) log: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl Node {
@@ -37,8 +39,19 @@ impl Node {
         args: &[&str],
         vars: &[(&str, &str)],
     ) -> Self {
+        Self::start_on(env, config, "127.0.0.1:0", args, vars)
+    }
+
+    /// [`Node::start_with`] listening on `listen`.
+    pub(crate) fn start_on(
+        env: &Env,
+        config: &std::path::Path,
+        listen: &str,
+        args: &[&str],
+        vars: &[(&str, &str)],
+    ) -> Self {
         let mut child = tollgate_with(env, config)
-            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(["serve", "--listen", listen])
             .args(args)
             .envs(vars.iter().copied())
             .stdout(Stdio::null())
@@ -56,7 +69,15 @@ impl Node {
             }
         };
         // Keep draining the node's stderr so it never blocks on a full pipe.
-        std::thread::spawn(move || lines.for_each(drop));
+        let log = std::sync::Arc::new(std::sync::Mutex::new(format!("{line}\n")));
+        let kept = std::sync::Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                let mut log = kept.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
         let id = line
             .trim_start_matches("tollgate serve: ")
             .split(' ')
@@ -65,7 +86,12 @@ impl Node {
             .to_owned();
         let at = line.find("http://").unwrap();
         let base = line[at..].split("/mcp").next().unwrap().to_owned();
-        Self { child, base, id }
+        Self {
+            child,
+            base,
+            id,
+            log,
+        }
     }
 
     /// `GET path`: the status and the body.

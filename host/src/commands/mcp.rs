@@ -6,8 +6,9 @@ use tollgate::server::mcp;
 
 #[derive(clap::Args)]
 pub struct McpArgs {
-    /// Serve streamable HTTP on this local address (e.g. 127.0.0.1:8765) instead of stdio.
-    #[arg(long)]
+    /// Serve streamable HTTP instead of stdio: on a PORT of 127.0.0.1, or on ADDRESS:PORT.
+    /// Beyond loopback, the config must list bearer tokens ([[mcp.tokens]]).
+    #[arg(long, value_name = "[ADDRESS:]PORT", value_parser = super::listen_addr)]
     listen: Option<std::net::SocketAddr>,
 }
 

@@ -297,3 +297,14 @@ fn run_hint(e: &RunError) -> Option<String> {
         _ => None,
     }
 }
+
+/// A `--listen` value: `ADDR:PORT`, or a bare `PORT` on 127.0.0.1, so that serving beyond
+/// this machine is always spelled out.
+pub fn listen_addr(value: &str) -> Result<std::net::SocketAddr, String> {
+    if let Ok(port) = value.parse::<u16>() {
+        return Ok((std::net::Ipv4Addr::LOCALHOST, port).into());
+    }
+    value.parse().map_err(|_| {
+        format!("`{value}` is not PORT or ADDRESS:PORT (e.g. 8765, 127.0.0.1:8765, [::1]:8765)")
+    })
+}

@@ -10,8 +10,9 @@ use tollgate::server::recovery::RecoveryOptions;
 
 #[derive(clap::Args)]
 pub struct ServeArgs {
-    /// The address to serve HTTP on, e.g. 0.0.0.0:8765 (port 0 picks a free one).
-    #[arg(long)]
+    /// Where to serve HTTP: a PORT of 127.0.0.1, or ADDRESS:PORT, e.g. 0.0.0.0:8765, which
+    /// needs bearer tokens in the config ([[mcp.tokens]]). Port 0 picks a free one.
+    #[arg(long, value_name = "[ADDRESS:]PORT", value_parser = super::listen_addr)]
     listen: std::net::SocketAddr,
     /// How often the recovery loop looks for runs whose host died, in milliseconds.
     #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(10..))]

@@ -76,13 +76,14 @@ pub async fn serve(
         metrics: Arc::clone(&metrics),
         accepting: Arc::new(AtomicBool::new(true)),
     };
+    server.access().check_listen(addr)?;
+    let (listener, bound) = mcp::bind(addr).await?;
     let app = axum::Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .with_state(node.clone())
-        .merge(mcp::router(server.clone()));
-    let (listener, bound) = mcp::bind(addr).await?;
+        .merge(mcp::router(server.clone(), bound));
     let address = bound.to_string();
     // Before the node says it listens, so `tollgate nodes` lists every node that does.
     if let Err(e) = runtime.heartbeat(&address, true).await {

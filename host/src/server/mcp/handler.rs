@@ -8,6 +8,7 @@ use super::McpError;
 use crate::ledger::LedgerError;
 use crate::milestones;
 use crate::runs::{CallKey, RunError, RunOptions, RunReport};
+use crate::server::access::{Access, Agent};
 use crate::server::drain::Drain;
 use crate::server::metrics::Metrics;
 use crate::tool::LoadedTool;
@@ -52,6 +53,8 @@ pub struct McpServer {
     metrics: Option<Arc<Metrics>>,
     /// A node's drain, which cuts the calls still running at its end.
     drain: Option<Drain>,
+    /// Who may call over HTTP.
+    access: Arc<Access>,
 }
 
 impl McpServer {
@@ -83,11 +86,13 @@ impl McpServer {
         if tools.is_empty() {
             return Err(McpError::NoTools);
         }
+        let access = Arc::new(Access::load(&runtime.config().mcp, config_dir)?);
         Ok(Self {
             runtime,
             tools: Arc::new(tools),
             metrics: None,
             drain: None,
+            access,
         })
     }
 
@@ -103,6 +108,11 @@ impl McpServer {
 
     pub fn runtime(&self) -> &Runtime {
         &self.runtime
+    }
+
+    /// Who may call over HTTP.
+    pub fn access(&self) -> &Arc<Access> {
+        &self.access
     }
 
     /// Counts every call into `metrics`.
@@ -221,10 +231,15 @@ impl ServerHandler for McpServer {
     async fn list_tools(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
+        let agent = Agent::of(&context);
         Ok(ListToolsResult::with_all_items(
-            self.tools.values().map(|s| s.tool.clone()).collect(),
+            self.tools
+                .iter()
+                .filter(|(name, _)| agent.as_ref().is_none_or(|a| a.may_call(name)))
+                .map(|(_, s)| s.tool.clone())
+                .collect(),
         ))
     }
 
@@ -244,8 +259,35 @@ impl ServerHandler for McpServer {
                 None,
             )
         })?;
-        let span = tracing::info_span!("call", tool = %name);
+        let agent = Agent::of(&context);
+        let span = match &agent {
+            Some(agent) => tracing::info_span!("call", tool = %name, agent = %agent.name),
+            None => tracing::info_span!("call", tool = %name),
+        };
         continue_callers_trace(&span, &context);
+        // The agent's own grant, on top of the tool's policy: checked before any run exists.
+        let _slot = match &agent {
+            Some(agent) if !agent.may_call(&name) => {
+                span.in_scope(|| {
+                    tracing::warn!("refused: the agent's token does not grant this tool")
+                });
+                return Err(ErrorData::invalid_params(
+                    format!(
+                        "tool `{name}` is not granted to agent `{}`: its [[mcp.tokens]] entry lists the tools it may call",
+                        agent.name
+                    ),
+                    None,
+                ));
+            }
+            Some(agent) => match agent.begin_call() {
+                Ok(slot) => Some(slot),
+                Err(why) => {
+                    span.in_scope(|| tracing::warn!("refused: {why}"));
+                    return Ok(failure_result(FailureClass::Transient, &why, None, None).into());
+                }
+            },
+            None => None,
+        };
         self.call(served, name, request.arguments, context)
             .instrument(span)
             .await

@@ -6,6 +6,8 @@
 //! start: changing it means restarting the server (no live reload).
 
 mod handler;
+mod malformed;
+mod stdio;
 
 pub use handler::{ATTEMPT_META, IDEMPOTENCY_KEY_META, McpServer, RUN_ID_META, STATUS_META};
 
@@ -39,13 +41,18 @@ pub enum McpError {
     },
     #[error("MCP transport failed: {0}")]
     Transport(String),
+    #[error(transparent)]
+    Access(#[from] crate::server::access::AccessError),
 }
 
 /// Serves MCP over stdin/stdout until the client closes it. Logs must go to stderr.
 pub async fn serve_stdio(server: McpServer) -> Result<(), McpError> {
     let running = match pipes() {
-        Some(pipes) => server.serve(pipes).await,
-        None => server.serve(rmcp::transport::stdio()).await,
+        Some((rx, tx)) => server.serve(stdio::LineTransport::new(rx, tx)).await,
+        None => {
+            let transport = stdio::LineTransport::new(tokio::io::stdin(), tokio::io::stdout());
+            server.serve(transport).await
+        }
     }
     .map_err(|e| McpError::Transport(e.to_string()))?;
     running
@@ -63,8 +70,15 @@ fn pipes() -> Option<(
     tokio::net::unix::pipe::Sender,
 )> {
     use std::os::fd::AsFd as _;
+    use std::os::unix::fs::FileTypeExt as _;
     let stdin = std::fs::File::from(std::io::stdin().as_fd().try_clone_to_owned().ok()?);
     let stdout = std::fs::File::from(std::io::stdout().as_fd().try_clone_to_owned().ok()?);
+    // Both or neither: turning one into a pipe makes it non-blocking for the whole process,
+    // and the fallback's blocking reads of stdin would then fail with EAGAIN.
+    let is_pipe = |f: &std::fs::File| f.metadata().is_ok_and(|m| m.file_type().is_fifo());
+    if !is_pipe(&stdin) || !is_pipe(&stdout) {
+        return None;
+    }
     let rx = tokio::net::unix::pipe::Receiver::from_file(stdin).ok()?;
     let tx = tokio::net::unix::pipe::Sender::from_file(stdout).ok()?;
     Some((rx, tx))
@@ -92,8 +106,9 @@ pub async fn serve_http(
     listening: impl FnOnce(SocketAddr),
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), McpError> {
-    let app = router(server);
+    server.access().check_listen(addr)?;
     let (listener, bound) = bind(addr).await?;
+    let app = router(server, bound);
     listening(bound);
     axum::serve(without_delay(listener), app)
         .with_graceful_shutdown(shutdown)
@@ -101,16 +116,76 @@ pub async fn serve_http(
         .map_err(|e| McpError::Transport(e.to_string()))
 }
 
-/// MCP streamable HTTP at `/mcp`.
-pub fn router(server: McpServer) -> axum::Router {
+/// MCP streamable HTTP at `/mcp`, behind the server's [access rules](crate::server::access)
+/// for a listener bound to `bound`.
+pub fn router(server: McpServer, bound: SocketAddr) -> axum::Router {
+    use rmcp::transport::StreamableHttpService;
     use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
-    use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
+    let access = server.access().clone();
     let service = StreamableHttpService::new(
         move || Ok(server.clone()),
         LocalSessionManager::default().into(),
-        StreamableHttpServerConfig::default(),
+        access.transport_config(bound),
     );
-    axum::Router::new().nest_service("/mcp", service)
+    axum::Router::new()
+        .nest_service("/mcp", service)
+        .layer(axum::middleware::from_fn(answer_malformed))
+        .layer(axum::middleware::from_fn_with_state(
+            access,
+            crate::server::access::guard,
+        ))
+}
+
+/// The largest POST body taken, as rmcp's own default.
+const MAX_BODY_BYTES: usize = 4 << 20;
+
+/// A JSON POST that is not an MCP message gets `400` with the JSON-RPC error it deserves
+/// ([`malformed`]), where the transport alone would answer `415` in plain text. The body is
+/// looked at again only when the transport refused it.
+async fn answer_malformed(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::{Method, StatusCode, header};
+    use axum::response::IntoResponse as _;
+    let json = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if request.method() != Method::POST || !json {
+        return next.run(request).await;
+    }
+    let (parts, body) = request.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY_BYTES).await else {
+        let answer = malformed::error(
+            serde_json::Value::Null,
+            malformed::INVALID_REQUEST,
+            format!(
+                "Invalid request: the body is larger than {MAX_BODY_BYTES} bytes, or was cut off"
+            ),
+        );
+        return json_answer(StatusCode::PAYLOAD_TOO_LARGE, answer);
+    };
+    let request = axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes.clone()));
+    let response = next.run(request).await;
+    if response.status() != StatusCode::UNSUPPORTED_MEDIA_TYPE {
+        return response;
+    }
+    match malformed::answer_body(&bytes) {
+        Some(answer) => json_answer(StatusCode::BAD_REQUEST, answer),
+        None => response.into_response(),
+    }
+}
+
+fn json_answer(status: axum::http::StatusCode, body: Vec<u8>) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    (
+        status,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
 }
 
 /// A listener on `addr`, and the address it is bound to (`addr` may ask for port 0).
