@@ -45,6 +45,16 @@ tools = ["hello"]
     ))
 }
 
+/// A node serving [`config_with_tokens`] (with `vars` in its environment), its ERP and its
+/// test environment.
+fn node_with_tokens(vars: &[(&str, &str)]) -> (Env, Erp, Node) {
+    let env = Env::new();
+    let erp = Erp::start(true).unwrap();
+    let config = config_with_tokens(&env, &erp);
+    let node = Node::start_with(&env, &config, &[], vars);
+    (env, erp, node)
+}
+
 fn initialize() -> Value {
     json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
         "protocolVersion": "2025-06-18", "capabilities": {},
@@ -103,10 +113,7 @@ async fn a_bare_port_listens_on_loopback() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_tokens_only_a_valid_bearer_gets_in_and_sees_only_its_tools() {
-    let env = Env::new();
-    let erp = Erp::start(true).unwrap();
-    let config = config_with_tokens(&env, &erp);
-    let node = Node::start_with(&env, &config, &[], &[("RUST_LOG", "debug")]);
+    let (env, erp, node) = node_with_tokens(&[("RUST_LOG", "debug")]);
 
     let (status, challenge, body) = post_initialize(&node.base, &[]).await;
     assert_eq!(status, 401, "{body}");
@@ -166,6 +173,20 @@ async fn with_tokens_only_a_valid_bearer_gets_in_and_sees_only_its_tools() {
     );
     assert_eq!(listed["result"]["tools"][0]["name"], "hello", "{listed}");
 
+    let (_, refused) = crate::mcp::stateless(
+        &node.base,
+        Some(SEARCH_TOKEN),
+        "tools/call",
+        Some("invoice"),
+        json!({"name": "invoice", "arguments": {}}),
+    )
+    .await;
+    let message = refused["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("not granted to agent `search`"),
+        "{refused}"
+    );
+
     let mut billing = Session::open_with_token(&client, &node.base, Some(BILLING_TOKEN))
         .await
         .unwrap();
@@ -193,10 +214,7 @@ async fn with_tokens_only_a_valid_bearer_gets_in_and_sees_only_its_tools() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_beyond_its_calls_in_flight_is_refused_as_transient_until_one_ends() {
-    let env = Env::new();
-    let erp = Erp::start(true).unwrap();
-    let config = config_with_tokens(&env, &erp);
-    let node = Node::start(&env, &config, &[]);
+    let (_env, erp, node) = node_with_tokens(&[]);
     erp.inject(Faults {
         delay_ms: 1_500,
         ..Faults::default()
@@ -262,4 +280,94 @@ async fn a_loopback_server_refuses_foreign_hosts_and_origins_and_accepts_its_own
     assert_eq!(status, 200, "the server's own origin is accepted: {body}");
     let (status, _, body) = post_initialize(&node.base, &[]).await;
     assert_eq!(status, 200, "no Origin (not a browser) is accepted: {body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_method_needs_a_token_and_a_session_serves_only_the_agent_that_opened_it() {
+    let (_env, _erp, node) = node_with_tokens(&[]);
+    let client = reqwest::Client::new();
+    let url = format!("{}/mcp", node.base);
+    for method in [reqwest::Method::GET, reqwest::Method::DELETE] {
+        let response = client.request(method.clone(), &url).send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 401, "{method} without a token");
+    }
+    // billing opens a session; search, with a valid token of its own, may not use it.
+    let billing = Session::open_with_token(&client, &node.base, Some(BILLING_TOKEN))
+        .await
+        .unwrap();
+    let session = billing.id().expect("a 2025 session").to_owned();
+    for method in [
+        reqwest::Method::GET,
+        reqwest::Method::DELETE,
+        reqwest::Method::POST,
+    ] {
+        let mut request = client
+            .request(method.clone(), &url)
+            .bearer_auth(SEARCH_TOKEN)
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-session-id", &session);
+        if method == reqwest::Method::POST {
+            request = request.json(&json!({"jsonrpc": "2.0", "id": 5, "method": "tools/list"}));
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        assert_eq!(status, 404, "{method} on another agent's session");
+    }
+    // Its owner still uses it, and may close it.
+    let mut billing = billing;
+    let listed = billing.request("tools/list", json!({})).await.unwrap();
+    assert_eq!(listed["tools"].as_array().unwrap().len(), 2, "{listed}");
+    let closed = client
+        .delete(&url)
+        .bearer_auth(BILLING_TOKEN)
+        .header("mcp-session-id", &session)
+        .send()
+        .await
+        .unwrap();
+    assert!(closed.status().is_success(), "{closed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_secrets_are_read_by_an_http_server_only() {
+    let env = Env::new();
+    let config = env.config_file(&format!(
+        "[tools.hello]\ncomponent = {HELLO:?}\n\n[[mcp.tokens]]\nagent = \"a\"\ntoken = {{ env = \"TOLLGATE_TEST_UNSET_TOKEN\" }}\n"
+    ));
+    let output = tollgate_with(&env, &config)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env_remove("TOLLGATE_TEST_UNSET_TOKEN")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("agent `a`: environment variable TOLLGATE_TEST_UNSET_TOKEN is not set"),
+        "{stderr}"
+    );
+    // Over stdio the spawning process owns the server: no token is read, none is needed.
+    let mut child = tollgate_with(&env, &config)
+        .arg("mcp")
+        .env_remove("TOLLGATE_TEST_UNSET_TOKEN")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::{BufRead as _, Write as _};
+        let mut stdin = child.stdin.take().unwrap();
+        writeln!(
+            stdin,
+            r#"{{"jsonrpc":"2.0","id":1,"method":"initialize","params":{{"protocolVersion":"2025-06-18","capabilities":{{}},"clientInfo":{{"name":"t","version":"1"}}}}}}"#
+        )
+        .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let answer: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(answer["id"], 1, "{answer}");
+    }
+    assert!(child.wait().unwrap().success());
 }

@@ -311,6 +311,25 @@ async fn malformed_input_gets_its_json_rpc_error_on_stdio_and_over_http() {
     writeln!(stdin, r#"[{{"jsonrpc":"2.0","id":1,"method":"ping"}}]"#).unwrap();
     let batch = next();
     assert_eq!(batch["error"]["code"], -32600, "{batch}");
+    // Bytes that are not UTF-8, then a line over the 16 MiB cap: each answered, and reading
+    // goes on after both.
+    stdin
+        .write_all(b"{\"jsonrpc\":\"2.0\",\"id\":\"\xff\xfe\"}\n")
+        .unwrap();
+    let bytes = next();
+    assert_eq!(bytes["error"]["code"], -32700, "{bytes}");
+    let mut long = vec![b' '; (16 << 20) + 1];
+    long.push(b'\n');
+    stdin.write_all(&long).unwrap();
+    let long = next();
+    assert_eq!(long["error"]["code"], -32600, "{long}");
+    assert!(
+        long["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("longer than"),
+        "{long}"
+    );
     writeln!(
         stdin,
         r#"{{"jsonrpc":"2.0","id":1,"method":"initialize","params":{{"protocolVersion":"2025-06-18","capabilities":{{}},"clientInfo":{{"name":"malformed","version":"1"}}}}}}"#

@@ -78,6 +78,11 @@ impl Session {
         Ok(session)
     }
 
+    /// The session's `Mcp-Session-Id`, when the server gave one.
+    pub fn id(&self) -> Option<&str> {
+        self.id.as_deref()
+    }
+
     /// One `tools/call` (with `meta` as its `_meta`, unless empty): the call's result.
     pub async fn call(
         &mut self,

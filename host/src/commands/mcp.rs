@@ -13,12 +13,13 @@ pub struct McpArgs {
 }
 
 pub async fn mcp(global: &Global, args: McpArgs) -> Result<ExitStatus> {
-    let server =
-        mcp::McpServer::load(global.runtime(LedgerUse::Records)?, &global.config_dir()).await?;
+    let config_dir = global.config_dir();
+    let server = mcp::McpServer::load(global.runtime(LedgerUse::Records)?, &config_dir).await?;
     let runtime = server.runtime().clone();
     match args.listen {
         None => mcp::serve_stdio(server).await?,
         Some(addr) => {
+            let server = server.with_access(&config_dir)?;
             let names = server.tool_names().join(", ");
             mcp::serve_http(
                 server,

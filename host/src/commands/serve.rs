@@ -26,8 +26,10 @@ pub struct ServeArgs {
 }
 
 pub async fn serve(global: &Global, args: ServeArgs) -> Result<ExitStatus> {
-    let server =
-        mcp::McpServer::load(global.runtime(LedgerUse::Records)?, &global.config_dir()).await?;
+    let config_dir = global.config_dir();
+    let server = mcp::McpServer::load(global.runtime(LedgerUse::Records)?, &config_dir)
+        .await?
+        .with_access(&config_dir)?;
     let names = server.tool_names().join(", ");
     let node_id = server.runtime().holder().to_owned();
     let options = NodeOptions {

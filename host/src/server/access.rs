@@ -189,6 +189,10 @@ pub enum AccessError {
     #[error("[[mcp.tokens]] agent `{agent}`: sha256 is not 64 hex digits")]
     BadDigest { agent: String },
     #[error(
+        "[[mcp.tokens]] agents `{first}` and `{second}` have the same token: a caller could not be told apart; give each agent its own"
+    )]
+    SameToken { first: String, second: String },
+    #[error(
         "refusing to serve MCP on {addr} without authentication: anyone who can reach it could run the tools. Listen on 127.0.0.1, or add a [[mcp.tokens]] entry to the config"
     )]
     Unauthenticated { addr: SocketAddr },
@@ -237,13 +241,61 @@ pub struct Access {
     agents: Vec<([u8; 32], Arc<Agent>)>,
     hosts: Vec<String>,
     origins: Vec<String>,
+    sessions: Sessions,
+}
+
+/// Sessions (2025 protocol versions) are bound to the agent that opened them, so another
+/// agent's token cannot read its streams, resume them or close them. The newest
+/// [`MAX_SESSIONS`] are remembered; an older one must be opened again.
+#[derive(Debug, Default)]
+struct Sessions(std::sync::Mutex<SessionOwners>);
+
+#[derive(Debug, Default)]
+struct SessionOwners {
+    owner: std::collections::HashMap<String, String>,
+    opened: std::collections::VecDeque<String>,
+}
+
+const MAX_SESSIONS: usize = 10_000;
+
+impl Sessions {
+    fn owners(&self) -> std::sync::MutexGuard<'_, SessionOwners> {
+        // The map holds no invariant a panic could break halfway.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn bind(&self, session: &str, agent: &str) {
+        let mut owners = self.owners();
+        if owners
+            .owner
+            .insert(session.to_owned(), agent.to_owned())
+            .is_none()
+        {
+            owners.opened.push_back(session.to_owned());
+        }
+        while owners.opened.len() > MAX_SESSIONS {
+            if let Some(oldest) = owners.opened.pop_front() {
+                owners.owner.remove(&oldest);
+            }
+        }
+    }
+
+    fn owned_by(&self, session: &str, agent: &str) -> bool {
+        self.owners().owner.get(session).is_some_and(|a| a == agent)
+    }
+
+    fn forget(&self, session: &str) {
+        self.owners().owner.remove(session);
+    }
 }
 
 impl Access {
     /// The rules of `config`, with tokens read from their sources (`base` resolves relative
     /// files).
     pub fn load(config: &McpConfig, base: &Path) -> Result<Self, AccessError> {
-        let mut agents = Vec::with_capacity(config.tokens.len());
+        let mut agents: Vec<([u8; 32], Arc<Agent>)> = Vec::with_capacity(config.tokens.len());
         for token in &config.tokens {
             let digest = match (&token.sha256, &token.token) {
                 (Some(hex), _) => parse_digest(hex).ok_or_else(|| AccessError::BadDigest {
@@ -266,6 +318,12 @@ impl Access {
                 // Refused by the config's own check.
                 (None, None) => continue,
             };
+            if let Some((_, first)) = agents.iter().find(|(d, _)| *d == digest) {
+                return Err(AccessError::SameToken {
+                    first: first.name.clone(),
+                    second: token.agent.clone(),
+                });
+            }
             let max_calls = token.max_concurrent_calls.max(1);
             agents.push((
                 digest,
@@ -281,6 +339,7 @@ impl Access {
             agents,
             hosts: config.allowed_hosts.clone(),
             origins: config.allowed_origins.clone(),
+            sessions: Sessions::default(),
         })
     }
 
@@ -331,8 +390,9 @@ impl Access {
         if check_hosts {
             hosts.extend(LOOPBACK_HOSTS.iter().map(|h| (*h).to_owned()));
             hosts.extend(self.hosts.iter().cloned());
-            if !bound.ip().is_unspecified() && !bound.ip().is_loopback() {
-                hosts.push(bound.ip().to_string());
+            let own = bound.ip().to_string();
+            if !bound.ip().is_unspecified() && !hosts.contains(&own) {
+                hosts.push(own);
             }
         }
         // A browser page on an accepted host may call; any other origin must be listed.
@@ -357,8 +417,12 @@ impl Access {
     }
 }
 
-/// `host` of a `host` or `host:port` entry.
+/// `host` of a `host`, `host:port`, `[v6]` or `[v6]:port` entry (a bare v6 address is a
+/// host of its own).
 fn host_name(entry: &str) -> &str {
+    if let Some(rest) = entry.strip_prefix('[') {
+        return rest.split_once(']').map_or(entry, |(host, _)| host);
+    }
     match entry.rsplit_once(':') {
         Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) && !host.contains(':') => {
             host
@@ -405,8 +469,11 @@ impl IntoResponse for Refusal {
     }
 }
 
+const SESSION_HEADER: &str = "mcp-session-id";
+
 /// Middleware in front of the MCP endpoint: with tokens configured, a request without a
-/// valid one gets `401`; one with a valid one carries its [`Agent`] on to the handler.
+/// valid one gets `401`; one with a valid one carries its [`Agent`] on to the handler, and
+/// may use only sessions its agent opened (`404` otherwise, as for a session that is gone).
 pub async fn guard(
     State(access): State<Arc<Access>>,
     mut request: Request,
@@ -415,17 +482,47 @@ pub async fn guard(
     if !access.requires_tokens() {
         return next.run(request).await;
     }
-    match access.authenticate(request.headers()) {
-        Ok(agent) => {
-            request.extensions_mut().insert(agent);
-            next.run(request).await
-        }
+    let agent = match access.authenticate(request.headers()) {
+        Ok(agent) => agent,
         Err(refusal) => {
             // Never the token itself: only that a request was refused, and why.
             tracing::warn!(reason = ?refusal, method = %request.method(), "refused an unauthenticated MCP request");
-            refusal.into_response()
+            return refusal.into_response();
+        }
+    };
+    let session = request
+        .headers()
+        .get(SESSION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    if let Some(session) = &session
+        && !access.sessions.owned_by(session, &agent.name)
+    {
+        tracing::warn!(agent = %agent.name, "refused a request on a session this agent did not open");
+        let body = serde_json::json!({
+            "error": "session not found: initialize a new session"
+        });
+        return (StatusCode::NOT_FOUND, axum::Json(body)).into_response();
+    }
+    let closing = request.method() == axum::http::Method::DELETE;
+    request.extensions_mut().insert(Arc::clone(&agent));
+    let response = next.run(request).await;
+    match &session {
+        Some(session) if closing && response.status().is_success() => {
+            access.sessions.forget(session);
+        }
+        Some(_) => {}
+        None => {
+            if let Some(opened) = response
+                .headers()
+                .get(SESSION_HEADER)
+                .and_then(|v| v.to_str().ok())
+            {
+                access.sessions.bind(opened, &agent.name);
+            }
         }
     }
+    response
 }
 
 #[cfg(test)]
@@ -538,6 +635,50 @@ mod tests {
     }
 
     #[test]
+    fn two_agents_with_the_same_token_are_refused_once_the_secrets_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = "the-same-token-for-both-agents";
+        std::fs::write(dir.path().join("t"), token).unwrap();
+        let config = tokens(&format!(
+            "[[tokens]]\nagent = \"a\"\ntoken = {{ file = \"t\" }}\n[[tokens]]\nagent = \"b\"\nsha256 = \"{}\"\n",
+            hex::encode(Sha256::digest(token))
+        ));
+        let message = Access::load(&config, dir.path()).unwrap_err().to_string();
+        assert!(
+            message.contains("agents `a` and `b` have the same token"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_session_belongs_to_the_agent_that_opened_it() {
+        let sessions = Sessions::default();
+        sessions.bind("s1", "a");
+        assert!(sessions.owned_by("s1", "a"));
+        assert!(!sessions.owned_by("s1", "b"));
+        assert!(
+            !sessions.owned_by("s2", "a"),
+            "an unknown session is no one's"
+        );
+        sessions.forget("s1");
+        assert!(!sessions.owned_by("s1", "a"));
+        for i in 0..=MAX_SESSIONS {
+            sessions.bind(&format!("n{i}"), "a");
+        }
+        assert!(!sessions.owned_by("n0", "a"), "the oldest is forgotten");
+        assert!(sessions.owned_by(&format!("n{MAX_SESSIONS}"), "a"));
+    }
+
+    #[test]
+    fn host_entries_name_their_host_with_or_without_a_port() {
+        assert_eq!(host_name("mcp.example.com"), "mcp.example.com");
+        assert_eq!(host_name("mcp.example.com:443"), "mcp.example.com");
+        assert_eq!(host_name("[::1]:8080"), "::1");
+        assert_eq!(host_name("[::1]"), "::1");
+        assert_eq!(host_name("::1"), "::1");
+    }
+
+    #[test]
     fn beyond_loopback_only_a_server_with_tokens_listens() {
         let open = Access::default();
         assert!(open.check_listen("127.0.0.1:0".parse().unwrap()).is_ok());
@@ -554,6 +695,8 @@ mod tests {
         let has = |list: &[String], item: &str| list.iter().any(|x| x == item);
         let loopback = Access::default().transport_config("127.0.0.1:1".parse().unwrap());
         assert_eq!(loopback.allowed_hosts, LOOPBACK_HOSTS);
+        let other = Access::default().transport_config("127.0.0.2:1".parse().unwrap());
+        assert!(has(&other.allowed_hosts, "127.0.0.2"), "the bound address");
         assert!(has(&loopback.allowed_origins, "http://127.0.0.1:*"));
         assert!(has(&loopback.allowed_origins, "http://[::1]:*"));
         let listed = Access {

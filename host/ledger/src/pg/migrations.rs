@@ -31,6 +31,10 @@ pub(super) fn migrate(client: &mut Client, create: bool, ledger: &str) -> Result
     let mut tx = client
         .transaction()
         .context("starting a schema migration")?;
+    // A `lock_timeout` in the ledger's URL is for the ledger's own statements: waiting here
+    // for another node to finish migrating is start-up, not contention, and must not fail.
+    tx.batch_execute("SET LOCAL lock_timeout = 0")
+        .context("starting a schema migration")?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .context("waiting for the schema migration lock")?;
     let exists: bool = tx
@@ -71,4 +75,34 @@ pub(super) fn migrate(client: &mut Client, create: bool, ledger: &str) -> Result
             .context("recording the schema version")?;
     }
     tx.commit().context("committing the schema migration")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pg::{PgLedger, PgOptions};
+    use std::time::Duration;
+
+    /// A node whose URL sets a short `lock_timeout` still starts while another node holds
+    /// the migration lock for longer than that: it waits its turn instead of failing.
+    #[test]
+    fn a_url_lock_timeout_does_not_cut_the_wait_for_another_nodes_migration() {
+        let scratch = crate::scratch::PgScratch::new();
+        let url = scratch.url();
+        let mut holder = Client::connect(&url, postgres::NoTls).expect("connect");
+        let mut tx = holder.transaction().expect("begin");
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+            .expect("take the migration lock");
+        std::thread::scope(|scope| {
+            let short = format!("{url}%20-clock_timeout%3D100");
+            let opening = scope.spawn(move || PgLedger::open(&short, PgOptions::default()));
+            std::thread::sleep(Duration::from_millis(500));
+            assert!(!opening.is_finished(), "the open waits for the lock");
+            tx.commit().expect("release the lock");
+            opening
+                .join()
+                .expect("no panic")
+                .expect("the ledger opens once the lock is free");
+        });
+    }
 }

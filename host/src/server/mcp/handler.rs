@@ -8,7 +8,7 @@ use super::McpError;
 use crate::ledger::LedgerError;
 use crate::milestones;
 use crate::runs::{CallKey, RunError, RunOptions, RunReport};
-use crate::server::access::{Access, Agent};
+use crate::server::access::{Access, AccessError, Agent};
 use crate::server::drain::Drain;
 use crate::server::metrics::Metrics;
 use crate::tool::LoadedTool;
@@ -86,13 +86,12 @@ impl McpServer {
         if tools.is_empty() {
             return Err(McpError::NoTools);
         }
-        let access = Arc::new(Access::load(&runtime.config().mcp, config_dir)?);
         Ok(Self {
             runtime,
             tools: Arc::new(tools),
             metrics: None,
             drain: None,
-            access,
+            access: Arc::default(),
         })
     }
 
@@ -113,6 +112,14 @@ impl McpServer {
     /// Who may call over HTTP.
     pub fn access(&self) -> &Arc<Access> {
         &self.access
+    }
+
+    /// Holds HTTP callers to the config's `[mcp]` rules, reading the tokens' secrets
+    /// (relative files from `config_dir`). Only an HTTP server needs them: over stdio the
+    /// process that spawned the server owns it.
+    pub fn with_access(mut self, config_dir: &Path) -> Result<Self, AccessError> {
+        self.access = Arc::new(Access::load(&self.runtime.config().mcp, config_dir)?);
+        Ok(self)
     }
 
     /// Counts every call into `metrics`.
@@ -286,6 +293,19 @@ impl ServerHandler for McpServer {
                     return Ok(failure_result(FailureClass::Transient, &why, None, None).into());
                 }
             },
+            // Every HTTP request passed the guard; one without an agent there is a defect,
+            // and it gets no more than an agent would.
+            None if self.access.requires_tokens()
+                && context
+                    .extensions
+                    .get::<axum::http::request::Parts>()
+                    .is_some() =>
+            {
+                return Err(ErrorData::internal_error(
+                    "this request carries no authenticated agent",
+                    None,
+                ));
+            }
             None => None,
         };
         self.call(served, name, request.arguments, context)

@@ -14,19 +14,23 @@ use serde_json::{Value, json};
 
 pub(super) const PARSE_ERROR: i64 = -32700;
 pub(super) const INVALID_REQUEST: i64 = -32600;
+/// RFC 8259 §8.1 lets a parser ignore a leading byte order mark.
+const BOM: &[u8] = "\u{feff}".as_bytes();
 
-/// The message on a stdio `line`, or what to answer instead (`None`: answer nothing).
-pub(super) fn read_line(line: &str) -> Result<RxJsonRpcMessage<RoleServer>, Option<Vec<u8>>> {
-    let line = line.trim_start_matches('\u{feff}').trim_end_matches('\r');
-    if line.trim().is_empty() {
+/// The message on a stdio `line` (without its newline), or what to answer instead (`None`:
+/// answer nothing).
+pub(super) fn read_line(line: &[u8]) -> Result<RxJsonRpcMessage<RoleServer>, Option<Vec<u8>>> {
+    let line = line.strip_prefix(BOM).unwrap_or(line);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if line.iter().all(u8::is_ascii_whitespace) {
         return Err(None);
     }
     // The common case parses once; only a line that fails is looked at again.
-    let typed_error = match serde_json::from_str(line) {
+    let typed_error = match serde_json::from_slice(line) {
         Ok(message) => return Ok(message),
         Err(e) => e,
     };
-    let value: Value = match serde_json::from_str(line) {
+    let value: Value = match serde_json::from_slice(line) {
         Ok(value) => value,
         Err(e) => return Err(Some(parse_error(&e))),
     };
@@ -40,7 +44,7 @@ pub(super) fn read_line(line: &str) -> Result<RxJsonRpcMessage<RoleServer>, Opti
 
 /// The answer to an HTTP body that is not a message; `None` when it is one after all.
 pub(super) fn answer_body(body: &[u8]) -> Option<Vec<u8>> {
-    let body = body.strip_prefix("\u{feff}".as_bytes()).unwrap_or(body);
+    let body = body.strip_prefix(BOM).unwrap_or(body);
     let typed_error = serde_json::from_slice::<RxJsonRpcMessage<RoleServer>>(body).err()?;
     Some(match serde_json::from_slice::<Value>(body) {
         Ok(value) => invalid(&value, &typed_error),
@@ -80,7 +84,7 @@ mod tests {
     use super::*;
 
     fn answer(line: &str) -> Option<Value> {
-        read_line(line)
+        read_line(line.as_bytes())
             .err()
             .flatten()
             .map(|bytes| serde_json::from_slice(&bytes).unwrap())
@@ -91,6 +95,9 @@ mod tests {
         let reply = answer("{not json").unwrap();
         assert_eq!(reply["error"]["code"], PARSE_ERROR);
         assert_eq!(reply["id"], Value::Null);
+        let bytes: Value =
+            serde_json::from_slice(&read_line(b"{\"a\":\"\xff\"}").unwrap_err().unwrap()).unwrap();
+        assert_eq!(bytes["error"]["code"], PARSE_ERROR, "not UTF-8: {bytes}");
         assert!(
             reply["error"]["message"]
                 .as_str()
@@ -135,7 +142,10 @@ mod tests {
         );
         assert!(answer(r#"{"jsonrpc":"2.0","method":"notifications/bogus","params":3}"#).is_none());
         assert!(answer("   ").is_none());
-        assert!(read_line(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#).is_ok());
-        assert!(read_line("\u{feff}{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"}\r").is_ok());
+        assert!(read_line(br#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#).is_ok());
+        assert!(
+            read_line("\u{feff}{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"}\r".as_bytes())
+                .is_ok()
+        );
     }
 }

@@ -152,7 +152,7 @@ async fn answer_malformed(
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
+        .is_some_and(|v| v.to_ascii_lowercase().starts_with("application/json"));
     if request.method() != Method::POST || !json {
         return next.run(request).await;
     }
