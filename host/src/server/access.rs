@@ -245,18 +245,20 @@ pub struct Access {
 }
 
 /// Sessions (2025 protocol versions) are bound to the agent that opened them, so another
-/// agent's token cannot read its streams, resume them or close them. The newest
-/// [`MAX_SESSIONS`] are remembered; an older one must be opened again.
+/// agent's token cannot read its streams, resume them or close them. Each agent's newest
+/// [`MAX_SESSIONS_PER_AGENT`] are remembered (an older one must be opened again), so no agent
+/// can push another's sessions out.
 #[derive(Debug, Default)]
 struct Sessions(std::sync::Mutex<SessionOwners>);
 
 #[derive(Debug, Default)]
 struct SessionOwners {
     owner: std::collections::HashMap<String, String>,
-    opened: std::collections::VecDeque<String>,
+    /// Each agent's sessions, oldest first (closed ones linger until pushed out).
+    opened: std::collections::HashMap<String, std::collections::VecDeque<String>>,
 }
 
-const MAX_SESSIONS: usize = 10_000;
+const MAX_SESSIONS_PER_AGENT: usize = 1_000;
 
 impl Sessions {
     fn owners(&self) -> std::sync::MutexGuard<'_, SessionOwners> {
@@ -268,15 +270,18 @@ impl Sessions {
 
     fn bind(&self, session: &str, agent: &str) {
         let mut owners = self.owners();
+        let owners = &mut *owners;
         if owners
             .owner
             .insert(session.to_owned(), agent.to_owned())
-            .is_none()
+            .is_some()
         {
-            owners.opened.push_back(session.to_owned());
+            return;
         }
-        while owners.opened.len() > MAX_SESSIONS {
-            if let Some(oldest) = owners.opened.pop_front() {
+        let opened = owners.opened.entry(agent.to_owned()).or_default();
+        opened.push_back(session.to_owned());
+        while opened.len() > MAX_SESSIONS_PER_AGENT {
+            if let Some(oldest) = opened.pop_front() {
                 owners.owner.remove(&oldest);
             }
         }
@@ -662,11 +667,16 @@ mod tests {
         );
         sessions.forget("s1");
         assert!(!sessions.owned_by("s1", "a"));
-        for i in 0..=MAX_SESSIONS {
+        sessions.bind("b1", "b");
+        for i in 0..=MAX_SESSIONS_PER_AGENT {
             sessions.bind(&format!("n{i}"), "a");
         }
-        assert!(!sessions.owned_by("n0", "a"), "the oldest is forgotten");
-        assert!(sessions.owned_by(&format!("n{MAX_SESSIONS}"), "a"));
+        assert!(!sessions.owned_by("n0", "a"), "a's oldest is forgotten");
+        assert!(sessions.owned_by(&format!("n{MAX_SESSIONS_PER_AGENT}"), "a"));
+        assert!(
+            sessions.owned_by("b1", "b"),
+            "a cannot push b's sessions out"
+        );
     }
 
     #[test]

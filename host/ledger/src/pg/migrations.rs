@@ -32,11 +32,14 @@ pub(super) fn migrate(client: &mut Client, create: bool, ledger: &str) -> Result
         .transaction()
         .context("starting a schema migration")?;
     // A `lock_timeout` in the ledger's URL is for the ledger's own statements: waiting here
-    // for another node to finish migrating is start-up, not contention, and must not fail.
+    // for another node to finish migrating is start-up, not contention, and must not fail
+    // (the statement timeout still bounds it). The migration itself runs under the URL's.
     tx.batch_execute("SET LOCAL lock_timeout = 0")
         .context("starting a schema migration")?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .context("waiting for the schema migration lock")?;
+    tx.batch_execute("SET LOCAL lock_timeout TO DEFAULT")
+        .context("starting a schema migration")?;
     let exists: bool = tx
         .query_one("SELECT to_regclass('tollgate_schema') IS NOT NULL", &[])
         .and_then(|row| row.try_get(0))

@@ -175,12 +175,15 @@ impl Decoder for Lines {
     }
 
     fn decode_eof(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, std::io::Error> {
-        // A last message without its newline is incomplete: there is nothing to deliver.
-        let frame = self.decode(buf)?;
-        if frame.is_none() {
-            buf.clear();
+        if let Some(frame) = self.decode(buf)? {
+            return Ok(Some(frame));
         }
-        Ok(frame)
+        // The input ended: a last line without its newline is still a line.
+        let last = (!buf.is_empty() && !self.discarding).then(|| Frame::Line(buf.split()));
+        buf.clear();
+        self.searched = 0;
+        self.discarding = false;
+        Ok(last)
     }
 }
 
@@ -212,6 +215,27 @@ mod tests {
                 Frame::Line(BytesMut::from(&b"\xff\xfe"[..])),
                 Frame::Line(BytesMut::new()),
             ]
+        );
+    }
+
+    #[test]
+    fn a_last_line_without_its_newline_is_still_read_at_the_end() {
+        let mut lines = Lines::default();
+        let mut buf = BytesMut::from(&b"one\ntwo"[..]);
+        assert_eq!(
+            lines.decode_eof(&mut buf).unwrap(),
+            Some(Frame::Line(BytesMut::from(&b"one"[..])))
+        );
+        assert_eq!(
+            lines.decode_eof(&mut buf).unwrap(),
+            Some(Frame::Line(BytesMut::from(&b"two"[..])))
+        );
+        assert_eq!(lines.decode_eof(&mut buf).unwrap(), None);
+        // Reading may go on after an end (a terminal after Ctrl-D).
+        buf.extend_from_slice(b"three\n");
+        assert_eq!(
+            lines.decode(&mut buf).unwrap(),
+            Some(Frame::Line(BytesMut::from(&b"three"[..])))
         );
     }
 
