@@ -133,11 +133,14 @@ async fn killed_lock_holder_lease_expires_and_the_next_run_proceeds() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    // Ready before the kill: the next run must start while the dead holder's lease still
+    // runs, however slow opening a ledger and loading a tool is on a busy machine.
+    let runtime = env.runtime(&toml);
+    let tool = load(&runtime, INVOICE).await;
     // The holder took the lock and is mid-dispatch; now it dies without releasing it.
     wait_until(|| erp.stats().requests == 1).await;
     child.kill().unwrap();
     child.wait().unwrap();
-    let runtime = env.runtime(&toml);
     let holder_run = runtime.ledger().runs(&Default::default()).unwrap()[0]
         .run_id
         .clone();
@@ -145,7 +148,6 @@ async fn killed_lock_holder_lease_expires_and_the_next_run_proceeds() {
     assert_eq!(lock.run_id, holder_run);
     assert!(!lock.released, "a killed holder cannot release");
 
-    let tool = load(&runtime, INVOICE).await;
     let next = runtime.run(&tool, &invoice("INV-K1")).await.unwrap();
     assert_eq!(output(&next)["posted"], true);
     assert_eq!(next.status, RunStatus::Succeeded);
