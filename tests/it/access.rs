@@ -346,28 +346,18 @@ async fn token_secrets_are_read_by_an_http_server_only() {
         "{stderr}"
     );
     // Over stdio the spawning process owns the server: no token is read, none is needed.
-    let mut child = tollgate_with(&env, &config)
-        .arg("mcp")
-        .env_remove("TOLLGATE_TEST_UNSET_TOKEN")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    assert!(std::env::var_os("TOLLGATE_TEST_UNSET_TOKEN").is_none());
+    let (mut child, mut stdin, mut next) = crate::mcp::stdio_server(&env, &config);
     {
-        use std::io::{BufRead as _, Write as _};
-        let mut stdin = child.stdin.take().unwrap();
+        use std::io::Write as _;
         writeln!(
             stdin,
             r#"{{"jsonrpc":"2.0","id":1,"method":"initialize","params":{{"protocolVersion":"2025-06-18","capabilities":{{}},"clientInfo":{{"name":"t","version":"1"}}}}}}"#
         )
         .unwrap();
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let answer: Value = serde_json::from_str(&line).unwrap();
+        let answer = next();
         assert_eq!(answer["id"], 1, "{answer}");
     }
+    drop(stdin);
     assert!(child.wait().unwrap().success());
 }

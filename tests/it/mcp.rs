@@ -168,7 +168,7 @@ async fn python_sdk_over_stdio_lists_calls_dedupes_and_cancels() {
 
 /// `tollgate mcp` on stdio with `config`: the process, its stdin, and its answers, one JSON
 /// message per call.
-fn stdio_server(
+pub(crate) fn stdio_server(
     env: &Env,
     config: &Path,
 ) -> (

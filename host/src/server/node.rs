@@ -76,8 +76,7 @@ pub async fn serve(
         metrics: Arc::clone(&metrics),
         accepting: Arc::new(AtomicBool::new(true)),
     };
-    server.access().check_listen(addr)?;
-    let (listener, bound) = mcp::bind(addr).await?;
+    let (listener, bound) = mcp::bind(&server, addr).await?;
     let app = axum::Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

@@ -5,8 +5,8 @@
 //! tool, a malformed `_meta`).
 
 use super::McpError;
+use super::progress::Progress;
 use crate::ledger::LedgerError;
-use crate::milestones;
 use crate::runs::{CallKey, RunError, RunOptions, RunReport};
 use crate::server::access::{Access, AccessError, Agent};
 use crate::server::drain::Drain;
@@ -15,17 +15,16 @@ use crate::tool::LoadedTool;
 use crate::{FailureClass, Runtime};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
-    JsonObject, ListToolsResult, MetaObject, PaginatedRequestParams, ProgressNotificationParam,
-    ProgressToken, ServerCapabilities, ServerConfig, Tool, ToolAnnotations,
+    JsonObject, ListToolsResult, MetaObject, PaginatedRequestParams, ServerCapabilities,
+    ServerConfig, Tool, ToolAnnotations,
 };
-use rmcp::service::{Peer, RequestContext};
+use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 use tracing::Instrument as _;
 
 /// `_meta` key of a `tools/call` request: the caller's idempotency key for the whole call.
@@ -557,64 +556,4 @@ fn run_error_result(error: &RunError) -> CallToolResult {
         _ => FailureClass::Fatal,
     };
     failure_result(class, &error.to_string(), None, None)
-}
-
-/// Forwards a run's milestones (attempts, retries, lock waits, escalations) to the caller as
-/// progress notifications, as this process journals them ([`crate::milestones`]). Stops when
-/// dropped; [`finish`] first forwards the milestones noted so far.
-///
-/// [`finish`]: Progress::finish
-struct Progress {
-    task: tokio::task::JoinHandle<()>,
-    done: Arc<tokio::sync::Notify>,
-}
-
-impl Drop for Progress {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl Progress {
-    /// Follows `run_id` from now: call it before the run starts.
-    fn spawn(run_id: &str, token: ProgressToken, peer: Peer<RoleServer>) -> Self {
-        let mut following = milestones::follow(run_id);
-        let done = Arc::new(tokio::sync::Notify::new());
-        let finished = done.clone();
-        let task = tokio::spawn(async move {
-            let mut step = 0u32;
-            let mut finishing = false;
-            loop {
-                let milestone = if finishing {
-                    following.try_next()
-                } else {
-                    tokio::select! {
-                        biased;
-                        milestone = following.next() => milestone,
-                        // The run ended, so every milestone it had is noted: forward those.
-                        () = finished.notified() => {
-                            finishing = true;
-                            following.try_next()
-                        }
-                    }
-                };
-                let Some(milestone) = milestone else {
-                    return;
-                };
-                step += 1;
-                let note = ProgressNotificationParam::new(token.clone(), f64::from(step))
-                    .with_message(format!("{}: {}", milestone.event, milestone.message));
-                if peer.notify_progress(note).await.is_err() {
-                    return;
-                }
-            }
-        });
-        Self { task, done }
-    }
-
-    /// Forwards the rest of the run's milestones, then stops.
-    async fn finish(mut self) {
-        self.done.notify_one();
-        _ = tokio::time::timeout(Duration::from_secs(2), &mut self.task).await;
-    }
 }

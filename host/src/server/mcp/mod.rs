@@ -7,6 +7,7 @@
 
 mod handler;
 mod malformed;
+mod progress;
 mod stdio;
 
 pub use handler::{ATTEMPT_META, IDEMPOTENCY_KEY_META, McpServer, RUN_ID_META, STATUS_META};
@@ -106,8 +107,7 @@ pub async fn serve_http(
     listening: impl FnOnce(SocketAddr),
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), McpError> {
-    server.access().check_listen(addr)?;
-    let (listener, bound) = bind(addr).await?;
+    let (listener, bound) = bind(&server, addr).await?;
     let app = router(server, bound);
     listening(bound);
     axum::serve(without_delay(listener), app)
@@ -188,10 +188,13 @@ fn json_answer(status: axum::http::StatusCode, body: Vec<u8>) -> axum::response:
         .into_response()
 }
 
-/// A listener on `addr`, and the address it is bound to (`addr` may ask for port 0).
+/// A listener on `addr` for `server`, and the address it is bound to (`addr` may ask for
+/// port 0); refused beyond loopback unless the server's access rules have tokens.
 pub(crate) async fn bind(
+    server: &McpServer,
     addr: SocketAddr,
 ) -> Result<(tokio::net::TcpListener, SocketAddr), McpError> {
+    server.access().check_listen(addr)?;
     let listen = |source| McpError::Listen { addr, source };
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(listen)?;
     let bound = listener.local_addr().map_err(listen)?;
